@@ -1,0 +1,39 @@
+# The README's two commands: `make run` (the main job) and `make test` (lint + tests).
+# Both start from a machine with only Python and pip, and are fast when nothing changed.
+PYTHON ?= python3
+VENV ?= .venv
+# A tested CPU build by default; override e.g. `make run TORCH_SPEC="torch==2.14.1"`.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+SDL := SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy
+# The main job's budget: a few minutes on 2 cores.
+RUN_TIMESTEPS ?= 300000
+
+.PHONY: run test install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch goes in the same pip call as the project, so pip never picks a different (CUDA) build.
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)" -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)" -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: $(VENV)/.installed
+	$(SDL) $(BIN)/plastic-rl train --algo plastic_a2c --env PlasticMaze-v0 --policy plastic \
+		-n $(RUN_TIMESTEPS) -f logs --compare-random
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check plastic_rl tests examples
+	$(BIN)/ruff format --check plastic_rl tests examples
+	$(SDL) $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) logs runs

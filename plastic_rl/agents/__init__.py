@@ -1,0 +1,1 @@
+"""Stable-Baselines3 algorithms and policies with recurrent plastic networks."""

@@ -1,0 +1,60 @@
+"""The ``plastic-rl`` command line.
+
+Each command lives in its own module, which defines ``add_arguments(parser)`` and ``run(args)``.
+Only the module of the command being run is imported, so ``plastic-rl --help`` and light commands
+start fast and a command's heavy imports (SB3, pygame, ...) stay its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# (command words) -> (module, one-line help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("train",): ("plastic_rl.agents.cli_train", "train an RL agent (PlasticA2C, PlasticPPO, RecurrentPPO)"),
+    ("enjoy",): ("plastic_rl.agents.cli_enjoy", "watch a trained agent, with its Hebbian trace"),
+    ("play", "maze"): ("plastic_rl.envs.play", "play PlasticMaze-v0 yourself with the arrow keys"),
+    ("experiment", "maze"): ("plastic_rl.agents.experiment", "the paper's maze comparison across conditions"),
+    ("experiment", "patterns"): (
+        "plastic_rl.supervised.experiment",
+        "the paper's pattern-memory comparison across conditions",
+    ),
+    ("supervised", "patterns"): ("plastic_rl.supervised.cli_patterns", "train on pattern memorization"),
+    ("bench", "core"): ("plastic_rl.core.bench", "time the plastic core's unroll against autograd"),
+    ("bench", "a2c"): ("plastic_rl.agents.bench", "time PlasticA2C's learn() loop on the maze"),
+    ("bench", "patterns"): ("plastic_rl.supervised.bench", "time pattern-memory training per episode"),
+}
+
+
+def _usage(prefix: tuple[str, ...]) -> str:
+    lines = [f"usage: plastic-rl {' '.join(prefix) + ' ' if prefix else ''}COMMAND [options]", "", "commands:"]
+    for words, (_, help_text) in COMMANDS.items():
+        if words[: len(prefix)] == prefix:
+            lines.append(f"  {' '.join(words):<22} {help_text}")
+    lines.append("")
+    lines.append("Run 'plastic-rl COMMAND --help' for a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for words, (module_name, help_text) in COMMANDS.items():
+        if tuple(argv[: len(words)]) == words:
+            module = importlib.import_module(module_name)
+            parser = argparse.ArgumentParser(prog=f"plastic-rl {' '.join(words)}", description=help_text)
+            module.add_arguments(parser)
+            args = parser.parse_args(argv[len(words) :])
+            return int(module.run(args) or 0)
+    prefix = tuple(argv[:1]) if argv and any(w[0] == argv[0] for w in COMMANDS) else ()
+    asked_for_help = not argv or argv[-1] in ("-h", "--help")
+    print(_usage(prefix), file=sys.stdout if asked_for_help else sys.stderr)
+    if not asked_for_help:
+        print(f"\nplastic-rl: unknown command {' '.join(argv)!r}", file=sys.stderr)
+    return 0 if asked_for_help else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""Plastic layers: the network core shared by the RL agents and the supervised trainers.
+
+No gymnasium or Stable-Baselines3 imports here: the core is plain PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from plastic_rl.core import functional
+from plastic_rl.core.options import (
+    BIAS_MODES,
+    INPUT_MAPPINGS,
+    INPUT_MODES,
+    PLASTICITY_MODES,
+    RULES,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+)
+
+
+class PlasticState(NamedTuple):
+    """Runtime state of a plastic layer for a batch of episodes.
+
+    ``activation`` is ``(B, N)`` (for the feed-forward layer, ``(B, 0)``: it has none);
+    ``hebbian_trace`` is ``(B, N_pre, N_post)``, or ``None`` for a non-plastic layer.
+    """
+
+    activation: Tensor
+    hebbian_trace: Tensor | None
+
+    def detach(self) -> PlasticState:
+        """The same state cut from the autograd graph."""
+        trace = None if self.hebbian_trace is None else self.hebbian_trace.detach()
+        return PlasticState(self.activation.detach(), trace)
+
+
+class _PlasticParameters(nn.Module):
+    """The connection parameters common to both layers: ``w``, ``alpha`` and ``eta``."""
+
+    def __init__(
+        self,
+        n_pre: int,
+        n_post: int,
+        plasticity: str,
+        rule: str,
+        hebbian_learning_rate: float,
+        trace_clip: float | None,
+        init_scale: float,
+    ) -> None:
+        check_choice("plasticity", plasticity, PLASTICITY_MODES)
+        check_choice("rule", rule, RULES)
+        check_positive_float("init_scale", init_scale)
+        if isinstance(hebbian_learning_rate, bool) or not isinstance(hebbian_learning_rate, (int, float)):
+            raise ValueError(f"hebbian_learning_rate must be a number; got {hebbian_learning_rate!r}")
+        super().__init__()
+        self.plasticity = plasticity
+        self.rule = rule
+        self.trace_clip = check_positive_float("trace_clip", trace_clip, allow_none=True)
+        self.weight = nn.Parameter(init_scale * torch.randn(n_pre, n_post))
+        if plasticity == "full":
+            self.plasticity_coefficient = nn.Parameter(init_scale * torch.randn(n_pre, n_post))
+        elif plasticity == "shared":
+            self.plasticity_coefficient = nn.Parameter(torch.full((1,), init_scale))
+        else:
+            self.register_parameter("plasticity_coefficient", None)
+        if plasticity == "none":
+            self.register_parameter("hebbian_learning_rate", None)
+        else:
+            self.hebbian_learning_rate = nn.Parameter(torch.tensor(float(hebbian_learning_rate)))
+
+    @property
+    def is_plastic(self) -> bool:
+        return self.plasticity != "none"
+
+    def zero_trace(self, batch_size: int) -> Tensor | None:
+        if not self.is_plastic:
+            return None
+        return self.weight.new_zeros(batch_size, *self.weight.shape)
+
+
+def _check_sequence(name: str, tensor: Tensor, size: int, feature_name: str) -> None:
+    if tensor.dim() != 3 or tensor.shape[-1] != size:
+        raise ValueError(f"{name} must have shape (T, B, {feature_name}={size}); got {tuple(tensor.shape)}")
+
+
+class PlasticRecurrentLayer(_PlasticParameters):
+    """A fully recurrent layer of ``hidden_size`` tanh neurons with plastic connections.
+
+    ``x_j(t) = tanh( sum_i (w[i,j] + alpha[i,j] Hebb[i,j](t)) x_i(t-1) + b_j + input_j(t) )``, with
+    the Hebbian trace reset at every episode start and updated by ``rule`` after each step.
+
+    Parameters
+    ----------
+    hidden_size : number of neurons ``N`` (a bias neuron, if any, is one of them).
+    input_size : size of the input; with ``input_mapping="identity"`` it must be ``N`` (or ``N - 1``
+        with a bias neuron) and defaults to that.
+    plasticity : ``"full"`` (one alpha per connection, the paper), ``"shared"`` (one learned alpha:
+        homogeneous plasticity) or ``"none"`` (a plain RNN: no alpha, no eta, no trace).
+    rule : ``"hebb"`` (decaying Hebb) or ``"oja"``.
+    input_mapping : ``"linear"`` (a learned projection) or ``"identity"`` (input ``i`` drives neuron ``i``).
+    input_mode : ``"add"`` (input added to the pre-activation) or ``"clamp"`` (a neuron whose input is
+        non-zero outputs that input).
+    bias : ``"vector"`` (a learned bias per neuron), ``"neuron"`` (the last neuron is held at 1, so its
+        outgoing weights act as a plastic bias) or ``"none"``.
+    hebbian_learning_rate : initial ``eta`` (a learned scalar).
+    trace_clip : clamp the trace to ``[-trace_clip, trace_clip]``; ``None`` for no clipping.
+    init_scale : standard deviation of the initial ``w`` and ``alpha`` (0.01 in the paper).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        input_size: int | None = None,
+        *,
+        plasticity: str = "full",
+        rule: str = "hebb",
+        input_mapping: str = "linear",
+        input_mode: str = "add",
+        bias: str = "vector",
+        hebbian_learning_rate: float = 0.01,
+        trace_clip: float | None = None,
+        init_scale: float = 0.01,
+    ) -> None:
+        check_positive_int("hidden_size", hidden_size)
+        check_choice("input_mapping", input_mapping, INPUT_MAPPINGS)
+        check_choice("input_mode", input_mode, INPUT_MODES)
+        check_choice("bias", bias, BIAS_MODES)
+        bias_neuron = bias == "neuron"
+        if bias_neuron and hidden_size < 2:
+            raise ValueError(f"hidden_size must be at least 2 with bias='neuron'; got {hidden_size}")
+        mapped_size = hidden_size - 1 if bias_neuron else hidden_size
+        if input_mapping == "identity":
+            if input_size is None:
+                input_size = mapped_size
+            elif input_size != mapped_size:
+                raise ValueError(
+                    f"input_size must equal hidden_size{' - 1 (bias neuron)' if bias_neuron else ''} = "
+                    f"{mapped_size} with input_mapping='identity'; got {input_size!r}"
+                )
+        elif input_size is None:
+            raise ValueError("input_size must be given with input_mapping='linear'")
+        check_positive_int("input_size", input_size)
+        super().__init__(hidden_size, hidden_size, plasticity, rule, hebbian_learning_rate, trace_clip, init_scale)
+        self.hidden_size = hidden_size
+        self.input_size = input_size
+        self.input_mapping = input_mapping
+        self.input_mode = input_mode
+        self.bias_mode = bias
+        self.bias_neuron = bias_neuron
+        self.input_projection = nn.Linear(input_size, mapped_size, bias=False) if input_mapping == "linear" else None
+        self.bias = nn.Parameter(torch.zeros(hidden_size)) if bias == "vector" else None
+
+    def extra_repr(self) -> str:
+        return (
+            f"hidden_size={self.hidden_size}, input_size={self.input_size}, plasticity={self.plasticity!r}, "
+            f"rule={self.rule!r}, input_mapping={self.input_mapping!r}, input_mode={self.input_mode!r}, "
+            f"bias={self.bias_mode!r}, trace_clip={self.trace_clip}"
+        )
+
+    def _reset_activation(self) -> Tensor:
+        activation = self.weight.new_zeros(self.hidden_size)
+        if self.bias_neuron:
+            activation[-1] = 1.0
+        return activation
+
+    def initial_state(self, batch_size: int) -> PlasticState:
+        """The state at an episode start: zero activations (bias neuron at 1) and a zero trace."""
+        check_positive_int("batch_size", batch_size)
+        activation = self._reset_activation().expand(batch_size, -1).clone()
+        return PlasticState(activation, self.zero_trace(batch_size))
+
+    def _drive(self, inputs: Tensor) -> Tensor:
+        inputs = inputs.to(dtype=self.weight.dtype, device=self.weight.device)
+        drive = inputs if self.input_projection is None else self.input_projection(inputs)
+        if self.bias_neuron:
+            drive = torch.cat([drive, drive.new_zeros(*drive.shape[:-1], 1)], dim=-1)
+        return drive
+
+    def _static_options(self) -> dict:
+        return dict(
+            rule=self.rule, input_mode=self.input_mode, trace_clip=self.trace_clip, bias_neuron=self.bias_neuron
+        )
+
+    def step(self, inputs: Tensor, state: PlasticState) -> tuple[Tensor, PlasticState]:
+        """One step: ``inputs`` ``(B, input_size)`` -> new activation ``(B, N)`` and state."""
+        if inputs.dim() != 2 or inputs.shape[-1] != self.input_size:
+            raise ValueError(f"inputs must have shape (B, input_size={self.input_size}); got {tuple(inputs.shape)}")
+        activation, trace = functional.recurrent_step(
+            self._drive(inputs),
+            state.activation,
+            state.hebbian_trace,
+            self.weight,
+            self.plasticity_coefficient,
+            self.hebbian_learning_rate,
+            self.bias,
+            **self._static_options(),
+        )
+        return activation, PlasticState(activation, trace)
+
+    def forward(
+        self,
+        inputs: Tensor,
+        state: PlasticState | None = None,
+        episode_starts: Tensor | None = None,
+    ) -> tuple[Tensor, PlasticState]:
+        """Unroll over a ``(T, B, input_size)`` sequence.
+
+        Parameters
+        ----------
+        inputs : (T, B, input_size) inputs.
+        state : the state before the first step; the initial state when ``None``.
+        episode_starts : optional (T, B) booleans; the state is reset before step ``t`` where true.
+
+        Returns
+        -------
+        The activations of every step, ``(T, B, N)``, and the final state.
+        """
+        _check_sequence("inputs", inputs, self.input_size, "input_size")
+        if state is None:
+            state = self.initial_state(inputs.shape[1])
+        if episode_starts is not None:
+            if tuple(episode_starts.shape) != tuple(inputs.shape[:2]):
+                raise ValueError(
+                    f"episode_starts must have shape (T, B) = {tuple(inputs.shape[:2])}; "
+                    f"got {tuple(episode_starts.shape)}"
+                )
+            episode_starts = episode_starts.to(device=self.weight.device, dtype=torch.bool)
+        outputs, activation, trace = functional.recurrent_unroll(
+            self._drive(inputs),
+            state.activation,
+            state.hebbian_trace,
+            self.weight,
+            self.plasticity_coefficient,
+            self.hebbian_learning_rate,
+            self.bias,
+            episode_starts,
+            self._reset_activation(),
+            **self._static_options(),
+        )
+        return outputs, PlasticState(activation, trace)
+
+
+OUTPUT_ACTIVATIONS = ("softmax", "tanh", "identity")
+
+
+class PlasticLinear(_PlasticParameters):
+    """A feed-forward plastic layer: ``features -> outputs`` through ``w + alpha * Hebb``.
+
+    The trace is carried across the steps of an episode, with ``pre`` the features and ``post`` the
+    layer's output activation — or, on labelled steps, the label (``teacher``), so that the label
+    shown with an example is what gets imprinted (the paper's Omniglot classifier).
+
+    Parameters
+    ----------
+    in_features, out_features : sizes.
+    plasticity, rule, hebbian_learning_rate, trace_clip, init_scale : as in :class:`PlasticRecurrentLayer`.
+    output_activation : ``"softmax"``, ``"tanh"`` or ``"identity"``; applied to the logits to give
+        the post-synaptic activity used by the Hebbian rule.
+    bias : learn an output bias.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        plasticity: str = "full",
+        rule: str = "hebb",
+        hebbian_learning_rate: float = 0.01,
+        trace_clip: float | None = None,
+        init_scale: float = 0.01,
+        output_activation: str = "softmax",
+        bias: bool = True,
+    ) -> None:
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        super().__init__(in_features, out_features, plasticity, rule, hebbian_learning_rate, trace_clip, init_scale)
+        self.output_activation = output_activation
+        self.in_features = in_features
+        self.out_features = out_features
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def initial_state(self, batch_size: int) -> PlasticState:
+        """The state at an episode start: a zero trace (the layer has no activation to carry)."""
+        check_positive_int("batch_size", batch_size)
+        return PlasticState(self.weight.new_zeros(batch_size, 0), self.zero_trace(batch_size))
+
+    def _activate(self, logits: Tensor) -> Tensor:
+        if self.output_activation == "softmax":
+            return torch.softmax(logits, dim=-1)
+        if self.output_activation == "tanh":
+            return torch.tanh(logits)
+        return logits
+
+    def step(self, features: Tensor, state: PlasticState, teacher: Tensor | None = None) -> tuple[Tensor, PlasticState]:
+        """One step: ``features`` ``(B, in_features)`` -> logits ``(B, out_features)`` and new state.
+
+        Where a row of ``teacher`` (B, out_features) is non-zero, it replaces the output activation
+        as the post-synaptic term of the Hebbian update.
+        """
+        features = features.to(dtype=self.weight.dtype, device=self.weight.device)
+        logits = functional.plastic_matvec(features, self.weight, self.plasticity_coefficient, state.hebbian_trace)
+        if self.bias is not None:
+            logits = logits + self.bias
+        trace = state.hebbian_trace
+        if trace is not None:
+            post = self._activate(logits)
+            if teacher is not None:
+                teacher = teacher.to(dtype=post.dtype, device=post.device)
+                post = torch.where((teacher != 0).any(dim=-1, keepdim=True), teacher, post)
+            trace = functional.update_trace(
+                trace, features, post, self.hebbian_learning_rate, self.rule, self.trace_clip
+            )
+        return logits, PlasticState(state.activation, trace)
+
+    def forward(
+        self,
+        features: Tensor,
+        state: PlasticState | None = None,
+        episode_starts: Tensor | None = None,
+        teacher: Tensor | None = None,
+    ) -> tuple[Tensor, PlasticState]:
+        """Unroll over ``(T, B, in_features)``; ``teacher`` is an optional ``(T, B, out_features)``."""
+        _check_sequence("features", features, self.in_features, "in_features")
+        if teacher is not None:
+            _check_sequence("teacher", teacher, self.out_features, "out_features")
+        if state is None:
+            state = self.initial_state(features.shape[1])
+        outputs = []
+        for t in range(features.shape[0]):
+            if episode_starts is not None and state.hebbian_trace is not None:
+                starts = episode_starts[t].to(device=self.weight.device, dtype=torch.bool)
+                state = PlasticState(state.activation, functional.reset_where(starts, state.hebbian_trace, 0.0))
+            logits, state = self.step(features[t], state, None if teacher is None else teacher[t])
+            outputs.append(logits)
+        return torch.stack(outputs), state

@@ -1,0 +1,18 @@
+"""Gymnasium environments of the paper's tasks, registered by ``import plastic_rl``."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+# String entry points: registering imports nothing heavy; gym.make imports the env's module.
+ENTRY_POINTS: dict[str, str] = {
+    "PlasticMaze-v0": "plastic_rl.envs.maze:PlasticMazeEnv",
+    "PlasticPatternMemory-v0": "plastic_rl.envs.pattern_memory:PatternMemoryEnv",
+}
+
+
+def register_envs() -> None:
+    """Register every environment of the suite with Gymnasium (idempotent)."""
+    for env_id, entry_point in ENTRY_POINTS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point)

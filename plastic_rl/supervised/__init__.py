@@ -1,0 +1,1 @@
+"""The shared supervised trainer and the paper's supervised tasks."""
