@@ -1,0 +1,300 @@
+"""PlasticMaze-v0: the meta-reinforcement-learning maze of Miconi, Clune & Stanley (ICML 2018), Experiment 4."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int
+from plastic_rl.envs.maze_rendering import MazeRenderer, frame_shape
+
+# Row and column change of each action, in action order: 0 up, 1 right, 2 down, 3 left.
+ACTION_MOVES: tuple[tuple[int, int], ...] = ((-1, 0), (0, 1), (1, 0), (0, -1))
+ACTION_NAMES: tuple[str, ...] = ("up", "right", "down", "left")
+
+
+def maze_walls(size: int) -> np.ndarray:
+    """Wall map of a ``size`` x ``size`` maze with its border: a bool array of shape ``(size + 2, size + 2)``.
+
+    The border is all walls; inside, every square whose row and column (counted in the full grid) are both even
+    is a wall, a regular grid of ``((size - 1) // 2) ** 2`` walls (16 for size 9). The centre is always free:
+    when the rule puts a wall there (size 7, 11, ...) it is cleared.
+    """
+    grid_size = size + 2
+    rows, cols = np.indices((grid_size, grid_size))
+    walls = (rows % 2 == 0) & (cols % 2 == 0)
+    walls[[0, -1], :] = True
+    walls[:, [0, -1]] = True
+    walls[grid_size // 2, grid_size // 2] = False
+    return walls
+
+
+class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
+    """The paper's maze: find the hidden reward square, again and again, within one episode.
+
+    A ``size`` x ``size`` maze (default 9 x 9), surrounded by a border of walls (an 11 x 11 grid in all), in which
+    every other square in either direction is a wall (16 wall squares in a regular grid at the default size, see
+    :func:`maze_walls`). Each episode one free square other than the centre is drawn, uniformly, as the reward
+    square, which the agent cannot see. The agent starts each episode at the centre square. Stepping onto the
+    reward square gives ``+reward_value`` and teleports the agent to a uniformly drawn free square other than the
+    reward square; walking into a wall gives ``-wall_penalty`` and the agent stays put. All positions are
+    ``(row, col)`` in the full grid, border included (the centre is ``(size // 2 + 1, size // 2 + 1)``).
+
+    The episode lasts exactly ``episode_length`` steps (default 250) and then ends with ``terminated=True``: the
+    horizon is part of the task (the paper's A2C does not bootstrap there), so the env is never truncated.
+
+    Action space
+        ``Discrete(4)``: 0 up, 1 right, 2 down, 3 left.
+
+    Observation space
+        ``Box(float32)`` of shape ``(10,)`` by default, as in the paper:
+
+        * ``[0:9]``: the 3 x 3 neighbourhood centred on the agent, row-major, 1 = wall, 0 = free;
+        * ``[9]``: the reward received at the previous step (0 after ``reset``);
+        * then, when enabled and in this order: the previous action one-hot (4 values, all 0 after ``reset``) if
+          ``observe_previous_action``, and the step count divided by ``episode_length`` (1 value, 0 after
+          ``reset``, 1 at the end) if ``observe_time``.
+
+    Reward
+        ``+reward_value`` (10) on the reward square, ``-wall_penalty`` (-0.1) on a bump into a wall, 0 otherwise.
+
+    Info
+        ``"agent_position"`` and ``"reward_position"`` (``(row, col)`` tuples of ints), ``"reward_hits"`` (times
+        the reward square was reached this episode) and ``"step"`` (steps taken this episode).
+
+    Rendering
+        ``"rgb_array"`` returns ``uint8`` frames of shape ``(40 * (size + 2) + 32, 40 * (size + 2), 3)``, i.e.
+        ``(472, 440, 3)`` at the default size; with ``show_trace_panel`` a square side panel doubles the width:
+        ``(472, 880, 3)``. The panel is reserved at construction, so all frames of an env have one shape
+        (:attr:`frame_shape`). ``"human"`` shows the same picture in a window at ``metadata["render_fps"]``. The
+        frame shows walls, free squares, the agent (blue disc), the reward square (gold: shown to the viewer,
+        hidden from the agent), a status line (step, episode reward, reward hits) and the side panel's heat map
+        (set with :meth:`set_panel_matrix`).
+
+    Parameters
+    ----------
+    render_mode : str or None
+        ``None``, ``"human"`` or ``"rgb_array"``.
+    size : int
+        Side of the maze without its border: odd, at least 5.
+    episode_length : int
+        Steps per episode (> 0).
+    reward_value : float
+        Reward for reaching the reward square (> 0, finite).
+    wall_penalty : float
+        Magnitude of the negative reward for walking into a wall (>= 0, finite).
+    observe_previous_action : bool
+        Append the previous action, one-hot, to the observation.
+    observe_time : bool
+        Append the step count divided by ``episode_length`` to the observation.
+    show_trace_panel : bool
+        Reserve a side panel in rendered frames for a heat map (e.g. the agent's Hebbian trace).
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        size: int = 9,
+        episode_length: int = 250,
+        reward_value: float = 10.0,
+        wall_penalty: float = 0.1,
+        observe_previous_action: bool = False,
+        observe_time: bool = False,
+        show_trace_panel: bool = False,
+    ) -> None:
+        if render_mode is not None:
+            check_choice("render_mode", render_mode, self.metadata["render_modes"])
+        check_positive_int("size", size)
+        if size < 5 or size % 2 == 0:
+            raise ValueError(f"size must be an odd integer >= 5; got {size!r}")
+        self.episode_length = check_positive_int("episode_length", episode_length)
+        self.reward_value = check_positive_float("reward_value", reward_value)
+        if not math.isfinite(self.reward_value):
+            raise ValueError(f"reward_value must be a finite number > 0; got {reward_value!r}")
+        if (
+            isinstance(wall_penalty, bool)
+            or not isinstance(wall_penalty, (int, float))
+            or not 0 <= wall_penalty < math.inf
+        ):
+            raise ValueError(f"wall_penalty must be a finite number >= 0; got {wall_penalty!r}")
+        self.wall_penalty = float(wall_penalty)
+        for name, flag in (
+            ("observe_previous_action", observe_previous_action),
+            ("observe_time", observe_time),
+            ("show_trace_panel", show_trace_panel),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False; got {flag!r}")
+
+        self.render_mode = render_mode
+        self.size = size
+        self.observe_previous_action = observe_previous_action
+        self.observe_time = observe_time
+        self.show_trace_panel = show_trace_panel
+
+        walls = maze_walls(size)
+        walls.flags.writeable = False
+        self.walls = walls
+        """Wall map of the full grid (border included), ``[row, col]``, read-only."""
+        self.start_position = (size // 2 + 1, size // 2 + 1)
+        self.free_squares = np.argwhere(~walls)
+        """``(n_free, 2)`` array of the free squares' ``(row, col)``, in row-major order."""
+        self._start_index = int(np.flatnonzero((self.free_squares == self.start_position).all(axis=1))[0])
+
+        observation_size = 10 + 4 * observe_previous_action + observe_time
+        low = np.zeros(observation_size, dtype=np.float32)
+        high = np.ones(observation_size, dtype=np.float32)
+        low[9], high[9] = -self.wall_penalty, self.reward_value
+        self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
+        self.action_space = spaces.Discrete(len(ACTION_MOVES))
+
+        self.agent_position = self.start_position
+        self.reward_position = self.start_position
+        self._reward_index = self._start_index
+        self.reward_hits = 0
+        self.step_count = 0
+        self.episode_reward = 0.0
+        self._previous_reward = 0.0
+        self._previous_action: int | None = None
+        self._panel_matrix: np.ndarray | None = None
+        self._panel_title = "Hebbian trace"
+        self._renderer: MazeRenderer | None = None
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """Shape ``(height, width, 3)`` of every frame this env renders."""
+        return frame_shape(self.walls.shape[0], self.show_trace_panel)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        # Any free square but the start: drawing an index among n_free - 1 and skipping the start keeps it uniform.
+        self._reward_index = self._index_skipping(self._start_index)
+        self.reward_position = self._square(self._reward_index)
+        self.agent_position = self.start_position
+        self.reward_hits = 0
+        self.step_count = 0
+        self.episode_reward = 0.0
+        self._previous_reward = 0.0
+        self._previous_action = None
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), self._info()
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if not self.action_space.contains(action):
+            raise ValueError(f"action must be one of 0 (up), 1 (right), 2 (down), 3 (left); got {action!r}")
+        action = int(action)
+        row_move, col_move = ACTION_MOVES[action]
+        target = (self.agent_position[0] + row_move, self.agent_position[1] + col_move)
+        if self.walls[target]:
+            reward = -self.wall_penalty
+        elif target == self.reward_position:
+            reward = self.reward_value
+            self.reward_hits += 1
+            self.agent_position = self._square(self._index_skipping(self._reward_index))
+        else:
+            reward = 0.0
+            self.agent_position = target
+
+        self.step_count += 1
+        self.episode_reward += reward
+        self._previous_reward = reward
+        self._previous_action = action
+        terminated = self.step_count >= self.episode_length
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), reward, terminated, False, self._info()
+
+    def set_panel_matrix(self, matrix: np.ndarray | None, title: str = "Hebbian trace") -> None:
+        """Set the matrix the side panel shows as a heat map (colour scale symmetric around 0).
+
+        Parameters
+        ----------
+        matrix : np.ndarray or None
+            A 2-D array of finite numbers (copied), e.g. ``hebbian_trace[0].detach().cpu().numpy()``;
+            ``None`` clears the panel.
+        title : str
+            Text shown above the heat map.
+        """
+        if not self.show_trace_panel:
+            raise ValueError("set_panel_matrix needs a side panel: construct the env with show_trace_panel=True")
+        if matrix is not None:
+            matrix = np.array(matrix, dtype=np.float64)
+            if matrix.ndim != 2 or matrix.size == 0:
+                raise ValueError(f"matrix must be a non-empty 2-D array; got shape {matrix.shape}")
+            if not np.isfinite(matrix).all():
+                raise ValueError("matrix must contain only finite numbers")
+        self._panel_matrix = matrix
+        self._panel_title = str(title)
+
+    def get_keys_to_action(self) -> dict[tuple[int, ...], int]:
+        """The arrow keys' pygame codes mapped to actions, for :func:`gymnasium.utils.play.play`."""
+        from plastic_rl.envs.maze_rendering import arrow_keys
+
+        return {(key,): action for action, key in enumerate(arrow_keys())}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn(
+                "Calling render without specifying any render mode; "
+                'construct the env with render_mode="rgb_array" or "human".'
+            )
+            return None
+        if self._renderer is None:
+            self._renderer = MazeRenderer(
+                self.walls,
+                render_mode=self.render_mode,
+                render_fps=self.metadata["render_fps"],
+                show_panel=self.show_trace_panel,
+            )
+        status = (
+            f"step {self.step_count}/{self.episode_length}   "
+            f"episode reward {self.episode_reward:.1f}   reward hits {self.reward_hits}"
+        )
+        return self._renderer.render(
+            agent_position=self.agent_position,
+            reward_position=self.reward_position,
+            status=status,
+            panel_matrix=self._panel_matrix,
+            panel_title=self._panel_title,
+        )
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def _index_skipping(self, excluded_index: int) -> int:
+        """A uniformly drawn index of a free square other than ``excluded_index``."""
+        index = int(self.np_random.integers(len(self.free_squares) - 1))
+        return index + (index >= excluded_index)
+
+    def _square(self, index: int) -> tuple[int, int]:
+        row, col = self.free_squares[index]
+        return int(row), int(col)
+
+    def _observation(self) -> np.ndarray:
+        row, col = self.agent_position
+        parts = [self.walls[row - 1 : row + 2, col - 1 : col + 2].ravel(), [self._previous_reward]]
+        if self.observe_previous_action:
+            one_hot = np.zeros(len(ACTION_MOVES))
+            if self._previous_action is not None:
+                one_hot[self._previous_action] = 1.0
+            parts.append(one_hot)
+        if self.observe_time:
+            parts.append([self.step_count / self.episode_length])
+        return np.concatenate(parts).astype(np.float32)
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "agent_position": self.agent_position,
+            "reward_position": self.reward_position,
+            "reward_hits": self.reward_hits,
+            "step": self.step_count,
+        }

@@ -1,0 +1,54 @@
+"""``plastic-rl play maze``: play PlasticMaze-v0 yourself with the arrow keys.
+
+Hold an arrow key to walk (one square per frame, ``--fps`` frames a second); nothing happens while no key is
+pressed, since the maze has no no-op action. Escape or closing the window quits. The reward square is shown in
+gold, which the agent of the paper never sees: try to find it again after each teleport as fast as you can.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=None, help="seed of the sequence of episodes")
+    parser.add_argument("--size", type=int, default=9, help="side of the maze without its border (odd, >= 5)")
+    parser.add_argument("--episode-length", type=int, default=250, help="steps per episode")
+    parser.add_argument("--fps", type=int, default=None, help="steps a second while a key is held (default: 10)")
+    parser.add_argument("--zoom", type=float, default=1.0, help="scale of the window")
+
+
+def print_episode_end(
+    obs_t: Any, obs_tp1: Any, action: int, reward: float, terminated: bool, truncated: bool, info: dict
+) -> None:
+    """A :func:`gymnasium.utils.play.play` callback that prints a summary line when an episode ends."""
+    if terminated or truncated:
+        print(f"episode over after {info['step']} steps: reward square reached {info['reward_hits']} times")
+
+
+def run(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+    from gymnasium.utils.play import play
+
+    from plastic_rl.core.options import check_positive_int
+
+    if args.fps is not None:
+        check_positive_int("--fps", args.fps)
+    env = gym.make("PlasticMaze-v0", render_mode="rgb_array", size=args.size, episode_length=args.episode_length)
+    # Seed once here and let play() reset unseeded, so each episode draws a new reward square.
+    env.reset(seed=args.seed)
+    try:
+        play(
+            env,
+            fps=args.fps,
+            zoom=args.zoom,
+            callback=print_episode_end,
+            keys_to_action=env.unwrapped.get_keys_to_action(),
+            # Only used for a combination of arrow keys pressed together; wait_on_player does the rest.
+            noop=0,
+            wait_on_player=True,
+        )
+    finally:
+        env.close()
+    return 0
