@@ -10,12 +10,18 @@ Conventions: weights are indexed ``[pre, post]``; activations are ``(B, N)``; th
     x_j(t) = tanh( sum_i (w[i, j] + alpha[i, j] * hebb[i, j](t)) * x_i(t - 1) + b_j + drive_j(t) )
 
 and the trace then follows the chosen rule with ``pre = x(t - 1)`` and ``post = x(t)``.
+
+:func:`recurrent_unroll` is the plain-autograd reference; with ``implementation="fused"`` (or
+``"auto"``) it hands the sequence to :mod:`plastic_rl.core.fused`, which computes the same results
+with a hand-written backward pass in a fraction of the memory.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from plastic_rl.core import fused
 
 
 def update_trace(
@@ -113,13 +119,34 @@ def recurrent_unroll(
     input_mode: str,
     trace_clip: float | None,
     bias_neuron: bool,
+    implementation: str = "autograd",
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Run :func:`recurrent_step` over a ``(T, B, N)`` drive with plain autograd.
+    """Run :func:`recurrent_step` over a ``(T, B, N)`` drive.
 
     Where ``episode_starts[t]`` is true the state is reset (activation to ``reset_activation``,
     trace to zero) before step ``t``. Returns the activations of every step ``(T, B, N)`` and the
     final activation and trace.
+
+    ``implementation``: ``"autograd"`` (this loop, the reference), ``"fused"``
+    (:func:`plastic_rl.core.fused.fused_unroll`: the C++ kernel on the CPU when it builds, else its
+    PyTorch backend) or ``"auto"`` (the fused unroll where it is faster: see :func:`use_fused`).
     """
+    if implementation != "autograd" and drive.shape[0] > 0 and use_fused(implementation, drive):
+        return fused.fused_unroll(
+            drive,
+            activation,
+            trace,
+            weight,
+            plasticity_coefficient,
+            hebbian_learning_rate,
+            bias,
+            episode_starts,
+            reset_activation,
+            rule=rule,
+            input_mode=input_mode,
+            trace_clip=trace_clip,
+            bias_neuron=bias_neuron,
+        )
     outputs = []
     for t in range(drive.shape[0]):
         if episode_starts is not None:
@@ -141,3 +168,16 @@ def recurrent_unroll(
         )
         outputs.append(activation)
     return torch.stack(outputs), activation, trace
+
+
+def use_fused(implementation: str, drive: Tensor) -> bool:
+    """Whether ``implementation`` (``"auto"``, ``"fused"`` or ``"autograd"``) runs the fused unroll of ``drive``.
+
+    ``"auto"`` uses it where the C++ kernel runs (the CPU, when it builds), and the fused PyTorch backend
+    elsewhere only when gradients are needed, where it saves memory.
+    """
+    if implementation == "autograd":
+        return False
+    if implementation == "fused":
+        return True
+    return fused.resolve_backend("auto", drive.device, drive.dtype) == "cpp" or torch.is_grad_enabled()

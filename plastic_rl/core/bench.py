@@ -1,0 +1,325 @@
+"""``plastic-rl bench core``: time the plastic core's unroll (forward + backward) against autograd.
+
+Each (configuration, implementation) runs in a fresh subprocess, so that its peak memory (the child's
+``ru_maxrss``) is its own. Per configuration the command prints seconds per episode (batch time / B)
+of the fused unroll and of the autograd reference, their ratio, the bandwidth floor measured on this
+machine, the ratio to it, peak memory, and the issue's target where there is one. Autograd runs that
+would not fit in memory (about 24 T B N^2 bytes) are skipped and said so.
+
+The floor is the time to move the bytes that must move: per step, the trace read and written forward,
+and the trace and its gradient read and written backward, plus ``w`` and ``alpha`` read each way, at
+the streaming bandwidth measured here on arrays of the trace's size (so the L3 cache counts when the
+trace fits in it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+# (N, T, B) of the issue's table, and its targets in seconds per episode
+DEFAULT_CONFIGS = ("1001,200,1", "1001,200,16", "1025,210,1", "200,250,1", "200,250,16", "200,250,64")
+TARGETS = {(1001, 200, 1): 0.15, (1001, 200, 16): 0.22, (200, 250, 16): 0.006, (200, 250, 1): 0.01}
+MEMORY_TARGET_GB = {(1001, 200, 1): 1.5, (1001, 200, 16): 1.5}
+MAZE_INPUT_SIZE = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(DEFAULT_CONFIGS),
+        metavar="N,T,B",
+        help="configurations: neurons, steps, batch (default: the issue's table)",
+    )
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed episodes per run (median reported)")
+    parser.add_argument(
+        "--implementations", nargs="+", default=["fused", "autograd"], choices=["fused", "autograd"], metavar="IMPL"
+    )
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "cpp", "torch"], help="backend of the fused unroll"
+    )
+    parser.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        default=None,
+        help="skip autograd runs estimated above this (default: 60%% of MemAvailable)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+
+
+def _parse_config(text: str) -> tuple[int, int, int]:
+    try:
+        n, t, b = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--configs entries must be N,T,B (three integers); got {text!r}") from None
+    if min(n, t, b) <= 0:
+        raise ValueError(f"--configs entries must be positive; got {text!r}")
+    return n, t, b
+
+
+def _available_memory_gb() -> float:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return float("inf")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _peak_rss_gb() -> float:
+    scale = 1e9 if sys.platform == "darwin" else 1e6  # bytes on macOS, kilobytes on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _problem(n: int, steps: int, batch: int, seed: int, implementation: str, device):
+    """The layer and inputs of a configuration: the pattern task above 500 neurons, the maze's core below."""
+    import torch
+
+    from plastic_rl.core import PlasticRecurrentLayer
+
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    if n > 500:  # pattern memorisation: identity-mapped, clamped, bias neuron
+        layer = PlasticRecurrentLayer(
+            n, input_mapping="identity", input_mode="clamp", bias="neuron", implementation=implementation
+        )
+        inputs = torch.sign(torch.randn(steps, batch, n - 1, generator=generator))
+        inputs[torch.rand(inputs.shape, generator=generator) < 0.5] = 0.0
+        inputs[-max(1, steps // 4) :] = 0.0
+    else:  # the maze's recurrent core: a learned input projection, inputs added
+        layer = PlasticRecurrentLayer(n, MAZE_INPUT_SIZE, input_mode="add", implementation=implementation)
+        inputs = torch.randn(steps, batch, MAZE_INPUT_SIZE, generator=generator)
+    return layer.to(device), inputs.to(device)
+
+
+def _episode(layer, inputs) -> None:
+    outputs, _ = layer(inputs)
+    outputs[-1].square().sum().backward()
+
+
+def _measure_bandwidth(n: int, batch: int, device) -> float:
+    """Streaming bandwidth (bytes/s) of ``a += b`` on two arrays of the trace's size."""
+    import torch
+
+    a = torch.ones(batch, n, n, device=device)
+    b = torch.ones(batch, n, n, device=device)
+    repeats = max(5, int(2e9 // (12 * a.numel())))
+    a.add_(b)
+    best = float("inf")
+    for _ in range(3):
+        _synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a.add_(b, alpha=1e-9)
+        _synchronize(device)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 3 * a.numel() * a.element_size() / best
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _worker(spec: dict) -> dict:
+    import torch
+
+    from plastic_rl.core import fused
+
+    torch.set_num_threads(spec["threads"])
+    device = _device(spec["device"])
+    if spec["backend"] != "auto":
+        requested = spec["backend"]
+        fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested
+    n, steps, batch = spec["n"], spec["steps"], spec["batch"]
+    baseline_gb = _peak_rss_gb()
+    layer, inputs = _problem(n, steps, batch, spec["seed"], spec["implementation"], device)
+    start = time.perf_counter()
+    _episode(layer, inputs)  # first episode: builds or loads the C++ kernel, warms the allocator
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(spec["repeats"]):
+        layer.zero_grad(set_to_none=True)
+        _synchronize(device)
+        start = time.perf_counter()
+        _episode(layer, inputs)
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    result = {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "first_s": first,
+        "peak_gb": _peak_rss_gb(),
+        "baseline_gb": baseline_gb,
+        "backend": fused.resolve_backend(spec["backend"], device) if spec["implementation"] == "fused" else "-",
+    }
+    if spec["implementation"] == "autograd" and spec.get("compare"):
+        reference = [p.grad.detach().clone() for p in layer.parameters()]
+        layer.implementation = "fused"
+        layer.zero_grad(set_to_none=True)
+        _episode(layer, inputs)
+        result["gradient_difference"] = max(
+            ((p.grad - r).norm() / r.norm().clamp_min(1e-30)).item()
+            for p, r in zip(layer.parameters(), reference, strict=True)
+        )
+    if spec["implementation"] == "fused":
+        result["bandwidth_gbs"] = _measure_bandwidth(n, batch, device) / 1e9
+    return result
+
+
+def _run_worker(spec: dict) -> dict:
+    command = [sys.executable, "-m", "plastic_rl.core.bench", "--worker", json.dumps(spec)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        tail = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"exit {completed.returncode}: {tail[0][:200]}"}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def _floor_bytes(n: int, steps: int, batch: int) -> int:
+    """Bytes that must move per unroll (float32): the trace read and written forward; backward, the trace rebuilt
+    in place and its gradient read and written; ``w`` and ``alpha`` read each way."""
+    trace, parameters = batch * n * n * 4, 2 * n * n * 4
+    return steps * ((2 * trace + parameters) + (4 * trace + parameters))
+
+
+def _format(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.worker is not None:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return 0
+    configs = [_parse_config(text) for text in args.configs]
+    if args.threads <= 0 or args.repeats <= 0:
+        raise ValueError("--threads and --repeats must be positive")
+    limit_gb = args.memory_limit_gb if args.memory_limit_gb is not None else 0.6 * _available_memory_gb()
+    import torch
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(
+        f"plastic-rl bench core: {stamp}, {_cpu_name()}, {os.cpu_count()} cores, "
+        f"threads={args.threads}, torch {torch.__version__}, repeats={args.repeats} (median), float32, "
+        f"forward + backward of one unroll, loss on the last step"
+    )
+    rows = []
+    for n, steps, batch in configs:
+        row = {"n": n, "steps": steps, "batch": batch}
+        spec = dict(
+            n=n,
+            steps=steps,
+            batch=batch,
+            threads=args.threads,
+            repeats=args.repeats,
+            backend=args.backend,
+            seed=args.seed,
+            device=args.device,
+        )
+        for implementation in args.implementations:
+            if implementation == "autograd":
+                estimate_gb = 24 * steps * batch * n * n / 1e9
+                if estimate_gb > limit_gb:
+                    row["autograd"] = {"skipped": f"needs about {estimate_gb:.0f} GB > limit {limit_gb:.1f} GB"}
+                    continue
+            row[implementation] = _run_worker(dict(spec, implementation=implementation, compare=True))
+        rows.append(row)
+        _print_row(row)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"date": stamp, "threads": args.threads, "rows": rows}, out, indent=2)
+    return 0
+
+
+def _print_row(row: dict) -> None:
+    n, steps, batch = row["n"], row["steps"], row["batch"]
+    key = (n, steps, batch)
+    fused, autograd = row.get("fused", {}), row.get("autograd", {})
+    per = {}
+    for name, result in (("fused", fused), ("autograd", autograd)):
+        per[name] = None if "median_s" not in result else result["median_s"] / batch
+    lines = [f"N={n} T={steps} B={batch}:"]
+    if "error" in fused:
+        lines.append(f"  fused: failed ({fused['error']})")
+    elif per["fused"] is not None:
+        floor_bytes = _floor_bytes(n, steps, batch)
+        floor = floor_bytes / (fused["bandwidth_gbs"] * 1e9) / batch
+        text = (
+            f"  fused [{fused['backend']}]: {_format(per['fused'])} s/episode (min {_format(fused['min_s'] / batch)}, "
+            f"first {fused['first_s']:.2f} s/batch), peak {fused['peak_gb']:.2f} GB "
+            f"(process baseline {fused['baseline_gb']:.2f} GB)"
+        )
+        lines.append(text)
+        lines.append(
+            f"  floor: {_format(floor)} s/episode ({floor_bytes / 1e9:.2f} GB per batch at "
+            f"{fused['bandwidth_gbs']:.0f} GB/s measured) -> fused / floor = {per['fused'] / floor:.1f}x "
+            f"(the fused unroll moves them at {floor_bytes / fused['median_s'] / 1e9:.0f} GB/s)"
+        )
+        if key in TARGETS:
+            target = TARGETS[key]
+            status = "met" if per["fused"] <= target else f"NOT met (gap {per['fused'] / target:.2f}x)"
+            memory = MEMORY_TARGET_GB.get(key)
+            memory_text = ""
+            if memory is not None:
+                memory_text = f"; peak memory target {memory} GB: " + (
+                    "met" if fused["peak_gb"] < memory else "NOT met"
+                )
+            lines.append(f"  target {target} s/episode: {status}{memory_text}")
+    if "skipped" in autograd:
+        lines.append(f"  autograd: skipped ({autograd['skipped']})")
+    elif "error" in autograd:
+        lines.append(f"  autograd: failed ({autograd['error']})")
+    elif per["autograd"] is not None:
+        lines.append(
+            f"  autograd: {_format(per['autograd'])} s/episode, peak {autograd['peak_gb']:.2f} GB; "
+            f"fused gradients differ by {autograd.get('gradient_difference', float('nan')):.1e} (relative)"
+        )
+        if per["fused"] is not None:
+            lines.append(f"  speed-up over autograd: {per['autograd'] / per['fused']:.1f}x")
+    print("\n".join(lines), flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="plastic-rl bench core")
+    add_arguments(parser)
+    return run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

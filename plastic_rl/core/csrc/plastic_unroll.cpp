@@ -1,0 +1,568 @@
+// The fused unroll of the plastic recurrent layer: forward and hand-written backward over a whole sequence.
+//
+// Built on first use by plastic_rl/core/fused.py (torch.utils.cpp_extension); the math, the buffer layout and the
+// checkpoint plan are documented there, and plastic_rl/core/fused.py holds a PyTorch implementation of the same two
+// functions that this file must agree with.
+//
+// Performance notes. Each step is one pass over the B x N x N trace: the trace update of the previous step is done
+// lazily, fused with the plastic matrix-vector product of this step, so the trace is read and written once per step
+// forward and (with its gradient) once per step backward. Threads work on groups of rows (presynaptic neurons), which
+// are contiguous memory in every batch element; a group goes in blocks of about kBlockElements, and within a block
+// the batch is the inner loop, so that the block of w, alpha and dL/dalpha is read from memory once per step for the
+// whole batch and stays in cache while the batch runs through it. Column sums are reduced across groups after each
+// pass (B x N per group: small).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+enum Plasticity { kNone = 0, kShared = 1, kFull = 2 };
+enum Rule { kHebb = 0, kOja = 1 };
+constexpr int64_t kBlockElements = 4096;
+constexpr int64_t kGroups = 8;
+
+struct Sizes {
+  int64_t T, B, N;
+  int64_t every;  // checkpoint spacing K
+};
+
+// Rows (presynaptic neurons) in a fixed number of groups, each with its own partial sums, reduced in group order:
+// results do not depend on the number of threads or on which thread ran which group. Threads take groups
+// dynamically, so that a thread the OS has descheduled (a busy machine) does not hold up the step.
+struct Rows {
+  int64_t count, n, block, threads;
+  Rows(int64_t n_, int64_t work_per_step) : n(n_) {
+    count = std::min({kGroups, std::max<int64_t>(1, work_per_step / 8192), n});
+    threads = std::min<int64_t>(count, std::max<int64_t>(1, at::get_num_threads()));
+    block = std::max<int64_t>(1, kBlockElements / n);
+  }
+  int64_t begin(int64_t c) const { return c * n / count; }
+  int64_t end(int64_t c) const { return (c + 1) * n / count; }
+  // body(c) once for every group c
+  template <typename F>
+  void run(F&& body) const {
+    if (threads == 1) {
+      for (int64_t c = 0; c < count; ++c) body(c);
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+      for (int64_t c; (c = next.fetch_add(1)) < count;) body(c);
+    });
+  }
+  // body(i, b) over the rows of group c, block by block, the batch inside a block
+  template <typename F>
+  void blocks(int64_t c, int64_t batch, F&& body) const {
+    for (int64_t i0 = begin(c); i0 < end(c); i0 += block) {
+      const int64_t i1 = std::min(end(c), i0 + block);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t i = i0; i < i1; ++i) body(i, b);
+    }
+  }
+};
+
+template <typename S, bool CLIP>
+inline S clip_value(S u, S clip) {
+  if constexpr (CLIP) {
+    return u > clip ? clip : (u < -clip ? -clip : u);
+  } else {
+    return u;
+  }
+}
+
+// The trace update is ``u = h * decay_j + (eta * pre_i) * post_j``: decay_j = 1 - eta (Hebb) or 1 - eta post_j^2 (Oja).
+template <typename S, int RULE>
+struct Decay {
+  S scalar;
+  const S* vector;
+  inline S operator[](int64_t j) const {
+    if constexpr (RULE == kHebb) {
+      return scalar;
+    } else {
+      return vector[j];
+    }
+  }
+  Decay offset(int64_t k) const { return {scalar, vector ? vector + k : nullptr}; }
+};
+
+template <typename S, int RULE>
+Decay<S, RULE> make_decay(const S* post, S eta, int64_t count, std::vector<S>& storage, bool inverse) {
+  if constexpr (RULE == kHebb) {
+    return {inverse ? S(1) / (S(1) - eta) : S(1) - eta, nullptr};
+  } else {
+    storage.resize(count);
+    for (int64_t k = 0; k < count; ++k) {
+      const S d = S(1) - eta * post[k] * post[k];
+      storage[k] = inverse ? S(1) / d : d;
+    }
+    return {S(0), storage.data()};
+  }
+}
+
+template <typename S, int MODE, int RULE, bool CLIP>
+void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, const S* weight, const S* alpha,
+                    const S* bias, const bool* starts, const S* reset_activation, S eta, S clip, bool clamp_input,
+                    bool bias_neuron, S* outputs, S* pre, S* plastic_part, S* trace, S* checkpoints, S* pre_reset,
+                    const int64_t* pre_reset_index) {
+  const int64_t T = z.T, B = z.B, N = z.N, BN = B * N, NN = N * N;
+  const S shared_alpha = MODE == kShared ? alpha[0] : S(0);
+  const Rows rows(N, (MODE == kNone ? 1 : B) * NN);
+  const int64_t C = rows.count;
+  std::vector<S> acc(C * BN), acc_plastic(MODE == kShared ? C * BN : 0), decay_storage;
+  for (int64_t t = 0; t <= T; ++t) {
+    const bool update = MODE != kNone && t >= 1;  // the (lazy) trace update of step t - 1
+    const bool matvec = t < T;
+    if (!update && !matvec) break;
+    S* x = matvec ? pre + t * BN : nullptr;
+    if (matvec) {
+      for (int64_t b = 0; b < B; ++b) {
+        const bool reset = t > 0 && starts && starts[t * B + b];
+        const S* source = t == 0 ? x0 + b * N : (reset ? reset_activation : outputs + (t - 1) * BN + b * N);
+        std::copy(source, source + N, x + b * N);
+      }
+    }
+    const S* x_prev = update ? pre + (t - 1) * BN : nullptr;
+    const S* y_prev = update ? outputs + (t - 1) * BN : nullptr;
+    Decay<S, RULE> decay{};
+    if (update) decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
+    S* checkpoint = (MODE != kNone && matvec && t > 0 && t % z.every == 0) ? checkpoints + (t / z.every - 1) * B * NN
+                                                                            : nullptr;
+    rows.run([&](int64_t c) {
+      S* acc_c = acc.data() + c * BN;
+      S* plastic_c = MODE == kShared ? acc_plastic.data() + c * BN : nullptr;
+      if (matvec) {
+        std::fill_n(acc_c, BN, S(0));
+        if constexpr (MODE == kShared) std::fill_n(plastic_c, BN, S(0));
+      }
+      rows.blocks(c, B, [&](int64_t i, int64_t b) {
+        const S* __restrict w = weight + i * N;
+        S* __restrict out = acc_c + b * N;
+        const S xi = matvec ? x[b * N + i] : S(0);
+        if constexpr (MODE == kNone) {
+          for (int64_t j = 0; j < N; ++j) out[j] += xi * w[j];
+        } else {
+          const S* __restrict a = MODE == kFull ? alpha + i * N : nullptr;
+          const int64_t row = b * NN + i * N;
+          S* __restrict h = trace + row;
+          const bool reset = update && matvec && starts && starts[t * B + b];
+          bool fused_matvec = false;
+          if (update) {
+            const S ex = eta * x_prev[b * N + i];
+            const S* __restrict y = y_prev + b * N;
+            const auto d = decay.offset(RULE == kOja ? b * N : 0);
+            if (reset) {
+              const int64_t slot = pre_reset_index ? pre_reset_index[t * B + b] : -1;
+              if (slot >= 0) {
+                S* __restrict saved = pre_reset + slot * NN + i * N;
+                for (int64_t j = 0; j < N; ++j) saved[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
+              }
+              std::fill_n(h, N, S(0));
+            } else if (matvec && MODE == kFull) {
+              for (int64_t j = 0; j < N; ++j) {
+                const S u = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
+                h[j] = u;
+                out[j] += xi * (w[j] + a[j] * u);
+              }
+              fused_matvec = true;
+            } else {
+              for (int64_t j = 0; j < N; ++j) h[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
+            }
+          } else {
+            std::copy(h0 + row, h0 + row + N, h);
+          }
+          if (checkpoint) std::copy(h, h + N, checkpoint + row);
+          if (!matvec || fused_matvec) return;
+          if constexpr (MODE == kFull) {
+            for (int64_t j = 0; j < N; ++j) out[j] += xi * (w[j] + a[j] * h[j]);
+          } else {
+            S* __restrict p = plastic_c + b * N;
+            for (int64_t j = 0; j < N; ++j) {
+              out[j] += xi * w[j];
+              p[j] += xi * h[j];
+            }
+          }
+        }
+      });
+    });
+    if (!matvec) break;
+    S* y = outputs + t * BN;
+    const S* u = drive + t * BN;
+    // the thread partials summed, and the activation: tanh is worth threads on big batches
+    auto activate = [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        S total = acc[k];
+        for (int64_t c = 1; c < C; ++c) total += acc[c * BN + k];
+        if constexpr (MODE == kShared) {
+          S plastic = acc_plastic[k];
+          for (int64_t c = 1; c < C; ++c) plastic += acc_plastic[c * BN + k];
+          plastic_part[t * BN + k] = plastic;
+          total += shared_alpha * plastic;
+        }
+        const int64_t j = k % N;
+        if (bias) total += bias[j];
+        y[k] = clamp_input ? (u[k] != S(0) ? u[k] : std::tanh(total)) : std::tanh(total + u[k]);
+        if (bias_neuron && j == N - 1) y[k] = S(1);
+      }
+    };
+    if (C > 1 && BN >= 4096)
+      at::parallel_for(0, BN, 1024, activate);
+    else
+      activate(0, BN);
+  }
+}
+
+template <typename S, int RULE, bool CLIP>
+void recompute_segment(const Sizes& z, int64_t first, int64_t last, const S* start_trace, S* slots, const S* pre,
+                       const S* outputs, const bool* starts, S eta, S clip) {
+  // Rebuilds H_t for first < t < last into slots[t - first - 1] from H_first, forward.
+  const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N;
+  std::vector<S> decay_storage;
+  const Rows rows(N, B * NN);
+  for (int64_t t = first + 1; t < last; ++t) {
+    const S* source = t == first + 1 ? start_trace : slots + (t - first - 2) * B * NN;
+    S* target = slots + (t - first - 1) * B * NN;
+    const S* x_prev = pre + (t - 1) * BN;
+    const S* y_prev = outputs + (t - 1) * BN;
+    const auto decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
+    rows.run([&](int64_t c) {
+      rows.blocks(c, B, [&](int64_t i, int64_t b) {
+        const int64_t row = b * NN + i * N;
+        S* __restrict h = target + row;
+        if (starts && starts[t * B + b]) {
+          std::fill_n(h, N, S(0));
+          return;
+        }
+        const S* __restrict s = source + row;
+        const S ex = eta * x_prev[b * N + i];
+        const S* __restrict y = y_prev + b * N;
+        const auto d = decay.offset(RULE == kOja ? b * N : 0);
+        for (int64_t j = 0; j < N; ++j) h[j] = clip_value<S, CLIP>(s[j] * d[j] + ex * y[j], clip);
+      });
+    });
+  }
+}
+
+// One backward row: the gradient through step t (HAS_B: the plastic matvec, whose output gradient is ``ga``) and
+// through the trace update of step t - 1 (HAS_A), for row i of one batch element. ``hp`` is H_{t-1}: read from
+// ``previous`` when FROM_POINTER, else rebuilt from H_t by inverting the decay (``rebuilt`` may alias ``h``).
+template <typename S, int MODE, int RULE, bool CLIP, bool HAS_B, bool HAS_A, bool FROM_POINTER>
+inline void backward_row(int64_t len, const S* h, const S* __restrict previous, S* rebuilt, S* __restrict g_trace,
+                         const S* __restrict w, const S* __restrict a, S shared_alpha, S* __restrict g_alpha,
+                         const S* __restrict ga, S x_t, const S* __restrict y, Decay<S, RULE> d,
+                         Decay<S, RULE> inverse_decay, S* __restrict g_y_col, S x_prev, S eta, S clip, S& row_b,
+                         S& row_a, S& row_eta) {
+  const S ex = eta * x_prev;
+  S rb = 0, ra = 0, re = 0;
+#pragma omp simd reduction(+ : rb, ra, re)
+  for (int64_t j = 0; j < len; ++j) {
+    S g = g_trace[j];
+    const S hj = h[j];
+    if constexpr (HAS_B) {
+      if constexpr (MODE == kFull) {
+        const S gaj = ga[j];
+        g += a[j] * x_t * gaj;
+        rb += (w[j] + a[j] * hj) * gaj;
+        g_alpha[j] += x_t * hj * gaj;
+      } else if constexpr (MODE == kShared) {
+        g += shared_alpha * x_t * ga[j];
+        rb += (w[j] + shared_alpha * hj) * ga[j];
+      }
+    }
+    if constexpr (HAS_A) {
+      S hp;
+      if constexpr (FROM_POINTER) {
+        hp = previous[j];
+      } else {
+        hp = (hj - ex * y[j]) * inverse_decay[j];
+        rebuilt[j] = hp;
+      }
+      if constexpr (CLIP) {
+        const S u = hp * d[j] + ex * y[j];
+        g = (u >= -clip && u <= clip) ? g : S(0);
+      }
+      g_trace[j] = g * d[j];
+      if constexpr (RULE == kHebb) {
+        g_y_col[j] += g * ex;
+        re += g * (x_prev * y[j] - hp);
+      } else {
+        g_y_col[j] += g * (ex - S(2) * eta * y[j] * hp);
+        re += g * (x_prev * y[j] - y[j] * y[j] * hp);
+      }
+      ra += g * y[j];
+    } else {
+      g_trace[j] = g;
+    }
+  }
+  row_b += rb;
+  row_a += ra;
+  row_eta += re;
+}
+
+template <typename S, int MODE, int RULE, bool CLIP>
+void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const S* grad_final_activation,
+                     const S* drive, const S* outputs, const S* pre, const S* h0, const S* final_trace,
+                     const S* checkpoints, const S* pre_reset, const int64_t* pre_reset_index, const S* weight,
+                     const S* alpha, const bool* starts, S eta, S clip, bool clamp_input, bool bias_neuron,
+                     S* grad_pre_activation, S* grad_drive, S* grad_x0, S* grad_trace, S* grad_alpha,
+                     double* grad_eta, S* workspace) {
+  const int64_t T = z.T, B = z.B, N = z.N, BN = B * N, NN = N * N, K = z.every;
+  const S shared_alpha = MODE == kShared ? alpha[0] : S(0);
+  const Rows rows(N, (MODE == kNone ? 1 : B) * NN);
+  const int64_t C = rows.count;
+  // rows_b: the matvec's part of dL/dx_t; rows_a: the trace update's part of dL/dx_{t-1}; g_y_col: its part of
+  // dL/dy_{t-1}, per row group.
+  std::vector<S> rows_b(BN), rows_a(BN), g_x(BN, S(0)), g_y_col(C * BN), decay_storage, inverse_storage;
+  std::vector<double> eta_parts(C);
+  double eta_total = 0;
+  int64_t segment = -1;  // the segment whose traces the workspace holds (recompute mode)
+
+  // H_t after the reset at t, when it is stored: the initial trace, a checkpoint or a recomputed slot.
+  auto stored_trace = [&](int64_t t) -> const S* {
+    if (t == 0) return h0;
+    if (t % K == 0) return checkpoints + (t / K - 1) * B * NN;
+    if (reverse) return nullptr;
+    return workspace + (t - (t / K) * K - 1) * B * NN;
+  };
+
+  auto finish_step = [&](int64_t t) {  // g_x + g_y_col hold dL/dy_t: turn it into dL/da_t and dL/ddrive_t
+    const S* y = outputs + t * BN;
+    const S* u = drive + t * BN;
+    S* ga = grad_pre_activation + t * BN;
+    S* gd = grad_drive + t * BN;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = 0; j < N; ++j) {
+        const int64_t k = b * N + j;
+        S gy = g_x[k];
+        for (int64_t c = 0; c < C; ++c) gy += g_y_col[c * BN + k];
+        if (grad_outputs) gy += grad_outputs[t * BN + k];
+        if (t == T - 1 && grad_final_activation) gy += grad_final_activation[k];
+        if (bias_neuron && j == N - 1) gy = S(0);
+        const S dtanh = gy * (S(1) - y[k] * y[k]);
+        if (clamp_input) {
+          const bool clamped = u[k] != S(0);
+          gd[k] = clamped ? gy : S(0);
+          ga[k] = clamped ? S(0) : dtanh;
+        } else {
+          ga[k] = dtanh;
+          gd[k] = dtanh;
+        }
+      }
+    }
+  };
+
+  for (int64_t t = T; t >= 0; --t) {
+    const bool has_b = t < T;
+    const bool has_a = t >= 1 && MODE != kNone;
+    if (MODE != kNone && has_a && !reverse) {
+      const int64_t needed = (t - 1) / K;
+      if ((t - 1) % K != 0 && needed != segment) {
+        const int64_t first = needed * K;
+        recompute_segment<S, RULE, CLIP>(z, first, std::min(first + K, T), stored_trace(first), workspace, pre,
+                                         outputs, starts, eta, clip);
+        segment = needed;
+      }
+    }
+    const S* h_t = nullptr;
+    if (MODE != kNone) h_t = t == T ? final_trace : (stored_trace(t) ? stored_trace(t) : workspace);
+    const S* h_prev = has_a ? stored_trace(t - 1) : nullptr;
+    const bool from_pointer = h_prev != nullptr;
+    const S* ga = has_b ? grad_pre_activation + t * BN : nullptr;
+    const S* x_t = has_b ? pre + t * BN : nullptr;
+    const S* x_prev = has_a ? pre + (t - 1) * BN : nullptr;
+    const S* y_prev = has_a ? outputs + (t - 1) * BN : nullptr;
+    Decay<S, RULE> decay{}, inverse_decay{};
+    if (has_a) {
+      decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
+      if (!from_pointer) inverse_decay = make_decay<S, RULE>(y_prev, eta, BN, inverse_storage, true);
+    }
+    std::fill(rows_b.begin(), rows_b.end(), S(0));
+    std::fill(rows_a.begin(), rows_a.end(), S(0));
+    std::fill(g_y_col.begin(), g_y_col.end(), S(0));
+    std::fill(eta_parts.begin(), eta_parts.end(), 0.0);
+    if (has_b || has_a) rows.run([&](int64_t c) {
+      S* g_col_c = g_y_col.data() + c * BN;
+      double eta_sum = 0;
+      rows.blocks(c, B, [&](int64_t i, int64_t b) {
+        const S* w = weight + i * N;
+        const int64_t k = b * N + i;
+        if constexpr (MODE == kNone) {
+          S r = 0;
+          const S* g = ga + b * N;
+#pragma omp simd reduction(+ : r)
+          for (int64_t j = 0; j < N; ++j) r += w[j] * g[j];
+          rows_b[k] = r;
+        } else {
+          const int64_t row = b * NN + i * N;
+          const bool reset = has_b && t >= 1 && starts && starts[t * B + b];
+          const auto d = decay.offset(RULE == kOja ? b * N : 0);
+          const auto inv = inverse_decay.offset(RULE == kOja ? b * N : 0);
+          if (reset) {  // nothing flows through the reset; only the trace before it is rebuilt
+            std::fill_n(grad_trace + row, N, S(0));
+            if (has_a && !from_pointer) {
+              const S* saved = pre_reset + pre_reset_index[t * B + b] * NN + i * N;
+              const S ex = eta * x_prev[k];
+              const S* y = y_prev + b * N;
+              S* out = workspace + row;
+              for (int64_t j = 0; j < N; ++j) out[j] = (saved[j] - ex * y[j]) * inv[j];
+            }
+            return;
+          }
+          const S* a = MODE == kFull ? alpha + i * N : nullptr;
+          S* g_a = MODE == kFull ? grad_alpha + i * N : nullptr;
+          const S* prev = from_pointer ? h_prev + row : nullptr;
+          const S* y = has_a ? y_prev + b * N : nullptr;
+          const S gx_t = has_b ? x_t[k] : S(0);
+          const S gx_prev = has_a ? x_prev[k] : S(0);
+          const S* gab = has_b ? ga + b * N : nullptr;
+          S row_b = 0, row_a = 0, row_eta = 0;
+#define PLASTIC_ROW(HB, HA, FP)                                                                                     \
+  backward_row<S, MODE, RULE, CLIP, HB, HA, FP>(N, h_t + row, prev, workspace + row, grad_trace + row, w, a,         \
+                                                shared_alpha, g_a, gab, gx_t, y, d, inv, g_col_c + b * N, gx_prev, eta, \
+                                                clip, row_b, row_a, row_eta)
+          if (has_b && has_a) {
+            if (from_pointer)
+              PLASTIC_ROW(true, true, true);
+            else
+              PLASTIC_ROW(true, true, false);
+          } else if (has_b) {
+            PLASTIC_ROW(true, false, true);
+          } else if (from_pointer) {
+            PLASTIC_ROW(false, true, true);
+          } else {
+            PLASTIC_ROW(false, true, false);
+          }
+#undef PLASTIC_ROW
+          rows_b[k] = row_b;
+          rows_a[k] = eta * row_a;
+          eta_sum += row_eta;
+        }
+      });
+      eta_parts[c] = eta_sum;
+    });
+    for (double part : eta_parts) eta_total += part;
+    // g_x held the trace update's part of dL/dx_t; the matvec of step t completes it
+    if (has_b)
+      for (int64_t k = 0; k < BN; ++k) g_x[k] += rows_b[k];
+    if (t == 0) {
+      std::copy(g_x.begin(), g_x.end(), grad_x0);
+      break;
+    }
+    if (has_b && starts)  // the reset at t cuts dL/dx_t from y_{t-1}
+      for (int64_t b = 0; b < B; ++b)
+        if (starts[t * B + b]) std::fill_n(g_x.begin() + b * N, N, S(0));
+    finish_step(t - 1);
+    if (has_a)
+      std::copy(rows_a.begin(), rows_a.end(), g_x.begin());
+    else
+      std::fill(g_x.begin(), g_x.end(), S(0));
+  }
+  *grad_eta = eta_total;
+}
+
+// Pointers into the caller's tensors (nullptr for an absent or empty one).
+template <typename S>
+struct Buffers {
+  std::vector<S*> data;
+  const bool* starts;
+  const int64_t* pre_reset_index;
+  Buffers(const std::vector<at::Tensor>& tensors, const at::Tensor& starts_, const at::Tensor& index) {
+    for (const auto& x : tensors) data.push_back(x.defined() && x.numel() ? x.data_ptr<S>() : nullptr);
+    starts = starts_.defined() && starts_.numel() ? starts_.data_ptr<bool>() : nullptr;
+    pre_reset_index = index.defined() && index.numel() ? index.data_ptr<int64_t>() : nullptr;
+  }
+};
+
+struct Options {
+  Sizes sizes;
+  double eta, clip;
+  bool clamp_input, bias_neuron, reverse;
+};
+
+template <typename S, int MODE, int RULE, bool CLIP>
+double run_forward(const Options& o, const Buffers<S>& p) {
+  const auto& d = p.data;
+  forward_kernel<S, MODE, RULE, CLIP>(o.sizes, d[0], d[1], d[2], d[3], d[4], d[5], p.starts, d[6], S(o.eta),
+                                      S(o.clip), o.clamp_input, o.bias_neuron, d[7], d[8], d[9], d[10], d[11], d[12],
+                                      p.pre_reset_index);
+  return 0;
+}
+
+template <typename S, int MODE, int RULE, bool CLIP>
+double run_backward(const Options& o, const Buffers<S>& p) {
+  const auto& d = p.data;
+  double grad_eta = 0;
+  backward_kernel<S, MODE, RULE, CLIP>(o.sizes, o.reverse, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8],
+                                       p.pre_reset_index, d[9], d[10], p.starts, S(o.eta), S(o.clip), o.clamp_input,
+                                       o.bias_neuron, d[11], d[12], d[13], d[14], d[15], &grad_eta, d[16]);
+  return grad_eta;
+}
+
+template <typename S, int MODE, int RULE, bool CLIP>
+double run(bool backward, const Options& o, const Buffers<S>& p) {
+  return backward ? run_backward<S, MODE, RULE, CLIP>(o, p) : run_forward<S, MODE, RULE, CLIP>(o, p);
+}
+
+template <typename S, int MODE>
+double run_plastic(bool backward, int64_t rule, const Options& o, const Buffers<S>& p) {
+  const bool clip = o.clip > 0;
+  if (rule == kHebb) return clip ? run<S, MODE, kHebb, true>(backward, o, p) : run<S, MODE, kHebb, false>(backward, o, p);
+  return clip ? run<S, MODE, kOja, true>(backward, o, p) : run<S, MODE, kOja, false>(backward, o, p);
+}
+
+double dispatch(bool backward, const std::vector<at::Tensor>& tensors, const at::Tensor& starts,
+                const at::Tensor& pre_reset_index, int64_t plasticity, int64_t rule, const Options& o) {
+  const auto dtype = tensors[backward ? 2 : 0].scalar_type();
+  for (const auto& x : tensors) {
+    if (!x.defined() || x.numel() == 0) continue;
+    TORCH_CHECK(x.device().is_cpu(), "the C++ plastic unroll runs on the CPU only");
+    TORCH_CHECK(x.is_contiguous(), "the C++ plastic unroll needs contiguous tensors");
+    TORCH_CHECK(x.scalar_type() == dtype, "the C++ plastic unroll needs tensors of one floating dtype");
+  }
+  TORCH_CHECK(plasticity >= kNone && plasticity <= kFull, "unknown plasticity mode ", plasticity);
+  double result = 0;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "plastic_unroll", [&] {
+    const Buffers<scalar_t> p(tensors, starts, pre_reset_index);
+    if (plasticity == kNone) {
+      result = run<scalar_t, kNone, kHebb, false>(backward, o, p);
+    } else if (plasticity == kShared) {
+      result = run_plastic<scalar_t, kShared>(backward, rule, o, p);
+    } else {
+      result = run_plastic<scalar_t, kFull>(backward, rule, o, p);
+    }
+  });
+  return result;
+}
+
+// tensors: drive, x0, h0, weight, alpha, bias, reset_activation, then the caller's preallocated outputs and
+// buffers: outputs, pre, plastic_part, trace (the final trace on return), checkpoints, pre_reset.
+void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
+                    double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron,
+                    int64_t every) {
+  const auto& drive = tensors[0];
+  const Options o{{drive.size(0), drive.size(1), drive.size(2), every}, eta, clip, clamp_input, bias_neuron, false};
+  dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o);
+}
+
+// tensors: grad_outputs, grad_final_activation, drive, outputs, pre, h0, final_trace, checkpoints, pre_reset,
+// weight, alpha, then the outputs: grad_pre_activation, grad_drive, grad_x0, grad_trace (holds dL/dH_T on entry,
+// dL/dH_0 on return), grad_alpha (zeroed by the caller), and the workspace. Returns dL/deta.
+double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
+                       double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron,
+                       int64_t every, bool reverse) {
+  const auto& drive = tensors[2];
+  const Options o{{drive.size(0), drive.size(1), drive.size(2), every}, eta, clip, clamp_input, bias_neuron, reverse};
+  return dispatch(true, tensors, starts, pre_reset_index, plasticity, rule, o);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &unroll_forward, "fused forward unroll of the plastic recurrent layer");
+  m.def("backward", &unroll_backward, "hand-written backward of the fused unroll");
+}

@@ -1,0 +1,304 @@
+"""The fused unroll (plastic_rl.core.fused) against the plain autograd reference.
+
+Every available backend is tested: the PyTorch one always, the C++ one where it builds (it is built
+once per session, on first use). ``PLASTIC_RL_NO_CPP=1`` and a failing build are tested explicitly.
+"""
+
+import copy
+import functools
+import gc
+import itertools
+import warnings
+import weakref
+
+import pytest
+import torch
+
+from plastic_rl.core import PlasticRecurrentLayer, PlasticState, fused
+
+BACKENDS = fused.available_backends()
+
+
+@pytest.fixture
+def backend(request, monkeypatch):
+    """Route the layer's fused unroll to one backend."""
+    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: request.param)
+    return request.param
+
+
+def _layer(hidden_size, *, scale=0.5, eta=0.3, seed=0, dtype=torch.float64, **kwargs):
+    layer = PlasticRecurrentLayer(hidden_size, input_mapping="identity", **kwargs).to(dtype)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.copy_(scale * torch.randn(parameter.shape, generator=generator, dtype=dtype))
+        if layer.hebbian_learning_rate is not None:
+            layer.hebbian_learning_rate.fill_(eta)
+    return layer
+
+
+def _gradients(layer, implementation, inputs, state, starts, final_trace_weight=0.7):
+    """Outputs and the gradients of a loss on every output and on the final state, w.r.t. everything."""
+    layer = copy.deepcopy(layer)
+    layer.implementation = implementation
+    inputs = inputs.detach().clone().requires_grad_()
+    leaves = [inputs]
+    if state is not None:
+        trace = None if state.hebbian_trace is None else state.hebbian_trace.detach().clone().requires_grad_()
+        state = PlasticState(state.activation.detach().clone().requires_grad_(), trace)
+        leaves += [x for x in state if x is not None]
+    outputs, final = layer(inputs, state, starts)
+    weights = torch.linspace(-1, 1, outputs.numel(), dtype=outputs.dtype).reshape(outputs.shape)
+    loss = (outputs * weights).sum() + final.activation.square().sum()
+    if final.hebbian_trace is not None:
+        loss = loss + final_trace_weight * final.hebbian_trace.sin().sum()
+    parameters = list(layer.parameters())
+    gradients = torch.autograd.grad(loss, parameters + leaves, allow_unused=True)
+    return outputs.detach(), final, gradients
+
+
+def _assert_same_gradients(expected, actual, rtol):
+    for index, (e, a) in enumerate(zip(expected, actual, strict=True)):
+        if e is None:
+            assert a is None or torch.all(a == 0), f"gradient {index}: expected none"
+            continue
+        scale = e.abs().max().clamp_min(1e-30)
+        assert (a - e).abs().max() <= rtol * scale, f"gradient {index}: {((a - e).abs().max() / scale).item():.2e}"
+
+
+def _random_state(layer, batch, generator):
+    state = layer.initial_state(batch)
+    activation = state.activation + 0.3 * torch.randn(state.activation.shape, generator=generator, dtype=torch.float64)
+    trace = state.hebbian_trace
+    if trace is not None:
+        trace = 0.2 * torch.randn(trace.shape, generator=generator, dtype=torch.float64)
+    return PlasticState(activation, trace)
+
+
+CASES = [
+    (rule, plasticity, mode, bias, clip)
+    for rule, plasticity, (mode, bias), clip in itertools.product(
+        ("hebb", "oja"), ("full", "shared", "none"), (("add", "vector"), ("clamp", "neuron")), (None, 0.3)
+    )
+    if not (plasticity == "none" and (rule == "oja" or clip is not None))
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("rule,plasticity,input_mode,bias,clip", CASES)
+def test_float64_gradients_equal_autograd(backend, rule, plasticity, input_mode, bias, clip):
+    n, steps, batch = 6, 12, 3
+    layer = _layer(n, rule=rule, plasticity=plasticity, input_mode=input_mode, bias=bias, trace_clip=clip)
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(steps, batch, layer.input_size, generator=generator, dtype=torch.float64)
+    if input_mode == "clamp":
+        inputs[inputs.abs() < 0.7] = 0.0  # some neurons clamped, some free
+    starts = torch.zeros(steps, batch, dtype=torch.bool)
+    starts[0, 0] = True  # a partial reset at step 0 (done in autograd, before the fused function)
+    starts[5, 1] = True
+    starts[7] = True
+    state = _random_state(layer, batch, generator)
+    expected_outputs, expected_final, expected = _gradients(layer, "autograd", inputs, state, starts)
+    outputs, final, actual = _gradients(layer, "fused", inputs, state, starts)
+    torch.testing.assert_close(outputs, expected_outputs, rtol=1e-12, atol=1e-12)
+    if expected_final.hebbian_trace is not None:
+        torch.testing.assert_close(final.hebbian_trace, expected_final.hebbian_trace, rtol=1e-12, atol=1e-12)
+    _assert_same_gradients(expected, actual, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize(
+    "rule,eta,clip,expected_plan",
+    [
+        ("hebb", 0.05, None, "reverse"),  # one inverted run over the whole sequence
+        ("hebb", 0.5, None, "reverse"),  # inverted runs of 10 steps between checkpoints
+        ("hebb", 0.9, None, "recompute"),  # inverting 0.1 per step is too unstable: recompute from checkpoints
+        ("oja", 0.7, None, "recompute"),
+        ("hebb", 0.5, 0.2, "recompute"),  # clipping is not invertible
+    ],
+)
+def test_long_sequences_with_large_eta(backend, rule, eta, clip, expected_plan):
+    n, steps, batch = 5, 150, 2
+    layer = _layer(n, rule=rule, eta=eta, trace_clip=clip, bias="neuron", input_mode="clamp", scale=0.8)
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.randn(steps, batch, layer.input_size, generator=generator, dtype=torch.float64)
+    inputs[inputs.abs() < 1.0] = 0.0
+    starts = torch.zeros(steps, batch, dtype=torch.bool)
+    starts[[0, 41, 97], 0] = True  # resets inside the sequence, between checkpoints
+    plan = fused.plan_checkpoints(steps, eta, _options(layer), torch.float64, 2.0, starts)
+    assert ("reverse" if plan.reverse else "recompute") == expected_plan
+    _, _, expected = _gradients(layer, "autograd", inputs, None, starts)
+    _, _, actual = _gradients(layer, "fused", inputs, None, starts)
+    _assert_same_gradients(expected, actual, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("rule", ("hebb", "oja"))
+def test_gradients_without_episode_starts(backend, rule):
+    layer = _layer(6, rule=rule, input_mode="add", bias="vector")
+    generator = torch.Generator().manual_seed(4)
+    inputs = torch.randn(20, 3, 6, generator=generator, dtype=torch.float64)
+    state = _random_state(layer, 3, generator)
+    _, _, expected = _gradients(layer, "autograd", inputs, state, None)
+    _, _, actual = _gradients(layer, "fused", inputs, state, None)
+    _assert_same_gradients(expected, actual, rtol=1e-10)
+
+
+def _options(layer):
+    return fused.UnrollOptions(layer.plasticity, layer.rule, layer.input_mode, layer.trace_clip, layer.bias_neuron)
+
+
+def test_checkpoint_plan_keeps_memory_small():
+    options = fused.UnrollOptions("full", "hebb", "add", None, False)
+    plan = fused.plan_checkpoints(200, 0.01, options, torch.float32, 1.0, None)
+    assert plan.reverse and plan.every == 99  # two checkpoints over 200 steps at eta = 0.01
+    clipped = fused.plan_checkpoints(
+        200, 0.01, fused.UnrollOptions("full", "hebb", "add", 1.0, False), torch.float32, 1.0, None
+    )
+    assert not clipped.reverse and clipped.every == 15  # sqrt(T) spacing: 13 checkpoints + 14 recomputed traces
+    starts = torch.zeros(200, 4, dtype=torch.bool)
+    starts[50, 1] = starts[120, 3] = True
+    with_resets = fused.plan_checkpoints(200, 0.01, options, torch.float32, 1.0, starts)
+    assert with_resets.pre_reset_slots == 2
+    assert with_resets.pre_reset_index[50, 1] == 0 and with_resets.pre_reset_index[120, 3] == 1
+
+
+@functools.cache
+def _float32_problem(rule):
+    n, steps, batch = 200, 100, 2
+    layer = _layer(n, rule=rule, eta=0.03, scale=0.05, bias="neuron", input_mode="clamp", dtype=torch.float32)
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.sign(torch.randn(steps, batch, n - 1, generator=generator))
+    inputs[torch.rand(inputs.shape, generator=generator) < 0.5] = 0.0
+    inputs[steps // 2 :] = 0.0
+    truth = _float32_gradients(layer, inputs, "autograd", torch.float64)
+    reference = _float32_gradients(layer, inputs, "autograd", torch.float32)
+    return layer, inputs, truth, reference
+
+
+def _float32_gradients(layer, inputs, implementation, dtype):
+    model = copy.deepcopy(layer).to(dtype)
+    model.implementation = implementation
+    outputs, _ = model(inputs.to(dtype))
+    (outputs[-1] - 1).square().sum().backward()
+    return [p.grad.double() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("rule", ("hebb", "oja"))
+def test_float32_gradients_at_a_real_size(backend, rule):
+    """float32 at the maze's N = 200, T = 100: about as close to the float64 truth as plain autograd in float32.
+
+    Both float32 unrolls differ from float64 by rounding (each about 1e-7 to 1e-6 relative here), in
+    different orders of summation; the fused one also rebuilds the trace by inverting the decay (runs of
+    32 steps between checkpoints at eta = 0.03), which the checkpoint plan lets amplify rounding at most
+    e-fold; and the eta gradient is a sum over T B N^2 terms with some cancellation, summed in another
+    order. So the tolerance is ten times autograd's own float32 error plus 1e-5: far below anything that
+    matters to SGD (and a wrong term in the backward pass is off by far more), above float32 noise.
+    (Near a stationary point of the loss in eta, that sum cancels almost entirely and both float32
+    unrolls are 1e-5 to 1e-4 off in eta: not tested here.)
+    """
+    layer, inputs, truth, reference = _float32_problem(rule)
+    actual = _float32_gradients(layer, inputs, "fused", torch.float32)
+    for t, r, a in zip(truth, reference, actual, strict=True):
+        reference_error = ((r - t).norm() / t.norm()).item()
+        error = ((a - t).norm() / t.norm()).item()
+        assert error <= 10 * reference_error + 1e-5, (error, reference_error)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_no_grad_unroll_and_step_agree(backend):
+    layer = _layer(7, input_mode="add", bias="vector", dtype=torch.float32, scale=0.3)
+    layer.implementation = "fused"
+    inputs = torch.randn(9, 3, 7)
+    starts = torch.zeros(9, 3, dtype=torch.bool)
+    starts[4, 2] = True
+    with torch.no_grad():
+        outputs, final = layer(inputs, episode_starts=starts)
+        state = layer.initial_state(3)
+        for t in range(9):
+            if t == 4:
+                state = PlasticState(state.activation.clone(), state.hebbian_trace.clone())
+                state.activation[2], state.hebbian_trace[2] = 0.0, 0.0
+            activation, state = layer.step(inputs[t], state)
+            torch.testing.assert_close(outputs[t], activation)
+    torch.testing.assert_close(final.hebbian_trace, state.hebbian_trace)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_gradient_to_a_detached_initial_state_is_optional(backend):
+    """The RL policy unrolls from a detached state snapshot: parameters get gradients, the state none."""
+    layer = _layer(5, dtype=torch.float32)
+    layer.implementation = "fused"
+    state = layer.initial_state(2)
+    state = PlasticState(state.activation + 0.1, state.hebbian_trace + 0.1)
+    outputs, _ = layer(torch.randn(6, 2, 5), state)
+    outputs.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_unroll_frees_its_graph_and_buffers(backend):
+    """The function must not keep its outputs alive through ctx (a cycle autograd cannot free)."""
+    layer = _layer(5, dtype=torch.float32)
+    layer.implementation = "fused"
+    outputs, state = layer(torch.randn(6, 2, 5))
+    outputs.sum().backward()
+    outputs_alive, trace_alive = weakref.ref(outputs), weakref.ref(state.hebbian_trace)
+    del outputs, state
+    gc.collect()
+    assert outputs_alive() is None and trace_alive() is None
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernel did not build")
+def test_cpp_results_do_not_depend_on_the_thread_count(monkeypatch):
+    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: "cpp")
+    layer = _layer(300, dtype=torch.float32, scale=0.05, bias="neuron", input_mode="clamp")
+    layer.implementation = "fused"
+    inputs = torch.sign(torch.randn(30, 4, 299, generator=torch.Generator().manual_seed(5)))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            layer.zero_grad()
+            outputs, _ = layer(inputs)
+            outputs[-1].square().sum().backward()
+            results.append([outputs.detach()] + [p.grad.clone() for p in layer.parameters()])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
+def test_implementation_is_validated():
+    with pytest.raises(ValueError, match="implementation"):
+        PlasticRecurrentLayer(4, input_size=2, implementation="triton")
+
+
+def test_no_cpp_environment_variable_forces_the_pytorch_backend(monkeypatch):
+    monkeypatch.setenv(fused.NO_CPP_ENVIRONMENT_VARIABLE, "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # forcing the fallback is not worth a warning
+        assert fused.cpp_extension_module.__wrapped__() is None
+    monkeypatch.setattr(fused, "cpp_extension_module", lambda: None)
+    assert fused.available_backends() == ("torch",)
+    assert fused.resolve_backend("auto", torch.device("cpu")) == "torch"
+    layer = _layer(5, dtype=torch.float32)
+    layer.implementation = "fused"
+    outputs, _ = layer(torch.randn(4, 2, 5))
+    outputs.sum().backward()
+    assert layer.weight.grad is not None
+
+
+def test_failed_build_falls_back_with_a_one_line_warning(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def failing_load(*args, **kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions\n(and a second line)")
+
+    monkeypatch.delenv(fused.NO_CPP_ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.setattr(cpp_extension, "load", failing_load)
+    with pytest.warns(UserWarning, match="using the PyTorch path") as record:
+        assert fused.cpp_extension_module.__wrapped__() is None
+    message = str(record[0].message)
+    assert "\n" not in message and "Ninja is required" in message
