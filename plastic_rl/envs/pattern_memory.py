@@ -1,0 +1,183 @@
+"""Pattern memorization (the paper's Experiment 1) as a Gymnasium environment, and its batched sampler."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+
+from plastic_rl.core.options import check_positive_int
+
+
+@dataclass(frozen=True)
+class PatternMemoryProtocol:
+    """The numbers of a pattern-memory episode.
+
+    An episode shows ``pattern_count`` random binary patterns (each element +1 or -1) of
+    ``pattern_size`` elements, each for ``steps_shown`` steps followed by ``gap_steps`` steps of zero
+    input; the whole sequence is shown ``repetitions`` times, in a new random order each time. Then
+    one of the patterns, with ``round(degraded_fraction * pattern_size)`` of its elements set to 0,
+    is shown for ``query_steps`` steps (``steps_shown`` when ``None``); the output at the query's last
+    step is scored against the full pattern.
+
+    The defaults are the paper's protocol (205 steps); :data:`FAST_PROTOCOL` holds the authors'
+    faster variant (106 steps).
+    """
+
+    pattern_count: int = 5
+    pattern_size: int = 1000
+    steps_shown: int = 10
+    gap_steps: int = 3
+    repetitions: int = 3
+    degraded_fraction: float = 0.5
+    query_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("pattern_count", "pattern_size", "steps_shown", "repetitions"):
+            check_positive_int(name, getattr(self, name))
+        if isinstance(self.gap_steps, bool) or not isinstance(self.gap_steps, int) or self.gap_steps < 0:
+            raise ValueError(f"gap_steps must be an integer >= 0; got {self.gap_steps!r}")
+        if self.query_steps is not None:
+            check_positive_int("query_steps", self.query_steps)
+        fraction = self.degraded_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise ValueError(f"degraded_fraction must be a number in [0, 1); got {fraction!r}")
+
+    @property
+    def query_length(self) -> int:
+        return self.steps_shown if self.query_steps is None else self.query_steps
+
+    @property
+    def query_start(self) -> int:
+        """Index of the first query step."""
+        return self.pattern_count * (self.steps_shown + self.gap_steps) * self.repetitions
+
+    @property
+    def episode_length(self) -> int:
+        return self.query_start + self.query_length
+
+    @property
+    def degraded_count(self) -> int:
+        return round(self.degraded_fraction * self.pattern_size)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def draw_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One episode: the inputs ``(T, pattern_size)`` and the full queried pattern ``(pattern_size,)``.
+
+        The draws, in order: the patterns, each repetition's order, the queried pattern, the
+        degraded elements. The env and :func:`sample_pattern_episodes` both go through here, which
+        is what makes them produce the same episodes from the same seed.
+        """
+        patterns = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(self.pattern_count, self.pattern_size))
+        inputs = np.zeros((self.episode_length, self.pattern_size), dtype=np.float32)
+        block = self.steps_shown + self.gap_steps
+        step = 0
+        for _ in range(self.repetitions):
+            for index in rng.permutation(self.pattern_count):
+                inputs[step : step + self.steps_shown] = patterns[index]
+                step += block
+        target = patterns[rng.integers(self.pattern_count)]
+        query = target.copy()
+        query[rng.permutation(self.pattern_size)[: self.degraded_count]] = 0.0
+        inputs[self.query_start :] = query
+        return inputs, target
+
+
+FAST_PROTOCOL = PatternMemoryProtocol(steps_shown=6, gap_steps=4, repetitions=2)
+"""The authors' faster variant of the protocol: 6 steps shown, 4 empty, 2 repetitions (106 steps)."""
+
+
+def sample_pattern_episodes(
+    protocol: PatternMemoryProtocol, rng: np.random.Generator, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch_size`` episodes at once: inputs ``(T, B, pattern_size)`` and targets ``(B, pattern_size)``.
+
+    Column ``b`` is the episode that the ``b``-th ``reset`` of a :class:`PatternMemoryEnv` seeded
+    like ``rng`` would give.
+    """
+    check_positive_int("batch_size", batch_size)
+    episodes = [protocol.draw_episode(rng) for _ in range(batch_size)]
+    inputs = np.stack([episode[0] for episode in episodes], axis=1)
+    targets = np.stack([episode[1] for episode in episodes])
+    return inputs, targets
+
+
+def make_rng(seed: int | None) -> np.random.Generator:
+    """The generator that ``env.reset(seed=seed)`` gives the env, for use with the batched sampler."""
+    return seeding.np_random(seed)[0]
+
+
+class PatternMemoryEnv(gym.Env):
+    """Pattern memorization: remember five binary patterns, then complete a half-erased one.
+
+    Each episode follows a :class:`PatternMemoryProtocol` (every number is a keyword here; the
+    defaults are the paper's protocol, 205 steps).
+
+    Observation: ``Box(-1, 1, (pattern_size,))``, the current input vector — a pattern, zeros (the
+    gaps), or the degraded query pattern (elements +1, -1 or 0).
+
+    Action: ``Box(-1, 1, (pattern_size,))``, the network's output vector.
+
+    Reward: 0, except for the action taken on the query's last step: minus the mean squared error,
+    per element, between the action and the full pattern. That step ends the episode.
+
+    Info: ``"target"`` (the full pattern) whenever the returned observation is a query step, and
+    ``"scored"`` (whether the action for the returned observation is the scored one), so that a
+    supervised learner can use the env directly.
+
+    How the input reaches a network is the network's business: the paper clamps a neuron whose
+    input element is non-zero to it, the authors' code adds 20 x the input to the pre-activation
+    (both offered by :class:`plastic_rl.supervised.patterns.PatternMemoryTask`'s models).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        pattern_count: int = 5,
+        pattern_size: int = 1000,
+        steps_shown: int = 10,
+        gap_steps: int = 3,
+        repetitions: int = 3,
+        degraded_fraction: float = 0.5,
+        query_steps: int | None = None,
+    ) -> None:
+        self.protocol = PatternMemoryProtocol(
+            pattern_count, pattern_size, steps_shown, gap_steps, repetitions, degraded_fraction, query_steps
+        )
+        shape = (pattern_size,)
+        self.observation_space = spaces.Box(-1.0, 1.0, shape, dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape, dtype=np.float32)
+        self._inputs = np.zeros((self.protocol.episode_length, pattern_size), dtype=np.float32)
+        self._target = np.zeros(shape, dtype=np.float32)
+        self._step = 0
+
+    def _info(self) -> dict[str, Any]:
+        if self._step < self.protocol.query_start:
+            return {"scored": False}
+        return {"target": self._target.copy(), "scored": self._step == self.protocol.episode_length - 1}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._inputs, self._target = self.protocol.draw_episode(self.np_random)
+        self._step = 0
+        return self._inputs[0].copy(), self._info()
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._step >= self.protocol.episode_length:
+            raise RuntimeError("step() called after the episode ended; call reset()")
+        terminated = self._step == self.protocol.episode_length - 1
+        reward = 0.0
+        if terminated:
+            error = np.asarray(action, dtype=np.float32) - self._target
+            reward = -float(np.mean(np.square(error)))
+        self._step += 1
+        if terminated:
+            return np.zeros_like(self._target), reward, True, False, {"target": self._target.copy(), "scored": False}
+        return self._inputs[self._step].copy(), reward, False, False, self._info()

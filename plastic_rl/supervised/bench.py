@@ -1,0 +1,154 @@
+"""``plastic-rl bench patterns``: seconds per episode and peak memory of pattern-memory training.
+
+Each batch size runs in a fresh process, so that its peak memory is its own: one warm-up step, then
+``--repeats`` timed training steps (sampling, forward, backward, Adam), in wall-clock seconds and in
+CPU seconds of the process (all its threads; less sensitive to other jobs on a shared machine). On
+CPU the peak is the process's peak resident memory (``ru_maxrss``, which includes PyTorch itself:
+the ``base`` column is the resident memory once the model is built); on CUDA it is
+``torch.cuda.max_memory_allocated``. A batch size whose memory, extrapolated from the largest batch
+measured so far, would not fit in the available memory is skipped and reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from plastic_rl.supervised.command import describe
+from plastic_rl.supervised.models import select_device
+from plastic_rl.supervised.patterns import PatternMemoryTask
+from plastic_rl.supervised.trainer import SupervisedTrainer, write_history_csv
+
+GIB = 1024**3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32], help="batch sizes to time")
+    parser.add_argument("--model", choices=PatternMemoryTask.model_names, default="plastic")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per batch size")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--implementation",
+        help="the core's unroll for the recurrent layer (e.g. autograd, fused, auto; default: the layer's own)",
+    )
+    parser.add_argument("--csv", help="also write the table to this CSV file")
+    PatternMemoryTask.add_arguments(parser)
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    with open("/proc/meminfo") as file:
+        fields = dict(line.split(":", 1) for line in file)
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
+def _peak_resident_bytes() -> int:
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss is in kB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
+    """Child process: time ``args.repeats`` training steps at ``batch_size``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = select_device(args.device)
+    task, model_options = PatternMemoryTask.from_args(args)
+    model = task.build_model(args.model, **model_options)
+    if args.implementation is not None:
+        layer = getattr(model, "recurrent", None)
+        if layer is None or not hasattr(layer, "implementation"):
+            raise ValueError("--implementation needs a recurrent model on a core that offers implementations")
+        layer.implementation = args.implementation
+    trainer = SupervisedTrainer(
+        task,
+        model,
+        model_name=args.model,
+        batch_size=batch_size,
+        seed=args.seed,
+        device=str(device),
+        eval_interval=0,
+        progress=False,
+    )
+    description = describe(trainer)
+    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+    trainer.train_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for _ in range(args.repeats):
+        trainer.train_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - started) / args.repeats
+    cpu_seconds = (time.process_time() - cpu_started) / args.repeats
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+    results.put(
+        dict(
+            batch_size=batch_size,
+            seconds_per_step=round(seconds, 4),
+            seconds_per_episode=round(seconds / batch_size, 4),
+            cpu_seconds_per_episode=round(cpu_seconds / batch_size, 4),
+            peak_gib=round(peak / GIB, 3),
+            base_gib=round(base / GIB, 3),
+            describe=description,
+            implementation=getattr(getattr(model, "recurrent", None), "implementation", "n/a"),
+        )
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    device = select_device(args.device)
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    base_bytes, per_episode_bytes = 0.0, None
+    for batch_size in sorted(args.batch_sizes):
+        if per_episode_bytes is not None:
+            needed = base_bytes + per_episode_bytes * batch_size
+            available = _available_bytes(device)
+            if needed > 0.9 * available:
+                print(
+                    f"batch {batch_size}: skipped, needs ~{needed / GIB:.1f} GiB; {available / GIB:.1f} GiB available"
+                )
+                rows.append(dict(batch_size=batch_size, skipped=f"needs ~{needed / GIB:.1f} GiB"))
+                continue
+        results = context.Queue()
+        child = context.Process(target=_measure, args=(args, batch_size, results))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            print(f"batch {batch_size}: failed (exit code {child.exitcode}; out of memory?)")
+            rows.append(dict(batch_size=batch_size, skipped=f"exit code {child.exitcode}"))
+            continue
+        row = results.get()
+        if not any("seconds_per_step" in measured for measured in rows):
+            print(row["describe"])
+            print(
+                f"device {device}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
+                f"core implementation {row['implementation']}"
+            )
+        row.pop("describe")
+        rows.append(row)
+        # Extrapolate from the largest batch measured: fixed costs weigh less there.
+        base_bytes = row["base_gib"] * GIB
+        per_episode_bytes = (row["peak_gib"] - row["base_gib"]) * GIB / batch_size
+        print(
+            f"batch {batch_size}: {row['seconds_per_episode']:.3f} s/episode ({row['seconds_per_step']:.3f} s/step, "
+            f"{row['cpu_seconds_per_episode']:.3f} CPU s/episode), "
+            f"peak {row['peak_gib']:.2f} GiB (base {row['base_gib']:.2f} GiB)",
+            flush=True,
+        )
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        write_history_csv(rows, args.csv)
+    return 0

@@ -1,0 +1,123 @@
+"""The ``plastic-rl supervised TASK`` command family, for every task in the registry.
+
+:func:`add_arguments` / :func:`run` serve all tasks at once (``plastic-rl supervised TASK ...``,
+with one sub-command per registered task); :func:`add_task_arguments` builds the options of a single
+task, for a command module bound to one task such as ``cli_patterns``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from plastic_rl.supervised.models import count_parameters
+from plastic_rl.supervised.task import TASKS, get_task_class
+from plastic_rl.supervised.trainer import SupervisedTrainer
+
+
+def add_trainer_arguments(parser: argparse.ArgumentParser, *, single_seed: bool = True) -> None:
+    """The options every supervised training command shares (``--seed`` unless ``single_seed`` is false)."""
+    group = parser.add_argument_group("training")
+    group.add_argument("--steps", type=int, default=1000, help="total Adam steps (episodes = steps x batch size)")
+    group.add_argument("--batch-size", type=int, default=1, help="episodes per step")
+    group.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
+    group.add_argument("--gradient-clip", type=float, help="clip the gradient norm to this value")
+    if single_seed:
+        group.add_argument("--seed", type=int, default=0, help="seed of the model and of the episodes")
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    group.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    group.add_argument("--log-interval", type=int, default=10, help="steps averaged into one curve row")
+    group.add_argument("--eval-interval", type=int, default=100, help="steps between evaluations (0: none)")
+    group.add_argument("--eval-episodes", type=int, default=32, help="fresh episodes per evaluation")
+    group.add_argument("--checkpoint-interval", type=int, default=100, help="steps between checkpoints (0: end only)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument(
+        "--data-dir",
+        default=os.environ.get("PLASTIC_RL_DATA"),
+        help="dataset folder for the image and Omniglot tasks (default: $PLASTIC_RL_DATA)",
+    )
+
+
+def add_task_arguments(parser: argparse.ArgumentParser, task_name: str) -> None:
+    """All the options of ``plastic-rl supervised <task_name>``."""
+    task_class = get_task_class(task_name)
+    parser.set_defaults(task=task_name)
+    parser.add_argument("--model", choices=task_class.model_names, default=task_class.model_names[0])
+    parser.add_argument(
+        "--run-dir", help=f"output folder (default: runs/supervised/{task_name}/MODEL-seedSEED, or the --resume folder)"
+    )
+    parser.add_argument("--resume", help="checkpoint to continue from (its task, model and settings are kept)")
+    add_trainer_arguments(parser)
+    task_class.add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    subparsers = parser.add_subparsers(dest="task", required=True, metavar="TASK", help=", ".join(TASKS))
+    for name in TASKS:
+        add_task_arguments(subparsers.add_parser(name, help=f"train on the {name!r} task"), name)
+
+
+def build_trainer(args: argparse.Namespace, run_dir: Path, model_name: str) -> SupervisedTrainer:
+    """A new trainer for ``args.task`` (or the one resumed from ``args.resume``) writing into ``run_dir``."""
+    outputs = dict(
+        device=args.device,
+        log_dir=run_dir / "tensorboard",
+        checkpoint_path=run_dir / "checkpoint.pt",
+        checkpoint_interval=args.checkpoint_interval,
+        curve_path=run_dir / "curve.csv",
+        progress=not args.no_progress,
+    )
+    if getattr(args, "resume", None):
+        return SupervisedTrainer.resume(args.resume, **outputs)
+    torch.manual_seed(args.seed)
+    task, model_options = get_task_class(args.task).from_args(args)
+    return SupervisedTrainer(
+        task,
+        task.build_model(model_name, **model_options),
+        model_name=model_name,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        log_interval=args.log_interval,
+        eval_interval=args.eval_interval,
+        eval_episodes=args.eval_episodes,
+        gradient_clip=args.gradient_clip,
+        **outputs,
+    )
+
+
+def describe(trainer: SupervisedTrainer) -> str:
+    settings = ", ".join(f"{name}={value}" for name, value in trainer.task.config().items())
+    return (
+        f"task {trainer.task.name} ({settings})\nmodel {trainer.model_name}: {count_parameters(trainer.model):,} "
+        f"trainable parameters on {trainer.device}; starting at step {trainer.step}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    elif args.resume:
+        run_dir = Path(args.resume).parent
+    else:
+        run_dir = Path("runs", "supervised", args.task, f"{args.model}-seed{args.seed}")
+    try:
+        trainer = build_trainer(args, run_dir, args.model)
+        print(describe(trainer))
+        trainer.train(args.steps)
+    except ValueError as error:
+        print(f"plastic-rl supervised {args.task}: error: {error}", file=sys.stderr)
+        return 2
+    trainer.save_model(run_dir / "model.pt")
+    trainer.close()
+    final = trainer.history[-1] if trainer.history else {}
+    scores = ", ".join(f"{name}={value:.4g}" for name, value in final.items() if name.startswith("eval_"))
+    print(f"{trainer.episodes} episodes, {trainer.train_seconds:.1f} s training; {scores}")
+    print(f"model: {run_dir / 'model.pt'} (plastic_rl.supervised.load_model); curve: {run_dir / 'curve.csv'}")
+    return 0

@@ -1,0 +1,109 @@
+"""The task interface of the supervised trainer, and the registry of tasks.
+
+A task supplies batched episodes, its loss and metrics, and its models; the trainer and the
+``plastic-rl supervised`` command only ever talk to a task through :class:`SupervisedTask`, so a new
+task is one module plus one line in :data:`TASKS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from plastic_rl.core.options import check_choice
+
+
+class Episodes(NamedTuple):
+    """A batch of episodes, time-major.
+
+    ``inputs`` is ``(T, B, input_size)``; ``targets`` ``(T, B, output_size)``; ``mask`` is a boolean
+    tensor broadcastable to ``targets`` that says which steps (and elements) are scored.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    mask: Tensor
+
+    def to(self, device: torch.device | str) -> Episodes:
+        return Episodes(*(tensor.to(device) for tensor in self))
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over the elements where ``mask`` (broadcast to ``values``) is true."""
+    mask = mask.expand_as(values)
+    return values[mask].mean()
+
+
+class SupervisedTask(ABC):
+    """A supervised meta-learning task: episodes, a loss, metrics and default models.
+
+    Subclasses set ``name``, ``primary_metric`` (lower is better; shown in the progress bar and used
+    for the experiment's thresholds) and ``model_names`` (the first is the default model), and take
+    their settings as constructor keywords, which :meth:`config` returns so that a saved model can
+    rebuild its task.
+    """
+
+    name: ClassVar[str]
+    primary_metric: ClassVar[str]
+    model_names: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The constructor keywords that rebuild this task."""
+
+    @abstractmethod
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Episodes:
+        """``batch_size`` fresh episodes, drawn with ``rng`` only (so runs are reproducible)."""
+
+    @abstractmethod
+    def loss(self, outputs: Tensor, episodes: Episodes) -> Tensor:
+        """The training loss of the model's ``outputs`` ``(T, B, output_size)``."""
+
+    @abstractmethod
+    def metrics(self, outputs: Tensor, episodes: Episodes) -> dict[str, float]:
+        """Named scores of ``outputs``; must include ``primary_metric``."""
+
+    @abstractmethod
+    def build_model(self, model_name: str, **options: Any) -> nn.Module:
+        """A fresh model for this task; ``model_name`` is one of ``model_names``.
+
+        The model maps ``episodes.inputs`` to outputs ``(T, B, output_size)`` and has a ``config``
+        attribute holding its constructor keywords (see :func:`plastic_rl.supervised.load_model`).
+        """
+
+    @classmethod
+    @abstractmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the task's and its models' command-line options to ``parser``."""
+
+    @classmethod
+    @abstractmethod
+    def from_args(cls, args: argparse.Namespace) -> tuple[SupervisedTask, dict[str, Any]]:
+        """The task and the keywords for :meth:`build_model` from parsed command-line options.
+
+        ``args`` also holds the shared options (``args.data_dir`` for tasks that read a dataset).
+        """
+
+
+# task name -> "module:Class"; modules are imported only when their task is used.
+TASKS: dict[str, str] = {
+    "patterns": "plastic_rl.supervised.patterns:PatternMemoryTask",
+}
+
+
+def get_task_class(name: str) -> type[SupervisedTask]:
+    """The task class registered as ``name``; a ``ValueError`` lists the known tasks otherwise."""
+    check_choice("task", name, TASKS)
+    module_name, class_name = TASKS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_task(name: str, **config: Any) -> SupervisedTask:
+    """The task registered as ``name``, built with ``config``."""
+    return get_task_class(name)(**config)

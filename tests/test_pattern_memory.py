@@ -1,0 +1,106 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import plastic_rl  # noqa: F401  (registers the envs)
+from plastic_rl.envs.pattern_memory import (
+    FAST_PROTOCOL,
+    PatternMemoryEnv,
+    PatternMemoryProtocol,
+    make_rng,
+    sample_pattern_episodes,
+)
+
+SMALL = dict(pattern_count=3, pattern_size=12, steps_shown=2, gap_steps=1, repetitions=2)
+
+
+def _play(env: gym.Env, seed: int | None, action=None) -> tuple[np.ndarray, list[float], list[dict], np.ndarray]:
+    """Run one episode; returns the observations, rewards, infos and the target."""
+    observation, info = env.reset(seed=seed)
+    observations, rewards, infos = [observation], [], [info]
+    while True:
+        chosen = np.zeros(env.action_space.shape, np.float32) if action is None else action(infos[-1])
+        observation, reward, terminated, truncated, info = env.step(chosen)
+        rewards.append(reward)
+        assert not truncated
+        if terminated:
+            return np.stack(observations), rewards, infos, info["target"]
+        observations.append(observation)
+        infos.append(info)
+
+
+def test_env_checker_and_registration():
+    env = gym.make("PlasticPatternMemory-v0", **SMALL)
+    assert isinstance(env.unwrapped, PatternMemoryEnv)
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_protocol_lengths():
+    assert PatternMemoryProtocol().episode_length == 5 * 13 * 3 + 10 == 205
+    assert FAST_PROTOCOL.episode_length == 5 * 10 * 2 + 6 == 106
+    protocol = PatternMemoryProtocol(**SMALL, query_steps=4)
+    assert (protocol.query_start, protocol.episode_length) == (18, 22)
+
+
+def test_episode_layout():
+    protocol = PatternMemoryProtocol(**SMALL, degraded_fraction=0.25)
+    inputs, target = protocol.draw_episode(make_rng(5))
+    assert inputs.shape == (protocol.episode_length, 12) and set(np.unique(inputs)) <= {-1.0, 0.0, 1.0}
+    shown = []
+    for repetition in range(2):
+        order = []
+        for slot in range(3):
+            start = (repetition * 3 + slot) * 3
+            block = inputs[start : start + 2]
+            assert (block == block[0]).all() and (np.abs(block) == 1).all()
+            assert (inputs[start + 2] == 0).all()  # the gap
+            order.append(tuple(block[0]))
+        assert len(set(order)) == 3  # each repetition shows every pattern once
+        shown.append(set(order))
+    assert shown[0] == shown[1]
+    assert tuple(target) in shown[0]
+    query = inputs[protocol.query_start :]
+    assert len(query) == 2 and (query == query[0]).all()
+    assert (query[0] == 0).sum() == 3  # round(0.25 * 12) degraded elements
+    kept = query[0] != 0
+    assert (query[0][kept] == target[kept]).all()
+
+
+def test_env_and_sampler_agree():
+    env = gym.make("PlasticPatternMemory-v0", **SMALL)
+    inputs, targets = sample_pattern_episodes(env.unwrapped.protocol, make_rng(11), 3)
+    for column in range(3):
+        observations, _, infos, target = _play(env, 11 if column == 0 else None)
+        np.testing.assert_array_equal(observations, inputs[:, column])
+        np.testing.assert_array_equal(target, targets[column])
+        query_start = env.unwrapped.protocol.query_start
+        assert all("target" not in info for info in infos[:query_start])
+        assert all((info["target"] == target).all() for info in infos[query_start:])
+        assert [info["scored"] for info in infos].count(True) == 1 and infos[-1]["scored"]
+
+
+def test_reward_is_the_query_error():
+    env = gym.make("PlasticPatternMemory-v0", **SMALL)
+    _, rewards, _, _ = _play(env, 0)
+    assert rewards[:-1] == [0.0] * (len(rewards) - 1) and rewards[-1] == pytest.approx(-1.0)
+    _, rewards, _, _ = _play(env, 0, action=lambda info: info.get("target", np.zeros(12, np.float32)))
+    assert rewards == [0.0] * len(rewards)
+    _, rewards, _, target = _play(env, 0, action=lambda info: -info.get("target", np.zeros(12, np.float32)))
+    assert rewards[-1] == pytest.approx(-4.0)
+
+
+def test_seeded_episodes_repeat_and_differ():
+    env = gym.make("PlasticPatternMemory-v0", **SMALL)
+    first = _play(env, 3)[0]
+    np.testing.assert_array_equal(first, _play(env, 3)[0])
+    assert not np.array_equal(first, _play(env, 4)[0])
+
+
+@pytest.mark.parametrize(
+    "keyword,value",
+    [("pattern_count", 0), ("pattern_size", 2.5), ("gap_steps", -1), ("degraded_fraction", 1.0), ("query_steps", 0)],
+)
+def test_bad_protocol_values_name_the_parameter(keyword, value):
+    with pytest.raises(ValueError, match=keyword):
+        PatternMemoryEnv(**{**SMALL, keyword: value})
