@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 SDL := SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy
 # The main job's budget: a few minutes on 2 cores.
-RUN_TIMESTEPS ?= 300000
+RUN_TIMESTEPS ?= 800000
 
 .PHONY: run test install install-dev clean
 

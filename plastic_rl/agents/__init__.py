@@ -1,1 +1,10 @@
-"""Stable-Baselines3 algorithms and policies with recurrent plastic networks."""
+"""Stable-Baselines3 algorithms and policies with recurrent plastic networks.
+
+``PlasticA2C`` and ``PlasticPPO`` train :class:`PlasticRecurrentPolicy` (the paper's plastic network, with
+homogeneous or no plasticity as options) and :class:`LstmPolicy` by backpropagation through whole rollouts.
+"""
+
+from plastic_rl.agents.a2c import PlasticA2C, PlasticPPO
+from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy
+
+__all__ = ["LstmPolicy", "PlasticA2C", "PlasticPPO", "PlasticRecurrentPolicy", "RecurrentActorCriticPolicy"]

@@ -1,0 +1,326 @@
+"""PlasticA2C and PlasticPPO: SB3 on-policy algorithms for recurrent (plastic or LSTM) policies.
+
+A rollout threads the recurrent state through the VecEnv and keeps ONE detached snapshot of the state
+at its start (never one per step: a Hebbian trace is ``N x N`` per env). ``train()`` re-runs the policy
+over the stored ``(n_steps, n_envs)`` observations from that snapshot, with the stored episode starts,
+so gradients flow through the whole rollout (full-episode backpropagation through time when episodes
+line up with rollouts, as in the paper).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+from torch.nn import functional as F
+
+from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
+from plastic_rl.core.options import check_positive_float, check_positive_int
+
+SelfPlasticA2C = TypeVar("SelfPlasticA2C", bound="PlasticA2C")
+
+
+class PlasticA2C(OnPolicyAlgorithm):
+    """Advantage actor-critic with recurrent policies and backpropagation through whole rollouts.
+
+    One gradient step per rollout on ``n_envs`` sequences of ``n_steps``. The defaults are the paper's
+    maze settings: ``n_steps=250`` (one episode), ``gamma=0.9``, Monte-Carlo returns
+    (``gae_lambda=1``) and Adam with ``eps=1e-4``.
+
+    Parameters
+    ----------
+    policy : ``"PlasticRecurrentPolicy"``, ``"LstmPolicy"`` or a :class:`RecurrentActorCriticPolicy` subclass.
+    env : the env (a Gymnasium env, a VecEnv or a registered id).
+    learning_rate : optimizer learning rate, or a schedule of the remaining progress.
+    n_steps : steps per env per rollout: the length of the backpropagated sequences.
+    gamma, gae_lambda : discount and GAE factor (1 for Monte-Carlo returns).
+    ent_coef, vf_coef : entropy and value-loss coefficients.
+    max_grad_norm : clip the gradient norm to this; ``None`` for no clipping.
+    use_rms_prop : use RMSprop (SB3's A2C optimizer) instead of Adam, with ``rms_prop_eps``.
+    normalize_advantage : standardize the advantages of each batch.
+    stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device : as in SB3.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "PlasticRecurrentPolicy": PlasticRecurrentPolicy,
+        "LstmPolicy": LstmPolicy,
+    }
+    policy: RecurrentActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 250,
+        gamma: float = 0.9,
+        gae_lambda: float = 1.0,
+        ent_coef: float = 0.03,
+        vf_coef: float = 0.1,
+        max_grad_norm: float | None = 4.0,
+        use_rms_prop: bool = False,
+        rms_prop_eps: float = 1e-5,
+        normalize_advantage: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        if isinstance(policy, str) and policy not in self.policy_aliases:
+            raise ValueError(f"policy must be one of {', '.join(map(repr, self.policy_aliases))}; got {policy!r}")
+        check_positive_int("n_steps", n_steps)
+        check_positive_float("max_grad_norm", max_grad_norm, allow_none=True)
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=False,
+            sde_sample_freq=-1,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+        self.normalize_advantage = normalize_advantage
+        # A2C is the one-epoch, unclipped case of the update that PlasticPPO parameterises.
+        self.n_epochs = 1
+        self.clip_range: Schedule | None = None
+        self.target_kl: float | None = None
+        if use_rms_prop and "optimizer_class" not in self.policy_kwargs:
+            self.policy_kwargs["optimizer_class"] = th.optim.RMSprop
+            self.policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
+        # Runtime state: the current recurrent state of each env and the snapshot at the rollout start.
+        self._last_recurrent_state: RecurrentState | None = None
+        self._rollout_initial_state: RecurrentState | None = None
+        self._warned_truncated_bptt = False
+        if _init_setup_model:
+            self._setup_model()
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_last_recurrent_state", "_rollout_initial_state"]
+
+    def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, *args, **kwargs):
+        result = super()._setup_learn(total_timesteps, callback, *args, **kwargs)
+        state = self._last_recurrent_state
+        if state is None or state[0].shape[0] != self.n_envs:
+            # First learn() or a loaded model: SB3 has just reset the env, so every env starts an episode.
+            self._last_episode_starts = np.ones((self.n_envs,), dtype=bool)
+            self._last_recurrent_state = self.policy.initial_state(self.n_envs)
+        return result
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps of every env, in sequence order."""
+        assert self._last_obs is not None and self._last_recurrent_state is not None
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        if not self._warned_truncated_bptt and not np.all(self._last_episode_starts):
+            self._warned_truncated_bptt = True
+            warnings.warn(
+                f"episodes do not line up with rollouts of n_steps={self.n_steps}: gradients are truncated at the "
+                "rollout boundaries (truncated BPTT). Use n_steps equal to (a multiple of) the episode length for "
+                "full-episode backpropagation.",
+                stacklevel=2,
+            )
+        state = self._last_recurrent_state
+        self._rollout_initial_state = tuple(part.detach().clone() for part in state)
+        callback.on_rollout_start()
+        for _ in range(n_rollout_steps):
+            with th.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)
+                starts = th.as_tensor(self._last_episode_starts, device=self.device)
+                actions, values, log_probs, state = self.policy(obs_tensor, state, starts)
+            actions = actions.cpu().numpy()
+            env_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+            new_obs, rewards, dones, infos = env.step(env_actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                self._last_recurrent_state = state
+                return False
+            self._update_info_buffer(infos, dones)
+            if isinstance(self.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+            for index, done in enumerate(dones):
+                # A time-limit truncation is bootstrapped with the value of the terminal observation,
+                # seen from the state that env had reached.
+                if done and infos[index].get("terminal_observation") is not None:
+                    if infos[index].get("TimeLimit.truncated", False):
+                        terminal_obs = self.policy.obs_to_tensor(infos[index]["terminal_observation"])[0]
+                        env_state = tuple(part[index : index + 1] for part in state)
+                        no_start = th.zeros(1, dtype=th.bool, device=self.device)
+                        with th.no_grad():
+                            terminal_value = self.policy.predict_values(terminal_obs, env_state, no_start)[0]
+                        rewards[index] += self.gamma * terminal_value.item()
+            rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)
+            self._last_obs = new_obs
+            self._last_episode_starts = dones
+        self._last_recurrent_state = state
+        with th.no_grad():
+            last_values = self.policy.predict_values(
+                obs_as_tensor(new_obs, self.device), state, th.as_tensor(dones, device=self.device)
+            )
+        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _stored_sequences(self) -> dict[str, th.Tensor]:
+        # The buffer is read in rollout order (n_steps, n_envs, ...): RolloutBuffer.get() would shuffle
+        # and flatten it, and the re-run needs the sequences.
+        buffer = self.rollout_buffer
+        as_tensor = functools.partial(th.as_tensor, device=self.device)
+        actions = as_tensor(buffer.actions).reshape(self.n_steps * self.n_envs, -1)
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        return dict(
+            observations=as_tensor(buffer.observations),
+            actions=actions,
+            episode_starts=as_tensor(buffer.episode_starts).to(th.bool),
+            advantages=as_tensor(buffer.advantages).flatten(),
+            returns=as_tensor(buffer.returns).flatten(),
+            old_log_prob=as_tensor(buffer.log_probs).flatten(),
+        )
+
+    def train(self) -> None:
+        """``n_epochs`` gradient steps, each re-running the whole rollout from its initial-state snapshot."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = None if self.clip_range is None else self.clip_range(self._current_progress_remaining)
+        batch = self._stored_sequences()
+        advantages = batch["advantages"]
+        if self.normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        logs: dict[str, list[float]] = {}
+        for _ in range(self.n_epochs):
+            values, log_prob, entropy, final_state = self.policy.evaluate_actions(
+                batch["observations"], batch["actions"], self._rollout_initial_state, batch["episode_starts"]
+            )
+            log_ratio = log_prob - batch["old_log_prob"]
+            if clip_range is None:
+                policy_loss = -(advantages * log_prob).mean()
+            else:
+                ratio = th.exp(log_ratio)
+                clipped_ratio = th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -th.min(advantages * ratio, advantages * clipped_ratio).mean()
+                logs.setdefault("clip_fraction", []).append(((ratio - 1).abs() > clip_range).float().mean().item())
+            value_loss = F.mse_loss(batch["returns"], values)
+            entropy_loss = -th.mean(-log_prob if entropy is None else entropy)
+            with th.no_grad():
+                approx_kl = th.mean(th.exp(log_ratio) - 1 - log_ratio).item()
+            if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                if self.verbose >= 1:
+                    print(f"Early stopping after {len(logs.get('loss', []))} epochs: approx_kl {approx_kl:.3f}")
+                break
+            loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            if self.max_grad_norm is not None:
+                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                logs.setdefault("grad_norm", []).append(grad_norm.item())
+            self.policy.optimizer.step()
+            self._n_updates += 1
+            for name, value in [
+                ("policy_loss", policy_loss.item()),
+                ("value_loss", value_loss.item()),
+                ("entropy_loss", entropy_loss.item()),
+                ("approx_kl", approx_kl),
+                ("loss", loss.item()),
+            ]:
+                logs.setdefault(name, []).append(value)
+        for name, values_logged in logs.items():
+            self.logger.record(f"train/{name}", float(np.mean(values_logged)))
+        for name, value in self.policy.plasticity_statistics(final_state).items():
+            self.logger.record(f"plasticity/{name}", value)
+        self.logger.record(
+            "train/explained_variance",
+            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
+        )
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if clip_range is not None:
+            self.logger.record("train/clip_range", clip_range)
+
+    def learn(
+        self: SelfPlasticA2C,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfPlasticA2C:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name or type(self).__name__,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+
+class PlasticPPO(PlasticA2C):
+    """PPO on the same machinery: the clipped objective over ``n_epochs`` re-runs of the whole rollout.
+
+    Each epoch is one gradient step on all the rollout's sequences, re-run from the rollout's snapshot
+    (the sequences are never cut into minibatches).
+
+    Parameters
+    ----------
+    n_epochs : gradient steps per rollout.
+    clip_range : clipping of the probability ratio (a float or a schedule of the remaining progress).
+    target_kl : stop the epochs early when the approximate KL divergence exceeds ``1.5 * target_kl``.
+    normalize_advantage : standardize the advantages (True, as in SB3's PPO).
+    kwargs : as :class:`PlasticA2C`.
+    """
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentActorCriticPolicy],
+        env: GymEnv | str,
+        n_epochs: int = 4,
+        clip_range: float | Schedule = 0.2,
+        target_kl: float | None = None,
+        normalize_advantage: bool = True,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(policy, env, normalize_advantage=normalize_advantage, _init_setup_model=False, **kwargs)
+        self.n_epochs = check_positive_int("n_epochs", n_epochs)
+        if isinstance(clip_range, (int, float)):
+            check_positive_float("clip_range", clip_range)
+        self.clip_range = clip_range
+        self.target_kl = check_positive_float("target_kl", target_kl, allow_none=True)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.clip_range = FloatSchedule(self.clip_range)

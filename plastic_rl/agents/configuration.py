@@ -1,0 +1,113 @@
+"""What the ``plastic-rl`` RL commands share: algorithms, policy names, hyperparameter files and run folders.
+
+The conventions are RL Baselines3 Zoo's: one YAML file of hyperparameters per algorithm, keyed by env id
+(with a ``default`` entry), and runs saved under ``LOGDIR/<algo>/<env>_<N>/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plastic_rl.core.options import check_choice
+
+# algo name -> (module, class)
+ALGORITHMS: dict[str, tuple[str, str]] = {
+    "plastic_a2c": ("plastic_rl.agents.a2c", "PlasticA2C"),
+    "plastic_ppo": ("plastic_rl.agents.a2c", "PlasticPPO"),
+    "recurrent_ppo": ("sb3_contrib", "RecurrentPPO"),
+}
+# --policy name -> (policy alias, policy kwargs it implies)
+POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "plastic": ("PlasticRecurrentPolicy", {"plasticity": "full"}),
+    "homogeneous": ("PlasticRecurrentPolicy", {"plasticity": "shared"}),
+    "rnn": ("PlasticRecurrentPolicy", {"plasticity": "none"}),
+    "lstm": ("LstmPolicy", {}),
+}
+# Keys of a hyperparameter entry that configure the run rather than the algorithm.
+RUN_KEYS = ("n_envs", "n_timesteps", "env_kwargs", "policy_kwargs")
+
+
+def algorithm_class(algo: str) -> type:
+    """The SB3 algorithm class for ``algo``."""
+    module_name, class_name = ALGORITHMS[check_choice("algo", algo, ALGORITHMS)]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
+    """The entry for ``env_id`` (else ``default``) of the algorithm's packaged YAML file."""
+    check_choice("algo", algo, ALGORITHMS)
+    text = resources.files("plastic_rl.agents").joinpath("hyperparams", f"{algo}.yml").read_text()
+    table = yaml.safe_load(text)
+    entry = table.get(env_id, table["default"])
+    return {key: dict(value) if isinstance(value, dict) else value for key, value in entry.items()}
+
+
+def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
+    """``["key:value", ...]`` -> dict, each value read as YAML (numbers, booleans, lists, dicts)."""
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, separator, value = pair.partition(":")
+        if not separator or not key:
+            raise ValueError(f"{option} takes key:value pairs; got {pair!r}")
+        result[key] = yaml.safe_load(value)
+    return result
+
+
+def policy_settings(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The policy alias and keyword arguments for the ``--policy`` name ``policy`` under ``algo``.
+
+    ``policy_kwargs`` (from the hyperparameter file and ``-params``) may set ``hidden_size``; for
+    sb3-contrib's ``RecurrentPPO`` it becomes one shared LSTM of that size, heads directly on it.
+    """
+    check_choice("policy", policy, POLICIES)
+    if algo == "recurrent_ppo":
+        if policy != "lstm":
+            raise ValueError(f"policy must be 'lstm' with algo 'recurrent_ppo'; got {policy!r}")
+        kwargs = dict(policy_kwargs)
+        hidden_size = kwargs.pop("hidden_size", 200)
+        kwargs = {
+            "lstm_hidden_size": hidden_size,
+            "n_lstm_layers": 1,
+            "shared_lstm": True,
+            "enable_critic_lstm": False,
+            "net_arch": [],
+            **kwargs,
+        }
+        return "MlpLstmPolicy", kwargs
+    alias, implied = POLICIES[policy]
+    return alias, {**policy_kwargs, **implied}
+
+
+def next_run_folder(log_folder: str | Path, algo: str, env_id: str) -> Path:
+    """``log_folder/<algo>/<env_id>_<N>`` with ``N`` one more than the largest existing run."""
+    parent = Path(log_folder) / algo
+    return parent / f"{env_id}_{max(run_ids(parent, env_id), default=0) + 1}"
+
+
+def run_ids(parent: Path, env_id: str) -> list[int]:
+    """The ``N`` of the existing ``parent/<env_id>_<N>`` folders."""
+    pattern = re.compile(rf"{re.escape(env_id)}_(\d+)")
+    if not parent.is_dir():
+        return []
+    return [int(match.group(1)) for path in parent.iterdir() if (match := pattern.fullmatch(path.name))]
+
+
+def find_run_folder(log_folder: str | Path, env_id: str, algo: str | None = None, exp_id: int = 0) -> Path:
+    """The run folder of ``env_id`` (the latest when ``exp_id`` is 0), searching every algorithm if ``algo`` is None."""
+    algos = list(ALGORITHMS) if algo is None else [check_choice("algo", algo, ALGORITHMS)]
+    candidates = []
+    for name in algos:
+        parent = Path(log_folder) / name
+        for run_id in run_ids(parent, env_id):
+            if exp_id in (0, run_id):
+                folder = parent / f"{env_id}_{run_id}"
+                candidates.append((folder.stat().st_mtime, folder))
+    if not candidates:
+        raise ValueError(f"no run of {env_id} (exp-id {exp_id or 'latest'}) under {log_folder} for algo {algos}")
+    return max(candidates)[1]

@@ -1,0 +1,333 @@
+"""Recurrent actor-critic policies: one recurrent core, with actor and critic heads reading its activations.
+
+The runtime recurrent state is never stored in the module (no buffer, nothing pickled): every method
+takes the state and returns the new one. A state is a tuple of tensors whose first dimension is the
+batch (one row per env): ``(activation, hebbian_trace)`` for a plastic core, ``(activation,)`` for a
+non-plastic one and ``(h, c)`` for the LSTM. :meth:`RecurrentActorCriticPolicy.predict` hands it out
+as a tuple of numpy arrays, with the same contract as sb3-contrib's ``RecurrentPPO``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    Distribution,
+    MultiCategoricalDistribution,
+    make_proba_distribution,
+)
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+from plastic_rl.core import PlasticRecurrentLayer, PlasticState
+from plastic_rl.core.options import PLASTICITY_MODES, RULES, check_choice, check_positive_float, check_positive_int
+
+RecurrentState = tuple[th.Tensor, ...]
+
+# The paper's optimizer: Adam with a large epsilon, which keeps the first updates of the rarely
+# rewarded maze from being huge.
+DEFAULT_ADAM_EPS = 1e-4
+
+
+def reset_rows(state: RecurrentState, episode_starts: th.Tensor, initial: RecurrentState) -> RecurrentState:
+    """Replace the rows of ``state`` where ``episode_starts`` (B,) is true by the rows of ``initial``."""
+    starts = episode_starts.to(dtype=th.bool)
+    return tuple(
+        th.where(starts.reshape(-1, *([1] * (part.dim() - 1))), reset, part)
+        for part, reset in zip(state, initial, strict=True)
+    )
+
+
+class RecurrentActorCriticPolicy(BasePolicy):
+    """Actor and critic heads on one shared recurrent core (the paper's architecture).
+
+    Subclasses build the core (:meth:`_build_core`), give its state at an episode start
+    (:meth:`initial_state`) and unroll it (:meth:`_unroll_core`).
+
+    Parameters
+    ----------
+    observation_space, action_space : the env's spaces (Box, Discrete, MultiDiscrete or MultiBinary actions).
+    lr_schedule : learning-rate schedule (its value at progress 1 sets the optimizer's initial rate).
+    use_sde : must be False (state-dependent exploration is not supported).
+    hidden_size : number of recurrent neurons, read by both heads.
+    log_std_init : initial log standard deviation of continuous actions.
+    features_extractor_class, features_extractor_kwargs, normalize_images : as in SB3.
+    optimizer_class, optimizer_kwargs : the optimizer; Adam with ``eps=1e-4`` by default.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        use_sde: bool = False,
+        hidden_size: int = 200,
+        log_std_init: float = 0.0,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if use_sde:
+            raise ValueError("use_sde must be False: recurrent policies do not support state-dependent exploration")
+        if optimizer_kwargs is None:
+            optimizer_kwargs = {"eps": DEFAULT_ADAM_EPS} if optimizer_class is th.optim.Adam else {}
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.log_std_init = float(log_std_init)
+        self.features_extractor = self.make_features_extractor()
+        self.core = self._build_core(self.features_extractor.features_dim)
+        self.action_dist = make_proba_distribution(action_space)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            self.action_net, self.log_std = self.action_dist.proba_distribution_net(
+                latent_dim=hidden_size, log_std_init=self.log_std_init
+            )
+        elif isinstance(
+            self.action_dist, (CategoricalDistribution, MultiCategoricalDistribution, BernoulliDistribution)
+        ):
+            self.action_net = self.action_dist.proba_distribution_net(latent_dim=hidden_size)
+        else:
+            raise ValueError(f"action_space must be Box, Discrete, MultiDiscrete or MultiBinary; got {action_space}")
+        self.value_net = nn.Linear(hidden_size, 1)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    # --- the core, supplied by subclasses -------------------------------------------------------------
+
+    def _build_core(self, input_size: int) -> nn.Module:
+        raise NotImplementedError
+
+    def initial_state(self, batch_size: int) -> RecurrentState:
+        """The recurrent state at an episode start, for ``batch_size`` envs."""
+        raise NotImplementedError
+
+    def _unroll_core(
+        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, RecurrentState]:
+        """``features`` (T, B, F) -> activations (T, B, hidden_size) and the final state; the state
+        is reset before step ``t`` where ``episode_starts[t]`` is true."""
+        raise NotImplementedError
+
+    def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
+        """Scalars worth logging about the core (none by default)."""
+        return {}
+
+    # --- sequences ------------------------------------------------------------------------------------
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(hidden_size=self.hidden_size, log_std_init=self.log_std_init)
+        return data
+
+    def unroll(
+        self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, RecurrentState]:
+        """Observations (T, B, ...) -> hidden activations (T, B, hidden_size) and the final state."""
+        steps, batch = obs.shape[:2]
+        features = self.extract_features(obs.reshape(steps * batch, *obs.shape[2:]), self.features_extractor)
+        return self._unroll_core(features.reshape(steps, batch, -1), state, episode_starts.to(th.bool))
+
+    def _distribution(self, latent: th.Tensor) -> Distribution:
+        action_output = self.action_net(latent)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            return self.action_dist.proba_distribution(action_output, self.log_std)
+        return self.action_dist.proba_distribution(action_logits=action_output)
+
+    def forward(
+        self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, deterministic: bool = False
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, RecurrentState]:
+        """One step for a batch of envs: returns actions, values, log-probabilities and the new state."""
+        latent, state = self.unroll(obs.unsqueeze(0), state, episode_starts.unsqueeze(0))
+        distribution = self._distribution(latent[0])
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions, self.value_net(latent[0]).flatten(), distribution.log_prob(actions), state
+
+    def predict_values(self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor) -> th.Tensor:
+        """Values (B,) of the observations (B, ...) seen from ``state``."""
+        latent, _ = self.unroll(obs.unsqueeze(0), state, episode_starts.unsqueeze(0))
+        return self.value_net(latent[0]).flatten()
+
+    def evaluate_actions(
+        self, obs: th.Tensor, actions: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, RecurrentState]:
+        """Re-run whole sequences: observations (T, B, ...), actions (T * B, ...) in the same order.
+
+        Returns the values, log-probabilities and entropies, each flat (T * B,), and the final state.
+        """
+        latent, state = self.unroll(obs, state, episode_starts)
+        latent = latent.reshape(-1, self.hidden_size)
+        distribution = self._distribution(latent)
+        return self.value_net(latent).flatten(), distribution.log_prob(actions), distribution.entropy(), state
+
+    # --- SB3's predict contract -----------------------------------------------------------------------
+
+    def _predict(self, observation: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        raise NotImplementedError("a recurrent policy needs its state: call predict(obs, state, episode_start)")
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """The action for ``observation`` and the next state, as sb3-contrib's ``RecurrentPPO``.
+
+        Parameters
+        ----------
+        observation : one observation, or a batch from a VecEnv.
+        state : the state returned by the previous call (a tuple of arrays with one row per env), or
+            ``None`` at the start of the episodes.
+        episode_start : (n_envs,) booleans: reset the state of these envs before acting.
+        deterministic : take the most likely action instead of sampling.
+        """
+        self.set_training_mode(False)
+        obs_tensor, vectorized = self.obs_to_tensor(observation)
+        n_envs = obs_tensor.shape[0]
+        with th.no_grad():
+            if state is None:
+                state_tensors = self.initial_state(n_envs)
+            else:
+                expected = self.initial_state(n_envs)
+                state_tensors = tuple(
+                    th.as_tensor(np.asarray(part), dtype=th.float32, device=self.device) for part in state
+                )
+                shapes = [tuple(part.shape) for part in state_tensors]
+                if shapes != [tuple(part.shape) for part in expected]:
+                    raise ValueError(
+                        f"state must be the tuple returned by the previous predict() for {n_envs} env(s), with "
+                        f"shapes {[tuple(part.shape) for part in expected]}; got shapes {shapes}"
+                    )
+            starts = th.zeros(n_envs, dtype=th.bool, device=self.device)
+            if episode_start is not None:
+                starts = th.as_tensor(np.asarray(episode_start), device=self.device).reshape(n_envs).to(th.bool)
+            actions, _, _, state_tensors = self(obs_tensor, state_tensors, starts, deterministic=deterministic)
+        actions = actions.cpu().numpy().reshape((-1, *self.action_space.shape))
+        if isinstance(self.action_space, spaces.Box):
+            actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        if not vectorized:
+            actions = actions.squeeze(axis=0)
+        return actions, tuple(part.cpu().numpy() for part in state_tensors)
+
+
+class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
+    """Actor-critic heads on a :class:`~plastic_rl.core.PlasticRecurrentLayer` (a learned input projection).
+
+    Parameters
+    ----------
+    plasticity : ``"full"`` (one plasticity coefficient per connection: the paper's plastic network),
+        ``"shared"`` (one for all: homogeneous plasticity) or ``"none"`` (a plain RNN).
+    rule : ``"hebb"`` or ``"oja"``.
+    hebbian_learning_rate : initial ``eta``.
+    trace_clip : clamp the Hebbian trace to ``[-trace_clip, trace_clip]``; ``None`` for no clipping.
+    init_scale : standard deviation of the initial recurrent weights and plasticity coefficients.
+    Others : as :class:`RecurrentActorCriticPolicy`.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        use_sde: bool = False,
+        hidden_size: int = 200,
+        plasticity: str = "full",
+        rule: str = "hebb",
+        hebbian_learning_rate: float = 0.01,
+        trace_clip: float | None = None,
+        init_scale: float = 0.01,
+        **kwargs: Any,
+    ) -> None:
+        self.plasticity = check_choice("plasticity", plasticity, PLASTICITY_MODES)
+        self.rule = check_choice("rule", rule, RULES)
+        self.hebbian_learning_rate = check_positive_float("hebbian_learning_rate", hebbian_learning_rate)
+        self.trace_clip = check_positive_float("trace_clip", trace_clip, allow_none=True)
+        self.init_scale = check_positive_float("init_scale", init_scale)
+        super().__init__(observation_space, action_space, lr_schedule, use_sde, hidden_size, **kwargs)
+
+    def _build_core(self, input_size: int) -> PlasticRecurrentLayer:
+        return PlasticRecurrentLayer(
+            self.hidden_size,
+            input_size,
+            plasticity=self.plasticity,
+            rule=self.rule,
+            input_mapping="linear",
+            hebbian_learning_rate=self.hebbian_learning_rate,
+            trace_clip=self.trace_clip,
+            init_scale=self.init_scale,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            plasticity=self.plasticity,
+            rule=self.rule,
+            hebbian_learning_rate=self.hebbian_learning_rate,
+            trace_clip=self.trace_clip,
+            init_scale=self.init_scale,
+        )
+        return data
+
+    def initial_state(self, batch_size: int) -> RecurrentState:
+        activation, trace = self.core.initial_state(batch_size)
+        return (activation,) if trace is None else (activation, trace)
+
+    def _unroll_core(
+        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, RecurrentState]:
+        plastic_state = PlasticState(state[0], state[1] if len(state) > 1 else None)
+        activations, (activation, trace) = self.core(features, plastic_state, episode_starts)
+        return activations, (activation,) if trace is None else (activation, trace)
+
+    def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
+        """``eta``, the mean ``|alpha|`` and the mean Frobenius norm of the trace in ``state``."""
+        if self.core.plasticity_coefficient is None:
+            return {}
+        return {
+            "eta": self.core.hebbian_learning_rate.item(),
+            "mean_abs_alpha": self.core.plasticity_coefficient.abs().mean().item(),
+            "trace_norm": th.linalg.matrix_norm(state[1]).mean().item(),
+        }
+
+
+class LstmPolicy(RecurrentActorCriticPolicy):
+    """The same heads on a one-layer ``torch.nn.LSTM`` (the paper's LSTM baseline); the state is ``(h, c)``."""
+
+    def _build_core(self, input_size: int) -> nn.LSTM:
+        return nn.LSTM(input_size, self.hidden_size)
+
+    def initial_state(self, batch_size: int) -> RecurrentState:
+        check_positive_int("batch_size", batch_size)
+        zeros = th.zeros(batch_size, self.hidden_size, device=self.device)
+        return zeros, zeros.clone()
+
+    def _unroll_core(
+        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, RecurrentState]:
+        # The LSTM runs whole segments between episode starts in one call (the usual case, episodes
+        # aligned with rollouts, is a single segment); states are reset at each segment's first step.
+        initial = self.initial_state(features.shape[1])
+        boundaries = [0, *(episode_starts[1:].any(dim=1).nonzero().flatten() + 1).tolist(), features.shape[0]]
+        outputs = []
+        for start, end in zip(boundaries[:-1], boundaries[1:], strict=True):
+            hidden, cell = reset_rows(state, episode_starts[start], initial)
+            output, (hidden, cell) = self.core(features[start:end], (hidden.unsqueeze(0), cell.unsqueeze(0)))
+            outputs.append(output)
+            state = (hidden[0], cell[0])
+        return th.cat(outputs), state

@@ -1,0 +1,206 @@
+"""PlasticA2C / PlasticPPO and the recurrent policies."""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+import plastic_rl  # noqa: F401  (registers the envs)
+from plastic_rl.agents import PlasticA2C, PlasticPPO
+
+TINY_MAZE = dict(size=5, episode_length=10, observe_previous_action=True)
+POLICY_CASES = [
+    ("PlasticRecurrentPolicy", dict(hidden_size=8, plasticity="full")),
+    ("PlasticRecurrentPolicy", dict(hidden_size=8, plasticity="shared", rule="oja")),
+    ("PlasticRecurrentPolicy", dict(hidden_size=8, plasticity="none")),
+    ("LstmPolicy", dict(hidden_size=8)),
+]
+
+
+class CueRecallEnv(gym.Env):
+    """A cue (one of two) is shown at the first step only; after a delay, a go signal asks which it was.
+
+    Observations ``[cue_0, cue_1, go]``; reward 1 for naming the cue at the go step, else 0. A policy
+    without memory scores 0.5 on average.
+    """
+
+    def __init__(self, delay: int = 3) -> None:
+        self.delay = delay
+        self.observation_space = spaces.Box(0.0, 1.0, (3,), np.float32)
+        self.action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.cue, self.step_count = int(self.np_random.integers(2)), 0
+        return np.eye(3, dtype=np.float32)[self.cue], {}
+
+    def step(self, action):
+        self.step_count += 1
+        if self.step_count <= self.delay:
+            return np.eye(3, dtype=np.float32)[2] * (self.step_count == self.delay), 0.0, False, False, {}
+        return np.zeros(3, np.float32), float(action == self.cue), True, False, {}
+
+
+def tiny_maze(n_envs: int = 2, seed: int = 0, **overrides):
+    return make_vec_env("PlasticMaze-v0", n_envs=n_envs, seed=seed, env_kwargs={**TINY_MAZE, **overrides})
+
+
+@pytest.mark.parametrize("policy, policy_kwargs", POLICY_CASES)
+def test_rerun_from_snapshot_reproduces_the_rollout(policy, policy_kwargs):
+    # n_steps (7) does not divide the episode length (10): the second rollout starts mid-episode, from
+    # a snapshot of a non-initial state, and an episode starts inside it.
+    model = PlasticA2C(policy, tiny_maze(), n_steps=7, policy_kwargs=policy_kwargs, seed=1)
+    model.learn(7)
+    buffer = model.rollout_buffer
+    with pytest.warns(UserWarning, match="truncated BPTT"):
+        model.collect_rollouts(model.env, model._init_callback(None), buffer, model.n_steps)
+    assert buffer.episode_starts[3].all() and not buffer.episode_starts[0].any()
+    assert np.abs(model._rollout_initial_state[0].numpy()).max() > 0
+    batch = model._stored_sequences()
+    with torch.no_grad():
+        values, log_prob, _, _ = model.policy.evaluate_actions(
+            batch["observations"], batch["actions"], model._rollout_initial_state, batch["episode_starts"]
+        )
+    np.testing.assert_allclose(values.numpy(), buffer.values.flatten(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(log_prob.numpy(), buffer.log_probs.flatten(), rtol=1e-4, atol=1e-5)
+
+
+def test_one_snapshot_per_rollout_and_no_state_in_saved_files(tmp_path):
+    model = PlasticA2C("PlasticRecurrentPolicy", tiny_maze(), n_steps=10, policy_kwargs=dict(hidden_size=8))
+    model.learn(20)
+    snapshot = model._rollout_initial_state
+    assert len(snapshot) == 2 and snapshot[1].shape == (2, 8, 8) and not snapshot[1].requires_grad
+    assert not any(name.startswith("_") for name, _ in model.policy.named_buffers())
+    model.save(tmp_path / "model.zip")
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
+        data = archive.read("data").decode()
+    assert "_last_recurrent_state" not in data and "_rollout_initial_state" not in data
+
+
+@pytest.mark.parametrize("policy, policy_kwargs", POLICY_CASES)
+def test_predict_resets_the_state_at_episode_starts(policy, policy_kwargs):
+    model = PlasticA2C(policy, tiny_maze(), n_steps=10, policy_kwargs=policy_kwargs)
+    obs = model.env.reset()
+    no_start = np.zeros(2, dtype=bool)
+    _, fresh = model.predict(obs, state=None, episode_start=np.ones(2, dtype=bool))
+    _, carried = model.predict(obs, state=fresh, episode_start=no_start)
+    _, continued = model.predict(obs, state=carried, episode_start=no_start)
+    _, restarted = model.predict(obs, state=carried, episode_start=np.array([True, False]))
+    for part in range(len(fresh)):
+        assert isinstance(restarted[part], np.ndarray)
+        np.testing.assert_allclose(restarted[part][0], fresh[part][0], atol=1e-6)
+        np.testing.assert_allclose(restarted[part][1], continued[part][1], atol=1e-6)
+        assert not np.allclose(continued[part][0], fresh[part][0])
+    with pytest.raises(ValueError, match="state must be"):
+        model.predict(obs, state=(fresh[0][:1],), episode_start=no_start)
+
+
+def test_save_load_round_trip_into_a_different_number_of_envs(tmp_path):
+    model = PlasticA2C("PlasticRecurrentPolicy", tiny_maze(), n_steps=10, policy_kwargs=dict(hidden_size=8), seed=3)
+    model.learn(20)
+    obs = model.env.reset()
+    starts = np.ones(2, dtype=bool)
+    actions, state = model.predict(obs, episode_start=starts, deterministic=True)
+    model.save(tmp_path / "model")
+    loaded = PlasticA2C.load(tmp_path / "model", env=tiny_maze(n_envs=3))
+    loaded_actions, loaded_state = loaded.predict(obs, episode_start=starts, deterministic=True)
+    np.testing.assert_array_equal(actions, loaded_actions)
+    for part, loaded_part in zip(state, loaded_state, strict=True):
+        np.testing.assert_allclose(part, loaded_part)
+    assert loaded.policy.plasticity == "full" and loaded.policy.hidden_size == 8
+    loaded.learn(30)
+    assert loaded._last_recurrent_state[0].shape == (3, 8)
+
+
+def test_evaluate_policy_and_subproc_vec_env():
+    # "module:id" makes the worker processes import plastic_rl, which registers the env there.
+    env = make_vec_env("plastic_rl:PlasticMaze-v0", n_envs=2, env_kwargs=TINY_MAZE, vec_env_cls=SubprocVecEnv)
+    try:
+        model = PlasticPPO("LstmPolicy", env, n_steps=10, n_epochs=2, policy_kwargs=dict(hidden_size=8))
+        model.learn(40)
+        mean_reward, _ = evaluate_policy(model, env, n_eval_episodes=4, deterministic=False)
+    finally:
+        env.close()
+    assert np.isfinite(mean_reward)
+
+
+@pytest.mark.filterwarnings("ignore:episodes do not line up")
+def test_continuous_actions_and_plasticity_statistics():
+    model = PlasticA2C("PlasticRecurrentPolicy", "Pendulum-v1", n_steps=20, policy_kwargs=dict(hidden_size=8))
+    model.learn(40)
+    action, _ = model.predict(model.env.reset())
+    assert action.shape == (1, 1) and np.all(np.abs(action) <= 2.0)
+    logged = model.logger.name_to_value
+    assert {"plasticity/eta", "plasticity/mean_abs_alpha", "plasticity/trace_norm"} <= set(logged)
+    assert logged["plasticity/trace_norm"] > 0
+
+
+def test_ppo_with_one_epoch_and_no_normalisation_is_a2c():
+    # At the first epoch the clipped objective has the same gradient as A2C's policy-gradient loss.
+    params = []
+    for algorithm, extra in [(PlasticA2C, {}), (PlasticPPO, dict(n_epochs=1, normalize_advantage=False))]:
+        model = algorithm(
+            "PlasticRecurrentPolicy", tiny_maze(), n_steps=10, policy_kwargs=dict(hidden_size=8), seed=5, **extra
+        )
+        model.learn(20)
+        params.append(torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach())
+    torch.testing.assert_close(params[0], params[1])
+
+
+def test_episode_aligned_rollouts_do_not_warn():
+    model = PlasticA2C("PlasticRecurrentPolicy", tiny_maze(), n_steps=10, policy_kwargs=dict(hidden_size=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.learn(40)
+
+
+@pytest.mark.parametrize(
+    "policy, policy_kwargs, match",
+    [
+        ("MlpPolicy", {}, "policy must be one of"),
+        ("PlasticRecurrentPolicy", dict(plasticity="partial"), "plasticity must be one of"),
+        ("PlasticRecurrentPolicy", dict(rule="stdp"), "rule must be one of"),
+        ("PlasticRecurrentPolicy", dict(hidden_size=0), "hidden_size must be a positive integer"),
+        ("PlasticRecurrentPolicy", dict(trace_clip=-1.0), "trace_clip must be a number > 0"),
+        ("LstmPolicy", dict(hidden_size=2.5), "hidden_size must be a positive integer"),
+    ],
+)
+def test_bad_policy_names_and_kwargs_give_clear_errors(policy, policy_kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PlasticA2C(policy, tiny_maze(n_envs=1), policy_kwargs=policy_kwargs)
+
+
+def test_unknown_policy_kwarg_is_rejected():
+    with pytest.raises(TypeError, match="plasticty"):
+        PlasticA2C("PlasticRecurrentPolicy", tiny_maze(n_envs=1), policy_kwargs=dict(plasticty="full"))
+
+
+@pytest.mark.parametrize("policy, policy_kwargs", [POLICY_CASES[0], POLICY_CASES[3]])
+def test_learns_a_task_that_needs_memory(policy, policy_kwargs):
+    env = make_vec_env(CueRecallEnv, n_envs=16, seed=0)
+    model = PlasticA2C(
+        policy, env, n_steps=4, learning_rate=1e-2, ent_coef=0.01, vf_coef=0.5, policy_kwargs=policy_kwargs, seed=0
+    )
+    untrained, _ = evaluate_policy(model, env, n_eval_episodes=200, deterministic=True)
+    model.learn(6400)
+    trained, _ = evaluate_policy(model, env, n_eval_episodes=200, deterministic=True)
+    # Without memory the best expected score is 0.5, which is also a random policy's.
+    assert untrained < 0.7
+    assert trained > 0.9
+
+
+def test_optimizer_is_adam_with_the_papers_eps_or_rmsprop():
+    adam = PlasticA2C("PlasticRecurrentPolicy", tiny_maze(n_envs=1), policy_kwargs=dict(hidden_size=8))
+    assert isinstance(adam.policy.optimizer, torch.optim.Adam)
+    assert adam.policy.optimizer.defaults["eps"] == 1e-4
+    rmsprop = PlasticA2C("LstmPolicy", tiny_maze(n_envs=1), use_rms_prop=True, policy_kwargs=dict(hidden_size=8))
+    assert isinstance(rmsprop.policy.optimizer, torch.optim.RMSprop)
