@@ -222,6 +222,21 @@ def _or_empty(tensor: Tensor | None, like: Tensor) -> Tensor:
     return like.new_empty(0) if tensor is None else tensor
 
 
+def _kernel_options(u: _Unroll) -> tuple:
+    """The non-buffer arguments that the C++ forward and backward kernels share, in their order."""
+    return (
+        torch.empty(0, dtype=torch.bool) if u.starts is None else u.starts,
+        torch.empty(0, dtype=torch.int64) if u.plan.pre_reset_index is None else u.plan.pre_reset_index,
+        u.eta,
+        u.clip,
+        _PLASTICITY_CODES[u.options.plasticity],
+        _RULE_CODES[u.options.rule],
+        u.options.input_mode == "clamp",
+        u.options.bias_neuron,
+        u.plan.every,
+    )
+
+
 def _cpp_forward(u: _Unroll) -> None:
     module = cpp_extension_module()
     e = u.drive
@@ -241,15 +256,7 @@ def _cpp_forward(u: _Unroll) -> None:
             _or_empty(u.checkpoints, e),
             _or_empty(u.pre_reset, e),
         ],
-        torch.empty(0, dtype=torch.bool) if u.starts is None else u.starts,
-        torch.empty(0, dtype=torch.int64) if u.plan.pre_reset_index is None else u.plan.pre_reset_index,
-        u.eta,
-        u.clip,
-        _PLASTICITY_CODES[u.options.plasticity],
-        _RULE_CODES[u.options.rule],
-        u.options.input_mode == "clamp",
-        u.options.bias_neuron,
-        u.plan.every,
+        *_kernel_options(u),
     )
 
 
@@ -361,15 +368,7 @@ def _cpp_backward(u: _Unroll, g: _Gradients, workspace: Tensor | None) -> None:
             _or_empty(g.grad_alpha, e),
             _or_empty(workspace, e),
         ],
-        torch.empty(0, dtype=torch.bool) if u.starts is None else u.starts,
-        torch.empty(0, dtype=torch.int64) if u.plan.pre_reset_index is None else u.plan.pre_reset_index,
-        u.eta,
-        u.clip,
-        _PLASTICITY_CODES[u.options.plasticity],
-        _RULE_CODES[u.options.rule],
-        u.options.input_mode == "clamp",
-        u.options.bias_neuron,
-        u.plan.every,
+        *_kernel_options(u),
         u.plan.reverse,
     )
 
