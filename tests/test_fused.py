@@ -8,6 +8,7 @@ import copy
 import functools
 import gc
 import itertools
+import sys
 import warnings
 import weakref
 
@@ -17,13 +18,20 @@ import torch
 from plastic_rl.core import PlasticRecurrentLayer, PlasticState, fused
 
 BACKENDS = fused.available_backends()
+# The C++ kernel has two schedules: the threads share the rows of every step ("rows"), or each unrolls slices
+# of the batch ("sliced"; two slices, so that the tests' batches of 2 and 3 make slices of one and of two).
+SLICES = {"rows": 1, "sliced": 2}
+VARIANTS = ["torch"] + ([f"cpp-{schedule}" for schedule in SLICES] if "cpp" in BACKENDS else [])
 
 
 @pytest.fixture
 def backend(request, monkeypatch):
-    """Route the layer's fused unroll to one backend."""
-    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: request.param)
-    return request.param
+    """Route the layer's fused unroll to one backend (and the C++ kernel to one schedule)."""
+    backend, _, schedule = request.param.partition("-")
+    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: backend)
+    if schedule:
+        monkeypatch.setattr(fused, "batch_slices", lambda batch: min(batch, SLICES[schedule]))
+    return backend
 
 
 def _layer(hidden_size, *, scale=0.5, eta=0.3, seed=0, dtype=torch.float64, **kwargs):
@@ -84,7 +92,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @pytest.mark.parametrize("rule,plasticity,input_mode,bias,clip", CASES)
 def test_float64_gradients_equal_autograd(backend, rule, plasticity, input_mode, bias, clip):
     n, steps, batch = 6, 12, 3
@@ -106,7 +114,7 @@ def test_float64_gradients_equal_autograd(backend, rule, plasticity, input_mode,
     _assert_same_gradients(expected, actual, rtol=1e-10)
 
 
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @pytest.mark.parametrize(
     "rule,eta,clip,expected_plan",
     [
@@ -132,7 +140,7 @@ def test_long_sequences_with_large_eta(backend, rule, eta, clip, expected_plan):
     _assert_same_gradients(expected, actual, rtol=1e-10)
 
 
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @pytest.mark.parametrize("rule", ("hebb", "oja"))
 def test_gradients_without_episode_starts(backend, rule):
     layer = _layer(6, rule=rule, input_mode="add", bias="vector")
@@ -184,7 +192,7 @@ def _float32_gradients(layer, inputs, implementation, dtype):
     return [p.grad.double() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @pytest.mark.parametrize("rule", ("hebb", "oja"))
 def test_float32_gradients_at_a_real_size(backend, rule):
     """float32 at the maze's N = 200, T = 100: about as close to the float64 truth as plain autograd in float32.
@@ -206,7 +214,7 @@ def test_float32_gradients_at_a_real_size(backend, rule):
         assert error <= 10 * reference_error + 1e-5, (error, reference_error)
 
 
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 def test_no_grad_unroll_and_step_agree(backend):
     layer = _layer(7, input_mode="add", bias="vector", dtype=torch.float32, scale=0.3)
     layer.implementation = "fused"
@@ -225,7 +233,7 @@ def test_no_grad_unroll_and_step_agree(backend):
     torch.testing.assert_close(final.hebbian_trace, state.hebbian_trace)
 
 
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 def test_gradient_to_a_detached_initial_state_is_optional(backend):
     """The RL policy unrolls from a detached state snapshot: parameters get gradients, the state none."""
     layer = _layer(5, dtype=torch.float32)
@@ -237,7 +245,7 @@ def test_gradient_to_a_detached_initial_state_is_optional(backend):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
 
 
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 def test_unroll_frees_its_graph_and_buffers(backend):
     """The function must not keep its outputs alive through ctx (a cycle autograd cannot free)."""
     layer = _layer(5, dtype=torch.float32)
@@ -251,8 +259,10 @@ def test_unroll_frees_its_graph_and_buffers(backend):
 
 
 @pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernel did not build")
-def test_cpp_results_do_not_depend_on_the_thread_count(monkeypatch):
+@pytest.mark.parametrize("slices", (1, 3))
+def test_cpp_results_do_not_depend_on_the_thread_count(monkeypatch, slices):
     monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: "cpp")
+    monkeypatch.setattr(fused, "batch_slices", lambda batch: slices)
     layer = _layer(300, dtype=torch.float32, scale=0.05, bias="neuron", input_mode="clamp")
     layer.implementation = "fused"
     inputs = torch.sign(torch.randn(30, 4, 299, generator=torch.Generator().manual_seed(5)))
@@ -302,3 +312,9 @@ def test_failed_build_falls_back_with_a_one_line_warning(monkeypatch):
         assert fused.cpp_extension_module.__wrapped__() is None
     message = str(record[0].message)
     assert "\n" not in message and "Ninja is required" in message
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS or sys.platform != "linux", reason="needs the C++ kernel, on Linux")
+def test_cpp_kernel_runs_on_torchs_threads_on_linux():
+    """Without -fopenmp, at::parallel_for compiles to a plain loop and the kernel silently runs on one thread."""
+    assert fused.cpp_extension_module().multithreaded()

@@ -7,9 +7,10 @@ machine, the ratio to it, peak memory, and the issue's target where there is one
 would not fit in memory (about 24 T B N^2 bytes) are skipped and said so.
 
 The floor is the time to move the bytes that must move: per step, the trace read and written forward,
-and the trace and its gradient read and written backward, plus ``w`` and ``alpha`` read each way, at
-the streaming bandwidth measured here on arrays of the trace's size (so the L3 cache counts when the
-trace fits in it).
+and the trace and its gradient read and written backward, ``w`` and ``alpha`` read each way and
+``dL/dalpha`` read and written backward, at the streaming bandwidth measured here on a working set of
+the backward's size (traces, their gradients and the three N x N parameter arrays), so that the L3
+cache counts exactly when the unroll's own data fits in it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="configurations: neurons, steps, batch (default: the issue's table)",
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed episodes per run (median reported)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed episodes per run (median reported)")
     parser.add_argument(
         "--implementations", nargs="+", default=["fused", "autograd"], choices=["fused", "autograd"], metavar="IMPL"
     )
@@ -132,11 +133,13 @@ def _episode(layer, inputs) -> None:
 
 
 def _measure_bandwidth(n: int, batch: int, device) -> float:
-    """Streaming bandwidth (bytes/s) of ``a += b`` on two arrays of the trace's size."""
+    """Streaming bandwidth (bytes/s) of ``a += b`` on two arrays that together are the backward's working set:
+    ``B x N x N`` trace and trace gradient, ``w``, ``alpha`` and ``dL/dalpha``."""
     import torch
 
-    a = torch.ones(batch, n, n, device=device)
-    b = torch.ones(batch, n, n, device=device)
+    half = (2 * batch + 3) * n * n // 2
+    a = torch.ones(half, device=device)
+    b = torch.ones(half, device=device)
     repeats = max(5, int(2e9 // (12 * a.numel())))
     a.add_(b)
     best = float("inf")
@@ -187,7 +190,7 @@ def _worker(spec: dict) -> dict:
         "first_s": first,
         "peak_gb": _peak_rss_gb(),
         "baseline_gb": baseline_gb,
-        "backend": fused.resolve_backend(spec["backend"], device) if spec["implementation"] == "fused" else "-",
+        "backend": _backend_description(spec, device, batch),
     }
     if spec["implementation"] == "autograd" and spec.get("compare"):
         reference = [p.grad.detach().clone() for p in layer.parameters()]
@@ -203,6 +206,20 @@ def _worker(spec: dict) -> dict:
     return result
 
 
+def _backend_description(spec: dict, device, batch: int) -> str:
+    from plastic_rl.core import fused
+
+    if spec["implementation"] != "fused":
+        return "-"
+    backend = fused.resolve_backend(spec["backend"], device)
+    if backend != "cpp":
+        return backend
+    if not fused.cpp_extension_module().multithreaded():
+        return "cpp, built without OpenMP: one thread"
+    slices = fused.batch_slices(batch)
+    return f"cpp, {slices} batch slices" if slices > 1 else "cpp, rows shared per step"
+
+
 def _run_worker(spec: dict) -> dict:
     command = [sys.executable, "-m", "plastic_rl.core.bench", "--worker", json.dumps(spec)]
     completed = subprocess.run(command, capture_output=True, text=True)
@@ -214,9 +231,10 @@ def _run_worker(spec: dict) -> dict:
 
 def _floor_bytes(n: int, steps: int, batch: int) -> int:
     """Bytes that must move per unroll (float32): the trace read and written forward; backward, the trace rebuilt
-    in place and its gradient read and written; ``w`` and ``alpha`` read each way."""
-    trace, parameters = batch * n * n * 4, 2 * n * n * 4
-    return steps * ((2 * trace + parameters) + (4 * trace + parameters))
+    in place and its gradient read and written; ``w`` and ``alpha`` read each way (once per step for the whole
+    batch); ``dL/dalpha`` read and written backward."""
+    trace, matrix = batch * n * n * 4, n * n * 4
+    return steps * ((2 * trace + 2 * matrix) + (4 * trace + 4 * matrix))
 
 
 def _format(value: float | None, digits: int = 4) -> str:

@@ -16,7 +16,8 @@ The plan with the smaller memory is chosen per call (:func:`plan_checkpoints`).
 
 Two backends run the same algorithm on the same buffers: a C++ kernel (``csrc/plastic_unroll.cpp``,
 built with the machine's compiler on first use; one pass over the trace per step, the time loop in
-C++, threads over columns) and a PyTorch one that runs on any device. ``PLASTIC_RL_NO_CPP=1``
+C++; threads over slices of the batch (:func:`batch_slices`), or over the rows of each step for a
+single episode) and a PyTorch one that runs on any device. ``PLASTIC_RL_NO_CPP=1``
 forces the PyTorch backend.
 
 Gradients are those of :func:`plastic_rl.core.functional.recurrent_unroll` (tests compare them in
@@ -44,6 +45,7 @@ NO_CPP_ENVIRONMENT_VARIABLE = "PLASTIC_RL_NO_CPP"
 AMPLIFICATION_LOG_BUDGET = {torch.float64: 7.0, torch.float32: 1.0}
 _PLASTICITY_CODES = {"none": 0, "shared": 1, "full": 2}
 _RULE_CODES = {"hebb": 0, "oja": 1}
+MAX_BATCH_SLICES = 8
 
 
 @functools.cache
@@ -51,22 +53,31 @@ def cpp_extension_module():
     """The compiled C++ kernel, built on first use; ``None`` (after a one-line warning) when unavailable."""
     if os.environ.get(NO_CPP_ENVIRONMENT_VARIABLE, "") not in ("", "0"):
         return None
-    source = Path(__file__).with_name("csrc") / "plastic_unroll.cpp"
     try:
         from torch.utils import cpp_extension
 
         _put_pip_ninja_on_path()
-
-        return cpp_extension.load(
-            name="plastic_rl_plastic_unroll",
-            sources=[str(source)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast"],
-            verbose=False,
-        )
+        try:
+            return _build(cpp_extension, openmp=True)
+        except Exception:  # a compiler without OpenMP (Apple's clang): the kernel runs on one thread
+            return _build(cpp_extension, openmp=False)
     except Exception as error:  # no compiler, no ninja, a failed build: all mean the PyTorch path
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         warnings.warn(f"plastic_rl: C++ plastic kernel unavailable, using the PyTorch path ({reason})", stacklevel=2)
         return None
+
+
+def _build(cpp_extension, openmp: bool):
+    # Without -fopenmp, at::parallel_for compiles to a plain loop: the kernel's threads come from this flag, and at
+    # run time from torch's own OpenMP library (same soname, already loaded), so torch.set_num_threads applies.
+    threads = ["-fopenmp"] if openmp else ["-fopenmp-simd"]
+    return cpp_extension.load(
+        name="plastic_rl_plastic_unroll" if openmp else "plastic_rl_plastic_unroll_serial",
+        sources=[str(Path(__file__).with_name("csrc") / "plastic_unroll.cpp")],
+        extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", *threads],
+        extra_ldflags=threads if openmp else [],
+        verbose=False,
+    )
 
 
 def _put_pip_ninja_on_path() -> None:
@@ -222,6 +233,18 @@ def _or_empty(tensor: Tensor | None, like: Tensor) -> Tensor:
     return like.new_empty(0) if tensor is None else tensor
 
 
+def batch_slices(batch: int) -> int:
+    """Into how many slices the C++ kernel cuts a batch, each unrolled whole by one thread (1: no cut; the threads
+    share the rows of every step instead, which a single episode needs).
+
+    Slices need no synchronisation between steps and keep each thread on its own traces; they re-read ``w``
+    and ``alpha`` once per slice and step, which measured cheaper at every size from N = 200 to 1,001 on the
+    development machine (RESULTS.md). The count depends on the batch size only, never on the number of
+    threads, so that results do not either.
+    """
+    return min(batch, MAX_BATCH_SLICES)
+
+
 def _kernel_options(u: _Unroll) -> tuple:
     """The non-buffer arguments that the C++ forward and backward kernels share, in their order."""
     return (
@@ -234,6 +257,7 @@ def _kernel_options(u: _Unroll) -> tuple:
         u.options.input_mode == "clamp",
         u.options.bias_neuron,
         u.plan.every,
+        batch_slices(u.drive.shape[1]),
     )
 
 

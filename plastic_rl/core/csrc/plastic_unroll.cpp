@@ -6,11 +6,13 @@
 //
 // Performance notes. Each step is one pass over the B x N x N trace: the trace update of the previous step is done
 // lazily, fused with the plastic matrix-vector product of this step, so the trace is read and written once per step
-// forward and (with its gradient) once per step backward. Threads work on groups of rows (presynaptic neurons), which
-// are contiguous memory in every batch element; a group goes in blocks of about kBlockElements, and within a block
-// the batch is the inner loop, so that the block of w, alpha and dL/dalpha is read from memory once per step for the
-// whole batch and stays in cache while the batch runs through it. Column sums are reduced across groups after each
-// pass (B x N per group: small).
+// forward and (with its gradient) once per step backward. A batch is cut into slices (see run() below) that threads
+// unroll independently, with no synchronisation between steps. Within an unroll, rows (presynaptic neurons) are
+// contiguous memory in every batch element; they go in blocks of about kBlockElements, and within a block the batch
+// is the inner loop, so that the block of w, alpha and dL/dalpha is read from memory once per step for the whole
+// slice and stays in cache while the slice runs through it. A single episode (B = 1) is instead shared by the
+// threads step by step: each takes groups of rows, and column sums are reduced across groups after each pass
+// (N per group: small).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -18,7 +20,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX2__) && defined(__GLIBC__)
+#include <dlfcn.h>
+#include <immintrin.h>
+#define PLASTIC_RL_VECTOR_TANH 1
+#endif
 
 namespace {
 
@@ -26,10 +35,16 @@ enum Plasticity { kNone = 0, kShared = 1, kFull = 2 };
 enum Rule { kHebb = 0, kOja = 1 };
 constexpr int64_t kBlockElements = 4096;
 constexpr int64_t kGroups = 8;
+// Below this many trace elements per parallel section, waking the other threads costs more than it saves.
+constexpr int64_t kParallelWork = 1 << 17;
 
 struct Sizes {
   int64_t T, B, N;
-  int64_t every;  // checkpoint spacing K
+  int64_t every;   // checkpoint spacing K
+  int64_t stride;  // the batch size of the buffers: B, or more when this call runs one slice of the batch
+  bool sliced;     // one slice of a batch split across threads: run single-threaded, in one row group
+  int64_t time_stride() const { return stride * N; }   // between steps of a (T, B, N) buffer
+  int64_t slot_stride() const { return stride * N * N; }  // between the traces of a (K, B, N, N) buffer
 };
 
 // Rows (presynaptic neurons) in a fixed number of groups, each with its own partial sums, reduced in group order:
@@ -37,9 +52,9 @@ struct Sizes {
 // dynamically, so that a thread the OS has descheduled (a busy machine) does not hold up the step.
 struct Rows {
   int64_t count, n, block, threads;
-  Rows(int64_t n_, int64_t work_per_step) : n(n_) {
-    count = std::min({kGroups, std::max<int64_t>(1, work_per_step / 8192), n});
-    threads = std::min<int64_t>(count, std::max<int64_t>(1, at::get_num_threads()));
+  Rows(int64_t n_, int64_t work_per_step, bool sliced) : n(n_) {
+    count = sliced ? 1 : std::min({kGroups, std::max<int64_t>(1, work_per_step / 8192), n});
+    threads = work_per_step < kParallelWork ? 1 : std::min<int64_t>(count, at::get_num_threads());
     block = std::max<int64_t>(1, kBlockElements / n);
   }
   int64_t begin(int64_t c) const { return c * n / count; }
@@ -66,6 +81,34 @@ struct Rows {
     }
   }
 };
+
+constexpr int64_t kActivationBlock = 1024;
+
+#ifdef PLASTIC_RL_VECTOR_TANH
+// glibc's vector math library (2.35 on) has an 8-wide AVX2 tanhf, within 1 ulp of the correctly rounded tanh (checked
+// on every 7th float; scalar tanhf: 2 ulp). It is looked up at run time so that neither the build nor the import
+// depends on it; std::tanh where it is missing.
+using VectorTanh = __m256 (*)(__m256);
+VectorTanh vector_tanhf() {
+  static const VectorTanh function = [] {
+    void* library = dlopen("libmvec.so.1", RTLD_LAZY | RTLD_LOCAL);
+    return library ? reinterpret_cast<VectorTanh>(dlsym(library, "_ZGVdN8v_tanhf")) : nullptr;
+  }();
+  return function;
+}
+#endif
+
+template <typename S>
+void tanh_in_place(S* x, int64_t n) {
+  int64_t k = 0;
+#ifdef PLASTIC_RL_VECTOR_TANH
+  if constexpr (std::is_same_v<S, float>) {
+    if (const auto vector_tanh = vector_tanhf())
+      for (; k + 8 <= n; k += 8) _mm256_storeu_ps(x + k, vector_tanh(_mm256_loadu_ps(x + k)));
+  }
+#endif
+  for (; k < n; ++k) x[k] = std::tanh(x[k]);
+}
 
 template <typename S, bool CLIP>
 inline S clip_value(S u, S clip) {
@@ -110,29 +153,30 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
                     const S* bias, const bool* starts, const S* reset_activation, S eta, S clip, bool clamp_input,
                     bool bias_neuron, S* outputs, S* pre, S* plastic_part, S* trace, S* checkpoints, S* pre_reset,
                     const int64_t* pre_reset_index) {
-  const int64_t T = z.T, B = z.B, N = z.N, BN = B * N, NN = N * N;
+  const int64_t T = z.T, B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride;
   const S shared_alpha = MODE == kShared ? alpha[0] : S(0);
-  const Rows rows(N, (MODE == kNone ? 1 : B) * NN);
+  const Rows rows(N, (MODE == kNone ? 1 : B) * NN, z.sliced);
   const int64_t C = rows.count;
   std::vector<S> acc(C * BN), acc_plastic(MODE == kShared ? C * BN : 0), decay_storage;
   for (int64_t t = 0; t <= T; ++t) {
     const bool update = MODE != kNone && t >= 1;  // the (lazy) trace update of step t - 1
     const bool matvec = t < T;
     if (!update && !matvec) break;
-    S* x = matvec ? pre + t * BN : nullptr;
+    S* x = matvec ? pre + t * TS : nullptr;
     if (matvec) {
       for (int64_t b = 0; b < B; ++b) {
-        const bool reset = t > 0 && starts && starts[t * B + b];
-        const S* source = t == 0 ? x0 + b * N : (reset ? reset_activation : outputs + (t - 1) * BN + b * N);
+        const bool reset = t > 0 && starts && starts[t * SB + b];
+        const S* source = t == 0 ? x0 + b * N : (reset ? reset_activation : outputs + (t - 1) * TS + b * N);
         std::copy(source, source + N, x + b * N);
       }
     }
-    const S* x_prev = update ? pre + (t - 1) * BN : nullptr;
-    const S* y_prev = update ? outputs + (t - 1) * BN : nullptr;
+    const S* x_prev = update ? pre + (t - 1) * TS : nullptr;
+    const S* y_prev = update ? outputs + (t - 1) * TS : nullptr;
     Decay<S, RULE> decay{};
     if (update) decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
-    S* checkpoint = (MODE != kNone && matvec && t > 0 && t % z.every == 0) ? checkpoints + (t / z.every - 1) * B * NN
-                                                                            : nullptr;
+    S* checkpoint = (MODE != kNone && matvec && t > 0 && t % z.every == 0)
+                        ? checkpoints + (t / z.every - 1) * z.slot_stride()
+                        : nullptr;
     rows.run([&](int64_t c) {
       S* acc_c = acc.data() + c * BN;
       S* plastic_c = MODE == kShared ? acc_plastic.data() + c * BN : nullptr;
@@ -150,14 +194,14 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
           const S* __restrict a = MODE == kFull ? alpha + i * N : nullptr;
           const int64_t row = b * NN + i * N;
           S* __restrict h = trace + row;
-          const bool reset = update && matvec && starts && starts[t * B + b];
+          const bool reset = update && matvec && starts && starts[t * SB + b];
           bool fused_matvec = false;
           if (update) {
             const S ex = eta * x_prev[b * N + i];
             const S* __restrict y = y_prev + b * N;
             const auto d = decay.offset(RULE == kOja ? b * N : 0);
             if (reset) {
-              const int64_t slot = pre_reset_index ? pre_reset_index[t * B + b] : -1;
+              const int64_t slot = pre_reset_index ? pre_reset_index[t * SB + b] : -1;
               if (slot >= 0) {
                 S* __restrict saved = pre_reset + slot * NN + i * N;
                 for (int64_t j = 0; j < N; ++j) saved[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
@@ -191,29 +235,35 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
       });
     });
     if (!matvec) break;
-    S* y = outputs + t * BN;
-    const S* u = drive + t * BN;
-    // the thread partials summed, and the activation: tanh is worth threads on big batches
-    auto activate = [&](int64_t k0, int64_t k1) {
+    S* y = outputs + t * TS;
+    const S* u = drive + t * TS;
+    // The thread partials summed, and the activation, in fixed blocks (so that which elements take the vector tanh
+    // does not depend on the thread count); tanh is worth threads on big batches.
+    auto activate = [&](int64_t block0, int64_t block1) {
+      const int64_t k0 = block0 * kActivationBlock, k1 = std::min(BN, block1 * kActivationBlock);
       for (int64_t k = k0; k < k1; ++k) {
         S total = acc[k];
         for (int64_t c = 1; c < C; ++c) total += acc[c * BN + k];
         if constexpr (MODE == kShared) {
           S plastic = acc_plastic[k];
           for (int64_t c = 1; c < C; ++c) plastic += acc_plastic[c * BN + k];
-          plastic_part[t * BN + k] = plastic;
+          plastic_part[t * TS + k] = plastic;
           total += shared_alpha * plastic;
         }
-        const int64_t j = k % N;
-        if (bias) total += bias[j];
-        y[k] = clamp_input ? (u[k] != S(0) ? u[k] : std::tanh(total)) : std::tanh(total + u[k]);
-        if (bias_neuron && j == N - 1) y[k] = S(1);
+        if (bias) total += bias[k % N];
+        y[k] = clamp_input ? total : total + u[k];
+      }
+      tanh_in_place(y + k0, k1 - k0);
+      for (int64_t k = k0; k < k1; ++k) {
+        if (clamp_input && u[k] != S(0)) y[k] = u[k];
+        if (bias_neuron && k % N == N - 1) y[k] = S(1);
       }
     };
-    if (C > 1 && BN >= 4096)
-      at::parallel_for(0, BN, 1024, activate);
+    const int64_t blocks = (BN + kActivationBlock - 1) / kActivationBlock;
+    if (rows.threads > 1 && blocks >= 4)
+      at::parallel_for(0, blocks, 1, activate);
     else
-      activate(0, BN);
+      activate(0, blocks);
   }
 }
 
@@ -221,20 +271,20 @@ template <typename S, int RULE, bool CLIP>
 void recompute_segment(const Sizes& z, int64_t first, int64_t last, const S* start_trace, S* slots, const S* pre,
                        const S* outputs, const bool* starts, S eta, S clip) {
   // Rebuilds H_t for first < t < last into slots[t - first - 1] from H_first, forward.
-  const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N;
+  const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride;
   std::vector<S> decay_storage;
-  const Rows rows(N, B * NN);
+  const Rows rows(N, B * NN, z.sliced);
   for (int64_t t = first + 1; t < last; ++t) {
-    const S* source = t == first + 1 ? start_trace : slots + (t - first - 2) * B * NN;
-    S* target = slots + (t - first - 1) * B * NN;
-    const S* x_prev = pre + (t - 1) * BN;
-    const S* y_prev = outputs + (t - 1) * BN;
+    const S* source = t == first + 1 ? start_trace : slots + (t - first - 2) * z.slot_stride();
+    S* target = slots + (t - first - 1) * z.slot_stride();
+    const S* x_prev = pre + (t - 1) * TS;
+    const S* y_prev = outputs + (t - 1) * TS;
     const auto decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
     rows.run([&](int64_t c) {
       rows.blocks(c, B, [&](int64_t i, int64_t b) {
         const int64_t row = b * NN + i * N;
         S* __restrict h = target + row;
-        if (starts && starts[t * B + b]) {
+        if (starts && starts[t * SB + b]) {
           std::fill_n(h, N, S(0));
           return;
         }
@@ -311,9 +361,9 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
                      const S* alpha, const bool* starts, S eta, S clip, bool clamp_input, bool bias_neuron,
                      S* grad_pre_activation, S* grad_drive, S* grad_x0, S* grad_trace, S* grad_alpha,
                      double* grad_eta, S* workspace) {
-  const int64_t T = z.T, B = z.B, N = z.N, BN = B * N, NN = N * N, K = z.every;
+  const int64_t T = z.T, B = z.B, N = z.N, BN = B * N, NN = N * N, K = z.every, TS = z.time_stride(), SB = z.stride;
   const S shared_alpha = MODE == kShared ? alpha[0] : S(0);
-  const Rows rows(N, (MODE == kNone ? 1 : B) * NN);
+  const Rows rows(N, (MODE == kNone ? 1 : B) * NN, z.sliced);
   const int64_t C = rows.count;
   // rows_b: the matvec's part of dL/dx_t; rows_a: the trace update's part of dL/dx_{t-1}; g_y_col: its part of
   // dL/dy_{t-1}, per row group.
@@ -325,22 +375,22 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
   // H_t after the reset at t, when it is stored: the initial trace, a checkpoint or a recomputed slot.
   auto stored_trace = [&](int64_t t) -> const S* {
     if (t == 0) return h0;
-    if (t % K == 0) return checkpoints + (t / K - 1) * B * NN;
+    if (t % K == 0) return checkpoints + (t / K - 1) * z.slot_stride();
     if (reverse) return nullptr;
-    return workspace + (t - (t / K) * K - 1) * B * NN;
+    return workspace + (t - (t / K) * K - 1) * z.slot_stride();
   };
 
   auto finish_step = [&](int64_t t) {  // g_x + g_y_col hold dL/dy_t: turn it into dL/da_t and dL/ddrive_t
-    const S* y = outputs + t * BN;
-    const S* u = drive + t * BN;
-    S* ga = grad_pre_activation + t * BN;
-    S* gd = grad_drive + t * BN;
+    const S* y = outputs + t * TS;
+    const S* u = drive + t * TS;
+    S* ga = grad_pre_activation + t * TS;
+    S* gd = grad_drive + t * TS;
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t j = 0; j < N; ++j) {
         const int64_t k = b * N + j;
         S gy = g_x[k];
         for (int64_t c = 0; c < C; ++c) gy += g_y_col[c * BN + k];
-        if (grad_outputs) gy += grad_outputs[t * BN + k];
+        if (grad_outputs) gy += grad_outputs[t * TS + k];
         if (t == T - 1 && grad_final_activation) gy += grad_final_activation[k];
         if (bias_neuron && j == N - 1) gy = S(0);
         const S dtanh = gy * (S(1) - y[k] * y[k]);
@@ -372,10 +422,10 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
     if (MODE != kNone) h_t = t == T ? final_trace : (stored_trace(t) ? stored_trace(t) : workspace);
     const S* h_prev = has_a ? stored_trace(t - 1) : nullptr;
     const bool from_pointer = h_prev != nullptr;
-    const S* ga = has_b ? grad_pre_activation + t * BN : nullptr;
-    const S* x_t = has_b ? pre + t * BN : nullptr;
-    const S* x_prev = has_a ? pre + (t - 1) * BN : nullptr;
-    const S* y_prev = has_a ? outputs + (t - 1) * BN : nullptr;
+    const S* ga = has_b ? grad_pre_activation + t * TS : nullptr;
+    const S* x_t = has_b ? pre + t * TS : nullptr;
+    const S* x_prev = has_a ? pre + (t - 1) * TS : nullptr;
+    const S* y_prev = has_a ? outputs + (t - 1) * TS : nullptr;
     Decay<S, RULE> decay{}, inverse_decay{};
     if (has_a) {
       decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
@@ -399,13 +449,13 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
           rows_b[k] = r;
         } else {
           const int64_t row = b * NN + i * N;
-          const bool reset = has_b && t >= 1 && starts && starts[t * B + b];
+          const bool reset = has_b && t >= 1 && starts && starts[t * SB + b];
           const auto d = decay.offset(RULE == kOja ? b * N : 0);
           const auto inv = inverse_decay.offset(RULE == kOja ? b * N : 0);
           if (reset) {  // nothing flows through the reset; only the trace before it is rebuilt
             std::fill_n(grad_trace + row, N, S(0));
             if (has_a && !from_pointer) {
-              const S* saved = pre_reset + pre_reset_index[t * B + b] * NN + i * N;
+              const S* saved = pre_reset + pre_reset_index[t * SB + b] * NN + i * N;
               const S ex = eta * x_prev[k];
               const S* y = y_prev + b * N;
               S* out = workspace + row;
@@ -455,7 +505,7 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
     }
     if (has_b && starts)  // the reset at t cuts dL/dx_t from y_{t-1}
       for (int64_t b = 0; b < B; ++b)
-        if (starts[t * B + b]) std::fill_n(g_x.begin() + b * N, N, S(0));
+        if (starts[t * SB + b]) std::fill_n(g_x.begin() + b * N, N, S(0));
     finish_step(t - 1);
     if (has_a)
       std::copy(rows_a.begin(), rows_a.end(), g_x.begin());
@@ -476,12 +526,28 @@ struct Buffers {
     starts = starts_.defined() && starts_.numel() ? starts_.data_ptr<bool>() : nullptr;
     pre_reset_index = index.defined() && index.numel() ? index.data_ptr<int64_t>() : nullptr;
   }
+  // The same buffers from batch element b0 on. layout, per tensor: 'v' batch-major rows of N (the (B, N) and
+  // (T, B, N) buffers), 'm' batch-major N x N traces ((B, N, N) and (K, B, N, N)), anything else shared.
+  Buffers from(int64_t b0, int64_t n, const char* layout) const {
+    Buffers slice = *this;
+    for (size_t k = 0; k < data.size(); ++k)
+      if (data[k]) slice.data[k] += layout[k] == 'v' ? b0 * n : (layout[k] == 'm' ? b0 * n * n : 0);
+    if (starts) slice.starts += b0;
+    if (pre_reset_index) slice.pre_reset_index += b0;
+    return slice;
+  }
 };
+
+// The argument lists of unroll_forward and unroll_backward, as Buffers::from reads them; 'a' is dL/dalpha.
+constexpr const char* kForwardLayout = "vvmssssvvvmms";
+constexpr const char* kBackwardLayout = "vvvvvmmmsssvvvmam";
+constexpr size_t kGradAlpha = 15;
 
 struct Options {
   Sizes sizes;
   double eta, clip;
   bool clamp_input, bias_neuron, reverse;
+  int64_t slices;
 };
 
 template <typename S, int MODE, int RULE, bool CLIP>
@@ -499,13 +565,45 @@ double run_backward(const Options& o, const Buffers<S>& p) {
   double grad_eta = 0;
   backward_kernel<S, MODE, RULE, CLIP>(o.sizes, o.reverse, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8],
                                        p.pre_reset_index, d[9], d[10], p.starts, S(o.eta), S(o.clip), o.clamp_input,
-                                       o.bias_neuron, d[11], d[12], d[13], d[14], d[15], &grad_eta, d[16]);
+                                       o.bias_neuron, d[11], d[12], d[13], d[14], d[kGradAlpha], &grad_eta, d[16]);
   return grad_eta;
 }
 
+// With o.slices > 1 the batch is cut into that many slices, each unrolled whole by one thread: no per-step
+// synchronisation, which is what small traces need. Each slice sums dL/dalpha into its own buffer and the buffers
+// are added in slice order, so the result does not depend on the number of threads.
 template <typename S, int MODE, int RULE, bool CLIP>
 double run(bool backward, const Options& o, const Buffers<S>& p) {
-  return backward ? run_backward<S, MODE, RULE, CLIP>(o, p) : run_forward<S, MODE, RULE, CLIP>(o, p);
+  auto unroll = [&](const Options& options, const Buffers<S>& buffers) {
+    return backward ? run_backward<S, MODE, RULE, CLIP>(options, buffers)
+                    : run_forward<S, MODE, RULE, CLIP>(options, buffers);
+  };
+  const int64_t B = o.sizes.B, NN = o.sizes.N * o.sizes.N, slices = std::min(o.slices, B);
+  if (slices <= 1) return unroll(o, p);
+  S* grad_alpha = backward && MODE == kFull ? p.data[kGradAlpha] : nullptr;
+  std::vector<S> alpha_parts(grad_alpha ? (slices - 1) * NN : 0, S(0));
+  std::vector<double> results(slices, 0.0);
+  std::atomic<int64_t> next{0};
+  const int64_t work = o.sizes.T * B * NN;
+  const int64_t threads = work < kParallelWork ? 1 : std::min<int64_t>(slices, at::get_num_threads());
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t s; (s = next.fetch_add(1)) < slices;) {
+      const int64_t b0 = s * B / slices, b1 = (s + 1) * B / slices;
+      Options slice = o;
+      slice.sizes.B = b1 - b0;
+      slice.sizes.sliced = true;
+      Buffers<S> buffers = p.from(b0, o.sizes.N, backward ? kBackwardLayout : kForwardLayout);
+      if (grad_alpha && s > 0) buffers.data[kGradAlpha] = alpha_parts.data() + (s - 1) * NN;
+      results[s] = unroll(slice, buffers);
+    }
+  });
+  for (int64_t s = 1; s < slices && grad_alpha; ++s) {
+    const S* part = alpha_parts.data() + (s - 1) * NN;
+    for (int64_t k = 0; k < NN; ++k) grad_alpha[k] += part[k];
+  }
+  double total = 0;
+  for (double result : results) total += result;
+  return total;
 }
 
 template <typename S, int MODE>
@@ -543,9 +641,10 @@ double dispatch(bool backward, const std::vector<at::Tensor>& tensors, const at:
 // buffers: outputs, pre, plastic_part, trace (the final trace on return), checkpoints, pre_reset.
 void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                     double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron,
-                    int64_t every) {
+                    int64_t every, int64_t slices) {
   const auto& drive = tensors[0];
-  const Options o{{drive.size(0), drive.size(1), drive.size(2), every}, eta, clip, clamp_input, bias_neuron, false};
+  const int64_t B = drive.size(1);
+  const Options o{{drive.size(0), B, drive.size(2), every, B, false}, eta, clip, clamp_input, bias_neuron, false, slices};
   dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o);
 }
 
@@ -554,9 +653,11 @@ void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tens
 // dL/dH_0 on return), grad_alpha (zeroed by the caller), and the workspace. Returns dL/deta.
 double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                        double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron,
-                       int64_t every, bool reverse) {
+                       int64_t every, int64_t slices, bool reverse) {
   const auto& drive = tensors[2];
-  const Options o{{drive.size(0), drive.size(1), drive.size(2), every}, eta, clip, clamp_input, bias_neuron, reverse};
+  const int64_t B = drive.size(1);
+  const Options o{{drive.size(0), B, drive.size(2), every, B, false}, eta, clip, clamp_input, bias_neuron, reverse,
+                  slices};
   return dispatch(true, tensors, starts, pre_reset_index, plasticity, rule, o);
 }
 
@@ -565,4 +666,14 @@ double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::T
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &unroll_forward, "fused forward unroll of the plastic recurrent layer");
   m.def("backward", &unroll_backward, "hand-written backward of the fused unroll");
+  m.def(
+      "multithreaded",
+      [] {
+#ifdef _OPENMP
+        return true;
+#else
+        return false;
+#endif
+      },
+      "whether this build runs on torch's threads (built with OpenMP) or on one");
 }
