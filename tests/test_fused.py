@@ -260,19 +260,27 @@ def test_unroll_frees_its_graph_and_buffers(backend):
 
 @pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernel did not build")
 @pytest.mark.parametrize("slices", (1, 3))
-def test_cpp_results_do_not_depend_on_the_thread_count(monkeypatch, slices):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"rule": "oja", "plasticity": "shared", "trace_clip": 0.5}],  # reverse rebuild; segments recomputed
+    ids=["hebb-full", "oja-shared-clipped"],
+)
+def test_cpp_results_do_not_depend_on_the_thread_count(monkeypatch, slices, options):
+    """One thread against two: slices of the batch, or a team sharing the rows of every step (slices = 1)."""
     monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: "cpp")
     monkeypatch.setattr(fused, "batch_slices", lambda batch: slices)
-    layer = _layer(300, dtype=torch.float32, scale=0.05, bias="neuron", input_mode="clamp")
+    layer = _layer(300, dtype=torch.float32, scale=0.05, bias="neuron", input_mode="clamp", **options)
     layer.implementation = "fused"
     inputs = torch.sign(torch.randn(30, 4, 299, generator=torch.Generator().manual_seed(5)))
+    starts = torch.zeros(30, 4, dtype=torch.bool)
+    starts[[11, 23], 1] = True
     threads = torch.get_num_threads()
     results = []
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
             layer.zero_grad()
-            outputs, _ = layer(inputs)
+            outputs, _ = layer(inputs, episode_starts=starts)
             outputs[-1].square().sum().backward()
             results.append([outputs.detach()] + [p.grad.clone() for p in layer.parameters()])
     finally:
@@ -318,3 +326,24 @@ def test_failed_build_falls_back_with_a_one_line_warning(monkeypatch):
 def test_cpp_kernel_runs_on_torchs_threads_on_linux():
     """Without -fopenmp, at::parallel_for compiles to a plain loop and the kernel silently runs on one thread."""
     assert fused.cpp_extension_module().multithreaded()
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernel did not build")
+@pytest.mark.parametrize("clip", (None, 0.3))
+def test_cpp_team_of_threads_equals_autograd_in_float64(monkeypatch, clip):
+    """A single episode big enough (N^2 >= 2^14) for two threads to share each step's rows."""
+    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: "cpp")
+    layer = _layer(140, scale=0.1, eta=0.4, trace_clip=clip, bias="neuron", input_mode="clamp")
+    generator = torch.Generator().manual_seed(6)
+    inputs = torch.randn(24, 1, layer.input_size, generator=generator, dtype=torch.float64)
+    inputs[inputs.abs() < 0.8] = 0.0
+    starts = torch.zeros(24, 1, dtype=torch.bool)
+    starts[9] = True
+    _, _, expected = _gradients(layer, "autograd", inputs, None, starts)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _, _, actual = _gradients(layer, "fused", inputs, None, starts)
+    finally:
+        torch.set_num_threads(threads)
+    _assert_same_gradients(expected, actual, rtol=1e-10)
