@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden-size", type=int, default=200, help="recurrent neurons")
     parser.add_argument("--updates", type=int, default=3, help="timed updates")
     parser.add_argument("--warmup-updates", type=int, default=1, help="untimed updates first")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's default, all cores)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
 

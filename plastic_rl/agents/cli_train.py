@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch threads (default 1: the per-step work of a rollout is too small to share; 0: torch's default)",
+        default=0,
+        help="torch threads (default 0: torch's default, all cores; the experiment command runs one per job)",
     )
     parser.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"], help="VecEnv class")
     parser.add_argument("-f", "--log-folder", default="logs", help="runs go to LOGDIR/<algo>/<env>_<N>/")
