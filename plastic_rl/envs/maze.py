@@ -42,7 +42,7 @@ class MazeSquare(NamedTuple):
 
     def __deepcopy__(self, memo: dict) -> MazeSquare:
         # Immutable, so a deep copy is the square itself. SB3's DummyVecEnv deep-copies every info dict at every
-        # step, and copying plain tuples was a quarter of the maze's stepping time in A2C rollouts.
+        # step, and copying the two positions as plain tuples was half of that copy's cost.
         return self
 
 
@@ -173,9 +173,8 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         """``(n_free, 2)`` array of the free squares' ``(row, col)``, in row-major order."""
         self._start_index = int(np.flatnonzero((self.free_squares == self.start_position).all(axis=1))[0])
         # The 3 x 3 neighbourhood of every square, looked up at each step rather than sliced and concatenated.
-        padded = np.pad(walls, 1, constant_values=True)
-        self._neighbourhoods = np.lib.stride_tricks.sliding_window_view(padded, (3, 3)).reshape(*walls.shape, 9)
-        self._neighbourhoods = self._neighbourhoods.astype(np.float32)
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(walls, 1, constant_values=True), (3, 3))
+        self._neighbourhoods = windows.reshape(*walls.shape, 9).astype(np.float32)
 
         observation_size = 10 + 4 * observe_previous_action + observe_time
         low = np.zeros(observation_size, dtype=np.float32)
@@ -219,7 +218,8 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         action = _action_index(action)
         row_move, col_move = ACTION_MOVES[action]
-        target = MazeSquare(self.agent_position.row + row_move, self.agent_position.col + col_move)
+        row, col = self.agent_position
+        target = MazeSquare(row + row_move, col + col_move)
         if self.walls[target]:
             reward = -self.wall_penalty
         elif target == self.reward_position:
