@@ -78,23 +78,20 @@ inline void spin_pause(int64_t& spins) {
 // a team that waited for every member took 0.33-1.2 s, and one thread 0.31-0.41 s.
 class Team {
  public:
-  explicit Team(int64_t size) : size_(size) {}
-  int64_t size() const { return size_; }
-
-  // body(member) on member 0 and on every member that joins in time; returns when all of those have finished.
+  // body() on member 0 and on every member that joins in time; returns when all of those have finished.
   // Member 0 only. body must hand out its work dynamically: any member may do any part of it, or none.
   template <typename F>
   void parallel(const F& body) {
     if (alone_ > 0) {
       --alone_;
-      body(0);
+      body();
       return;
     }
     body_ = &body;
-    invoke_ = [](const void* f, int64_t member) { (*static_cast<const F*>(f))(member); };
+    invoke_ = [](const void* f) { (*static_cast<const F*>(f))(); };
     finished_.store(0, std::memory_order_relaxed);
     post(generation_ += kGeneration, kOpen);
-    body(0);
+    body();
     const int64_t joined = state_.fetch_and(~kOpen, std::memory_order_acq_rel) & kJoined;
     if (finished_.load(std::memory_order_acquire) == joined) return;
     const auto start = Clock::now();
@@ -105,13 +102,13 @@ class Team {
   }
 
   // The loop of members 1, 2, ...: join each posted section that is still open, until stop().
-  void serve(int64_t member) {
+  void serve() {
     for (int64_t seen = 0;;) {
       const int64_t state = await(seen);
       if (state & kStopped) return;
       seen = state & kGenerationBits;
       if (join(state, seen)) {
-        invoke_(body_, member);
+        invoke_(body_);
         finished_.fetch_add(1, std::memory_order_release);
       }
     }
@@ -166,9 +163,9 @@ class Team {
     return false;
   }
 
-  int64_t size_, generation_ = 0, alone_ = 0;
+  int64_t generation_ = 0, alone_ = 0;
   const void* body_ = nullptr;
-  void (*invoke_)(const void*, int64_t) = nullptr;
+  void (*invoke_)(const void*) = nullptr;
   std::atomic<int64_t> state_{0}, finished_{0}, sleepers_{0};
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -179,7 +176,7 @@ template <typename Main>
 void with_team(int64_t threads, Main&& main) {
 #ifdef _OPENMP
   if (threads > 1 && !omp_in_parallel()) {
-    Team team(threads);
+    Team team;
 #pragma omp parallel num_threads(threads)
     {
       const bool complete = omp_get_num_threads() == threads;  // else run on member 0 alone
@@ -187,7 +184,7 @@ void with_team(int64_t threads, Main&& main) {
         main(complete ? &team : nullptr);
         if (complete) team.stop();
       } else if (complete) {
-        team.serve(omp_get_thread_num());
+        team.serve();
       }
     }
     return;
@@ -216,10 +213,7 @@ struct Rows {
       for (int64_t c = 0; c < count; ++c) body(c);
       return;
     }
-    std::atomic<int64_t> next{0};
-    team->parallel([&](int64_t) {
-      for (int64_t c; (c = next.fetch_add(1)) < count;) body(c);
-    });
+    each(count, body);
   }
   // body(first, last) over fixed blocks [0, blocks), split between the threads where there are enough
   template <typename F>
@@ -228,9 +222,14 @@ struct Rows {
       body(0, blocks);
       return;
     }
+    each(blocks, [&](int64_t k) { body(k, k + 1); });
+  }
+  // body(k) once for every k in [0, count), on the team, taken dynamically
+  template <typename F>
+  void each(int64_t count, F&& body) const {
     std::atomic<int64_t> next{0};
-    team->parallel([&](int64_t) {
-      for (int64_t k; (k = next.fetch_add(1)) < blocks;) body(k, k + 1);
+    team->parallel([&] {
+      for (int64_t k; (k = next.fetch_add(1)) < count;) body(k);
     });
   }
   // body(i, b) over the rows of group c, block by block, the batch inside a block
