@@ -3,13 +3,13 @@
 A dataset is read from a *data directory*: the ``--data-dir`` option, else the ``PLASTIC_RL_DATA``
 environment variable, else a per-user cache folder (:func:`default_data_dir`). Preprocessed arrays
 go to :func:`cache_dir`, never into the data directory, which may be read-only. Each dataset module
-registers a downloader in :data:`DOWNLOADERS` (used by ``plastic-rl download NAME``).
+is named in :data:`DATASETS` and defines ``download(data_dir: Path) -> None`` (used by
+``plastic-rl download NAME``), which fetches the official files and checks their published checksums.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 DATA_ENVIRONMENT_VARIABLE = "PLASTIC_RL_DATA"
@@ -44,5 +44,5 @@ def cache_dir() -> Path:
     return Path(from_environment).expanduser() if from_environment else _user_cache_root() / "preprocessed"
 
 
-# name -> function(data_dir) that fetches the dataset's official files into data_dir and checks them.
-DOWNLOADERS: dict[str, Callable[[Path], None]] = {}
+# dataset name -> the module that reads it and defines download(data_dir); one line per dataset.
+DATASETS: dict[str, str] = {}

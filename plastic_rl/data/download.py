@@ -1,0 +1,24 @@
+"""``plastic-rl download NAME``: fetch a dataset's official files into the data directory."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from plastic_rl.data import DATASETS, DataError, resolve_data_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", choices=sorted(DATASETS), help="the dataset to fetch")
+    parser.add_argument("--data-dir", default=None, help="where to put it (default: $PLASTIC_RL_DATA or a user cache)")
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args.data_dir)
+    try:
+        importlib.import_module(DATASETS[args.dataset]).download(data_dir)
+    except DataError as error:
+        print(f"plastic-rl download: error: {error}")
+        return 2
+    print(f"{args.dataset}: ready in {data_dir}")
+    return 0
