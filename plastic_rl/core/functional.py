@@ -98,6 +98,80 @@ def recurrent_step(
     return new_activation, trace
 
 
+def _shape_error(name: str, expected: str, tensor: Tensor) -> ValueError:
+    return ValueError(f"{name} must have shape {expected}; got {tuple(tensor.shape)}")
+
+
+def check_state(activation: Tensor, trace: Tensor | None, batch: int, size: int, plastic: bool) -> None:
+    """Raise a ``ValueError`` unless ``activation`` is ``(batch, size)`` and ``trace`` is ``(batch, size, size)``
+    (``None`` allowed for a plastic layer, required for a non-plastic one).
+
+    A state of another batch size would broadcast in the autograd loop and be read past its end by the C++ kernel.
+    """
+    if activation.dim() != 2 or tuple(activation.shape) != (batch, size):
+        raise _shape_error("the state's activation", f"(B={batch}, N={size}) to match the inputs", activation)
+    if trace is None:
+        return
+    if not plastic:
+        raise ValueError("the state's hebbian_trace must be None for a non-plastic layer (plasticity='none')")
+    if trace.dim() != 3 or tuple(trace.shape) != (batch, size, size):
+        raise _shape_error("the state's hebbian_trace", f"(B={batch}, N={size}, N={size})", trace)
+
+
+def check_unroll_arguments(
+    drive: Tensor,
+    activation: Tensor,
+    trace: Tensor | None,
+    weight: Tensor,
+    plasticity_coefficient: Tensor | None,
+    hebbian_learning_rate: Tensor | None,
+    bias: Tensor | None,
+    episode_starts: Tensor | None,
+    reset_activation: Tensor,
+) -> None:
+    """Raise a ``ValueError`` naming the first argument of :func:`recurrent_unroll` whose shape, dtype or device
+    does not fit the others: every path (autograd loop, fused PyTorch, C++ kernel) assumes they do."""
+    if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
+        raise _shape_error("weight", "(N, N)", weight)
+    size = weight.shape[0]
+    if drive.dim() != 3 or drive.shape[2] != size:
+        raise _shape_error("drive", f"(T, B, N={size})", drive)
+    steps, batch = drive.shape[:2]
+    check_state(activation, trace, batch, size, plasticity_coefficient is not None)
+    if plasticity_coefficient is not None:
+        if plasticity_coefficient.numel() != 1 and tuple(plasticity_coefficient.shape) != (size, size):
+            raise _shape_error("plasticity_coefficient", f"(N={size}, N={size}) or one element", plasticity_coefficient)
+        if hebbian_learning_rate is None or hebbian_learning_rate.numel() != 1:
+            raise ValueError("hebbian_learning_rate must be a one-element tensor when plasticity_coefficient is given")
+    if bias is not None and tuple(bias.shape) != (size,):
+        raise _shape_error("bias", f"(N={size},)", bias)
+    if tuple(reset_activation.shape) != (size,):
+        raise _shape_error("reset_activation", f"(N={size},)", reset_activation)
+    if episode_starts is not None:
+        if tuple(episode_starts.shape) != (steps, batch):
+            raise _shape_error("episode_starts", f"(T={steps}, B={batch})", episode_starts)
+        if episode_starts.dtype != torch.bool:
+            raise ValueError(f"episode_starts must be a bool tensor; got {episode_starts.dtype}")
+    named = {
+        "drive": drive,
+        "activation": activation,
+        "hebbian_trace": trace,
+        "weight": weight,
+        "plasticity_coefficient": plasticity_coefficient,
+        "hebbian_learning_rate": hebbian_learning_rate,
+        "bias": bias,
+        "episode_starts": episode_starts,
+        "reset_activation": reset_activation,
+    }
+    for name, tensor in named.items():
+        if tensor is None:
+            continue
+        if tensor.device != drive.device:
+            raise ValueError(f"{name} is on {tensor.device} but drive is on {drive.device}: move both to one device")
+        if name != "episode_starts" and not tensor.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor; got {tensor.dtype}")
+
+
 def reset_where(starts: Tensor, value: Tensor, reset_value: Tensor | float) -> Tensor:
     """Replace the batch rows of ``value`` where ``starts`` (B,) is true by ``reset_value``."""
     mask = starts.reshape(-1, *([1] * (value.dim() - 1)))
@@ -131,6 +205,17 @@ def recurrent_unroll(
     (:func:`plastic_rl.core.fused.fused_unroll`: the C++ kernel on the CPU when it builds, else its
     PyTorch backend) or ``"auto"`` (the fused unroll where it is faster: see :func:`use_fused`).
     """
+    check_unroll_arguments(
+        drive,
+        activation,
+        trace,
+        weight,
+        plasticity_coefficient,
+        hebbian_learning_rate,
+        bias,
+        episode_starts,
+        reset_activation,
+    )
     if implementation != "autograd" and drive.shape[0] > 0 and use_fused(implementation, drive):
         return fused.fused_unroll(
             drive,

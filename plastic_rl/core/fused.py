@@ -41,6 +41,10 @@ from torch import Tensor
 IMPLEMENTATIONS = ("auto", "fused", "autograd")
 BACKENDS = ("cpp", "torch")
 NO_CPP_ENVIRONMENT_VARIABLE = "PLASTIC_RL_NO_CPP"
+# PLASTIC_RL_SANITIZE=address builds the kernel with AddressSanitizer (a separately cached build); run Python with
+# LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 so the runtime comes first.
+SANITIZE_ENVIRONMENT_VARIABLE = "PLASTIC_RL_SANITIZE"
+SANITIZERS = ("address",)
 # exp(7) ~ 1e3 amplification keeps float64 at ~1e-13; float32 gets exp(1), about its own rounding.
 AMPLIFICATION_LOG_BUDGET = {torch.float64: 7.0, torch.float32: 1.0}
 _PLASTICITY_CODES = {"none": 0, "shared": 1, "full": 2}
@@ -71,11 +75,21 @@ def _build(cpp_extension, openmp: bool):
     # Without -fopenmp, at::parallel_for compiles to a plain loop: the kernel's threads come from this flag, and at
     # run time from torch's own OpenMP library (same soname, already loaded), so torch.set_num_threads applies.
     threads = ["-fopenmp"] if openmp else ["-fopenmp-simd"]
+    name = "plastic_rl_plastic_unroll" if openmp else "plastic_rl_plastic_unroll_serial"
+    sanitizer = os.environ.get(SANITIZE_ENVIRONMENT_VARIABLE, "")
+    sanitize = []
+    if sanitizer:
+        if sanitizer not in SANITIZERS:
+            raise ValueError(
+                f"{SANITIZE_ENVIRONMENT_VARIABLE} must be one of {', '.join(SANITIZERS)}; got {sanitizer!r}"
+            )
+        sanitize = [f"-fsanitize={sanitizer}", "-fno-omit-frame-pointer", "-g"]
+        name += f"_{sanitizer}_sanitized"
     return cpp_extension.load(
-        name="plastic_rl_plastic_unroll" if openmp else "plastic_rl_plastic_unroll_serial",
+        name=name,
         sources=[str(Path(__file__).with_name("csrc") / "plastic_unroll.cpp")],
-        extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", *threads],
-        extra_ldflags=threads if openmp else [],
+        extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", *threads, *sanitize],
+        extra_ldflags=(threads if openmp else []) + sanitize,
         verbose=False,
     )
 
@@ -657,8 +671,19 @@ def fused_unroll(
 
     ``backend``: ``"cpp"``, ``"torch"`` or ``"auto"`` (the C++ kernel on the CPU when it builds).
     """
-    from plastic_rl.core.functional import reset_where
+    from plastic_rl.core.functional import check_unroll_arguments, reset_where
 
+    check_unroll_arguments(
+        drive,
+        activation,
+        trace,
+        weight,
+        plasticity_coefficient,
+        hebbian_learning_rate,
+        bias,
+        episode_starts,
+        reset_activation,
+    )
     if plasticity_coefficient is None:
         plasticity = "none"
     else:

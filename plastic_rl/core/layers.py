@@ -198,6 +198,9 @@ class PlasticRecurrentLayer(_PlasticParameters):
         """One step: ``inputs`` ``(B, input_size)`` -> new activation ``(B, N)`` and state."""
         if inputs.dim() != 2 or inputs.shape[-1] != self.input_size:
             raise ValueError(f"inputs must have shape (B, input_size={self.input_size}); got {tuple(inputs.shape)}")
+        functional.check_state(
+            state.activation, state.hebbian_trace, inputs.shape[0], self.hidden_size, self.is_plastic
+        )
         activation, trace = functional.recurrent_step(
             self._drive(inputs),
             state.activation,
@@ -313,6 +316,15 @@ class PlasticLinear(_PlasticParameters):
         Where a row of ``teacher`` (B, out_features) is non-zero, it replaces the output activation
         as the post-synaptic term of the Hebbian update.
         """
+        if features.dim() != 2 or features.shape[-1] != self.in_features:
+            raise ValueError(
+                f"features must have shape (B, in_features={self.in_features}); got {tuple(features.shape)}"
+            )
+        expected_trace = (features.shape[0], self.in_features, self.out_features)
+        if state.hebbian_trace is not None and tuple(state.hebbian_trace.shape) != expected_trace:
+            raise ValueError(
+                f"the state's hebbian_trace must have shape {expected_trace}; got {tuple(state.hebbian_trace.shape)}"
+            )
         features = features.to(dtype=self.weight.dtype, device=self.weight.device)
         logits = functional.plastic_matvec(features, self.weight, self.plasticity_coefficient, state.hebbian_trace)
         if self.bias is not None:
