@@ -85,11 +85,19 @@ API_CASES = {
     "a2c max_grad_norm": (lambda: a2c(max_grad_norm=-1), "max_grad_norm"),
     "a2c on_non_finite": (lambda: a2c(on_non_finite="ignore"), "on_non_finite"),
     "a2c policy eta": (lambda: a2c(policy_kwargs={"hebbian_learning_rate": NAN}), "hebbian_learning_rate"),
+    "a2c policy not a policy": (lambda: PlasticA2C(1, "PlasticMaze-v0"), "policy"),
+    "a2c device": (lambda: a2c(device="bogus"), "device"),
+    "ppo clip_range str": (
+        lambda: PlasticPPO("PlasticRecurrentPolicy", "PlasticMaze-v0", clip_range="x"),
+        "clip_range",
+    ),
     "ppo n_epochs": (lambda: PlasticPPO("PlasticRecurrentPolicy", "PlasticMaze-v0", n_epochs=0), "n_epochs"),
     "ppo clip_range": (lambda: PlasticPPO("PlasticRecurrentPolicy", "PlasticMaze-v0", clip_range=-1), "clip_range"),
     "trainer learning_rate inf": (lambda: trainer(learning_rate=INF), "learning_rate"),
     "trainer batch_size 0": (lambda: trainer(batch_size=0), "batch_size"),
     "trainer on_non_finite": (lambda: trainer(on_non_finite="ignore"), "on_non_finite"),
+    "trainer seed -1": (lambda: trainer(seed=-1), "seed"),
+    "task extra_neurons": (lambda: tiny_task().build_model("rnn", extra_neurons=-5), "extra_neurons"),
     "trainer steps 0": (lambda: trainer().train(0), "steps"),
     "atomic_write mode": (lambda: atomic_write("x", "a").__enter__(), "mode"),
 }
@@ -149,6 +157,8 @@ CLI_CASES = [
     (TRAIN + ["--env-kwargs", "size:4"], "size"),
     (TRAIN + ["--algo", "recurrent_ppo", "--policy", "rnn"], "policy"),
     (TRAIN + ["--algo", "plastic_ppo", "-params", "n_epochs:0"], "n_epochs"),
+    (TRAIN + ["--algo", "recurrent_ppo", "--policy", "lstm", "-params", "gamma:5"], "gamma"),
+    (TRAIN + ["-params", "policy_kwargs:5"], "policy_kwargs"),
     (["enjoy", "--no-render", "--n-episodes", "0"], "n-episodes"),
     (["enjoy", "--no-render", "--exp-id", "-1"], "exp-id"),
     (["enjoy", "--no-render"], "no run of PlasticMaze-v0"),
@@ -172,7 +182,7 @@ CLI_CASES = [
     (SUPERVISED + ["--degraded-fraction", "1.5"], "degraded_fraction"),
     (SUPERVISED + ["--eval-interval", "-1"], "eval-interval"),
     (SUPERVISED + ["--device", "bogus"], "device"),
-    (SUPERVISED + ["--model", "rnn", "--extra-neurons", "-1"], "hidden_size"),
+    (SUPERVISED + ["--model", "rnn", "--extra-neurons", "-1"], "extra_neurons"),
     (SUPERVISED + ["--resume", "missing.pt"], "missing.pt"),
     (["download", "bogus"], "dataset"),
 ]
@@ -225,6 +235,14 @@ def test_supervised_training_stops_where_it_diverges_and_keeps_the_last_checkpoi
     history = skipping.train(3)
     assert skipping.skipped_steps == 1 and [row["skipped_steps"] for row in history] == [0, 1, 1]
     assert "loss" not in history[1] and all(torch.isfinite(p).all() for p in skipping.model.parameters())
+
+
+def test_a_finite_but_exploding_loss_is_warned_about():
+    run = trainer(eval_interval=0, log_interval=2)
+    loss = run.task.loss
+    run.task.loss = lambda outputs, episodes: loss(outputs, episodes) * (1 if run.step == 0 else 1e4)
+    with pytest.warns(RuntimeWarning, match=r"grown from .* at step 2: training is probably diverging"):
+        run.train(4)
 
 
 def test_supervised_command_exits_3_on_divergence_without_a_model(tmp_path, capsys, monkeypatch):

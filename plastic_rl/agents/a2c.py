@@ -30,6 +30,7 @@ from plastic_rl.agents.saving import AtomicSaveMixin
 from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
 from plastic_rl.core.options import (
     check_choice,
+    check_device,
     check_float_range,
     check_non_negative_float,
     check_positive_float,
@@ -92,8 +93,14 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if isinstance(policy, str) and policy not in self.policy_aliases:
-            raise ValueError(f"policy must be one of {', '.join(map(repr, self.policy_aliases))}; got {policy!r}")
+        is_policy_class = isinstance(policy, type) and issubclass(policy, RecurrentActorCriticPolicy)
+        if not is_policy_class and policy not in self.policy_aliases:
+            raise ValueError(
+                f"policy must be one of {', '.join(map(repr, self.policy_aliases))} or a RecurrentActorCriticPolicy "
+                f"subclass; got {policy!r}"
+            )
+        if not isinstance(device, th.device):
+            check_device("device", device)
         check_positive_int("n_steps", n_steps)
         check_positive_float("max_grad_norm", max_grad_norm, allow_none=True)
         if not callable(learning_rate):
@@ -375,7 +382,7 @@ class PlasticPPO(PlasticA2C):
     ) -> None:
         super().__init__(policy, env, normalize_advantage=normalize_advantage, _init_setup_model=False, **kwargs)
         self.n_epochs = check_positive_int("n_epochs", n_epochs)
-        if isinstance(clip_range, (int, float)):
+        if not callable(clip_range):
             check_positive_float("clip_range", clip_range)
         self.clip_range = clip_range
         self.target_kl = check_positive_float("target_kl", target_kl, allow_none=True)

@@ -123,12 +123,13 @@ def build_model(
 def run(args: argparse.Namespace) -> int:
     import torch
     import yaml
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     import plastic_rl  # noqa: F401  (registers the envs)
     from plastic_rl.agents.configuration import check_env_id, load_hyperparameters, next_run_folder, parse_key_values
+    from plastic_rl.agents.saving import EvalCallback
     from plastic_rl.core.files import atomic_write_text
     from plastic_rl.core.options import check_device, check_positive_int, reported_as_bad_input
     from plastic_rl.envs import ENTRY_POINTS
@@ -145,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(overrides.get(key), dict):
                 overrides[key] = {**(hyperparameters.get(key) or {}), **overrides[key]}
         hyperparameters.update(overrides)
+        for key in ("env_kwargs", "policy_kwargs"):
+            if not isinstance(hyperparameters.get(key) or {}, dict):
+                raise ValueError(f"{key} must be a mapping such as {{name: value}}; got {hyperparameters[key]!r}")
         env_kwargs = {**(hyperparameters.get("env_kwargs") or {}), **parse_key_values(args.env_kwargs, "--env-kwargs")}
         hyperparameters["env_kwargs"] = env_kwargs
         n_envs = args.n_envs if args.n_envs is not None else hyperparameters.get("n_envs", 1)

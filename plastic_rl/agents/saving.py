@@ -7,6 +7,8 @@ import os
 import pathlib
 from typing import Any
 
+from stable_baselines3.common import callbacks
+
 from plastic_rl.core.files import atomic_path
 
 
@@ -34,3 +36,19 @@ class AtomicSaveMixin:
                 f"{path}: cannot load a {cls.__name__} model from it (empty, truncated or another kind of file): "
                 f"{type(error).__name__}: {error}"
             ) from error
+
+
+class EvalCallback(callbacks.EvalCallback):
+    """SB3's ``EvalCallback``, writing ``evaluations.npz`` atomically (``best_model.zip``: the model's save)."""
+
+    def _on_step(self) -> bool:
+        evaluates_now = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
+        if self.log_path is None or not evaluates_now:
+            return super()._on_step()
+        final = self.log_path
+        with atomic_path(f"{final}.npz") as partial:
+            self.log_path = str(partial)  # it ends with ".npz", so numpy writes exactly there
+            try:
+                return super()._on_step()
+            finally:
+                self.log_path = final

@@ -83,6 +83,8 @@ class PatternMemoryTask(SupervisedTask):
         if model_name == "lstm":
             return SequenceLSTM(size, size, lstm_hidden_size)
         check_choice("input_mode", input_mode, INPUT_MODES)
+        if isinstance(extra_neurons, bool) or not isinstance(extra_neurons, int) or extra_neurons < 0:
+            raise ValueError(f"extra_neurons must be an integer >= 0; got {extra_neurons!r}")
         plastic = model_name == "plastic"
         return PlasticRecurrentNetwork(
             size,

@@ -8,6 +8,7 @@ import importlib
 import io
 import os
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from plastic_rl.supervised.models import plastic_layers, select_device
 from plastic_rl.supervised.task import Episodes, SupervisedTask, make_task
 
 FILE_FORMAT = "plastic_rl.supervised/1"
+# A logged training loss this many times the first step's is reported as probable (finite) divergence.
+DIVERGENCE_WARNING_FACTOR = 100.0
 
 
 def _model_record(task: SupervisedTask, model: nn.Module, model_name: str | None) -> dict[str, Any]:
@@ -177,6 +180,8 @@ class SupervisedTrainer:
         check_positive_int("eval_episodes", eval_episodes)
         check_positive_float("gradient_clip", gradient_clip, allow_none=True)
         check_choice("on_non_finite", on_non_finite, NON_FINITE_ACTIONS)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
         for name, value in (("eval_interval", eval_interval), ("checkpoint_interval", checkpoint_interval)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
@@ -198,6 +203,8 @@ class SupervisedTrainer:
         self.on_non_finite = on_non_finite
         self.skipped_steps = 0
         self.checkpoint_step: int | None = None  # the step of the last checkpoint written or resumed from
+        self._first_loss: float | None = None  # of this trainer's first step, for the divergence warning
+        self._warned_divergence = False
         self.batch_size = batch_size
         self.log_interval = log_interval
         self.eval_interval = eval_interval
@@ -265,7 +272,25 @@ class SupervisedTrainer:
         if self.device.type == "cuda":  # so that the time covers the queued GPU work too
             torch.cuda.synchronize(self.device)
         self.train_seconds += time.perf_counter() - started
-        return {} if problem is not None else {"loss": loss.item(), **metrics}
+        if problem is not None:
+            return {}
+        if self._first_loss is None:
+            self._first_loss = loss.item()
+        return {"loss": loss.item(), **metrics}
+
+    def _warn_if_diverging(self, row: dict[str, Any]) -> None:
+        first, logged = self._first_loss, row.get("loss")
+        if self._warned_divergence or first is None or logged is None or not first > 0:
+            return
+        if logged < DIVERGENCE_WARNING_FACTOR * first:
+            return
+        self._warned_divergence = True
+        warnings.warn(
+            f"the training loss has grown from {first:.4g} at the first step to {logged:.4g} at step {self.step}: "
+            f"training is probably diverging; the learning rate ({self.learning_rate:g}) is the likely cause",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _divergence_message(self, quantity: str) -> str:
         if self.checkpoint_step is not None:
@@ -365,6 +390,7 @@ class SupervisedTrainer:
                 if log_now or evaluate_now:
                     self._record(evaluated)
                     row = self.history[-1]
+                    self._warn_if_diverging(row)
                     postfix = {name: f"{row[name]:.4f}" for name in ("loss", metric) if name in row}
                     if evaluated is not None:
                         postfix[f"eval_{metric}"] = f"{evaluated[metric]:.4f}"
