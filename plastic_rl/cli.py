@@ -8,13 +8,14 @@ Exit codes: 0 success; 2 bad input (``plastic-rl COMMAND: error: ...``, never a 
 own errors, a :class:`~plastic_rl.core.options.BadInputError` from a command's setup, or a
 :class:`~plastic_rl.data.DataError`); 3 training diverged
 (:class:`~plastic_rl.core.divergence.TrainingDiverged`: the message names the step, the quantity and
-the likely cause).
+the likely cause). With ``PLASTIC_RL_TRACEBACK=1`` in the environment these errors keep their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,11 +54,13 @@ def _run_command(module, parser: argparse.ArgumentParser, args: argparse.Namespa
 
     try:
         return int(module.run(args) or 0)
-    except (BadInputError, DataError) as error:
+    except (BadInputError, DataError, TrainingDiverged) as error:
+        if os.environ.get("PLASTIC_RL_TRACEBACK"):
+            raise
+        if isinstance(error, TrainingDiverged):
+            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+            return 3
         parser.error(str(error))  # prints the usage line and "plastic-rl CMD: error: ...", exits 2
-    except TrainingDiverged as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:

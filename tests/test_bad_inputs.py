@@ -286,6 +286,17 @@ def test_rl_training_stops_at_the_update_that_diverges_or_skips_it():
         )
 
 
+def test_train_command_exits_3_on_divergence_and_keeps_the_run_folder(tmp_path, capsys, monkeypatch):
+    from plastic_rl.agents import a2c as a2c_module
+
+    monkeypatch.setattr(a2c_module, "find_non_finite", lambda *args, **kwargs: "loss")
+    tiny = ["-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}", "-f", str(tmp_path)]
+    assert main([*TRAIN, *tiny]) == 3
+    error = capsys.readouterr().err
+    assert "plastic-rl train: error: training diverged at update 1" in error and "no final model" in error
+    assert not (tmp_path / "plastic_a2c" / "PlasticMaze-v0_1" / "PlasticMaze-v0.zip").exists()
+
+
 # --- files --------------------------------------------------------------------------------------------
 
 
@@ -337,6 +348,9 @@ def test_supervised_run_folder_is_never_overwritten_by_accident(tmp_path, capsys
     with pytest.raises(SystemExit):
         main([*SUPERVISED, "--run-dir", str(run_dir), "--seed", "1"])
     assert "already holds a run" in capsys.readouterr().err and (run_dir / "model.pt").read_bytes() == first
+    with pytest.raises(SystemExit):  # bad input with --overwrite: the old run is still there
+        main([*SUPERVISED, "--run-dir", str(run_dir), "--overwrite", "--pattern-count", "0"])
+    assert (run_dir / "model.pt").read_bytes() == first
     assert main([*SUPERVISED, "--run-dir", str(run_dir), "--seed", "1", "--overwrite", "--log-interval", "1"]) == 0
     assert (run_dir / "model.pt").read_bytes() != first and len(list((run_dir / "tensorboard").iterdir())) == 1
     monkeypatch.chdir(tmp_path)  # the default folder is numbered, never reused

@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     import plastic_rl  # noqa: F401  (registers the envs)
     from plastic_rl.agents.configuration import check_env_id, load_hyperparameters, next_run_folder, parse_key_values
     from plastic_rl.agents.saving import EvalCallback
+    from plastic_rl.core.divergence import TrainingDiverged
     from plastic_rl.core.files import atomic_write_text
     from plastic_rl.core.options import check_device, check_positive_int, reported_as_bad_input
     from plastic_rl.envs import ENTRY_POINTS
@@ -205,12 +206,16 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     print(f"Training {args.algo} ({args.policy}) on {args.env} for {n_timesteps} steps with {n_envs} envs -> {folder}")
-    model.learn(
-        n_timesteps,
-        callback=callbacks or None,
-        progress_bar=not args.no_progress_bar,
-        tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
-    )
+    try:
+        model.learn(
+            n_timesteps,
+            callback=callbacks or None,
+            progress_bar=not args.no_progress_bar,
+            tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
+        )
+    except TrainingDiverged as error:
+        kept = f"{folder} keeps what was saved before it (checkpoints, best model); no final model was written"
+        raise TrainingDiverged(f"{error}; {kept}") from error
     model_path = folder / f"{args.env}.zip"
     model.save(model_path)
     print(f"Saved {model_path}")

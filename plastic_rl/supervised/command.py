@@ -124,8 +124,8 @@ def _run_outputs(folder: Path) -> list[Path]:
 def choose_run_dir(args: argparse.Namespace) -> Path:
     """The run folder: ``--run-dir``, else the ``--resume`` folder, else a new numbered default folder.
 
-    A folder that already holds another run is refused unless ``--overwrite`` is given, which removes
-    that run's outputs first (so that two runs never mix their models, curves or TensorBoard events).
+    A ``--run-dir`` that already holds another run is refused unless ``--overwrite`` is given (see
+    :func:`remove_previous_run`), so that two runs never mix their models, curves or TensorBoard events.
     """
     if args.run_dir:
         run_dir = Path(args.run_dir)
@@ -138,16 +138,25 @@ def choose_run_dir(args: argparse.Namespace) -> Path:
             number += 1
             run_dir = base.with_name(f"{base.name}_{number}")
         return run_dir
-    continues_its_own_run = args.resume and Path(args.resume).resolve().parent == run_dir.resolve()
-    existing = [] if continues_its_own_run else _run_outputs(run_dir)
+    existing = _previous_run(args, run_dir)
     if existing and not args.overwrite:
         raise BadInputError(
             f"--run-dir {run_dir} already holds a run ({', '.join(path.name for path in existing)}): continue it "
             f"with --resume {run_dir / 'checkpoint.pt'}, replace it with --overwrite, or choose another --run-dir"
         )
-    for path in existing:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
     return run_dir
+
+
+def _previous_run(args: argparse.Namespace, run_dir: Path) -> list[Path]:
+    continues_its_own_run = args.resume and Path(args.resume).resolve().parent == run_dir.resolve()
+    return [] if continues_its_own_run else _run_outputs(run_dir)
+
+
+def remove_previous_run(args: argparse.Namespace, run_dir: Path) -> None:
+    """With ``--overwrite``, remove the outputs of the other run in ``run_dir`` (once the new one is set up)."""
+    if args.overwrite:
+        for path in _previous_run(args, run_dir):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def describe(trainer: SupervisedTrainer) -> str:
@@ -164,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     with reported_as_bad_input():
         run_dir = choose_run_dir(args)
         trainer = build_trainer(args, run_dir, args.model)
+    remove_previous_run(args, run_dir)
     print(describe(trainer))
     try:
         trainer.train(args.steps)
