@@ -83,6 +83,7 @@ API_CASES = {
     "a2c learning_rate 0": (lambda: a2c(learning_rate=0), "learning_rate"),
     "a2c n_steps 0": (lambda: a2c(n_steps=0), "n_steps"),
     "a2c max_grad_norm": (lambda: a2c(max_grad_norm=-1), "max_grad_norm"),
+    "a2c use_rms_prop": (lambda: a2c(use_rms_prop=1), "use_rms_prop"),
     "a2c on_non_finite": (lambda: a2c(on_non_finite="ignore"), "on_non_finite"),
     "a2c policy eta": (lambda: a2c(policy_kwargs={"hebbian_learning_rate": NAN}), "hebbian_learning_rate"),
     "a2c policy not a policy": (lambda: PlasticA2C(1, "PlasticMaze-v0"), "policy"),

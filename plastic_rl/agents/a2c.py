@@ -112,6 +112,9 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         check_positive_float("rms_prop_eps", rms_prop_eps)
         check_positive_int("stats_window_size", stats_window_size)
         check_choice("on_non_finite", on_non_finite, NON_FINITE_ACTIONS)
+        for name, flag in (("use_rms_prop", use_rms_prop), ("normalize_advantage", normalize_advantage)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False; got {flag!r}")
         super().__init__(
             policy,
             env,
