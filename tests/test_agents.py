@@ -170,7 +170,7 @@ def test_episode_aligned_rollouts_do_not_warn():
         ("PlasticRecurrentPolicy", dict(plasticity="partial"), "plasticity must be one of"),
         ("PlasticRecurrentPolicy", dict(rule="stdp"), "rule must be one of"),
         ("PlasticRecurrentPolicy", dict(hidden_size=0), "hidden_size must be a positive integer"),
-        ("PlasticRecurrentPolicy", dict(trace_clip=-1.0), "trace_clip must be a number > 0"),
+        ("PlasticRecurrentPolicy", dict(trace_clip=-1.0), "trace_clip must be a finite number > 0"),
         ("LstmPolicy", dict(hidden_size=2.5), "hidden_size must be a positive integer"),
     ],
 )

@@ -57,13 +57,18 @@ def test_train_other_algorithms_with_lstm(tmp_path, algo):
     assert (tmp_path / algo / "PlasticMaze-v0_1" / "PlasticMaze-v0.zip").exists()
 
 
-def test_bad_command_line_values_give_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="policy must be 'lstm' with algo 'recurrent_ppo'"):
-        train(tmp_path, "-n", "20", "--algo", "recurrent_ppo", "--policy", "rnn")
-    with pytest.raises(ValueError, match="key:value"):
-        main(["train", "-f", str(tmp_path), "-params", "n_steps=10"])
-    with pytest.raises(ValueError, match="no run of PlasticMaze-v0"):
-        main(["enjoy", "-f", str(tmp_path / "empty"), "--no-render"])
+def test_bad_command_line_values_give_clear_errors(tmp_path, capsys):
+    # More cases in test_bad_inputs.py.
+    for argv, message in [
+        (["train", "-f", str(tmp_path), "--n-envs", "2", "--algo", "recurrent_ppo", "--policy", "rnn", *TINY],
+         "plastic-rl train: error: policy must be 'lstm' with algo 'recurrent_ppo'"),
+        (["train", "-f", str(tmp_path), "-params", "n_steps=10"], "plastic-rl train: error: -params takes key:value"),
+        (["enjoy", "-f", str(tmp_path / "empty"), "--no-render"], "plastic-rl enjoy: error: no run of PlasticMaze-v0"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "recurrent_ppo").exists() or not any((tmp_path / "recurrent_ppo").iterdir())
 
 
 def test_experiment_writes_curves_finals_and_rank_sum_tests(tmp_path, capsys):

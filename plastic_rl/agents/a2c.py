@@ -26,12 +26,21 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
-from plastic_rl.core.options import check_positive_float, check_positive_int
+from plastic_rl.agents.saving import AtomicSaveMixin
+from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
+from plastic_rl.core.options import (
+    check_choice,
+    check_device,
+    check_float_range,
+    check_non_negative_float,
+    check_positive_float,
+    check_positive_int,
+)
 
 SelfPlasticA2C = TypeVar("SelfPlasticA2C", bound="PlasticA2C")
 
 
-class PlasticA2C(OnPolicyAlgorithm):
+class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
     """Advantage actor-critic with recurrent policies and backpropagation through whole rollouts.
 
     One gradient step per rollout on ``n_envs`` sequences of ``n_steps``. The defaults are the paper's
@@ -49,6 +58,9 @@ class PlasticA2C(OnPolicyAlgorithm):
     max_grad_norm : clip the gradient norm to this; ``None`` for no clipping.
     use_rms_prop : use RMSprop (SB3's A2C optimizer) instead of Adam, with ``rms_prop_eps``.
     normalize_advantage : standardize the advantages of each batch.
+    on_non_finite : at a NaN or infinite loss or gradient, ``"raise"``
+        :class:`~plastic_rl.core.divergence.TrainingDiverged` (naming the update; the parameters stay those
+        of the last good update) or ``"skip"`` the update, counted in ``train/skipped_updates``.
     stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device : as in SB3.
     """
 
@@ -72,6 +84,7 @@ class PlasticA2C(OnPolicyAlgorithm):
         use_rms_prop: bool = False,
         rms_prop_eps: float = 1e-5,
         normalize_advantage: bool = False,
+        on_non_finite: str = "raise",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -80,10 +93,28 @@ class PlasticA2C(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if isinstance(policy, str) and policy not in self.policy_aliases:
-            raise ValueError(f"policy must be one of {', '.join(map(repr, self.policy_aliases))}; got {policy!r}")
+        is_policy_class = isinstance(policy, type) and issubclass(policy, RecurrentActorCriticPolicy)
+        if not is_policy_class and policy not in self.policy_aliases:
+            raise ValueError(
+                f"policy must be one of {', '.join(map(repr, self.policy_aliases))} or a RecurrentActorCriticPolicy "
+                f"subclass; got {policy!r}"
+            )
+        if not isinstance(device, th.device):
+            check_device("device", device)
         check_positive_int("n_steps", n_steps)
         check_positive_float("max_grad_norm", max_grad_norm, allow_none=True)
+        if not callable(learning_rate):
+            check_positive_float("learning_rate", learning_rate)
+        check_float_range("gamma", gamma, 0, 1, low_open=True)
+        check_float_range("gae_lambda", gae_lambda, 0, 1)
+        check_non_negative_float("ent_coef", ent_coef)
+        check_non_negative_float("vf_coef", vf_coef)
+        check_positive_float("rms_prop_eps", rms_prop_eps)
+        check_positive_int("stats_window_size", stats_window_size)
+        check_choice("on_non_finite", on_non_finite, NON_FINITE_ACTIONS)
+        for name, flag in (("use_rms_prop", use_rms_prop), ("normalize_advantage", normalize_advantage)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False; got {flag!r}")
         super().__init__(
             policy,
             env,
@@ -106,6 +137,10 @@ class PlasticA2C(OnPolicyAlgorithm):
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
         self.normalize_advantage = normalize_advantage
+        self.on_non_finite = on_non_finite
+        self.skipped_updates = 0
+        # Saved with the model, so that loading a PlasticA2C file as a PlasticPPO (or back) is an error.
+        self.algorithm_name = type(self).__name__
         # A2C is the one-epoch, unclipped case of the update that PlasticPPO parameterises.
         self.n_epochs = 1
         self.clip_range: Schedule | None = None
@@ -119,6 +154,27 @@ class PlasticA2C(OnPolicyAlgorithm):
         self._warned_truncated_bptt = False
         if _init_setup_model:
             self._setup_model()
+
+    def _setup_model(self) -> None:
+        if self.algorithm_name != type(self).__name__:
+            raise ValueError(
+                f"the file holds a {self.algorithm_name} model, not a {type(self).__name__}: "
+                f"load it with {self.algorithm_name}.load"
+            )
+        super()._setup_model()
+
+    def _check_finite(self, loss: th.Tensor | None, *, gradients: bool) -> bool:
+        """Whether the update may go on: raise at a non-finite value, or (``on_non_finite="skip"``) count it."""
+        problem = find_non_finite(loss, self.policy.named_parameters(), gradients=gradients)
+        if problem is None:
+            return True
+        if self.on_non_finite == "skip" and gradients:
+            self.skipped_updates += 1
+            self.policy.optimizer.zero_grad()
+            return False
+        where = f"update {self._n_updates + 1} (after {self.num_timesteps} env steps)"
+        learning_rate = self.lr_schedule(self._current_progress_remaining)
+        raise TrainingDiverged(divergence_message(where, quantity=problem, learning_rate=learning_rate))
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_recurrent_state", "_rollout_initial_state"]
@@ -242,10 +298,13 @@ class PlasticA2C(OnPolicyAlgorithm):
             loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
             self.policy.optimizer.zero_grad()
             loss.backward()
+            if not self._check_finite(loss, gradients=True):
+                continue
             if self.max_grad_norm is not None:
                 grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 logs.setdefault("grad_norm", []).append(grad_norm.item())
             self.policy.optimizer.step()
+            self._check_finite(None, gradients=False)
             self._n_updates += 1
             for name, value in [
                 ("policy_loss", policy_loss.item()),
@@ -264,6 +323,8 @@ class PlasticA2C(OnPolicyAlgorithm):
             explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
         )
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if self.on_non_finite == "skip":
+            self.logger.record("train/skipped_updates", self.skipped_updates)
         if clip_range is not None:
             self.logger.record("train/clip_range", clip_range)
 
@@ -276,14 +337,24 @@ class PlasticA2C(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfPlasticA2C:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name or type(self).__name__,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        try:
+            return super().learn(
+                total_timesteps=total_timesteps,
+                callback=callback,
+                log_interval=log_interval,
+                tb_log_name=tb_log_name or type(self).__name__,
+                reset_num_timesteps=reset_num_timesteps,
+                progress_bar=progress_bar,
+            )
+        except ValueError as error:
+            # torch.distributions' check of the policy's output: finite parameters gave NaN in a rollout
+            # (e.g. an overflowing Hebbian trace after too large an update).
+            if "found invalid values" not in str(error):
+                raise
+            where = f"the rollout after update {self._n_updates} ({self.num_timesteps} env steps)"
+            learning_rate = self.lr_schedule(self._current_progress_remaining)
+            quantity = "policy's output (its action distribution)"
+            raise TrainingDiverged(divergence_message(where, quantity, learning_rate)) from error
 
 
 class PlasticPPO(PlasticA2C):
@@ -314,7 +385,7 @@ class PlasticPPO(PlasticA2C):
     ) -> None:
         super().__init__(policy, env, normalize_advantage=normalize_advantage, _init_setup_model=False, **kwargs)
         self.n_epochs = check_positive_int("n_epochs", n_epochs)
-        if isinstance(clip_range, (int, float)):
+        if not callable(clip_range):
             check_positive_float("clip_range", clip_range)
         self.clip_range = clip_range
         self.target_kl = check_positive_float("target_kl", target_kl, allow_none=True)

@@ -10,19 +10,20 @@ import argparse
 import time
 
 from plastic_rl.agents.configuration import POLICIES
+from plastic_rl.core.options import non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="plastic", choices=list(POLICIES), help="policy condition")
     parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
-    parser.add_argument("--n-envs", type=int, default=32, help="envs (episodes per update)")
-    parser.add_argument("--n-steps", type=int, default=250, help="steps per env per update")
-    parser.add_argument("--hidden-size", type=int, default=200, help="recurrent neurons")
-    parser.add_argument("--updates", type=int, default=3, help="timed updates")
-    parser.add_argument("--warmup-updates", type=int, default=1, help="untimed updates first")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's default, all cores)")
+    parser.add_argument("--n-envs", type=positive_int, default=32, help="envs (episodes per update)")
+    parser.add_argument("--n-steps", type=positive_int, default=250, help="steps per env per update")
+    parser.add_argument("--hidden-size", type=positive_int, default=200, help="recurrent neurons")
+    parser.add_argument("--updates", type=positive_int, default=3, help="timed updates")
+    parser.add_argument("--warmup-updates", type=non_negative_int, default=1, help="untimed updates first")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
     import plastic_rl  # noqa: F401  (registers the envs)
     from plastic_rl.agents.cli_train import build_model
-    from plastic_rl.agents.configuration import load_hyperparameters
+    from plastic_rl.agents.configuration import check_env_id, load_hyperparameters
+    from plastic_rl.core.options import check_device, reported_as_bad_input
 
-    if args.threads > 0:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     class TimedVecEnv(VecEnvWrapper):
@@ -68,13 +70,17 @@ def run(args: argparse.Namespace) -> int:
         def _on_step(self) -> bool:
             return True
 
-    hyperparameters = load_hyperparameters("plastic_a2c", args.env)
-    hyperparameters["n_steps"] = args.n_steps
-    hyperparameters["policy_kwargs"] = {**(hyperparameters.get("policy_kwargs") or {}), "hidden_size": args.hidden_size}
-    env = TimedVecEnv(
-        make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed, env_kwargs=hyperparameters.get("env_kwargs"))
-    )
-    model = build_model("plastic_a2c", args.policy, env, hyperparameters, args.seed, args.device)
+    with reported_as_bad_input():
+        check_device("--device", args.device)
+        check_env_id(args.env)
+        hyperparameters = load_hyperparameters("plastic_a2c", args.env)
+        hyperparameters["n_steps"] = args.n_steps
+        policy_kwargs = {**(hyperparameters.get("policy_kwargs") or {}), "hidden_size": args.hidden_size}
+        hyperparameters["policy_kwargs"] = policy_kwargs
+        env = TimedVecEnv(
+            make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed, env_kwargs=hyperparameters.get("env_kwargs"))
+        )
+        model = build_model("plastic_a2c", args.policy, env, hyperparameters, args.seed, args.device)
     steps_per_update = args.n_envs * args.n_steps
     if args.warmup_updates:
         model.learn(args.warmup_updates * steps_per_update)

@@ -7,10 +7,12 @@ checkpoints (with ``--save-freq``), ``config.yml`` and one monitor CSV per env.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from typing import Any
 
 from plastic_rl.agents.configuration import ALGORITHMS, POLICIES, RUN_KEYS
+from plastic_rl.core.options import non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,22 +24,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=list(POLICIES),
         help="plastic / homogeneous / rnn: PlasticRecurrentPolicy with plasticity full / shared / none; lstm: LSTM",
     )
-    parser.add_argument("-n", "--n-timesteps", type=int, default=None, help="env steps (default: from the YAML)")
+    parser.add_argument(
+        "-n", "--n-timesteps", type=positive_int, default=None, help="env steps (default: from the YAML)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: from the YAML)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    parser.add_argument("--n-envs", type=positive_int, default=None, help="parallel envs (default: from the YAML)")
     parser.add_argument(
         "--threads",
-        type=int,
-        default=0,
-        help="torch threads (default 0: torch's default, all cores; the experiment command runs one per job)",
+        type=positive_int,
+        default=None,
+        help="torch threads (default: torch's default, all cores; the experiment command runs one per job)",
     )
     parser.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"], help="VecEnv class")
     parser.add_argument("-f", "--log-folder", default="logs", help="runs go to LOGDIR/<algo>/<env>_<N>/")
     parser.add_argument("-tb", "--tensorboard-log", default=None, help="TensorBoard log folder")
-    parser.add_argument("--eval-freq", type=int, default=-1, help="evaluate every F env steps (-1: never)")
-    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
-    parser.add_argument("--save-freq", type=int, default=-1, help="checkpoint every F env steps (-1: never)")
+    parser.add_argument(
+        "--eval-freq", type=positive_int, default=None, help="evaluate every F env steps (default: never)"
+    )
+    parser.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation")
+    parser.add_argument(
+        "--save-freq", type=positive_int, default=None, help="checkpoint every F env steps (default: never)"
+    )
     parser.add_argument(
         "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="override hyperparameters"
     )
@@ -47,9 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="after training, print the agent's mean reward per episode beside a random policy's",
     )
-    parser.add_argument("--compare-episodes", type=int, default=20, help="episodes for --compare-random")
+    parser.add_argument("--compare-episodes", type=positive_int, default=20, help="episodes for --compare-random")
     parser.add_argument("--no-progress-bar", action="store_true", help="hide the progress bar")
-    parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (1: print the training logs)")
+    parser.add_argument(
+        "--verbose", type=int, default=0, choices=[0, 1, 2], help="SB3 verbosity (1: print the training logs)"
+    )
 
 
 class RandomAgent:
@@ -113,45 +123,61 @@ def build_model(
 def run(args: argparse.Namespace) -> int:
     import torch
     import yaml
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     import plastic_rl  # noqa: F401  (registers the envs)
-    from plastic_rl.agents.configuration import load_hyperparameters, next_run_folder, parse_key_values
+    from plastic_rl.agents.configuration import check_env_id, load_hyperparameters, next_run_folder, parse_key_values
+    from plastic_rl.agents.saving import EvalCallback
+    from plastic_rl.core.divergence import TrainingDiverged
+    from plastic_rl.core.files import atomic_write_text
+    from plastic_rl.core.options import check_device, check_positive_int, reported_as_bad_input
     from plastic_rl.envs import ENTRY_POINTS
 
-    if args.threads > 0:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
-    hyperparameters = load_hyperparameters(args.algo, args.env)
-    overrides = parse_key_values(args.hyperparams, "-params")
-    for key in ("env_kwargs", "policy_kwargs"):
-        # A dict given with -params completes the file's dict rather than replacing it.
-        if isinstance(overrides.get(key), dict):
-            overrides[key] = {**(hyperparameters.get(key) or {}), **overrides[key]}
-    hyperparameters.update(overrides)
-    env_kwargs = {**(hyperparameters.get("env_kwargs") or {}), **parse_key_values(args.env_kwargs, "--env-kwargs")}
-    hyperparameters["env_kwargs"] = env_kwargs
-    n_envs = args.n_envs or hyperparameters.get("n_envs", 1)
-    n_timesteps = args.n_timesteps or hyperparameters.get("n_timesteps", 100_000)
-    hyperparameters.update(n_envs=n_envs, n_timesteps=n_timesteps)
+    with reported_as_bad_input():
+        check_device("--device", args.device)
+        check_env_id(args.env)
+        hyperparameters = load_hyperparameters(args.algo, args.env)
+        overrides = parse_key_values(args.hyperparams, "-params")
+        for key in ("env_kwargs", "policy_kwargs"):
+            # A dict given with -params completes the file's dict rather than replacing it.
+            if isinstance(overrides.get(key), dict):
+                overrides[key] = {**(hyperparameters.get(key) or {}), **overrides[key]}
+        hyperparameters.update(overrides)
+        for key in ("env_kwargs", "policy_kwargs"):
+            if not isinstance(hyperparameters.get(key) or {}, dict):
+                raise ValueError(f"{key} must be a mapping such as {{name: value}}; got {hyperparameters[key]!r}")
+        env_kwargs = {**(hyperparameters.get("env_kwargs") or {}), **parse_key_values(args.env_kwargs, "--env-kwargs")}
+        hyperparameters["env_kwargs"] = env_kwargs
+        n_envs = args.n_envs if args.n_envs is not None else hyperparameters.get("n_envs", 1)
+        n_timesteps = args.n_timesteps if args.n_timesteps is not None else hyperparameters.get("n_timesteps", 100_000)
+        hyperparameters.update(n_envs=check_positive_int("n_envs", n_envs))
+        hyperparameters.update(n_timesteps=check_positive_int("n_timesteps", n_timesteps))
 
     folder = next_run_folder(args.log_folder, args.algo, args.env)
     folder.mkdir(parents=True)
     vec_env_class = SubprocVecEnv if args.vec_env == "subproc" else DummyVecEnv
     # "plastic_rl:<id>" makes SubprocVecEnv's worker processes import plastic_rl, which registers its envs.
     env_id = f"plastic_rl:{args.env}" if args.env in ENTRY_POINTS else args.env
-    env = make_vec_env(
-        env_id,
-        n_envs=n_envs,
-        seed=args.seed,
-        env_kwargs=env_kwargs,
-        monitor_dir=str(folder),
-        vec_env_cls=vec_env_class,
-    )
-    model = build_model(
-        args.algo, args.policy, env, hyperparameters, args.seed, args.device, args.tensorboard_log, args.verbose
-    )
+    try:
+        with reported_as_bad_input():
+            env = make_vec_env(
+                env_id,
+                n_envs=n_envs,
+                seed=args.seed,
+                env_kwargs=env_kwargs,
+                monitor_dir=str(folder),
+                vec_env_cls=vec_env_class,
+            )
+            model = build_model(
+                args.algo, args.policy, env, hyperparameters, args.seed, args.device, args.tensorboard_log, args.verbose
+            )
+    except BaseException:
+        shutil.rmtree(folder)  # created just above: no run of bad input is left behind
+        raise
     config = {
         "algo": args.algo,
         "env": args.env,
@@ -161,12 +187,12 @@ def run(args: argparse.Namespace) -> int:
         "hyperparameters": hyperparameters,
         "command": " ".join(["plastic-rl", *sys.argv[1:]]),
     }
-    (folder / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(folder / "config.yml", yaml.safe_dump(config, sort_keys=False))
 
     callbacks = []
-    if args.save_freq > 0:
+    if args.save_freq is not None:
         callbacks.append(CheckpointCallback(max(args.save_freq // n_envs, 1), str(folder), name_prefix="rl_model"))
-    if args.eval_freq > 0:
+    if args.eval_freq is not None:
         eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 10_000, env_kwargs=env_kwargs)
         # Sampled actions: the trained policy of a meta-learner explores within the episode by sampling.
         callbacks.append(
@@ -180,12 +206,16 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     print(f"Training {args.algo} ({args.policy}) on {args.env} for {n_timesteps} steps with {n_envs} envs -> {folder}")
-    model.learn(
-        n_timesteps,
-        callback=callbacks or None,
-        progress_bar=not args.no_progress_bar,
-        tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
-    )
+    try:
+        model.learn(
+            n_timesteps,
+            callback=callbacks or None,
+            progress_bar=not args.no_progress_bar,
+            tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
+        )
+    except TrainingDiverged as error:
+        kept = f"{folder} keeps what was saved before it (checkpoints, best model); no final model was written"
+        raise TrainingDiverged(f"{error}; {kept}") from error
     model_path = folder / f"{args.env}.zip"
     model.save(model_path)
     print(f"Saved {model_path}")

@@ -20,7 +20,7 @@ from plastic_rl.core.options import check_choice
 ALGORITHMS: dict[str, tuple[str, str]] = {
     "plastic_a2c": ("plastic_rl.agents.a2c", "PlasticA2C"),
     "plastic_ppo": ("plastic_rl.agents.a2c", "PlasticPPO"),
-    "recurrent_ppo": ("sb3_contrib", "RecurrentPPO"),
+    "recurrent_ppo": ("plastic_rl.agents.recurrent_ppo", "RecurrentPPO"),
 }
 # --policy name -> (policy alias, policy kwargs it implies)
 POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -37,6 +37,21 @@ def algorithm_class(algo: str) -> type:
     """The SB3 algorithm class for ``algo``."""
     module_name, class_name = ALGORITHMS[check_choice("algo", algo, ALGORITHMS)]
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def check_env_id(env_id: str) -> str:
+    """Return ``env_id`` if it is a registered Gymnasium id (``plastic_rl``'s included), else raise ``ValueError``."""
+    import gymnasium as gym
+
+    import plastic_rl  # noqa: F401  (registers the envs)
+
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as error:
+        raise ValueError(
+            f"env must be a registered Gymnasium id (e.g. 'PlasticMaze-v0'); got {env_id!r}: {error}"
+        ) from None
+    return env_id
 
 
 def load_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
@@ -81,6 +96,12 @@ def policy_settings(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> tu
         }
         return "MlpLstmPolicy", kwargs
     alias, implied = POLICIES[policy]
+    for key, value in implied.items():
+        if key in policy_kwargs and policy_kwargs[key] != value:
+            raise ValueError(
+                f"policy_kwargs {key}={policy_kwargs[key]!r} contradicts the policy {policy!r} ({key}={value!r}): "
+                f"choose the {key} with the policy name"
+            )
     return alias, {**policy_kwargs, **implied}
 
 

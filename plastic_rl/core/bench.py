@@ -26,6 +26,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from plastic_rl.core.options import non_negative_int, positive_float, positive_int
+
 # (N, T, B) of the table, and its targets in seconds per episode
 DEFAULT_CONFIGS = ("1001,200,1", "1001,200,16", "1025,210,1", "200,250,1", "200,250,16", "200,250,64")
 TARGETS = {(1001, 200, 1): 0.15, (1001, 200, 16): 0.22, (200, 250, 16): 0.006, (200, 250, 1): 0.01}
@@ -41,8 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N,T,B",
         help="configurations: neurons, steps, batch (default: the issue's table)",
     )
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed episodes per run (median reported)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=os.cpu_count() or 1, help="torch threads (default: all cores)"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed episodes per run (median reported)")
     parser.add_argument(
         "--implementations", nargs="+", default=["fused", "autograd"], choices=["fused", "autograd"], metavar="IMPL"
     )
@@ -51,11 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--memory-limit-gb",
-        type=float,
+        type=positive_float,
         default=None,
         help="skip autograd runs estimated above this (default: 60%% of MemAvailable)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -245,9 +249,11 @@ def run(args: argparse.Namespace) -> int:
     if args.worker is not None:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
-    configs = [_parse_config(text) for text in args.configs]
-    if args.threads <= 0 or args.repeats <= 0:
-        raise ValueError("--threads and --repeats must be positive")
+    from plastic_rl.core.options import check_device, reported_as_bad_input
+
+    with reported_as_bad_input():
+        configs = [_parse_config(text) for text in args.configs]
+        check_device("--device", args.device)
     limit_gb = args.memory_limit_gb if args.memory_limit_gb is not None else 0.6 * _available_memory_gb()
     import torch
 
@@ -280,8 +286,9 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         _print_row(row)
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"date": stamp, "threads": args.threads, "rows": rows}, out, indent=2)
+        from plastic_rl.core.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"date": stamp, "threads": args.threads, "rows": rows}, indent=2))
     return 0
 
 

@@ -56,8 +56,7 @@ class _PlasticParameters(nn.Module):
         check_choice("plasticity", plasticity, PLASTICITY_MODES)
         check_choice("rule", rule, RULES)
         check_positive_float("init_scale", init_scale)
-        if isinstance(hebbian_learning_rate, bool) or not isinstance(hebbian_learning_rate, (int, float)):
-            raise ValueError(f"hebbian_learning_rate must be a number; got {hebbian_learning_rate!r}")
+        check_positive_float("hebbian_learning_rate", hebbian_learning_rate)
         super().__init__()
         self.plasticity = plasticity
         self.rule = rule

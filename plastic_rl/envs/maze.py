@@ -216,6 +216,8 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         return self._observation(), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.step_count >= self.episode_length:
+            raise RuntimeError("step() called after the episode ended; call reset()")
         action = _action_index(action)
         row_move, col_move = ACTION_MOVES[action]
         row, col = self.agent_position

@@ -172,10 +172,16 @@ class PatternMemoryEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._step >= self.protocol.episode_length:
             raise RuntimeError("step() called after the episode ended; call reset()")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != self._target.shape or not np.all(np.abs(action) <= 1):  # NaN fails the test too
+            raise ValueError(
+                f"action must be an array of shape {self._target.shape} with values in [-1, 1]; got shape "
+                f"{action.shape}{'' if action.shape != self._target.shape else ' with values outside it or NaN'}"
+            )
         terminated = self._step == self.protocol.episode_length - 1
         reward = 0.0
         if terminated:
-            error = np.asarray(action, dtype=np.float32) - self._target
+            error = action - self._target
             reward = -float(np.mean(np.square(error)))
         self._step += 1
         if terminated:

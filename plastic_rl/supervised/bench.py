@@ -16,10 +16,11 @@ import multiprocessing
 import platform
 import resource
 import time
-from pathlib import Path
 
 import torch
 
+from plastic_rl.core.fused import IMPLEMENTATIONS
+from plastic_rl.core.options import check_choice, non_negative_int, positive_int, reported_as_bad_input
 from plastic_rl.supervised.command import describe
 from plastic_rl.supervised.models import select_device
 from plastic_rl.supervised.patterns import PatternMemoryTask
@@ -29,15 +30,16 @@ GIB = 1024**3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32], help="batch sizes to time")
+    parser.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32], help="batch sizes to time")
     parser.add_argument("--model", choices=PatternMemoryTask.model_names, default="plastic")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per batch size")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed steps per batch size")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument(
         "--implementation",
-        help="the core's unroll for the recurrent layer (e.g. autograd, fused, auto; default: the layer's own)",
+        choices=IMPLEMENTATIONS,
+        help="the core's unroll for the recurrent layer (default: the layer's own)",
     )
     parser.add_argument("--csv", help="also write the table to this CSV file")
     PatternMemoryTask.add_arguments(parser)
@@ -63,13 +65,7 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = select_device(args.device)
-    task, model_options = PatternMemoryTask.from_args(args)
-    model = task.build_model(args.model, **model_options)
-    if args.implementation is not None:
-        layer = getattr(model, "recurrent", None)
-        if layer is None or not hasattr(layer, "implementation"):
-            raise ValueError("--implementation needs a recurrent model on a core that offers implementations")
-        layer.implementation = args.implementation
+    task, model = _build(args)
     trainer = SupervisedTrainer(
         task,
         model,
@@ -107,8 +103,21 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
     )
 
 
+def _build(args: argparse.Namespace) -> tuple[PatternMemoryTask, torch.nn.Module]:
+    task, model_options = PatternMemoryTask.from_args(args)
+    model = task.build_model(args.model, **model_options)
+    if args.implementation is not None:
+        layer = getattr(model, "recurrent", None)
+        if layer is None or not hasattr(layer, "implementation"):
+            raise ValueError("--implementation needs a recurrent model on a core that offers implementations")
+        layer.implementation = check_choice("--implementation", args.implementation, IMPLEMENTATIONS)
+    return task, model
+
+
 def run(args: argparse.Namespace) -> int:
-    device = select_device(args.device)
+    with reported_as_bad_input():
+        device = select_device(args.device)
+        _build(args)  # bad options fail here, once, rather than in every child process
     context = multiprocessing.get_context("spawn")
     rows = []
     base_bytes, per_episode_bytes = 0.0, None
@@ -149,6 +158,5 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         write_history_csv(rows, args.csv)
     return 0
