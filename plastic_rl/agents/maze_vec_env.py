@@ -72,12 +72,8 @@ class BatchedMazeVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
         self.t_start = time.time()
         self.monitor_dir = None if monitor_dir is None else os.fspath(monitor_dir)
+        # Opened at the first reset (new files) or by set_state (the files of the run being resumed, cut back).
         self._writers: list[ResultsWriter] = []
-        if self.monitor_dir is not None:
-            header = {"t_start": self.t_start, "env_id": ENV_ID}
-            self._writers = [
-                ResultsWriter(os.path.join(self.monitor_dir, str(rank)), header=header) for rank in range(n_envs)
-            ]
         super().__init__(n_envs, maze.observation_space, maze.action_space)
 
     # --- the dynamics ---------------------------------------------------------------------------------
@@ -88,6 +84,9 @@ class BatchedMazeVecEnv(VecEnv):
                 self._generators[index], _ = seeding.np_random(self._seeds[index])
         self._reset_seeds()
         self._reset_options()
+        if self.monitor_dir is not None and not self._writers:
+            header = {"t_start": self.t_start, "env_id": ENV_ID}
+            self._writers = [ResultsWriter(path, header=header) for path in self._monitor_paths()]
         self._start_episodes(np.arange(self.num_envs))
         self.reset_infos = self._infos(range(self.num_envs))
         return self._observe().copy()
@@ -211,16 +210,17 @@ class BatchedMazeVecEnv(VecEnv):
             },
             "generators": [generator.bit_generator.state for generator in self._generators],
             "t_start": self.t_start,
-            "monitor_sizes": [os.path.getsize(writer.file_handler.name) for writer in self._writers],
+            "monitor_sizes": [writer.file_handler.tell() for writer in self._writers],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`get_state`'s ``state``; the monitor files are cut back to where it was taken."""
         arrays = state["arrays"]
-        if len(state["generators"]) != self.num_envs or len(state["monitor_sizes"]) != len(self._writers):
+        n_monitors = self.num_envs if self.monitor_dir is not None else 0
+        if len(state["generators"]) != self.num_envs or len(state["monitor_sizes"]) != n_monitors:
             raise ValueError(
                 f"state is of {len(state['generators'])} env(s) with {len(state['monitor_sizes'])} monitor file(s); "
-                f"this VecEnv has {self.num_envs} env(s) and {len(self._writers)} monitor file(s)"
+                f"this VecEnv has {self.num_envs} env(s) and {n_monitors} monitor file(s)"
             )
         for name, values in arrays.items():
             getattr(self, f"_{name}")[:] = values
@@ -230,12 +230,20 @@ class BatchedMazeVecEnv(VecEnv):
             generator.bit_generator.state = generator_state
             self._generators.append(generator)
         self.t_start = state["t_start"]
-        for rank, (writer, size) in enumerate(zip(self._writers, state["monitor_sizes"], strict=True)):
-            path = writer.file_handler.name
+        for writer in self._writers:
             writer.close()
+        self._writers = []
+        for path, size in zip(self._monitor_paths(), state["monitor_sizes"], strict=True):
+            # Episodes written after the state was taken are cut: the resumed run writes them again.
             with open(path, "r+b") as file:
                 file.truncate(size)
-            self._writers[rank] = ResultsWriter(path, override_existing=False)
+            self._writers.append(ResultsWriter(path, override_existing=False))
+
+    def _monitor_paths(self) -> list[str]:
+        """``<monitor_dir>/<rank>.monitor.csv``, as ``make_vec_env`` names them."""
+        if self.monitor_dir is None:
+            return []
+        return [os.path.join(self.monitor_dir, f"{rank}.{Monitor.EXT}") for rank in range(self.num_envs)]
 
     def _check_seeded(self) -> None:
         if any(generator is None for generator in self._generators):
