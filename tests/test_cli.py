@@ -150,3 +150,17 @@ def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys):
     assert len(monitor_rows(killed)[0]) == 800 // 2 // 10 and stopped_at < 800
     # Once finished, the function returns the final model without training again.
     assert train_run(killed, arguments) == killed / "PlasticMaze-v0.zip"
+
+
+def test_trained_agent_continues_from_the_saved_parameters_and_bad_resume_paths(tmp_path, capsys):
+    assert train(tmp_path, "-n", "20") == 0
+    first = tmp_path / "plastic_a2c" / "PlasticMaze-v0_1" / "PlasticMaze-v0.zip"
+    # A learning rate of 0 leaves the loaded parameters as they are: the new run started from them.
+    assert train(tmp_path, "-n", "20", "-i", str(first), "-params", "learning_rate:0.0") == 0
+    second = tmp_path / "plastic_a2c" / "PlasticMaze-v0_2" / "PlasticMaze-v0.zip"
+    torch.testing.assert_close(final_parameters(second), final_parameters(first), rtol=0, atol=0)
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    (tmp_path / "rl_checkpoint_5_steps.pt").write_bytes(b"not a checkpoint")
+    assert main(["train", "--resume", str(tmp_path / "rl_checkpoint_5_steps.pt")]) == 2
+    errors = capsys.readouterr().err
+    assert "plastic-rl train: error: --resume: no checkpoint at" in errors and "not a readable" in errors

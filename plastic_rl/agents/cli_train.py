@@ -103,6 +103,14 @@ def compare_with_random(model: Any, env_id: str, env_kwargs: dict, n_episodes: i
     return results
 
 
+def algorithm_arguments(hyperparameters: dict[str, Any], n_envs: int) -> dict[str, Any]:
+    """The keywords of the algorithm's constructor in a hyperparameter entry."""
+    algorithm_kwargs = {key: value for key, value in hyperparameters.items() if key not in RUN_KEYS}
+    if algorithm_kwargs.get("batch_size") == "rollout":
+        algorithm_kwargs["batch_size"] = algorithm_kwargs["n_steps"] * n_envs
+    return algorithm_kwargs
+
+
 def build_model(
     algo: str,
     policy: str,
@@ -116,9 +124,7 @@ def build_model(
     """The ``algo`` model with the ``--policy`` ``policy`` on ``env``, from a hyperparameter entry."""
     from plastic_rl.agents.configuration import algorithm_class, policy_settings
 
-    algorithm_kwargs = {key: value for key, value in hyperparameters.items() if key not in RUN_KEYS}
-    if algorithm_kwargs.get("batch_size") == "rollout":
-        algorithm_kwargs["batch_size"] = algorithm_kwargs["n_steps"] * env.num_envs
+    algorithm_kwargs = algorithm_arguments(hyperparameters, env.num_envs)
     policy_name, policy_kwargs = policy_settings(algo, policy, hyperparameters.get("policy_kwargs") or {})
     return algorithm_class(algo)(
         policy_name,
@@ -262,7 +268,15 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         source: Any = args.trained_agent
         if str(source).endswith(".pt"):
             source = io.BytesIO(read_checkpoint(source)["model"])
-        model = algorithm_class(args.algo).load(source, env=env, device=args.device, seed=args.seed, **load_kwargs)
+        # As RL Zoo: the hyperparameters of this run (learning rate, ...) replace the saved model's.
+        model = algorithm_class(args.algo).load(
+            source,
+            env=env,
+            device=args.device,
+            seed=args.seed,
+            **load_kwargs,
+            **algorithm_arguments(hyperparameters, n_envs),
+        )
     else:
         model = build_model(
             args.algo, args.policy, env, hyperparameters, args.seed, args.device, args.tensorboard_log, args.verbose
