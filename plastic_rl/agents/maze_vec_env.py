@@ -36,7 +36,9 @@ class BatchedMazeVecEnv(VecEnv):
     each info holds ``agent_position``, ``reward_position``, ``reward_hits`` and ``step``; at the end of an
     episode also ``terminal_observation`` and ``episode`` (``{"r", "l", "t"}``), and the maze is reset.
     ``get_attr``, ``set_attr`` and ``env_method`` reach a :class:`PlasticMazeEnv` view of each maze that holds its
-    current state (for ``render``, ``set_panel_matrix``, ``frame_shape``, ...).
+    current state (for ``render``, ``set_panel_matrix``, ``frame_shape``, ...); frames are drawn only when asked
+    for (``render()``, ``get_images()``), also in ``"human"`` mode. ``get_state``/``set_state`` save and restore
+    everything that continues the mazes exactly (used by the training checkpoints).
 
     Parameters
     ----------
