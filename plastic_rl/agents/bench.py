@@ -106,66 +106,77 @@ class _TimedVecEnv(VecEnvWrapper):
 
 
 class _UpdateTimer(BaseCallback):
-    """Per update: its wall time (rollout start to the next rollout start or the end) and its rollout's time."""
+    """The time of each rollout (env stepping included)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.rollout_seconds: list[float] = []
-        self.update_starts: list[float] = []
+        self.rollout_seconds = 0.0
 
     def _on_rollout_start(self) -> None:
         self._start = time.perf_counter()
-        self.update_starts.append(self._start)
 
     def _on_rollout_end(self) -> None:
-        self.rollout_seconds.append(time.perf_counter() - self._start)
+        self.rollout_seconds += time.perf_counter() - self._start
 
     def _on_step(self) -> bool:
         return True
 
 
-def time_updates(args: argparse.Namespace, n_envs: int, updates: int, reference: bool) -> dict[str, Any]:
-    """Median seconds per update of ``updates`` timed updates (after the warm-up ones), with the rollout's and
-    the env's share."""
-    from stable_baselines3.common.env_util import make_vec_env
+class _TimedRun:
+    """One model on its env, trained one update at a time; keeps each update's wall time and the rollout's and the
+    env's share of them."""
 
-    from plastic_rl.agents.cli_train import build_model
-    from plastic_rl.agents.configuration import load_hyperparameters, policy_settings
-    from plastic_rl.agents.make_env import make_training_env
+    def __init__(self, args: argparse.Namespace, n_envs: int, reference: bool) -> None:
+        from stable_baselines3.common.env_util import make_vec_env
 
-    hyperparameters = load_hyperparameters("plastic_a2c", args.env)
-    hyperparameters["n_steps"] = args.n_steps
-    hyperparameters["policy_kwargs"] = {**(hyperparameters.get("policy_kwargs") or {}), "hidden_size": args.hidden_size}
-    env_kwargs = hyperparameters.get("env_kwargs") or {}
-    if reference:
-        env = _TimedVecEnv(make_vec_env(args.env, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs))
-        algorithm_kwargs = {key: value for key, value in hyperparameters.items() if key not in RUN_KEYS}
-        policy_name, policy_kwargs = policy_settings("plastic_a2c", args.policy, hyperparameters["policy_kwargs"])
-        model = ReferencePlasticA2C(
-            policy_name, env, policy_kwargs=policy_kwargs, seed=args.seed, device=args.device, **algorithm_kwargs
-        )
-    else:
-        env = _TimedVecEnv(make_training_env(args.env, n_envs, seed=args.seed, env_kwargs=env_kwargs))
-        model = build_model("plastic_a2c", args.policy, env, hyperparameters, args.seed, args.device)
-    steps_per_update = n_envs * args.n_steps
-    if args.warmup_updates:
-        model.learn(args.warmup_updates * steps_per_update)
-    env.seconds = 0.0
-    timer = _UpdateTimer()
-    model.learn(updates * steps_per_update, callback=timer, reset_num_timesteps=False)
-    end = time.perf_counter()
-    update_seconds = [b - a for a, b in zip(timer.update_starts, [*timer.update_starts[1:], end], strict=True)]
-    env.close()
-    median = statistics.median(update_seconds)
-    total = sum(update_seconds)
-    return {
-        "steps_per_second": steps_per_update / median,
-        "seconds_per_update": median,
-        "spread": (min(update_seconds), max(update_seconds)),
-        "env": env.seconds / total,
-        "rollout": sum(timer.rollout_seconds) / total,
-        "device": model.device,
-    }
+        from plastic_rl.agents.cli_train import build_model
+        from plastic_rl.agents.configuration import load_hyperparameters, policy_settings
+        from plastic_rl.agents.make_env import make_training_env
+
+        hyperparameters = load_hyperparameters("plastic_a2c", args.env)
+        hyperparameters["n_steps"] = args.n_steps
+        policy_kwargs = {**(hyperparameters.get("policy_kwargs") or {}), "hidden_size": args.hidden_size}
+        hyperparameters["policy_kwargs"] = policy_kwargs
+        env_kwargs = hyperparameters.get("env_kwargs") or {}
+        if reference:
+            self.env = _TimedVecEnv(make_vec_env(args.env, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs))
+            algorithm_kwargs = {key: value for key, value in hyperparameters.items() if key not in RUN_KEYS}
+            policy_name, policy_kwargs = policy_settings("plastic_a2c", args.policy, policy_kwargs)
+            self.model = ReferencePlasticA2C(
+                policy_name,
+                self.env,
+                policy_kwargs=policy_kwargs,
+                seed=args.seed,
+                device=args.device,
+                **algorithm_kwargs,
+            )
+        else:
+            self.env = _TimedVecEnv(make_training_env(args.env, n_envs, seed=args.seed, env_kwargs=env_kwargs))
+            self.model = build_model("plastic_a2c", args.policy, self.env, hyperparameters, args.seed, args.device)
+        self.steps_per_update = n_envs * args.n_steps
+        self.update_seconds: list[float] = []
+        self.timer = _UpdateTimer()
+        self.env_seconds = self.rollout_seconds = 0.0
+
+    def update(self, timed: bool = True) -> None:
+        first = self.model.num_timesteps == 0
+        self.env.seconds, self.timer.rollout_seconds = 0.0, 0.0
+        start = time.perf_counter()
+        self.model.learn(self.steps_per_update, callback=self.timer, reset_num_timesteps=first)
+        if timed:
+            self.update_seconds.append(time.perf_counter() - start)
+            self.env_seconds += self.env.seconds
+            self.rollout_seconds += self.timer.rollout_seconds
+
+    def summary(self) -> dict[str, Any]:
+        median, total = statistics.median(self.update_seconds), sum(self.update_seconds)
+        return {
+            "steps_per_second": self.steps_per_update / median,
+            "seconds_per_update": median,
+            "spread": (min(self.update_seconds), max(self.update_seconds)),
+            "env": self.env_seconds / total,
+            "rollout": self.rollout_seconds / total,
+        }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,22 +189,36 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"PlasticA2C on {args.env}, policy {args.policy}, hidden {args.hidden_size}, n_steps {args.n_steps}, "
         f"{th.get_num_threads()} torch thread(s), device {args.device}; median of {args.updates} update(s) "
-        f"({args.reference_updates} for the previous path)"
+        f"({args.reference_updates} for the previous path), the two paths' updates interleaved"
     )
     for n_envs in args.n_envs:
-        new = time_updates(args, n_envs, args.updates, reference=False)
+        runs = {"new": _TimedRun(args, n_envs, reference=False)}
+        if args.reference_updates > 0:
+            runs["previous"] = _TimedRun(args, n_envs, reference=True)
+        for timed_run in runs.values():
+            for _ in range(args.warmup_updates):
+                timed_run.update(timed=False)
+        # Interleaved, so that a busy spell of a shared machine slows both paths rather than one.
+        for index in range(max(args.updates, args.reference_updates)):
+            if index < args.updates:
+                runs["new"].update()
+            if "previous" in runs and index < args.reference_updates:
+                runs["previous"].update()
+        new = runs["new"].summary()
         line = (
             f"n_envs {n_envs:4d}: {new['steps_per_second']:9,.0f} env steps/s "
             f"({new['seconds_per_update']:.3f} s per update, range {new['spread'][0]:.3f}-{new['spread'][1]:.3f}); "
             f"env {100 * new['env']:4.1f} %, policy + buffer {100 * (new['rollout'] - new['env']):4.1f} %, "
             f"train() {100 * (1 - new['rollout']):4.1f} %"
         )
-        if args.reference_updates > 0:
-            old = time_updates(args, n_envs, args.reference_updates, reference=True)
+        if "previous" in runs:
+            old = runs["previous"].summary()
             line += (
                 f"; previous path {old['steps_per_second']:,.0f} env steps/s: "
                 f"{new['steps_per_second'] / old['steps_per_second']:.2f}x"
             )
+        for timed_run in runs.values():
+            timed_run.env.close()
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{line}; peak memory so far (max RSS) {peak_mib:,.0f} MiB", flush=True)
     return 0
