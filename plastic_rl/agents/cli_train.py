@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy",
         default="plastic",
         choices=list(POLICIES),
-        help="plastic / homogeneous / rnn: PlasticRecurrentPolicy with plasticity full / shared / none; lstm: LSTM",
+        help="plastic / homogeneous / rnn: PlasticRecurrentPolicy with plasticity full / shared / none; neuromod / "
+        "retroneuromod: with Backpropamine's simple / retroactive neuromodulation; lstm: LSTM",
     )
     parser.add_argument("-n", "--n-timesteps", type=int, default=None, help="env steps (default: from the YAML)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
