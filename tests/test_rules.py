@@ -152,7 +152,8 @@ def _reference_neuromodulated_step(layer, activation, drive, hebb, eligibility):
         for j in range(n)
     ]
     modulation = [
-        math.tanh(sum(row[i] * new_x[i] for i in range(n)) + bias) for row, bias in zip(modulator_weight, modulator_bias)
+        math.tanh(sum(row[i] * new_x[i] for i in range(n)) + bias)
+        for row, bias in zip(modulator_weight, modulator_bias, strict=True)
     ]
     eta = 0.0 if layer.hebbian_learning_rate is None else layer.hebbian_learning_rate.item()
     new_hebb = [[0.0] * n for _ in range(n)]
@@ -168,7 +169,7 @@ def _reference_neuromodulated_step(layer, activation, drive, hebb, eligibility):
     return new_x, new_hebb, new_eligibility
 
 
-@pytest.mark.parametrize("rule, modulation", itertools.product(NEUROMODULATED, ("shared", "per_neuron")))
+@pytest.mark.parametrize("rule, modulation", list(itertools.product(NEUROMODULATED, ("shared", "per_neuron"))))
 def test_neuromodulated_step_matches_backpropamines_equations(rule, modulation):
     layer = _layer(4, rule=rule, modulation=modulation, trace_clip=0.4)
     assert layer.modulator.out_features == (1 if modulation == "shared" else 4)
@@ -192,7 +193,7 @@ def test_neuromodulated_step_matches_backpropamines_equations(rule, modulation):
             )
 
 
-@pytest.mark.parametrize("rule, modulation", itertools.product(NEUROMODULATED, ("shared", "per_neuron")))
+@pytest.mark.parametrize("rule, modulation", list(itertools.product(NEUROMODULATED, ("shared", "per_neuron"))))
 def test_gradcheck_neuromodulated_unroll(rule, modulation):
     """float64 gradients of the recurrent unroll (through an episode start) against finite differences."""
     torch.manual_seed(4)
@@ -203,9 +204,9 @@ def test_gradcheck_neuromodulated_unroll(rule, modulation):
     inputs = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
 
     def unroll(inputs, *parameters):
-        outputs, state = torch.func.functional_call(layer, dict(zip(names, parameters, strict=True)), (inputs,), {
-            "episode_starts": starts
-        })
+        outputs, state = torch.func.functional_call(
+            layer, dict(zip(names, parameters, strict=True)), (inputs,), {"episode_starts": starts}
+        )
         eligibility = 0.0 if state.eligibility_trace is None else state.eligibility_trace.sum()
         return outputs.sum(dim=-1), state.hebbian_trace.sum() + eligibility
 
