@@ -19,11 +19,13 @@ with a hand-written backward pass in a fraction of the memory.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from plastic_rl.core import fused
 from plastic_rl.core.rules import Traces, get_rule, rule_names
@@ -260,7 +262,9 @@ def recurrent_unroll(
     ``implementation``: ``"autograd"`` (this loop, the reference), ``"fused"``
     (:func:`plastic_rl.core.fused.fused_unroll`: the C++ kernel on the CPU when it builds, else its
     PyTorch backend; a ``ValueError`` for a rule it does not run) or ``"auto"`` (the fused unroll where it is
-    faster and runs the rule: see :func:`use_fused`).
+    faster: see :func:`use_fused`). Under ``"auto"``, a rule that the fused unroll does not run takes this loop
+    with gradient checkpointing (segments of ``sqrt(T)`` steps recomputed in the backward), so that its memory
+    stays ``O(sqrt(T))`` traces instead of ``O(T)``.
     """
     check_unroll_arguments(
         drive,
@@ -301,31 +305,50 @@ def recurrent_unroll(
         if get_rule(rule).eligibility and eligibility_trace is None:
             eligibility_trace = torch.zeros_like(trace)
         traces = Traces(trace, eligibility_trace)
-    outputs = []
-    for t in range(drive.shape[0]):
-        if episode_starts is not None:
-            activation = reset_where(episode_starts[t], activation, reset_activation)
-            if traces is not None:
+
+    def run_steps(
+        first: int, last: int, activation: Tensor, traces: Traces | None
+    ) -> tuple[Tensor, Tensor, Traces | None]:
+        outputs = []
+        for t in range(first, last):
+            if episode_starts is not None:
                 starts = episode_starts[t]
-                traces = Traces(*(None if part is None else reset_where(starts, part, 0.0) for part in traces))
-        activation, traces = recurrent_step(
-            drive[t],
-            activation,
-            traces,
-            weight,
-            plasticity_coefficient,
-            hebbian_learning_rate,
-            bias,
-            rule=rule,
-            input_mode=input_mode,
-            trace_clip=trace_clip,
-            bias_neuron=bias_neuron,
-            modulator=modulator,
-        )
-        outputs.append(activation)
-    if not outputs:
+                activation = reset_where(starts, activation, reset_activation)
+                if traces is not None:
+                    traces = Traces(*(None if part is None else reset_where(starts, part, 0.0) for part in traces))
+            activation, traces = recurrent_step(
+                drive[t],
+                activation,
+                traces,
+                weight,
+                plasticity_coefficient,
+                hebbian_learning_rate,
+                bias,
+                rule=rule,
+                input_mode=input_mode,
+                trace_clip=trace_clip,
+                bias_neuron=bias_neuron,
+                modulator=modulator,
+            )
+            outputs.append(activation)
+        return torch.stack(outputs), activation, traces
+
+    steps = drive.shape[0]
+    if steps == 0:
         return drive.new_empty(drive.shape), activation, traces
-    return torch.stack(outputs), activation, traces
+    if implementation == "autograd" or not torch.is_grad_enabled():
+        return run_steps(0, steps, activation, traces)
+    # A rule without a fused form under "auto": plain autograd would keep a few B x N x N tensors per step
+    # (gigabytes at the maze's sizes), so the backward recomputes segments of sqrt(T) steps from their first state.
+    every = math.ceil(math.sqrt(steps))
+    segments = []
+    for first in range(0, steps, every):
+        last = min(first + every, steps)
+        segment, activation, traces = checkpoint(
+            run_steps, first, last, activation, traces, use_reentrant=False, preserve_rng_state=False
+        )
+        segments.append(segment)
+    return torch.cat(segments), activation, traces
 
 
 @functools.cache
