@@ -76,6 +76,7 @@ def plastic_matvec(x: Tensor, weight: Tensor, plasticity_coefficient: Tensor | N
     out = x @ weight
     if plasticity_coefficient is None:
         return out
+    assert trace is not None, "a plastic layer's step needs its trace"
     if plasticity_coefficient.numel() == 1:
         # One shared alpha: scale the (cheap) matvec instead of the whole trace.
         return out + plasticity_coefficient * torch.bmm(x.unsqueeze(1), trace).squeeze(1)
@@ -179,7 +180,7 @@ def check_unroll_arguments(
     steps, batch = drive.shape[:2]
     plastic = plasticity_coefficient is not None
     check_state(activation, trace, batch, size, plastic, eligibility_trace, plasticity_rule.eligibility)
-    if plastic:
+    if plasticity_coefficient is not None:
         if plasticity_coefficient.numel() != 1 and tuple(plasticity_coefficient.shape) != (size, size):
             raise _shape_error("plasticity_coefficient", f"(N={size}, N={size}) or one element", plasticity_coefficient)
         if plasticity_rule.uses_learning_rate and (hebbian_learning_rate is None or hebbian_learning_rate.numel() != 1):
@@ -315,7 +316,11 @@ def recurrent_unroll(
                 starts = episode_starts[t]
                 activation = reset_where(starts, activation, reset_activation)
                 if traces is not None:
-                    traces = Traces(*(None if part is None else reset_where(starts, part, 0.0) for part in traces))
+                    eligibility = traces.eligibility
+                    traces = Traces(
+                        reset_where(starts, traces.hebbian, 0.0),
+                        None if eligibility is None else reset_where(starts, eligibility, 0.0),
+                    )
             activation, traces = recurrent_step(
                 drive[t],
                 activation,

@@ -40,7 +40,12 @@ class PlasticState(NamedTuple):
 
     def detach(self) -> PlasticState:
         """The same state cut from the autograd graph."""
-        return PlasticState(*(None if part is None else part.detach() for part in self))
+        hebbian, eligibility = self.hebbian_trace, self.eligibility_trace
+        return PlasticState(
+            self.activation.detach(),
+            None if hebbian is None else hebbian.detach(),
+            None if eligibility is None else eligibility.detach(),
+        )
 
     def traces(self) -> Traces | None:
         """The plastic traces, as the rules take them."""

@@ -152,6 +152,7 @@ def outer_product(pre: Tensor, post: Tensor) -> Tensor:
     decay_form=DecayForm(forgetting=lambda post: 1.0, kernel_code=0),
 )
 def hebb(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulation: Tensor | None) -> Traces:
+    assert eta is not None, "hebb reads eta"
     return Traces(torch.lerp(traces.hebbian, outer_product(pre, post), eta))
 
 
@@ -161,6 +162,7 @@ def hebb(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulati
     decay_form=DecayForm(forgetting=torch.square, forgetting_derivative=lambda post: 2 * post, kernel_code=1),
 )
 def oja(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulation: Tensor | None) -> Traces:
+    assert eta is not None, "oja reads eta"
     hebbian = traces.hebbian
     return Traces(hebbian + eta * (outer_product(pre, post) - post.square().unsqueeze(1) * hebbian))
 
@@ -172,6 +174,7 @@ def oja(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulatio
     modulated=True,
 )
 def neuromod(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulation: Tensor | None) -> Traces:
+    assert modulation is not None, "neuromod reads M(t)"
     return Traces(traces.hebbian + modulation * outer_product(pre, post))
 
 
@@ -184,4 +187,5 @@ def neuromod(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modu
 def retroneuromod(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulation: Tensor | None) -> Traces:
     # The paper's order: M(t) acts on the eligibility built up to the previous step, E(t), not on this step's product.
     eligibility = traces.eligibility
+    assert eta is not None and modulation is not None and eligibility is not None, "retroneuromod reads eta, M(t), E"
     return Traces(traces.hebbian + modulation * eligibility, torch.lerp(eligibility, outer_product(pre, post), eta))

@@ -18,7 +18,7 @@ autograd, so the kernels only see resets at steps ``t >= 1``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -117,19 +117,23 @@ def unroll_inputs(
     episode_starts: Tensor | None,
     reset_activation: Tensor,
 ) -> UnrollInputs:
+    """The arguments of :func:`fused_unroll`, detached, in ``drive``'s dtype and contiguous."""
     dtype = drive.dtype
 
-    def prepared(tensor: Tensor | None) -> Tensor | None:
-        return None if tensor is None else tensor.detach().to(dtype).contiguous()
+    def prepared(tensor: Tensor) -> Tensor:
+        return tensor.detach().to(dtype).contiguous()
+
+    def optional(tensor: Tensor | None) -> Tensor | None:
+        return None if tensor is None else prepared(tensor)
 
     return UnrollInputs(
         drive=prepared(drive),
         initial_activation=prepared(activation),
-        initial_trace=prepared(trace),
+        initial_trace=optional(trace),
         weight=prepared(weight),
-        plasticity_coefficient=prepared(plasticity_coefficient),
+        plasticity_coefficient=optional(plasticity_coefficient),
         hebbian_learning_rate=0.0 if hebbian_learning_rate is None else float(hebbian_learning_rate),
-        bias=prepared(bias),
+        bias=optional(bias),
         episode_starts=None if episode_starts is None else episode_starts.contiguous(),
         reset_activation=prepared(reset_activation),
     )
@@ -177,17 +181,18 @@ class _FusedUnrollFunction(torch.autograd.Function):
         # cycle through the autograd graph that nothing frees; this way autograd also notices in-place changes.
         outputs, final_trace = buffers.outputs, buffers.trace
         ctx.save_for_backward(*((outputs,) if final_trace is None else (outputs, final_trace)))
-        ctx.buffers = replace(buffers, outputs=None, trace=None)
+        kept = [field.name for field in fields(buffers) if field.name not in ("outputs", "trace")]
+        ctx.buffer_fields = {name: getattr(buffers, name) for name in kept}
         return outputs, final_trace
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_outputs: Tensor | None, grad_final_trace: Tensor | None) -> tuple[Tensor | None, ...]:
         saved = ctx.saved_tensors
-        buffers: UnrollBuffers = replace(ctx.buffers, outputs=saved[0], trace=saved[1] if len(saved) > 1 else None)
+        buffers = UnrollBuffers(**ctx.buffer_fields, outputs=saved[0], trace=saved[1] if len(saved) > 1 else None)
         options = buffers.options
         grad_trace = None
-        if options.plastic:
+        if buffers.trace is not None:
             grad_trace = (
                 torch.zeros_like(buffers.trace) if grad_final_trace is None else grad_final_trace.contiguous().clone()
             )
@@ -200,7 +205,7 @@ class _FusedUnrollFunction(torch.autograd.Function):
             grad_plasticity_coefficient=torch.zeros_like(buffers.weight) if options.plasticity == "full" else None,
         )
         workspace = None
-        if options.plastic:
+        if buffers.trace is not None:
             workspace = buffers.drive.new_empty((max(buffers.plan.workspace_traces, 1), *buffers.trace.shape))
             if buffers.plan.reverse:
                 workspace = workspace[0]
@@ -223,6 +228,7 @@ class _FusedUnrollFunction(torch.autograd.Function):
             if options.plasticity == "full":
                 grad_plasticity_coefficient = gradients.grad_plasticity_coefficient
             else:
+                assert buffers.trace_matvec is not None, "shared plasticity keeps x H"
                 grad_plasticity_coefficient = (
                     (gradients.grad_pre_activation * buffers.trace_matvec)
                     .sum()

@@ -133,6 +133,7 @@ def _kernel_options(buffers: UnrollBuffers) -> tuple[Tensor, Tensor, float, floa
 def cpp_forward(buffers: UnrollBuffers) -> None:
     """:func:`~plastic_rl.core.fused.torch_backend.torch_forward` in the C++ kernel."""
     module = cpp_extension_module()
+    assert module is not None, "the C++ backend runs only where the kernel is built"
     like = buffers.drive
     module.forward(
         [
@@ -157,6 +158,7 @@ def cpp_forward(buffers: UnrollBuffers) -> None:
 def cpp_backward(buffers: UnrollBuffers, gradients: UnrollGradients, workspace: Tensor | None) -> None:
     """:func:`~plastic_rl.core.fused.torch_backend.torch_backward` in the C++ kernel."""
     module = cpp_extension_module()
+    assert module is not None, "the C++ backend runs only where the kernel is built"
     like = buffers.drive
     gradients.grad_hebbian_learning_rate = module.backward(
         [

@@ -4,6 +4,10 @@ It runs the algorithm of :mod:`plastic_rl.core.fused.plan` on an :class:`UnrollB
 C++ backend (:mod:`plastic_rl.core.fused.cpp_backend`) runs the same on the same buffers.
 """
 
+# The buffers of a plastic unroll (trace, checkpoints, plasticity coefficient, ...) are Optional in UnrollBuffers and
+# used here under `if options.plastic` / the plasticity mode, a guard mypy cannot follow; other checks stay on.
+# mypy: disable-error-code="union-attr, arg-type, index, operator"
+
 from __future__ import annotations
 
 import torch
