@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -69,6 +70,8 @@ def _build(cpp_extension: ModuleType, openmp: bool) -> ModuleType:
             )
         sanitize = [f"-fsanitize={sanitizer}", "-fno-omit-frame-pointer", "-g"]
         name += f"_{sanitizer}_sanitized"
+    if not (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+        print(f"plastic_rl: building the C++ plastic kernel {name} (first use, about a minute)", file=sys.stderr)
     return cpp_extension.load(
         name=name,
         sources=[str(KERNEL_SOURCE)],
