@@ -175,7 +175,8 @@ def oja(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulatio
 )
 def neuromod(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulation: Tensor | None) -> Traces:
     assert modulation is not None, "neuromod reads M(t)"
-    return Traces(traces.hebbian + modulation * outer_product(pre, post))
+    # M(t) scales the columns (post-synaptic neurons) of pre post^T: one batched outer product of pre and M post.
+    return Traces(torch.baddbmm(traces.hebbian, pre.unsqueeze(2), modulation * post.unsqueeze(1)))
 
 
 @plasticity_rule(
@@ -188,4 +189,5 @@ def retroneuromod(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None,
     # The paper's order: M(t) acts on the eligibility built up to the previous step, E(t), not on this step's product.
     eligibility = traces.eligibility
     assert eta is not None and modulation is not None and eligibility is not None, "retroneuromod reads eta, M(t), E"
-    return Traces(traces.hebbian + modulation * eligibility, torch.lerp(eligibility, outer_product(pre, post), eta))
+    hebbian = torch.addcmul(traces.hebbian, modulation, eligibility)
+    return Traces(hebbian, torch.lerp(eligibility, outer_product(pre, post), eta))
