@@ -108,6 +108,12 @@ class _PlasticParameters(nn.Module):
     def zero_eligibility_trace(self, batch_size: int) -> Tensor | None:
         return self.zero_trace(batch_size) if self.has_eligibility_trace else None
 
+    def _full_traces(self, state: PlasticState) -> PlasticState:
+        """``state`` with a zero eligibility trace where the rule has one and the state none."""
+        if self.has_eligibility_trace and state.eligibility_trace is None and state.hebbian_trace is not None:
+            return state._replace(eligibility_trace=torch.zeros_like(state.hebbian_trace))
+        return state
+
     def _modulator(self) -> Modulator | None:
         """The neuromodulator head as :func:`plastic_rl.core.functional.neuromodulation` takes it: ``(N, K)``."""
         return None if self.modulator is None else Modulator(self.modulator.weight.T, self.modulator.bias)
@@ -240,12 +246,6 @@ class PlasticRecurrentLayer(_PlasticParameters):
             bias_neuron=self.bias_neuron,
             modulator=self._modulator(),
         )
-
-    def _full_traces(self, state: PlasticState) -> PlasticState:
-        """``state`` with a zero eligibility trace where the rule has one and the state none."""
-        if self.has_eligibility_trace and state.eligibility_trace is None and state.hebbian_trace is not None:
-            return state._replace(eligibility_trace=torch.zeros_like(state.hebbian_trace))
-        return state
 
     def step(self, inputs: Tensor, state: PlasticState) -> tuple[Tensor, PlasticState]:
         """One step: ``inputs`` ``(B, input_size)`` -> new activation ``(B, N)`` and state."""
@@ -395,8 +395,7 @@ class PlasticLinear(_PlasticParameters):
                 raise ValueError(f"the state's {name} must have shape {expected_trace}; got {tuple(part.shape)}")
         if state.eligibility_trace is not None and not self.has_eligibility_trace:
             raise ValueError("the state's eligibility_trace must be None unless the layer's rule has one")
-        if self.has_eligibility_trace and state.eligibility_trace is None and state.hebbian_trace is not None:
-            state = state._replace(eligibility_trace=torch.zeros_like(state.hebbian_trace))
+        state = self._full_traces(state)
         features = features.to(dtype=self.weight.dtype, device=self.weight.device)
         logits = functional.plastic_matvec(features, self.weight, self.plasticity_coefficient, state.hebbian_trace)
         if self.bias is not None:
