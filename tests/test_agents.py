@@ -23,6 +23,7 @@ POLICY_CASES = [
     ("PlasticRecurrentPolicy", dict(hidden_size=8, plasticity="shared", rule="oja")),
     ("PlasticRecurrentPolicy", dict(hidden_size=8, plasticity="none")),
     ("LstmPolicy", dict(hidden_size=8)),
+    ("PlasticRecurrentPolicy", dict(hidden_size=8, rule="retroneuromod", trace_clip=1.0)),  # a three-part state
 ]
 
 

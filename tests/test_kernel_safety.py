@@ -13,6 +13,7 @@ import torch
 
 from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer, PlasticState, fused
 from plastic_rl.core.functional import recurrent_unroll
+from plastic_rl.core.fused.cpp_backend import cpp_backward, cpp_forward
 
 IMPLEMENTATIONS = ["autograd", "fused"]
 CPP = "cpp" in fused.available_backends()
@@ -96,49 +97,70 @@ def _prepared_unroll(batch=3, size=6, steps=7, plasticity="full", **plan_overrid
         arguments["plasticity_coefficient"] = torch.full((1,), 0.1)
     arguments["episode_starts"][3, 1] = True
     options = fused.UnrollOptions(plasticity, "hebb", "add", None, False)
-    values = list(arguments.values())
-    u = fused._prepare(*values[:7], values[7], values[8], options, "cpp", True)
-    return dataclasses.replace(u, plan=dataclasses.replace(u.plan, **plan_overrides)) if plan_overrides else u
+    inputs = fused.unroll_inputs(*arguments.values())
+    buffers = fused.prepare_unroll(inputs, options, "cpp", keep_for_backward=True)
+    if plan_overrides:
+        return dataclasses.replace(buffers, plan=dataclasses.replace(buffers.plan, **plan_overrides))
+    return buffers
 
 
-FORWARD_BUFFERS = ["x0", "h0", "weight", "alpha", "bias", "reset_activation", "outputs", "pre", "trace"]
+FORWARD_BUFFERS = [
+    "initial_activation",
+    "initial_trace",
+    "weight",
+    "plasticity_coefficient",
+    "bias",
+    "reset_activation",
+    "outputs",
+    "presynaptic",
+    "trace",
+]
 
 
 @pytest.mark.skipif(not CPP, reason="the C++ kernel is not built here")
-@pytest.mark.parametrize("field", FORWARD_BUFFERS + ["checkpoints", "plastic_part"])
+@pytest.mark.parametrize("field", FORWARD_BUFFERS + ["checkpoints", "trace_matvec"])
 def test_the_cpp_forward_checks_every_buffer(field):
-    plasticity = "shared" if field == "plastic_part" else "full"
+    plasticity = "shared" if field == "trace_matvec" else "full"
     u = _prepared_unroll(plasticity=plasticity)
     original = getattr(u, field)
     if original is None:  # a buffer this plan does not use: hand one of the wrong shape anyway
         original = torch.zeros(1, 2)
     wrong = torch.zeros(*original.shape[:-1], original.shape[-1] + 1) if original.dim() else torch.zeros(2)
     with pytest.raises(RuntimeError, match="plastic unroll"):
-        fused._cpp_forward(dataclasses.replace(u, **{field: wrong}))
+        cpp_forward(dataclasses.replace(u, **{field: wrong}))
+
+
+GRADIENT_BUFFERS = [
+    "grad_pre_activation",
+    "grad_drive",
+    "grad_initial_activation",
+    "grad_trace",
+    "grad_plasticity_coefficient",
+]
 
 
 @pytest.mark.skipif(not CPP, reason="the C++ kernel is not built here")
-@pytest.mark.parametrize("field", ["grad_pre_activation", "grad_drive", "grad_x0", "grad_trace", "grad_alpha"])
+@pytest.mark.parametrize("field", GRADIENT_BUFFERS)
 def test_the_cpp_backward_checks_every_gradient_buffer(field):
     u = _prepared_unroll()
-    g = fused._Gradients(
+    g = fused.UnrollGradients(
         grad_outputs=torch.ones_like(u.drive),
         grad_pre_activation=torch.empty_like(u.drive),
         grad_drive=torch.empty_like(u.drive),
-        grad_x0=torch.empty_like(u.x0),
+        grad_initial_activation=torch.empty_like(u.initial_activation),
         grad_trace=torch.zeros_like(u.trace),
-        grad_alpha=torch.zeros_like(u.weight),
+        grad_plasticity_coefficient=torch.zeros_like(u.weight),
     )
     workspace = u.drive.new_empty((max(u.plan.workspace_traces, 1), *u.trace.shape))
     workspace = workspace[0] if u.plan.reverse else workspace
-    fused._cpp_backward(u, g, workspace)  # the valid call runs
+    cpp_backward(u, g, workspace)  # the valid call runs
     original = getattr(g, field)
     setattr(g, field, torch.zeros(*original.shape[:-1], original.shape[-1] + 1))
     with pytest.raises(RuntimeError, match="plastic unroll"):
-        fused._cpp_backward(u, g, workspace)
+        cpp_backward(u, g, workspace)
     setattr(g, field, original)
     with pytest.raises(RuntimeError, match="workspace must have shape"):
-        fused._cpp_backward(u, g, torch.zeros(1))
+        cpp_backward(u, g, torch.zeros(1))
 
 
 @pytest.mark.skipif(not CPP, reason="the C++ kernel is not built here")
@@ -146,9 +168,9 @@ def test_the_cpp_kernel_checks_reset_indices():
     u = _prepared_unroll()
     bad_index = torch.full(u.drive.shape[:2], 5, dtype=torch.int64)  # slot 5 of a buffer with no slots
     with pytest.raises(RuntimeError, match="pre_reset_index must lie in"):
-        fused._cpp_forward(dataclasses.replace(u, plan=dataclasses.replace(u.plan, pre_reset_index=bad_index)))
+        cpp_forward(dataclasses.replace(u, plan=dataclasses.replace(u.plan, pre_reset_index=bad_index)))
     short_starts = torch.zeros(u.drive.shape[0], 1, dtype=torch.bool)
     with pytest.raises(RuntimeError, match="episode starts must have shape"):
-        fused._cpp_forward(dataclasses.replace(u, starts=short_starts))
+        cpp_forward(dataclasses.replace(u, episode_starts=short_starts))
     with pytest.raises(RuntimeError, match="episode starts must be a contiguous CPU bool tensor"):
-        fused._cpp_forward(dataclasses.replace(u, starts=torch.zeros(u.drive.shape[:2], dtype=torch.int64)))
+        cpp_forward(dataclasses.replace(u, episode_starts=torch.zeros(u.drive.shape[:2], dtype=torch.int64)))

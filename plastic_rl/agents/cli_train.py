@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy",
         default="plastic",
         choices=list(POLICIES),
-        help="plastic / homogeneous / rnn: PlasticRecurrentPolicy with plasticity full / shared / none; lstm: LSTM",
+        help="plastic / homogeneous / rnn: PlasticRecurrentPolicy with plasticity full / shared / none; neuromod / "
+        "retroneuromod: with Backpropamine's simple / retroactive neuromodulation; lstm: LSTM",
     )
     parser.add_argument(
         "-n", "--n-timesteps", type=positive_int, default=None, help="env steps (default: from the YAML)"

@@ -27,6 +27,9 @@ POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
     "plastic": ("PlasticRecurrentPolicy", {"plasticity": "full"}),
     "homogeneous": ("PlasticRecurrentPolicy", {"plasticity": "shared"}),
     "rnn": ("PlasticRecurrentPolicy", {"plasticity": "none"}),
+    # Backpropamine's neuromodulated plasticity, with its trace clipped at 1
+    "neuromod": ("PlasticRecurrentPolicy", {"plasticity": "full", "rule": "neuromod", "trace_clip": 1.0}),
+    "retroneuromod": ("PlasticRecurrentPolicy", {"plasticity": "full", "rule": "retroneuromod", "trace_clip": 1.0}),
     "lstm": ("LstmPolicy", {}),
 }
 # Keys of a hyperparameter entry that configure the run rather than the algorithm.

@@ -2,9 +2,10 @@
 
 The runtime recurrent state is never stored in the module (no buffer, nothing pickled): every method
 takes the state and returns the new one. A state is a tuple of tensors whose first dimension is the
-batch (one row per env): ``(activation, hebbian_trace)`` for a plastic core, ``(activation,)`` for a
-non-plastic one and ``(h, c)`` for the LSTM. :meth:`RecurrentActorCriticPolicy.predict` hands it out
-as a tuple of numpy arrays, with the same contract as sb3-contrib's ``RecurrentPPO``.
+batch (one row per env): ``(activation, hebbian_trace)`` for a plastic core (plus the eligibility trace for
+retroactive neuromodulation), ``(activation,)`` for a non-plastic one and ``(h, c)`` for the LSTM.
+:meth:`RecurrentActorCriticPolicy.predict` hands it out as a tuple of numpy arrays, with the same contract as
+sb3-contrib's ``RecurrentPPO``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
 from plastic_rl.core import PlasticRecurrentLayer, PlasticState
-from plastic_rl.core.options import PLASTICITY_MODES, RULES, check_choice, check_positive_float, check_positive_int
+from plastic_rl.core.options import (
+    MODULATION_MODES,
+    PLASTICITY_MODES,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+)
+from plastic_rl.core.rules import get_rule
 
 RecurrentState = tuple[th.Tensor, ...]
 
@@ -274,7 +282,9 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
     ----------
     plasticity : ``"full"`` (one plasticity coefficient per connection: the paper's plastic network),
         ``"shared"`` (one for all: homogeneous plasticity) or ``"none"`` (a plain RNN).
-    rule : ``"hebb"`` or ``"oja"``.
+    rule : a plasticity rule of :mod:`plastic_rl.core.rules`: ``"hebb"``, ``"oja"``, ``"neuromod"`` or
+        ``"retroneuromod"`` (Backpropamine's neuromodulated rules; the state then also holds the eligibility trace).
+    modulation : for a neuromodulated rule, ``"shared"`` (one ``M(t)``) or ``"per_neuron"``.
     hebbian_learning_rate : initial ``eta``.
     trace_clip : clamp the Hebbian trace to ``[-trace_clip, trace_clip]``; ``None`` for no clipping.
     init_scale : standard deviation of the initial recurrent weights and plasticity coefficients.
@@ -293,10 +303,12 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         hebbian_learning_rate: float = 0.01,
         trace_clip: float | None = None,
         init_scale: float = 0.01,
+        modulation: str = "shared",
         **kwargs: Any,
     ) -> None:
         self.plasticity = check_choice("plasticity", plasticity, PLASTICITY_MODES)
-        self.rule = check_choice("rule", rule, RULES)
+        self.rule = get_rule(rule).name
+        self.modulation = check_choice("modulation", modulation, MODULATION_MODES)
         self.hebbian_learning_rate = check_positive_float("hebbian_learning_rate", hebbian_learning_rate)
         self.trace_clip = check_positive_float("trace_clip", trace_clip, allow_none=True)
         self.init_scale = check_positive_float("init_scale", init_scale)
@@ -312,6 +324,7 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
             hebbian_learning_rate=self.hebbian_learning_rate,
             trace_clip=self.trace_clip,
             init_scale=self.init_scale,
+            modulation=self.modulation,
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -322,26 +335,26 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
             hebbian_learning_rate=self.hebbian_learning_rate,
             trace_clip=self.trace_clip,
             init_scale=self.init_scale,
+            modulation=self.modulation,
         )
         return data
 
     def initial_state(self, batch_size: int) -> RecurrentState:
-        activation, trace = self.core.initial_state(batch_size)
-        return (activation,) if trace is None else (activation, trace)
+        return tuple(part for part in self.core.initial_state(batch_size) if part is not None)
 
     def _unroll_core(
         self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
     ) -> tuple[th.Tensor, RecurrentState]:
-        plastic_state = PlasticState(state[0], state[1] if len(state) > 1 else None)
-        activations, (activation, trace) = self.core(features, plastic_state, episode_starts)
-        return activations, (activation,) if trace is None else (activation, trace)
+        activations, new_state = self.core(features, PlasticState(*state), episode_starts)
+        return activations, tuple(part for part in new_state if part is not None)
 
     def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
         """``eta``, the mean ``|alpha|`` and the mean Frobenius norm of the trace in ``state``."""
         if self.core.plasticity_coefficient is None:
             return {}
+        eta = self.core.hebbian_learning_rate
         return {
-            "eta": self.core.hebbian_learning_rate.item(),
+            **({} if eta is None else {"eta": eta.item()}),
             "mean_abs_alpha": self.core.plasticity_coefficient.abs().mean().item(),
             "trace_norm": th.linalg.matrix_norm(state[1]).mean().item(),
         }

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 PLASTICITY_MODES = ("full", "shared", "none")
-RULES = ("hebb", "oja")
+MODULATION_MODES = ("shared", "per_neuron")
 INPUT_MAPPINGS = ("linear", "identity")
 INPUT_MODES = ("add", "clamp")
 BIAS_MODES = ("vector", "neuron", "none")

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from plastic_rl.core.options import INPUT_MODES, RULES, check_choice, positive_float
+from plastic_rl.core.options import INPUT_MODES, check_choice, positive_float
+from plastic_rl.core.rules import rule_names
 from plastic_rl.envs.pattern_memory import FAST_PROTOCOL, PatternMemoryProtocol, sample_pattern_episodes
 from plastic_rl.supervised.models import PlasticRecurrentNetwork, SequenceLSTM
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
@@ -122,7 +123,7 @@ class PatternMemoryTask(SupervisedTask):
         group.add_argument(
             "--input-gain", type=positive_float, help="input factor (default: 1 with clamp, 20 with add)"
         )
-        group.add_argument("--rule", choices=RULES, default="hebb", help="Hebbian rule of the plastic model")
+        group.add_argument("--rule", choices=rule_names(), default="hebb", help="Hebbian rule of the plastic model")
         group.add_argument("--eta", type=positive_float, default=0.01, help="initial Hebbian learning rate")
         group.add_argument("--extra-neurons", type=int, default=2000, help="extra neurons of the 'rnn' baseline")
         group.add_argument("--lstm-hidden-size", type=int, default=2000, help="cells of the 'lstm' baseline")

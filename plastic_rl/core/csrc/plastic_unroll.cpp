@@ -22,7 +22,9 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -40,6 +42,7 @@
 namespace {
 
 enum Plasticity { kNone = 0, kShared = 1, kFull = 2 };
+// The codes of the rules this kernel runs: the kernel_code of their DecayForm in plastic_rl/core/rules.py.
 enum Rule { kHebb = 0, kOja = 1 };
 constexpr int64_t kBlockElements = 4096;
 constexpr int64_t kGroups = 8;
@@ -925,6 +928,10 @@ double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::T
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &unroll_forward, "fused forward unroll of the plastic recurrent layer");
   m.def("backward", &unroll_backward, "hand-written backward of the fused unroll");
+  // The registry (plastic_rl/core/rules.py) names the kernel code of each rule; Python checks this against it.
+  m.def(
+      "rule_codes", [] { return std::map<std::string, int64_t>{{"hebb", kHebb}, {"oja", kOja}}; },
+      "the plasticity rules this kernel runs, by name, with their codes");
   m.def(
       "multithreaded",
       [] {
