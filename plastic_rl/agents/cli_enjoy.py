@@ -1,16 +1,30 @@
 """``plastic-rl enjoy``: watch a trained agent (RL Baselines3 Zoo conventions), with its Hebbian trace.
 
 Loads the latest run (or ``--exp-id N``) of ``--env`` from ``LOGDIR/<algo>/<env>_<N>/`` and plays episodes in
-the pygame window; on PlasticMaze-v0 a plastic agent's Hebbian trace is shown in the side panel as it changes.
+the pygame window; on PlasticMaze-v0 a plastic agent's trace (``--panel``: the trace, alpha ⊙ Hebb or the
+effective weights, neurons in one clustered order, see :mod:`plastic_rl.agents.trace_panel`) is shown in the
+side panel as it changes, with its norm along the bottom and a tick at each reward hit.
+
+``--panel-scale episode`` (the default) keeps the panel's colour scale fixed over each episode, so growth shows:
+the episode is first played once without drawing, with the same env seed and torch seed (hence the same
+actions), to find its largest values (the 99th percentile of ``|value|``: the top 1% saturate). ``frame`` fits
+the scale to every frame; a number fixes it.
+
+``--record out.mp4`` saves the episodes through Gymnasium's ``RecordVideo`` (needs moviepy, in the
+``plastic-rl[video]`` extra); ``out.gif`` (or a missing moviepy) writes a GIF with Pillow instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import tempfile
 from pathlib import Path
 
+import gymnasium as gym
+
 from plastic_rl.agents.configuration import ALGORITHMS
+from plastic_rl.agents.trace_panel import NEURON_ORDERS, PANEL_CONTENTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +36,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-episodes", type=int, default=1, help="episodes to play")
     parser.add_argument("--no-render", action="store_true", help="do not open a window")
     parser.add_argument("--deterministic", action="store_true", help="take the most likely actions")
-    parser.add_argument("--record", default=None, metavar="OUT.gif", help="save the episodes' frames as a GIF")
+    parser.add_argument(
+        "--record", default=None, metavar="OUT.mp4", help="save the episodes as an MP4 video (or a GIF: OUT.gif)"
+    )
+    parser.add_argument(
+        "--panel", default="plastic", choices=list(PANEL_CONTENTS), help="what the side panel shows (plastic agents)"
+    )
+    parser.add_argument("--panel-order", default="cluster", choices=list(NEURON_ORDERS), help="order of the neurons")
+    parser.add_argument(
+        "--panel-scale", default="episode", help="colour scale: episode (fixed per episode), frame, or a number"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes")
 
 
 def _accepts(env_id: str, keyword: str) -> bool:
-    import gymnasium as gym
     from gymnasium.envs.registration import load_env_creator
 
     entry_point = gym.spec(env_id).entry_point
@@ -36,14 +58,58 @@ def _accepts(env_id: str, keyword: str) -> bool:
     return keyword in inspect.signature(creator).parameters
 
 
-def run(args: argparse.Namespace) -> int:
-    import gymnasium as gym
+def _panel_scale(value: str) -> str | float:
+    if value in ("episode", "frame"):
+        return value
+    try:
+        scale = float(value)
+    except ValueError:
+        scale = -1.0
+    if not 0 < scale < float("inf"):
+        raise ValueError(f"--panel-scale must be 'episode', 'frame' or a number > 0; got {value!r}")
+    return scale
+
+
+def play_episode(model, env, seed: int, deterministic: bool, panel=None, scale: float | None = None):
+    """One episode of ``model`` on ``env`` (seeded: env and torch), showing ``panel`` (a :class:`TracePanel`)
+    in the env's side panel if given; returns the reward and the panel's colour scale for a fixed scale: the
+    largest over the episode of each matrix's 99th percentile of ``|value|`` (a few outliers then saturate rather
+    than wash out the rest)."""
     import numpy as np
+    from stable_baselines3.common.utils import set_random_seed
+
+    set_random_seed(seed)  # torch's draws of the sampled actions, so that a replay takes the same actions
+    draws_panel = panel is not None and env.unwrapped.show_trace_panel
+    if draws_panel:
+        state = tuple(part.cpu().numpy() for part in model.policy.initial_state(1))
+        matrix, value = panel.matrix_and_value(state)
+        env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label)
+    obs, _ = env.reset(seed=seed)
+    state, episode_start, done, total_reward, largest = None, True, False, 0.0, 0.0
+    while not done:
+        action, state = model.predict(
+            obs, state=state, episode_start=np.array([episode_start]), deterministic=deterministic
+        )
+        episode_start = False
+        if panel is not None:
+            matrix, value = panel.matrix_and_value(state)
+            largest = max(largest, float(np.percentile(np.abs(matrix), 99)))
+            if draws_panel:
+                env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total_reward += float(reward)
+        done = terminated or truncated
+    return total_reward, largest
+
+
+def run(args: argparse.Namespace) -> int:
     import yaml
 
     import plastic_rl  # noqa: F401  (registers the envs)
     from plastic_rl.agents.configuration import algorithm_class, find_run_folder
+    from plastic_rl.agents.trace_panel import TracePanel
 
+    panel_scale = _panel_scale(args.panel_scale)
     folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
     config = yaml.safe_load((folder / "config.yml").read_text())
     model_path = folder / "best_model.zip" if args.load_best else folder / f"{args.env}.zip"
@@ -53,32 +119,107 @@ def run(args: argparse.Namespace) -> int:
     show_trace = getattr(model.policy, "plasticity", "none") != "none" and _accepts(args.env, "show_trace_panel")
     render_mode = "rgb_array" if args.record else None if args.no_render else "human"
     env_kwargs = dict(config["hyperparameters"].get("env_kwargs") or {})
-    if show_trace and render_mode is not None:
-        env_kwargs["show_trace_panel"] = True
-    env = gym.make(args.env, render_mode=render_mode, **env_kwargs)
-    frames = []
+    panel = TracePanel(model.policy, args.panel, args.panel_order) if show_trace and render_mode else None
+    env = gym.make(args.env, render_mode=render_mode, **env_kwargs, **({"show_trace_panel": True} if panel else {}))
+    recorder = None
+    if args.record:
+        recorder = VideoRecorder(Path(args.record), args.n_episodes)
+        env = recorder.wrap(env)
     for episode in range(args.n_episodes):
-        obs, _ = env.reset(seed=args.seed + episode)
-        state, episode_start, done, total_reward = None, True, False, 0.0
-        while not done:
-            action, state = model.predict(
-                obs, state=state, episode_start=np.array([episode_start]), deterministic=args.deterministic
-            )
-            episode_start = False
-            if env_kwargs.get("show_trace_panel"):
-                env.unwrapped.set_panel_matrix(state[1][0], title="Hebbian trace")
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total_reward += float(reward)
-            done = terminated or truncated
-            if args.record:
-                frames.append(env.render())
+        seed = args.seed + episode
+        scale = None if panel_scale == "frame" else panel_scale
+        if panel is not None and panel_scale == "episode":
+            silent_env = gym.make(args.env, **env_kwargs)
+            _, largest = play_episode(model, silent_env, seed, args.deterministic, panel)
+            silent_env.close()
+            scale = largest or 1.0
+        total_reward, _ = play_episode(model, env, seed, args.deterministic, panel, scale)
         print(f"episode {episode + 1}: reward {total_reward:.1f}")
     env.close()
-    if args.record:
-        from PIL import Image
-
-        images = [Image.fromarray(frame) for frame in frames]
-        duration = int(1000 / env.metadata.get("render_fps", 10))
-        images[0].save(Path(args.record), save_all=True, append_images=images[1:], duration=duration, loop=0)
-        print(f"Saved {args.record} ({len(images)} frames)")
+    if recorder is not None:
+        for path in recorder.save():
+            print(f"Saved {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
+
+
+class VideoRecorder:
+    """Records the episodes played on an ``rgb_array`` env: through Gymnasium's ``RecordVideo`` as MP4 when
+    moviepy is installed and ``path`` does not end in ``.gif``, else as a GIF written with Pillow.
+
+    With several episodes, episode ``k`` (from 1) goes to ``<stem>-<k><suffix>``.
+    """
+
+    def __init__(self, path: Path, n_episodes: int) -> None:
+        import importlib.util
+
+        self.path = path
+        self.n_episodes = n_episodes
+        self.as_gif = path.suffix.lower() == ".gif" or importlib.util.find_spec("moviepy") is None
+        if self.as_gif and path.suffix.lower() != ".gif":
+            print(f"moviepy is not installed (pip install 'plastic-rl[video]'): writing GIFs for {path}")
+        self._folder: tempfile.TemporaryDirectory | None = None
+        self._frames: list[list] = []
+        self._frame_ms = 100
+
+    def wrap(self, env: gym.Env) -> gym.Env:
+        self._frame_ms = round(1000 / env.metadata.get("render_fps", 10))
+        if self.as_gif:
+            return FrameCollector(env, self._frames)
+        self._folder = tempfile.TemporaryDirectory(prefix=".recording-", dir=self.path.parent or ".")
+        return gym.wrappers.RecordVideo(
+            env,
+            str(Path(self._folder.name) / "videos"),
+            episode_trigger=lambda _: True,
+            name_prefix="episode",
+            disable_logger=True,
+        )
+
+    def _target(self, episode: int) -> Path:
+        suffix = ".gif" if self.as_gif else self.path.suffix or ".mp4"
+        stem = self.path.with_suffix("")
+        return Path(f"{stem}{suffix}") if self.n_episodes == 1 else Path(f"{stem}-{episode + 1}{suffix}")
+
+    def save(self) -> list[Path]:
+        """Write the recorded episodes (call after closing the env); returns the files written."""
+        import io
+
+        from plastic_rl.core.files import atomic_write_bytes
+
+        written = []
+        if self.as_gif:
+            from PIL import Image
+
+            for episode, frames in enumerate(self._frames):
+                images = [Image.fromarray(frame) for frame in frames]
+                buffer = io.BytesIO()
+                images[0].save(
+                    buffer, format="GIF", save_all=True, append_images=images[1:], duration=self._frame_ms, loop=0
+                )
+                atomic_write_bytes(self._target(episode), buffer.getvalue())
+                written.append(self._target(episode))
+            return written
+        assert self._folder is not None
+        for episode in range(self.n_episodes):
+            video = Path(self._folder.name) / "videos" / f"episode-episode-{episode}.mp4"
+            atomic_write_bytes(self._target(episode), video.read_bytes())
+            written.append(self._target(episode))
+        self._folder.cleanup()
+        return written
+
+
+class FrameCollector(gym.Wrapper):
+    """The GIF path's twin of ``RecordVideo``: keeps every frame (after reset and each step), per episode."""
+
+    def __init__(self, env: gym.Env, episodes: list[list]) -> None:
+        super().__init__(env)
+        self.episodes = episodes
+
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)
+        self.episodes.append([self.env.render()])
+        return result
+
+    def step(self, action):
+        result = self.env.step(action)
+        self.episodes[-1].append(self.env.render())
+        return result

@@ -1,0 +1,90 @@
+"""What the maze's side panel shows of a plastic agent: its trace, the plastic weights or the effective weights.
+
+The Hebbian trace ``Hebb`` changes behaviour only through ``alpha ⊙ Hebb``, added to the fixed weights ``w``;
+:class:`TracePanel` turns a policy's recurrent state into one of these three matrices, with the neurons in one
+fixed order per model so that structure can form visibly from frame to frame.
+
+The order (:func:`neuron_order`) is computed once from the model's parameters: average-linkage hierarchical
+clustering of the neurons by their plasticity coefficients, each neuron described by its row and column of
+``|alpha|`` (how plastic its outgoing and incoming connections are), correlation distance, with SciPy's optimal
+leaf ordering so that neighbouring neurons are similar. Neurons that share plastic connections then sit in
+blocks, where the trace's growth shows as blocks rather than as scattered pixels. With homogeneous plasticity
+(one shared alpha) the rows of ``|w|`` are clustered instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from plastic_rl.core.options import check_choice
+
+# --panel choice -> (title, label of the strip's value)
+PANEL_CONTENTS: dict[str, tuple[str, str]] = {
+    "trace": ("Hebbian trace Hebb", "|Hebb|"),
+    "plastic": ("plastic weights alpha * Hebb", "|alpha*Hebb|"),
+    "effective": ("effective weights w + alpha * Hebb", "|alpha*Hebb|"),
+}
+NEURON_ORDERS = ("cluster", "none")
+
+
+def neuron_order(weight: np.ndarray, plasticity_coefficient: np.ndarray | None) -> np.ndarray:
+    """A permutation of the neurons that puts similar ones together (see the module docstring).
+
+    Parameters
+    ----------
+    weight : the fixed recurrent weights ``w``, ``(N, N)``.
+    plasticity_coefficient : ``alpha``, ``(N, N)``, or ``None`` / a single value for homogeneous plasticity.
+    """
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import pdist
+
+    per_connection = plasticity_coefficient is not None and np.ndim(plasticity_coefficient) == 2
+    magnitude = np.abs(plasticity_coefficient if per_connection else weight).astype(np.float64)
+    profiles = np.concatenate([magnitude, magnitude.T], axis=1)
+    # A constant profile has no correlation distance; a tiny ramp keeps pdist finite without changing the order.
+    profiles = profiles + 1e-12 * np.arange(profiles.shape[1])
+    distances = np.nan_to_num(pdist(profiles, metric="correlation"), nan=1.0)
+    return leaves_list(linkage(distances, method="average", optimal_ordering=True))
+
+
+class TracePanel:
+    """Turns a :class:`~plastic_rl.agents.policies.PlasticRecurrentPolicy`'s state into the panel's matrix.
+
+    Parameters
+    ----------
+    policy : a plastic policy (``plasticity`` ``"full"`` or ``"shared"``).
+    content : ``"trace"`` (Hebb), ``"plastic"`` (alpha ⊙ Hebb) or ``"effective"`` (w + alpha ⊙ Hebb).
+    order : ``"cluster"`` (:func:`neuron_order`, computed here once) or ``"none"`` (the model's own order).
+    """
+
+    def __init__(self, policy: Any, content: str = "plastic", order: str = "cluster") -> None:
+        self.content = check_choice("content", content, PANEL_CONTENTS)
+        check_choice("order", order, NEURON_ORDERS)
+        if getattr(policy, "plasticity", "none") == "none":
+            raise ValueError("the trace panel needs a plastic policy (plasticity 'full' or 'shared')")
+        core = policy.core
+        self.weight = core.weight.detach().cpu().numpy().astype(np.float64)
+        alpha = core.plasticity_coefficient.detach().cpu().numpy().astype(np.float64)
+        self.alpha = alpha if alpha.ndim == 2 else alpha.reshape(())
+        if order == "cluster":
+            self.order = neuron_order(self.weight, self.alpha if self.alpha.ndim == 2 else None)
+        else:
+            self.order = np.arange(self.weight.shape[0])
+        title, self.value_label = PANEL_CONTENTS[self.content]
+        self.title = f"{title}{', neurons clustered' if order == 'cluster' else ''}"
+
+    def matrix_and_value(self, state: tuple[np.ndarray, ...], env_index: int = 0) -> tuple[np.ndarray, float]:
+        """The panel's matrix (rows and columns in :attr:`order`) and the strip's value: the Frobenius norm of
+        its plastic part (Hebb for ``"trace"``, alpha ⊙ Hebb otherwise), for env ``env_index`` of ``state``
+        (as returned by ``predict``)."""
+        trace = np.asarray(state[1][env_index], dtype=np.float64)
+        plastic = self.alpha * trace
+        if self.content == "trace":
+            matrix, changing = trace, trace
+        elif self.content == "plastic":
+            matrix, changing = plastic, plastic
+        else:
+            matrix, changing = self.weight + plastic, plastic
+        return matrix[np.ix_(self.order, self.order)], float(np.linalg.norm(changing))
