@@ -68,13 +68,6 @@ def test_sb3_check_env_passes():
         env.close()
 
 
-def test_registered_without_time_limit():
-    env = gym.make("PlasticMaze-v0")
-    assert env.spec.max_episode_steps is None
-    assert isinstance(env.unwrapped, PlasticMazeEnv)
-    env.close()
-
-
 def test_make_with_module_prefix_and_no_prior_import():
     code = 'import gymnasium as gym; env = gym.make("plastic_rl:PlasticMaze-v0"); env.reset(seed=0); env.step(0)'
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -210,7 +203,7 @@ def test_reward_square_gives_reward_and_teleports():
 
 
 def test_terminates_exactly_at_episode_length_and_never_truncates():
-    env = gym.make("PlasticMaze-v0")
+    env = PlasticMazeEnv()
     env.reset(seed=0)
     for step in range(1, 251):
         _, _, terminated, truncated, info = env.step(env.action_space.sample())
@@ -528,3 +521,19 @@ def test_play_command_waits_for_the_player(monkeypatch, capsys):
     argv = ["--seed", "0", "--fps", "60", "--episode-length", "1"]
     _play_with_scripted_events(monkeypatch, argv, key_down_ms=None, quit_ms=300)
     assert "episode over" not in capsys.readouterr().out
+
+
+def test_registered_spec_has_the_episode_length():
+    import gymnasium as gym
+
+    spec = gym.spec("PlasticMaze-v0")
+    assert spec.max_episode_steps == PlasticMazeEnv().episode_length == 250
+    env = gym.make("PlasticMaze-v0")
+    env.reset(seed=0)
+    for _ in range(249):
+        _, _, terminated, truncated, _ = env.step(0)
+        assert not (terminated or truncated)
+    _, _, terminated, _, _ = env.step(0)
+    assert terminated  # the env's own end; TimeLimit's truncation coincides and SB3 does not bootstrap
+    assert isinstance(env.unwrapped, PlasticMazeEnv)
+    env.close()
