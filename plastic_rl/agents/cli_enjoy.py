@@ -70,44 +70,12 @@ def _panel_scale(value: str) -> str | float:
     return scale
 
 
-def play_episode(model, env, seed: int, deterministic: bool, panel=None, scale: float | None = None):
-    """One episode of ``model`` on ``env`` (seeded: env and torch), showing ``panel`` (a :class:`TracePanel`)
-    in the env's side panel if given; returns the reward and the panel's colour scale for a fixed scale: the
-    largest over the episode of each matrix's 99th percentile of ``|value|`` (a few outliers then saturate rather
-    than wash out the rest)."""
-    import numpy as np
-    from stable_baselines3.common.utils import set_random_seed
-
-    set_random_seed(seed)  # torch's draws of the sampled actions, so that a replay takes the same actions
-    draws_panel = panel is not None and env.unwrapped.show_trace_panel
-    if draws_panel:
-        state = tuple(part.cpu().numpy() for part in model.policy.initial_state(1))
-        matrix, value = panel.matrix_and_value(state)
-        env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label)
-    obs, _ = env.reset(seed=seed)
-    state, episode_start, done, total_reward, largest = None, True, False, 0.0, 0.0
-    while not done:
-        action, state = model.predict(
-            obs, state=state, episode_start=np.array([episode_start]), deterministic=deterministic
-        )
-        episode_start = False
-        if panel is not None:
-            matrix, value = panel.matrix_and_value(state)
-            largest = max(largest, float(np.percentile(np.abs(matrix), 99)))
-            if draws_panel:
-                env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total_reward += float(reward)
-        done = terminated or truncated
-    return total_reward, largest
-
-
 def run(args: argparse.Namespace) -> int:
     import yaml
 
     import plastic_rl  # noqa: F401  (registers the envs)
     from plastic_rl.agents.configuration import algorithm_class, find_run_folder
-    from plastic_rl.agents.trace_panel import TracePanel
+    from plastic_rl.agents.trace_panel import TracePanel, play_episode
 
     panel_scale = _panel_scale(args.panel_scale)
     folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
@@ -162,6 +130,8 @@ class VideoRecorder:
         self._frame_ms = 100
 
     def wrap(self, env: gym.Env) -> gym.Env:
+        from plastic_rl.agents.callbacks import FrameCollector
+
         self._frame_ms = round(1000 / env.metadata.get("render_fps", 10))
         if self.as_gif:
             return FrameCollector(env, self._frames)
@@ -205,21 +175,3 @@ class VideoRecorder:
             written.append(self._target(episode))
         self._folder.cleanup()
         return written
-
-
-class FrameCollector(gym.Wrapper):
-    """The GIF path's twin of ``RecordVideo``: keeps every frame (after reset and each step), per episode."""
-
-    def __init__(self, env: gym.Env, episodes: list[list]) -> None:
-        super().__init__(env)
-        self.episodes = episodes
-
-    def reset(self, **kwargs):
-        result = self.env.reset(**kwargs)
-        self.episodes.append([self.env.render()])
-        return result
-
-    def step(self, action):
-        result = self.env.step(action)
-        self.episodes[-1].append(self.env.render())
-        return result

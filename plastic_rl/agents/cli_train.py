@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     parser.add_argument("--save-freq", type=int, default=-1, help="checkpoint every F env steps (-1: never)")
     parser.add_argument(
+        "--video-freq",
+        type=int,
+        default=-1,
+        help="with -tb: log an episode with its trace panel to TensorBoard every F env steps (-1: never)",
+    )
+    parser.add_argument(
         "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="override hyperparameters"
     )
     parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="override env kwargs")
@@ -118,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     import plastic_rl  # noqa: F401  (registers the envs)
-    from plastic_rl.agents.configuration import load_hyperparameters, next_run_folder, parse_key_values
+    from plastic_rl.agents.configuration import load_hyperparameters, next_run_folder, parse_key_values, policy_settings
+    from plastic_rl.agents.curves import write_learning_curve
+    from plastic_rl.agents.zoo import write_run_files
     from plastic_rl.envs import ENTRY_POINTS
 
     if args.threads > 0:
@@ -162,6 +170,12 @@ def run(args: argparse.Namespace) -> int:
         "command": " ".join(["plastic-rl", *sys.argv[1:]]),
     }
     (folder / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # RL Zoo's copies of the run's settings, so that its enjoy, record_video and plot_train read this run.
+    zoo_policy, zoo_policy_kwargs = policy_settings(args.algo, args.policy, hyperparameters.get("policy_kwargs") or {})
+    zoo_arguments = {**vars(args), "env_kwargs": env_kwargs or None, "hyperparams": overrides or None}
+    write_run_files(
+        folder, args.env, {**hyperparameters, "policy_kwargs": zoo_policy_kwargs}, zoo_policy, zoo_arguments
+    )
 
     callbacks = []
     if args.save_freq > 0:
@@ -179,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
                 deterministic=False,
             )
         )
+    if args.video_freq > 0 and args.tensorboard_log:
+        from plastic_rl.agents.callbacks import TraceVideoCallback
+
+        callbacks.append(TraceVideoCallback(args.env, args.video_freq, env_kwargs, seed=args.seed + 30_000))
     print(f"Training {args.algo} ({args.policy}) on {args.env} for {n_timesteps} steps with {n_envs} envs -> {folder}")
     model.learn(
         n_timesteps,
@@ -189,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
     model_path = folder / f"{args.env}.zip"
     model.save(model_path)
     print(f"Saved {model_path}")
+    curve = write_learning_curve(folder, title=f"{args.algo} ({args.policy}) on {args.env}")
+    if curve is not None:
+        print(f"Saved {curve}")
     env.close()
 
     if args.compare_random:

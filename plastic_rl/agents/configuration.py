@@ -45,7 +45,8 @@ def load_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
     text = resources.files("plastic_rl.agents").joinpath("hyperparams", f"{algo}.yml").read_text()
     table = yaml.safe_load(text)
     entry = table.get(env_id, table["default"])
-    return {key: dict(value) if isinstance(value, dict) else value for key, value in entry.items()}
+    # "policy" is for RL Zoo, which reads these files too (plastic_rl.agents.zoo); here --policy chooses.
+    return {key: dict(value) if isinstance(value, dict) else value for key, value in entry.items() if key != "policy"}
 
 
 def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
@@ -86,8 +87,10 @@ def policy_settings(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> tu
 
 def next_run_folder(log_folder: str | Path, algo: str, env_id: str) -> Path:
     """``log_folder/<algo>/<env_id>_<N>`` with ``N`` one more than the largest existing run."""
+    from stable_baselines3.common.utils import get_latest_run_id
+
     parent = Path(log_folder) / algo
-    return parent / f"{env_id}_{max(run_ids(parent, env_id), default=0) + 1}"
+    return parent / f"{env_id}_{get_latest_run_id(str(parent), env_id) + 1}"
 
 
 def run_ids(parent: Path, env_id: str) -> list[int]:

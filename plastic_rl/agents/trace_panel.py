@@ -88,3 +88,36 @@ class TracePanel:
         else:
             matrix, changing = self.weight + plastic, plastic
         return matrix[np.ix_(self.order, self.order)], float(np.linalg.norm(changing))
+
+
+def play_episode(
+    model: Any, env: Any, seed: int, deterministic: bool, panel: TracePanel | None = None, scale: float | None = None
+) -> tuple[float, float]:
+    """One episode of ``model`` on ``env`` (seeded: env and torch), showing ``panel`` (a :class:`TracePanel`)
+    in the env's side panel if given; returns the reward and the panel's colour scale for a fixed scale: the
+    largest over the episode of each matrix's 99th percentile of ``|value|`` (a few outliers then saturate rather
+    than wash out the rest)."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    set_random_seed(seed)  # torch's draws of the sampled actions, so that a replay takes the same actions
+    draws_panel = panel is not None and getattr(env.unwrapped, "show_trace_panel", False)
+    if draws_panel:
+        state = tuple(part.cpu().numpy() for part in model.policy.initial_state(1))
+        matrix, value = panel.matrix_and_value(state)
+        env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label)
+    obs, _ = env.reset(seed=seed)
+    state, episode_start, done, total_reward, largest = None, True, False, 0.0, 0.0
+    while not done:
+        action, state = model.predict(
+            obs, state=state, episode_start=np.array([episode_start]), deterministic=deterministic
+        )
+        episode_start = False
+        if panel is not None:
+            matrix, value = panel.matrix_and_value(state)
+            largest = max(largest, float(np.percentile(np.abs(matrix), 99)))
+            if draws_panel:
+                env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total_reward += float(reward)
+        done = terminated or truncated
+    return total_reward, largest

@@ -102,7 +102,9 @@ def _device(name: str):
     import torch
 
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        from stable_baselines3.common.utils import get_device
+
+        return get_device("auto")  # SB3's choice, as the RL side: CUDA when available
     return torch.device(name)
 
 
