@@ -31,6 +31,7 @@ import functools
 import math
 import os
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -71,8 +72,11 @@ def _build(cpp_extension, openmp: bool):
     # Without -fopenmp, at::parallel_for compiles to a plain loop: the kernel's threads come from this flag, and at
     # run time from torch's own OpenMP library (same soname, already loaded), so torch.set_num_threads applies.
     threads = ["-fopenmp"] if openmp else ["-fopenmp-simd"]
+    name = "plastic_rl_plastic_unroll" if openmp else "plastic_rl_plastic_unroll_serial"
+    if not (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+        print(f"plastic_rl: building the C++ plastic kernel {name} (first use, about a minute)", file=sys.stderr)
     return cpp_extension.load(
-        name="plastic_rl_plastic_unroll" if openmp else "plastic_rl_plastic_unroll_serial",
+        name=name,
         sources=[str(Path(__file__).with_name("csrc") / "plastic_unroll.cpp")],
         extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", *threads],
         extra_ldflags=threads if openmp else [],
