@@ -68,7 +68,7 @@ class TraceVideoCallback(BaseCallback):
         if plastic and self._panel is None:
             self._panel = TracePanel(policy, self.panel_content)
         env = gym.make(self.env_id, render_mode="rgb_array", show_trace_panel=plastic, **self.env_kwargs)
-        episodes: list[list[np.ndarray]] = []
+        episodes: list[list[Any]] = []
         recorder = FrameCollector(env, episodes)
         rng_state = th.get_rng_state()  # the logged episode must not change the training's random draws
         try:
@@ -105,14 +105,14 @@ class TraceVideoCallback(BaseCallback):
         image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
         summary = Summary(value=[Summary.Value(tag=tag, image=image)])
         for output in self.logger.output_formats:
-            if isinstance(output, TensorBoardOutputFormat):
+            if isinstance(output, TensorBoardOutputFormat) and output.writer.file_writer is not None:
                 output.writer.file_writer.add_summary(summary, self.num_timesteps)
 
 
 class FrameCollector(gym.Wrapper):
     """Keeps every frame rendered after ``reset`` and each step, one list per episode, in ``episodes``."""
 
-    def __init__(self, env: gym.Env, episodes: list[list[np.ndarray]]) -> None:
+    def __init__(self, env: gym.Env, episodes: list[list[Any]]) -> None:
         super().__init__(env)
         self.episodes = episodes
 

@@ -20,6 +20,7 @@ import argparse
 import inspect
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 
@@ -55,7 +56,7 @@ def _accepts(env_id: str, keyword: str) -> bool:
 
     entry_point = gym.spec(env_id).entry_point
     creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
-    return keyword in inspect.signature(creator).parameters
+    return creator is not None and keyword in inspect.signature(creator).parameters
 
 
 def _panel_scale(value: str) -> str | float:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
     config = yaml.safe_load((folder / "config.yml").read_text())
     model_path = folder / "best_model.zip" if args.load_best else folder / f"{args.env}.zip"
-    model = algorithm_class(config["algo"]).load(model_path, device=args.device)
+    model: Any = algorithm_class(config["algo"]).load(model_path, device=args.device)
     print(f"Loaded {model_path} ({config['algo']}, policy {config['policy']})")
 
     show_trace = getattr(model.policy, "plasticity", "none") != "none" and _accepts(args.env, "show_trace_panel")
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         env = recorder.wrap(env)
     for episode in range(args.n_episodes):
         seed = args.seed + episode
-        scale = None if panel_scale == "frame" else panel_scale
+        scale = panel_scale if isinstance(panel_scale, float) else None
         if panel is not None and panel_scale == "episode":
             silent_env = gym.make(args.env, **env_kwargs)
             _, largest = play_episode(model, silent_env, seed, args.deterministic, panel)

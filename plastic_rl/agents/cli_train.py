@@ -119,7 +119,7 @@ def build_model(
 def run(args: argparse.Namespace) -> int:
     import torch
     import yaml
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         folder, args.env, {**hyperparameters, "policy_kwargs": zoo_policy_kwargs}, zoo_policy, zoo_arguments
     )
 
-    callbacks = []
+    callbacks: list[BaseCallback] = []
     if args.save_freq > 0:
         callbacks.append(CheckpointCallback(max(args.save_freq // n_envs, 1), str(folder), name_prefix="rl_model"))
     if args.eval_freq > 0:

@@ -10,11 +10,14 @@ import importlib
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from plastic_rl.core.options import check_choice
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
 # algo name -> (module, class)
 ALGORITHMS: dict[str, tuple[str, str]] = {
@@ -33,7 +36,7 @@ POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
 RUN_KEYS = ("n_envs", "n_timesteps", "env_kwargs", "policy_kwargs")
 
 
-def algorithm_class(algo: str) -> type:
+def algorithm_class(algo: str) -> type[BaseAlgorithm]:
     """The SB3 algorithm class for ``algo``."""
     module_name, class_name = ALGORITHMS[check_choice("algo", algo, ALGORITHMS)]
     return getattr(importlib.import_module(module_name), class_name)
@@ -42,7 +45,7 @@ def algorithm_class(algo: str) -> type:
 def load_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
     """The entry for ``env_id`` (else ``default``) of the algorithm's packaged YAML file."""
     check_choice("algo", algo, ALGORITHMS)
-    text = resources.files("plastic_rl.agents").joinpath("hyperparams", f"{algo}.yml").read_text()
+    text = resources.files("plastic_rl.agents").joinpath("hyperparams").joinpath(f"{algo}.yml").read_text()
     table = yaml.safe_load(text)
     entry = table.get(env_id, table["default"])
     # "policy" is for RL Zoo, which reads these files too (plastic_rl.agents.zoo); here --policy chooses.

@@ -41,7 +41,8 @@ def neuron_order(weight: np.ndarray, plasticity_coefficient: np.ndarray | None) 
     from scipy.spatial.distance import pdist
 
     per_connection = plasticity_coefficient is not None and np.ndim(plasticity_coefficient) == 2
-    magnitude = np.abs(plasticity_coefficient if per_connection else weight).astype(np.float64)
+    chosen = plasticity_coefficient if plasticity_coefficient is not None and per_connection else weight
+    magnitude = np.abs(chosen).astype(np.float64)
     profiles = np.concatenate([magnitude, magnitude.T], axis=1)
     # A constant profile has no correlation distance; a tiny ramp keeps pdist finite without changing the order.
     profiles = profiles + 1e-12 * np.arange(profiles.shape[1])
@@ -101,11 +102,12 @@ def play_episode(
 
     set_random_seed(seed)  # torch's draws of the sampled actions, so that a replay takes the same actions
     draws_panel = panel is not None and getattr(env.unwrapped, "show_trace_panel", False)
-    if draws_panel:
-        state = tuple(part.cpu().numpy() for part in model.policy.initial_state(1))
-        matrix, value = panel.matrix_and_value(state)
+    if panel is not None and draws_panel:
+        initial = tuple(part.cpu().numpy() for part in model.policy.initial_state(1))
+        matrix, value = panel.matrix_and_value(initial)
         env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label)
     obs, _ = env.reset(seed=seed)
+    state: tuple[np.ndarray, ...] | None
     state, episode_start, done, total_reward, largest = None, True, False, 0.0, 0.0
     while not done:
         action, state = model.predict(

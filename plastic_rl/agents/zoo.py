@@ -51,7 +51,7 @@ def register() -> None:
 
 def hyperparameter_file(algo: str) -> str:
     """The path of ``plastic-rl train``'s hyperparameter file for ``algo``, which the Zoo reads as ``--conf-file``."""
-    return str(resources.files("plastic_rl.agents").joinpath("hyperparams", f"{algo}.yml"))
+    return str(resources.files("plastic_rl.agents").joinpath("hyperparams").joinpath(f"{algo}.yml"))
 
 
 def zoo_arguments(script: str, arguments: Sequence[str]) -> list[str]:

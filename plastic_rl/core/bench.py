@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 # (N, T, B) of the table, and its targets in seconds per episode
 DEFAULT_CONFIGS = ("1001,200,1", "1001,200,16", "1025,210,1", "200,250,1", "200,250,16", "200,250,64")
@@ -171,7 +172,7 @@ def _worker(spec: dict) -> dict:
     device = _device(spec["device"])
     if spec["backend"] != "auto":
         requested = spec["backend"]
-        fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested
+        fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested  # type: ignore[misc]
     n, steps, batch = spec["n"], spec["steps"], spec["batch"]
     baseline_gb = _peak_rss_gb()
     layer, inputs = _problem(n, steps, batch, spec["seed"], spec["implementation"], device)
@@ -261,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     )
     rows = []
     for n, steps, batch in configs:
-        row = {"n": n, "steps": steps, "batch": batch}
+        row: dict[str, Any] = {"n": n, "steps": steps, "batch": batch}
         spec = dict(
             n=n,
             steps=steps,

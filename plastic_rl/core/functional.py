@@ -58,6 +58,7 @@ def plastic_matvec(x: Tensor, weight: Tensor, plasticity_coefficient: Tensor | N
     out = x @ weight
     if plasticity_coefficient is None:
         return out
+    assert trace is not None, "a plastic layer's step needs its trace"
     if plasticity_coefficient.numel() == 1:
         # One shared alpha: scale the (cheap) matvec instead of the whole trace.
         return out + plasticity_coefficient * torch.bmm(x.unsqueeze(1), trace).squeeze(1)
@@ -94,6 +95,7 @@ def recurrent_step(
     if bias_neuron:
         new_activation = torch.cat([new_activation[:, :-1], torch.ones_like(new_activation[:, -1:])], dim=1)
     if trace is not None:
+        assert hebbian_learning_rate is not None, "a trace needs its learning rate"
         trace = update_trace(trace, activation, new_activation, hebbian_learning_rate, rule, trace_clip)
     return new_activation, trace
 

@@ -8,7 +8,7 @@ inside torch.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 PLASTICITY_MODES = ("full", "shared", "none")
 RULES = ("hebb", "oja")
@@ -32,6 +32,10 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+@overload
+def check_positive_float(name: str, value: Any, *, allow_none: Literal[False] = False) -> float: ...
+@overload
+def check_positive_float(name: str, value: Any, *, allow_none: bool) -> float | None: ...
 def check_positive_float(name: str, value: Any, *, allow_none: bool = False) -> float | None:
     """Return ``value`` as a float if it is > 0 (or ``None`` when allowed), else raise ``ValueError``."""
     if value is None and allow_none:

@@ -343,7 +343,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         return MazeSquare(int(row), int(col))
 
     def _observation(self) -> np.ndarray:
-        observation = np.zeros(self.observation_space.shape, dtype=np.float32)
+        observation = np.zeros(self.observation_space.shape or (), dtype=np.float32)
         observation[:9] = self._neighbourhoods[self.agent_position]
         observation[9] = self._previous_reward
         if self.observe_previous_action and self._previous_action is not None:

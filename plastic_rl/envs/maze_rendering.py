@@ -130,8 +130,8 @@ class MazeRenderer:
         # The walls never move: draw them once and start every frame from this picture.
         self.maze_background = pygame.Surface((self.grid_pixels, self.grid_pixels))
         self._draw_walls()
-        self.window = None
-        self.clock = None
+        self.window: pygame.Surface | None = None
+        self.clock: pygame.time.Clock | None = None
         self._fonts: dict[int, pygame.font.Font] = {}
         # The episode so far, as seen through the frames drawn: see the module docstring.
         self._last_step = -1
@@ -205,6 +205,7 @@ class MazeRenderer:
             pygame.display.set_caption("PlasticMaze-v0")
             self.window = pygame.display.set_mode(self.canvas.get_size())
             self.clock = pygame.time.Clock()
+        assert self.clock is not None
         self.window.blit(self.canvas, (0, 0))
         pygame.event.pump()
         pygame.display.flip()
@@ -220,7 +221,7 @@ class MazeRenderer:
             self._series.clear()
             self._last_hits = 0
         if step != self._last_step or not self._trail:
-            self._trail.append(tuple(agent_position))
+            self._trail.append((int(agent_position[0]), int(agent_position[1])))
         if reward_hits > self._last_hits:
             self._hit_steps.append(step)
         if panel_value is not None:

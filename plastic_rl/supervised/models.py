@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from plastic_rl.core import PlasticRecurrentLayer
+from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
 from plastic_rl.core.options import check_positive_float, check_positive_int
 
 
@@ -119,9 +119,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
-def plastic_layers(model: nn.Module) -> dict[str, nn.Module]:
+def plastic_layers(model: nn.Module) -> dict[str, PlasticRecurrentLayer | PlasticLinear]:
     """The model's plastic-core layers (recurrent or feed-forward) by qualified name."""
-    from plastic_rl.core import PlasticLinear
 
     return {
         name: module
