@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
@@ -98,9 +98,14 @@ class PlasticA2C(OnPolicyAlgorithm):
         if use_sde:
             raise ValueError("use_sde must be False: gSDE needs a feed-forward policy, not a recurrent one")
         if rollout_buffer_class is not None and not (
-            isinstance(rollout_buffer_class, type) and issubclass(rollout_buffer_class, RolloutBuffer)
+            isinstance(rollout_buffer_class, type)
+            and issubclass(rollout_buffer_class, RolloutBuffer)
+            and not issubclass(rollout_buffer_class, DictRolloutBuffer)
         ):
-            raise ValueError(f"rollout_buffer_class must be RolloutBuffer or a subclass; got {rollout_buffer_class!r}")
+            raise ValueError(
+                f"rollout_buffer_class must be RolloutBuffer or a subclass (not DictRolloutBuffer); "
+                f"got {rollout_buffer_class!r}"
+            )
         super().__init__(
             policy,
             env,
