@@ -393,7 +393,7 @@ def test_panel_matrix_validation():
     for bad in (np.zeros(3), np.zeros((0, 2)), np.full((2, 2), np.nan), np.zeros((2, 2, 2))):
         with pytest.raises(ValueError, match="matrix"):
             env.set_panel_matrix(bad)
-    for keyword in ({"scale": 0.0}, {"scale": -1.0}, {"value": float("nan")}):
+    for keyword in ({"scale": 0.0}, {"scale": -1.0}, {"value": float("nan")}, {"value_scale": 0.0}):
         with pytest.raises(ValueError, match=next(iter(keyword))):
             env.set_panel_matrix(np.ones((2, 2)), **keyword)
     matrix = np.ones((2, 2))

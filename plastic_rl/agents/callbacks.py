@@ -73,9 +73,9 @@ class TraceVideoCallback(BaseCallback):
         rng_state = th.get_rng_state()  # the logged episode must not change the training's random draws
         try:
             silent = gym.make(self.env_id, **self.env_kwargs)
-            _, scale = play_episode(self.model, silent, self.seed, False, self._panel)
+            _, scales = play_episode(self.model, silent, self.seed, False, self._panel)
             silent.close()
-            reward, _ = play_episode(self.model, recorder, self.seed, False, self._panel, scale or 1.0)
+            reward, _ = play_episode(self.model, recorder, self.seed, False, self._panel, scales)
         finally:
             th.set_rng_state(rng_state)
             env.close()

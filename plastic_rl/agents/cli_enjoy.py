@@ -5,10 +5,10 @@ the pygame window; on PlasticMaze-v0 a plastic agent's trace (``--panel``: the t
 effective weights, neurons in one clustered order, see :mod:`plastic_rl.agents.trace_panel`) is shown in the
 side panel as it changes, with its norm along the bottom and a tick at each reward hit.
 
-``--panel-scale episode`` (the default) keeps the panel's colour scale fixed over each episode, so growth shows:
-the episode is first played once without drawing, with the same env seed and torch seed (hence the same
-actions), to find its largest values (the 99th percentile of ``|value|``: the top 1% saturate). ``frame`` fits
-the scale to every frame; a number fixes it.
+``--panel-scale episode`` (the default) keeps the panel's colour scale, and the strip's axis, fixed over each
+episode, so growth shows: the episode is first played once without drawing, with the same env seed and torch seed
+(hence the same actions), to find its largest values (for the colours, the 99th percentile of ``|value|``: the
+top 1% saturate). ``frame`` fits both to every frame; a number fixes the colour scale.
 
 ``--record out.mp4`` saves the episodes through Gymnasium's ``RecordVideo`` (needs moviepy, in the
 ``plastic-rl[video]`` extra); ``out.gif`` (or a missing moviepy) writes a GIF with Pillow instead.
@@ -96,13 +96,15 @@ def run(args: argparse.Namespace) -> int:
         env = recorder.wrap(env)
     for episode in range(args.n_episodes):
         seed = args.seed + episode
-        scale = panel_scale if isinstance(panel_scale, float) else None
-        if panel is not None and panel_scale == "episode":
+        scales = None
+        if panel is not None and panel_scale != "frame":
+            # A first pass without drawing, the same episode (same seeds), to fit the fixed scales to it.
             silent_env = gym.make(args.env, **env_kwargs)
-            _, largest = play_episode(model, silent_env, seed, args.deterministic, panel)
+            _, scales = play_episode(model, silent_env, seed, args.deterministic, panel)
             silent_env.close()
-            scale = largest or 1.0
-        total_reward, _ = play_episode(model, env, seed, args.deterministic, panel, scale)
+            if isinstance(panel_scale, float):
+                scales = (panel_scale, scales[1])
+        total_reward, _ = play_episode(model, env, seed, args.deterministic, panel, scales)
         print(f"episode {episode + 1}: reward {total_reward:.1f}")
     env.close()
     if recorder is not None:

@@ -92,12 +92,22 @@ class TracePanel:
 
 
 def play_episode(
-    model: Any, env: Any, seed: int, deterministic: bool, panel: TracePanel | None = None, scale: float | None = None
-) -> tuple[float, float]:
+    model: Any,
+    env: Any,
+    seed: int,
+    deterministic: bool,
+    panel: TracePanel | None = None,
+    scales: tuple[float, float] | None = None,
+) -> tuple[float, tuple[float, float]]:
     """One episode of ``model`` on ``env`` (seeded: env and torch), showing ``panel`` (a :class:`TracePanel`)
-    in the env's side panel if given; returns the reward and the panel's colour scale for a fixed scale: the
-    largest over the episode of each matrix's 99th percentile of ``|value|`` (a few outliers then saturate rather
-    than wash out the rest)."""
+    in the env's side panel if given, with ``scales`` (colour scale, top of the strip; ``None``: fitted to each
+    frame) fixed.
+
+    Returns the reward and the scales that fit this episode: the largest over the episode of each matrix's 99th
+    percentile of ``|value|`` (a few outliers then saturate rather than wash out the rest) and the largest
+    strip value (each 1.0 when the episode had none).
+    """
+    scale, value_scale = scales if scales is not None else (None, None)
     from stable_baselines3.common.utils import set_random_seed
 
     set_random_seed(seed)  # torch's draws of the sampled actions, so that a replay takes the same actions
@@ -105,10 +115,10 @@ def play_episode(
     if panel is not None and draws_panel:
         initial = tuple(part.cpu().numpy() for part in model.policy.initial_state(1))
         matrix, value = panel.matrix_and_value(initial)
-        env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label)
+        env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label, value_scale)
     obs, _ = env.reset(seed=seed)
     state: tuple[np.ndarray, ...] | None
-    state, episode_start, done, total_reward, largest = None, True, False, 0.0, 0.0
+    state, episode_start, done, total_reward, largest, largest_value = None, True, False, 0.0, 0.0, 0.0
     while not done:
         action, state = model.predict(
             obs, state=state, episode_start=np.array([episode_start]), deterministic=deterministic
@@ -117,9 +127,10 @@ def play_episode(
         if panel is not None:
             matrix, value = panel.matrix_and_value(state)
             largest = max(largest, float(np.percentile(np.abs(matrix), 99)))
+            largest_value = max(largest_value, value)
             if draws_panel:
-                env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label)
+                env.unwrapped.set_panel_matrix(matrix, panel.title, scale, value, panel.value_label, value_scale)
         obs, reward, terminated, truncated, _ = env.step(action)
         total_reward += float(reward)
         done = terminated or truncated
-    return total_reward, largest
+    return total_reward, (largest or 1.0, largest_value or 1.0)

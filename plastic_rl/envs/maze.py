@@ -198,6 +198,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         self._panel_scale: float | None = None
         self._panel_value: float | None = None
         self._panel_value_label = ""
+        self._panel_value_scale: float | None = None
         self._renderer: MazeRenderer | None = None
 
     @property
@@ -251,6 +252,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         scale: float | None = None,
         value: float | None = None,
         value_label: str = "norm",
+        value_scale: float | None = None,
     ) -> None:
         """Set the matrix the side panel shows as a heat map (colour scale symmetric around 0).
 
@@ -269,6 +271,9 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
             (nothing when ``matrix`` is ``None``).
         value_label : str
             The strip's label.
+        value_scale : float or None
+            The top of the strip's axis, fixed so that the curve's growth shows; ``None``: the smallest of 1, 2
+            or 5 times a power of ten above the values so far.
         """
         if not self.show_trace_panel:
             raise ValueError("set_panel_matrix needs a side panel: construct the env with show_trace_panel=True")
@@ -280,6 +285,8 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
                 raise ValueError("matrix must contain only finite numbers")
         if scale is not None:
             check_positive_float("scale", scale)
+        if value_scale is not None:
+            check_positive_float("value_scale", value_scale)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"value must be a finite number or None; got {value!r}")
         self._panel_matrix = matrix
@@ -289,6 +296,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
             value = float(np.linalg.norm(matrix))
         self._panel_value = value
         self._panel_value_label = str(value_label)
+        self._panel_value_scale = None if value_scale is None else float(value_scale)
 
     def get_keys_to_action(self) -> dict[tuple[int, ...], int]:
         """The arrow keys' pygame codes mapped to actions, for :func:`gymnasium.utils.play.play`."""
@@ -326,6 +334,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
             panel_scale=self._panel_scale,
             panel_value=self._panel_value,
             panel_value_label=self._panel_value_label,
+            panel_value_scale=self._panel_value_scale,
         )
 
     def close(self) -> None:

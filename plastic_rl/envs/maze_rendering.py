@@ -175,12 +175,14 @@ class MazeRenderer:
         panel_scale: float | None = None,
         panel_value: float | None = None,
         panel_value_label: str = "",
+        panel_value_scale: float | None = None,
     ) -> np.ndarray | None:
         """Draw one frame; return it as an ``(H, W, 3)`` ``uint8`` array in ``"rgb_array"`` mode, else show it.
 
         ``step``, ``episode_length`` and ``reward_hits`` place the frame in its episode (trail, hit flash, strip);
         ``panel_scale`` fixes the heat map's colour scale (``None``: fitted to this matrix); ``panel_value`` is
-        this step's point of the strip, labelled ``panel_value_label``.
+        this step's point of the strip, labelled ``panel_value_label``, on an axis from 0 to ``panel_value_scale``
+        (``None``: :func:`nice_ceiling` of the values so far).
         """
         import pygame
 
@@ -192,7 +194,7 @@ class MazeRenderer:
         self._blit_text(status, 24, TEXT_COLOUR, status_rect.center, self.grid_pixels - 2 * PANEL_MARGIN)
         if self.show_panel:
             self._draw_panel(panel_matrix, panel_title, panel_scale)
-            self._draw_strip(step, episode_length, panel_value_label)
+            self._draw_strip(step, episode_length, panel_value_label, panel_value_scale)
 
         if self.render_mode == "rgb_array":
             width, height = self.canvas.get_size()
@@ -314,7 +316,7 @@ class MazeRenderer:
         note = "scale fixed over the episode" if fixed else "scale fitted to this frame"
         self._blit_text(note, 18, STRIP_AXIS_COLOUR, (left + width // 2, bar_rect.bottom + 9), bar_width)
 
-    def _draw_strip(self, step: int, episode_length: int, label: str) -> None:
+    def _draw_strip(self, step: int, episode_length: int, label: str, top_value: float | None) -> None:
         """The panel's number against the step (0 to the episode length) along the bottom, hits as ticks."""
         import pygame
 
@@ -324,7 +326,8 @@ class MazeRenderer:
         pygame.draw.line(self.canvas, STRIP_AXIS_COLOUR, strip.topleft, strip.topright)
         label_width = 120
         plot = pygame.Rect(label_width, top + 10, strip.width - label_width - PANEL_MARGIN, STRIP_HEIGHT - 24)
-        top_value = nice_ceiling(max(self._series.values(), default=0.0))
+        if top_value is None:
+            top_value = nice_ceiling(max(self._series.values(), default=0.0))
         self._blit_text(label or "panel", 20, PANEL_TEXT_COLOUR, (label_width // 2, plot.top + 8), label_width - 8)
         self._blit_text(f"0 .. {top_value:.3g}", 18, STRIP_AXIS_COLOUR, (label_width // 2, plot.top + 26), 110)
         self._blit_text("| reward hit", 18, HIT_COLOUR, (label_width // 2, plot.bottom + 4), label_width - 8)
@@ -336,7 +339,7 @@ class MazeRenderer:
         for hit_step in self._hit_steps:
             pygame.draw.line(self.canvas, HIT_COLOUR, (x_of(hit_step), plot.top), (x_of(hit_step), plot.bottom), 2)
         points = [
-            (x_of(at_step), plot.bottom - round(plot.height * value / top_value))
+            (x_of(at_step), plot.bottom - round(plot.height * min(value / top_value, 1.0)))
             for at_step, value in sorted(self._series.items())
         ]
         if len(points) > 1:
