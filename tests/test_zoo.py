@@ -19,6 +19,7 @@ ENV_KWARGS = ["--env-kwargs", "size:5", "episode_length:20", "observe_previous_a
 
 def zoo(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+    environment.update(SDL_VIDEODRIVER="dummy")
     return subprocess.run(
         [sys.executable, "-m", "plastic_rl.agents.zoo", *arguments],
         cwd=cwd, env=environment, capture_output=True, text=True, timeout=120, check=False,
@@ -46,11 +47,11 @@ def test_zoo_trains_and_enjoys_plastic_a2c(tmp_path):
     assert "Episode Reward" in enjoy.stdout
 
 
-def test_zoo_enjoy_reads_a_plastic_rl_train_run(tmp_path):
+def test_zoo_enjoy_and_record_video_read_a_plastic_rl_train_run(tmp_path):
     from plastic_rl.cli import main
 
     tiny = ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
-    assert main(["train", "-f", str(tmp_path / "logs"), "--n-envs", "2", "--no-progress-bar", "-n", "20", *tiny]) == 0
+    assert main(["train", "-f", str(tmp_path / "logs"), "--n-envs", "2", "--no-progress-bar", "-n", "40", *tiny]) == 0
     run_files = tmp_path / "logs" / "plastic_a2c" / "PlasticMaze-v0_1" / "PlasticMaze-v0"
     config = yaml.safe_load((run_files / "config.yml").read_text())
     assert config["policy"] == "PlasticRecurrentPolicy" and config["policy_kwargs"]["plasticity"] == "full"
@@ -59,3 +60,7 @@ def test_zoo_enjoy_reads_a_plastic_rl_train_run(tmp_path):
                 "-n", "25", "--num-threads", "1", cwd=tmp_path)  # fmt: skip
     assert enjoy.returncode == 0, enjoy.stdout[-2000:] + enjoy.stderr[-2000:]
     assert "Episode Length 10" in enjoy.stdout  # the run's env_kwargs reached the Zoo's env
+    video = zoo("record_video", "--algo", "plastic_a2c", "--env", "PlasticMaze-v0", "-f", "logs", "-n", "20",
+                "-o", "videos", cwd=tmp_path)  # fmt: skip
+    assert video.returncode == 0, video.stdout[-2000:] + video.stderr[-2000:]
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 1

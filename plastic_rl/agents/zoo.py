@@ -18,6 +18,7 @@ Zoo builds). Runs of ``plastic-rl train`` carry the Zoo's ``<env>/config.yml`` a
 from __future__ import annotations
 
 import argparse
+import importlib
 import runpy
 import sys
 from collections.abc import Sequence
@@ -30,12 +31,12 @@ import yaml
 from plastic_rl.core.files import atomic_write_text
 
 ZOO_ALGORITHMS = ("plastic_a2c", "plastic_ppo")
-# launcher script name -> the Zoo's module
+# launcher script name -> the Zoo's "module:function", or its module when the script is only a __main__ block
 ZOO_SCRIPTS: dict[str, str] = {
-    "train": "rl_zoo3.train",
-    "enjoy": "rl_zoo3.enjoy",
+    "train": "rl_zoo3.train:train",
+    "enjoy": "rl_zoo3.enjoy:enjoy",
     "record_video": "rl_zoo3.record_video",
-    "plot_train": "rl_zoo3.plots.plot_train",
+    "plot_train": "rl_zoo3.plots.plot_train:plot_train",
 }
 
 
@@ -63,7 +64,7 @@ def zoo_arguments(script: str, arguments: Sequence[str]) -> list[str]:
     parser.add_argument("--conf-file", "-conf")
     parser.add_argument("--gym-packages", nargs="*", default=[])
     known, _ = parser.parse_known_args(arguments)
-    if script in ("train", "enjoy", "record_video") and "plastic_rl" not in known.gym_packages:
+    if script in ("train", "enjoy") and "plastic_rl" not in known.gym_packages:
         arguments += ["--gym-packages", "plastic_rl"]
     if script == "train" and known.conf_file is None and known.algo in ZOO_ALGORITHMS:
         arguments += ["--conf-file", hyperparameter_file(known.algo)]
@@ -93,8 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     script, arguments = argv[0], zoo_arguments(argv[0], argv[1:])
     register()
-    sys.argv = [ZOO_SCRIPTS[script], *arguments]
-    runpy.run_module(ZOO_SCRIPTS[script], run_name="__main__", alter_sys=True)
+    module_name, _, function_name = ZOO_SCRIPTS[script].partition(":")
+    sys.argv = [module_name, *arguments]
+    if function_name:
+        getattr(importlib.import_module(module_name), function_name)()
+    else:
+        runpy.run_module(module_name, run_name="__main__", alter_sys=True)
     return 0
 
 
