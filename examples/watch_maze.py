@@ -11,8 +11,9 @@ model = PlasticA2C.load("plastic_maze")
 env = gym.make(
     "PlasticMaze-v0", render_mode="human", show_trace_panel=True, observe_previous_action=True, observe_time=True
 )
-# alpha * Hebb, the part of the trace that acts, with the neurons in one clustered order (plastic-rl enjoy's panel).
-panel = TracePanel(model.policy, content="plastic")
+# alpha * Hebb, the part of the trace that acts, with the neurons clustered by alpha (plastic-rl enjoy's panel; its
+# default "activity" order needs an episode played first).
+panel = TracePanel(model.policy, content="plastic", order="parameters")
 obs, _ = env.reset(seed=0)
 state, episode_start, done, total_reward = None, np.ones(1, dtype=bool), False, 0.0
 while not done:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from plastic_rl.agents import PlasticRecurrentPolicy
-from plastic_rl.agents.trace_panel import TracePanel, neuron_order
+from plastic_rl.agents.trace_panel import TracePanel, activity_order, neuron_order
 
 
 def test_neuron_order_puts_neurons_with_shared_plastic_connections_together():
@@ -20,6 +20,15 @@ def test_neuron_order_puts_neurons_with_shared_plastic_connections_together():
     assert sorted(order.tolist()) == list(range(12))
     # In the order, each group is one contiguous block.
     assert np.count_nonzero(np.diff(groups[order])) == 1
+
+
+def test_activity_order_puts_neurons_that_fire_together_together():
+    rng = np.random.default_rng(1)
+    groups = np.array([0, 1, 2] * 4)
+    signals = rng.standard_normal((3, 50))
+    activations = (signals[groups] + 0.05 * rng.standard_normal((12, 50))).T  # (T, N)
+    order = activity_order(activations)
+    assert sorted(order.tolist()) == list(range(12)) and np.count_nonzero(np.diff(groups[order])) == 2
 
 
 def make_policy(plasticity: str) -> PlasticRecurrentPolicy:
@@ -39,12 +48,16 @@ def test_panel_matrices_are_the_reordered_trace_plastic_and_effective_weights(pl
     alpha = alpha if alpha.ndim == 2 else alpha.reshape(())
     expected = {"trace": trace[0], "plastic": alpha * trace[0], "effective": w + alpha * trace[0]}
     for content, matrix in expected.items():
-        panel = TracePanel(policy, content, order="cluster")
+        panel = TracePanel(policy, content, order="parameters")
         shown, value = panel.matrix_and_value(state)
         np.testing.assert_allclose(shown, matrix[np.ix_(panel.order, panel.order)], rtol=1e-5, atol=1e-7)
         changing = trace[0] if content == "trace" else alpha * trace[0]
         assert value == pytest.approx(np.linalg.norm(changing), rel=1e-5)
     assert TracePanel(policy, order="none").order.tolist() == list(range(6))
+    by_activity = TracePanel(policy)
+    assert by_activity.needs_activity and by_activity.order.tolist() == list(range(6))
+    by_activity.fit_activity_order(np.random.default_rng(0).standard_normal((20, 6)))
+    assert not by_activity.needs_activity and sorted(by_activity.order.tolist()) == list(range(6))
     with pytest.raises(ValueError, match="content"):
         TracePanel(policy, "weights")
     with pytest.raises(ValueError, match="plastic policy"):

@@ -2,8 +2,8 @@
 
 Loads the latest run (or ``--exp-id N``) of ``--env`` from ``LOGDIR/<algo>/<env>_<N>/`` and plays episodes in
 the pygame window; on PlasticMaze-v0 a plastic agent's trace (``--panel``: the trace, alpha ⊙ Hebb or the
-effective weights, neurons in one clustered order, see :mod:`plastic_rl.agents.trace_panel`) is shown in the
-side panel as it changes, with its norm along the bottom and a tick at each reward hit.
+effective weights, neurons in one clustered order fixed per model, see :mod:`plastic_rl.agents.trace_panel`) is
+shown in the side panel as it changes, with its norm along the bottom and a tick at each reward hit.
 
 ``--panel-scale episode`` (the default) keeps the panel's colour scale, and the strip's axis, fixed over each
 episode, so growth shows: the episode is first played once without drawing, with the same env seed and torch seed
@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--panel", default="plastic", choices=list(PANEL_CONTENTS), help="what the side panel shows (plastic agents)"
     )
-    parser.add_argument("--panel-order", default="cluster", choices=list(NEURON_ORDERS), help="order of the neurons")
+    parser.add_argument(
+        "--panel-order", default="activity", choices=list(NEURON_ORDERS), help="order of the neurons (fixed per model)"
+    )
     parser.add_argument(
         "--panel-scale", default="episode", help="colour scale: episode (fixed per episode), frame, or a number"
     )
@@ -97,13 +99,13 @@ def run(args: argparse.Namespace) -> int:
     for episode in range(args.n_episodes):
         seed = args.seed + episode
         scales = None
-        if panel is not None and panel_scale != "frame":
-            # A first pass without drawing, the same episode (same seeds), to fit the fixed scales to it.
+        if panel is not None and (panel_scale != "frame" or panel.needs_activity):
+            # A first pass without drawing, the same episode (same seeds), to fit the scales (and the order) to it.
             silent_env = gym.make(args.env, **env_kwargs)
-            _, scales = play_episode(model, silent_env, seed, args.deterministic, panel)
+            _, fitted = play_episode(model, silent_env, seed, args.deterministic, panel)
             silent_env.close()
-            if isinstance(panel_scale, float):
-                scales = (panel_scale, scales[1])
+            if panel_scale != "frame":
+                scales = (panel_scale if isinstance(panel_scale, float) else fitted[0], fitted[1])
         total_reward, _ = play_episode(model, env, seed, args.deterministic, panel, scales)
         print(f"episode {episode + 1}: reward {total_reward:.1f}")
     env.close()
