@@ -58,6 +58,20 @@ def test_enjoy_plays_the_latest_run_and_records_a_gif(tmp_path, capsys):
     assert gif.stat().st_size > 0
 
 
+def test_enjoy_records_an_mp4_through_record_video(tmp_path):
+    pytest.importorskip("moviepy")
+    assert train(tmp_path, "-n", "20", "--policy", "plastic") == 0
+    video = tmp_path / "out.mp4"
+    for panel, scale in (("effective", "0.5"), ("trace", "episode")):
+        assert (
+            main(["enjoy", "-f", str(tmp_path), "--record", str(video), "--panel", panel, "--panel-scale", scale]) == 0
+        )
+        assert video.read_bytes()[4:8] == b"ftyp"  # an MP4 container
+    assert not any(path.name.startswith(".recording") for path in tmp_path.iterdir())  # the recorder's folder went
+    with pytest.raises(ValueError, match="--panel-scale"):
+        main(["enjoy", "-f", str(tmp_path), "--record", str(video), "--panel-scale", "-1"])
+
+
 @pytest.mark.parametrize("algo", ["plastic_ppo", "recurrent_ppo"])
 def test_train_other_algorithms_with_lstm(tmp_path, algo):
     assert train(tmp_path, "-n", "40", "--algo", algo, "--policy", "lstm") == 0

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
@@ -43,9 +43,12 @@ SelfPlasticA2C = TypeVar("SelfPlasticA2C", bound="PlasticA2C")
 class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
     """Advantage actor-critic with recurrent policies and backpropagation through whole rollouts.
 
-    One gradient step per rollout on ``n_envs`` sequences of ``n_steps``. The defaults are the paper's
-    maze settings: ``n_steps=250`` (one episode), ``gamma=0.9``, Monte-Carlo returns
-    (``gae_lambda=1``) and Adam with ``eps=1e-4``.
+    One gradient step per rollout on ``n_envs`` sequences of ``n_steps``. The constructor takes SB3 ``A2C``'s
+    keywords; the defaults that differ from SB3's are the paper's maze settings: ``n_steps=250`` (one episode,
+    so each update backpropagates through whole episodes; SB3: 5), ``gamma=0.9`` (0.99), ``ent_coef=0.03``
+    (0), ``vf_coef=0.1`` (0.5), ``max_grad_norm=4`` (0.5), ``learning_rate=1e-3`` (7e-4) and Adam instead of
+    RMSprop (``use_rms_prop=False``; SB3: True), as the paper trains its plastic networks with Adam (the
+    policy's default optimizer, ``eps=1e-4``).
 
     Parameters
     ----------
@@ -57,6 +60,10 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
     ent_coef, vf_coef : entropy and value-loss coefficients.
     max_grad_norm : clip the gradient norm to this; ``None`` for no clipping.
     use_rms_prop : use RMSprop (SB3's A2C optimizer) instead of Adam, with ``rms_prop_eps``.
+    use_sde : must be False: state-dependent exploration needs a feed-forward policy (SB3's keyword, for
+        compatibility); ``sde_sample_freq`` is then unused, as in SB3.
+    rollout_buffer_class, rollout_buffer_kwargs : as in SB3; the class must be a :class:`RolloutBuffer` (the
+        rollout is re-read as ``(n_steps, n_envs)`` sequences, which ``DictRolloutBuffer`` does not store).
     normalize_advantage : standardize the advantages of each batch.
     on_non_finite : at a NaN or infinite loss or gradient, ``"raise"``
         :class:`~plastic_rl.core.divergence.TrainingDiverged` (naming the update; the parameters stay those
@@ -83,6 +90,10 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         max_grad_norm: float | None = 4.0,
         use_rms_prop: bool = False,
         rms_prop_eps: float = 1e-5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         normalize_advantage: bool = False,
         on_non_finite: str = "raise",
         stats_window_size: int = 100,
@@ -115,6 +126,17 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         for name, flag in (("use_rms_prop", use_rms_prop), ("normalize_advantage", normalize_advantage)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be True or False; got {flag!r}")
+        if use_sde:
+            raise ValueError("use_sde must be False: gSDE needs a feed-forward policy, not a recurrent one")
+        if rollout_buffer_class is not None and not (
+            isinstance(rollout_buffer_class, type)
+            and issubclass(rollout_buffer_class, RolloutBuffer)
+            and not issubclass(rollout_buffer_class, DictRolloutBuffer)
+        ):
+            raise ValueError(
+                f"rollout_buffer_class must be RolloutBuffer or a subclass (not DictRolloutBuffer); "
+                f"got {rollout_buffer_class!r}"
+            )
         super().__init__(
             policy,
             env,
@@ -126,7 +148,9 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             vf_coef=vf_coef,
             max_grad_norm=max_grad_norm,
             use_sde=False,
-            sde_sample_freq=-1,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -322,7 +346,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             self._check_finite(None, gradients=False)
             self._n_updates += 1
             for name, value in [
-                ("policy_loss", policy_loss.item()),
+                # SB3's names: A2C logs "policy_loss", PPO "policy_gradient_loss".
+                ("policy_loss" if clip_range is None else "policy_gradient_loss", policy_loss.item()),
                 ("value_loss", value_loss.item()),
                 ("entropy_loss", entropy_loss.item()),
                 ("approx_kl", approx_kl),
@@ -331,6 +356,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 logs.setdefault(name, []).append(value)
         for name, values_logged in logs.items():
             self.logger.record(f"train/{name}", float(np.mean(values_logged)))
+        if isinstance(self.action_space, spaces.Box) and hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         for name, value in self.policy.plasticity_statistics(final_state).items():
             self.logger.record(f"plasticity/{name}", value)
         self.logger.record(

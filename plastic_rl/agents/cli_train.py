@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start from this saved model's parameters (a .zip or a checkpoint) and train -n more steps",
     )
     parser.add_argument(
+        "--video-freq",
+        type=positive_int,
+        default=None,
+        help="with -tb: log an episode with its trace panel to TensorBoard every F env steps (default: never)",
+    )
+    parser.add_argument(
         "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="override hyperparameters"
     )
     parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="override env kwargs")
@@ -240,9 +246,17 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
 
     import plastic_rl  # noqa: F401  (registers the envs)
     from plastic_rl.agents.checkpoints import ResumeCheckpointCallback, read_checkpoint, restore_checkpoint
-    from plastic_rl.agents.configuration import algorithm_class, check_env_id, load_hyperparameters, parse_key_values
+    from plastic_rl.agents.configuration import (
+        algorithm_class,
+        check_env_id,
+        load_hyperparameters,
+        parse_key_values,
+        policy_settings,
+    )
+    from plastic_rl.agents.curves import write_learning_curve
     from plastic_rl.agents.make_env import make_training_env
     from plastic_rl.agents.saving import EvalCallback
+    from plastic_rl.agents.zoo import write_run_files
     from plastic_rl.core.divergence import TrainingDiverged
     from plastic_rl.core.files import atomic_write, atomic_write_text
     from plastic_rl.core.options import check_device, check_positive_int, reported_as_bad_input
@@ -318,11 +332,23 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
             "command": " ".join(["plastic-rl", *sys.argv[1:]]),
         }
         atomic_write_text(folder / "config.yml", yaml.safe_dump(config, sort_keys=False))
+        # RL Zoo's copies of the run's settings, so that its enjoy, record_video and plot_train read this run.
+        zoo_policy, zoo_policy_kwargs = policy_settings(
+            args.algo, args.policy, hyperparameters.get("policy_kwargs") or {}
+        )
+        zoo_arguments = {**vars(args), "env_kwargs": env_kwargs or None, "hyperparams": overrides or None}
+        write_run_files(
+            folder, args.env, {**hyperparameters, "policy_kwargs": zoo_policy_kwargs}, zoo_policy, zoo_arguments
+        )
 
     callbacks: list = [] if eval_callback is None else [eval_callback]
     if args.save_freq is not None:
         arguments = {**vars(args), "resume": None}
         callbacks.append(ResumeCheckpointCallback(folder, args.save_freq, arguments, eval_callback, KEPT_CHECKPOINTS))
+    if args.video_freq is not None and args.tensorboard_log:
+        from plastic_rl.agents.callbacks import TraceVideoCallback
+
+        callbacks.append(TraceVideoCallback(args.env, args.video_freq, env_kwargs, seed=args.seed + 30_000))
     done = model.num_timesteps if checkpoint is not None else 0
     print(
         f"Training {args.algo} ({args.policy}) on {args.env} for {n_timesteps} steps with {n_envs} envs -> {folder}"
@@ -343,6 +369,9 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     with atomic_write(model_path) as file:
         model.save(file)
     print(f"Saved {model_path}")
+    curve = write_learning_curve(folder, title=f"{args.algo} ({args.policy}) on {args.env}")
+    if curve is not None:
+        print(f"Saved {curve}")
     env.close()
 
     if args.compare_random:

@@ -25,7 +25,7 @@ from stable_baselines3.common.distributions import (
 )
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
-from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from plastic_rl.core import PlasticRecurrentLayer, PlasticState
@@ -133,7 +133,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
             and len(observation_space.shape) == 1
             and observation_space.dtype == np.float32
         )
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     # --- the core, supplied by subclasses -------------------------------------------------------------
 
@@ -226,7 +226,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
 
     # --- SB3's predict contract -----------------------------------------------------------------------
 
-    def _predict(self, observation: th.Tensor, deterministic: bool = False) -> th.Tensor:
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         raise NotImplementedError("a recurrent policy needs its state: call predict(obs, state, episode_start)")
 
     def predict(
@@ -248,6 +248,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         """
         self.set_training_mode(False)
         obs_tensor, vectorized = self.obs_to_tensor(observation)
+        assert isinstance(obs_tensor, th.Tensor), "recurrent policies take Box observations, not Dict ones"
         n_envs = obs_tensor.shape[0]
         with th.no_grad():
             if state is None:
@@ -267,7 +268,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
             if episode_start is not None:
                 starts = th.as_tensor(np.asarray(episode_start), device=self.device).reshape(n_envs).to(th.bool)
             actions, _, _, state_tensors = self(obs_tensor, state_tensors, starts, deterministic=deterministic)
-        actions = actions.cpu().numpy().reshape((-1, *self.action_space.shape))
+        actions = actions.cpu().numpy().reshape((-1, *(self.action_space.shape or ())))
         if isinstance(self.action_space, spaces.Box):
             actions = np.clip(actions, self.action_space.low, self.action_space.high)
         if not vectorized:
@@ -290,6 +291,8 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
     init_scale : standard deviation of the initial recurrent weights and plasticity coefficients.
     Others : as :class:`RecurrentActorCriticPolicy`.
     """
+
+    core: PlasticRecurrentLayer
 
     def __init__(
         self,
@@ -362,6 +365,8 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
 
 class LstmPolicy(RecurrentActorCriticPolicy):
     """The same heads on a one-layer ``torch.nn.LSTM`` (the paper's LSTM baseline); the state is ``(h, c)``."""
+
+    core: nn.LSTM
 
     def _build_core(self, input_size: int) -> nn.LSTM:
         return nn.LSTM(input_size, self.hidden_size)

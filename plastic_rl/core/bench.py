@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 from plastic_rl.core.options import non_negative_int, positive_float, positive_int
 
@@ -106,7 +107,9 @@ def _device(name: str):
     import torch
 
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        from stable_baselines3.common.utils import get_device
+
+        return get_device("auto")  # SB3's choice, as the RL side: CUDA when available
     return torch.device(name)
 
 
@@ -183,7 +186,7 @@ def _worker(spec: dict) -> dict:
     device = _device(spec["device"])
     if spec["backend"] != "auto":
         requested = spec["backend"]
-        fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested
+        fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested  # type: ignore[misc]
     n, steps, batch = spec["n"], spec["steps"], spec["batch"]
     baseline_gb = _peak_rss_gb()
     layer, inputs = _problem(n, steps, batch, spec["seed"], spec["implementation"], device)
@@ -278,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     )
     rows = []
     for n, steps, batch in configs:
-        row = {"n": n, "steps": steps, "batch": batch}
+        row: dict[str, Any] = {"n": n, "steps": steps, "batch": batch}
         spec = dict(
             n=n,
             steps=steps,

@@ -35,7 +35,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
-        with os.fdopen(descriptor, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+        with os.fdopen(descriptor, mode, encoding="utf-8" if mode == "w" else None) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

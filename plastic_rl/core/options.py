@@ -14,7 +14,7 @@ import argparse
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 PLASTICITY_MODES = ("full", "shared", "none")
 MODULATION_MODES = ("shared", "per_neuron")
@@ -38,6 +38,10 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+@overload
+def check_positive_float(name: str, value: Any, *, allow_none: Literal[False] = False) -> float: ...
+@overload
+def check_positive_float(name: str, value: Any, *, allow_none: bool) -> float | None: ...
 def check_positive_float(name: str, value: Any, *, allow_none: bool = False) -> float | None:
     """Return ``value`` as a float if it is finite and > 0 (or ``None`` when allowed), else raise ``ValueError``."""
     if value is None and allow_none:

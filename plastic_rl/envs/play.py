@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             zoom=args.zoom,
             callback=print_episode_end,
-            keys_to_action=env.unwrapped.get_keys_to_action(),
+            keys_to_action=env.unwrapped.get_keys_to_action(),  # type: ignore[attr-defined]  # the maze's
             # Only used for a combination of arrow keys pressed together; wait_on_player does the rest.
             noop=0,
             wait_on_player=True,

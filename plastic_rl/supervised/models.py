@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from plastic_rl.core import PlasticRecurrentLayer
+from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
 from plastic_rl.core.options import check_positive_float, check_positive_int
 
 
@@ -119,9 +119,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
-def plastic_layers(model: nn.Module) -> dict[str, nn.Module]:
+def plastic_layers(model: nn.Module) -> dict[str, PlasticRecurrentLayer | PlasticLinear]:
     """The model's plastic-core layers (recurrent or feed-forward) by qualified name."""
-    from plastic_rl.core import PlasticLinear
 
     return {
         name: module
@@ -135,7 +134,10 @@ def select_device(device: str) -> torch.device:
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be one of 'auto', 'cpu', 'cuda' (or 'cuda:N'); got {device!r}")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from stable_baselines3.common.utils import get_device
+
+        return get_device("auto")  # SB3's choice, as the RL side: CUDA when available
+    # Unlike SB3's get_device, an explicit "cuda" without CUDA is an error rather than a silent CPU run.
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
     return torch.device(device)

@@ -223,7 +223,7 @@ class SupervisedTrainer:
         self.history: list[dict[str, Any]] = []
         self._window: dict[str, list[float]] = defaultdict(list)
         self.log_dir = log_dir
-        self._writer = None
+        self._writer: Any = None  # a torch SummaryWriter, opened on first use
 
     @property
     def episodes(self) -> int:
@@ -332,10 +332,10 @@ class SupervisedTrainer:
             for label, matrix in (("w", layer.weight), ("alpha", layer.plasticity_coefficient)):
                 if matrix is None or matrix.dim() != 2:
                     continue
-                matrix = matrix.detach().float().cpu()
-                scale = matrix.abs().max().clamp_min(1e-12)
+                values = matrix.detach().float().cpu()
+                scale = values.abs().max().clamp_min(1e-12)
                 # Zero maps to mid-grey, so the sign of a connection reads off the image.
-                writer.add_image(f"{label}/{name}", (matrix / scale + 1).unsqueeze(0) / 2, self.step)
+                writer.add_image(f"{label}/{name}", (values / scale + 1).unsqueeze(0) / 2, self.step)
 
     def _record(self, evaluated: dict[str, float] | None) -> None:
         row: dict[str, Any] = {
