@@ -240,7 +240,11 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 starts = th.as_tensor(self._last_episode_starts, device=self.device)
                 actions, values, log_probs, state = self.policy(obs_tensor, state, starts)
             actions = actions.cpu().numpy()
-            env_actions = np.clip(actions, self.action_space.low, self.action_space.high) if clip_actions else actions
+            if clip_actions:
+                assert isinstance(self.action_space, spaces.Box)
+                env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+            else:
+                env_actions = actions
             new_obs, rewards, dones, infos = env.step(env_actions)
             self.num_timesteps += n_envs
             callback.update_locals(locals())

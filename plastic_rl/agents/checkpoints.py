@@ -87,6 +87,7 @@ def save_checkpoint(
     model_bytes = io.BytesIO()
     model.save(model_bytes)
     env = model.get_env()
+    assert env is not None, "a model being trained has its env"
     recurrent_state = getattr(model, "_last_recurrent_state", None)
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -145,7 +146,8 @@ def restore_checkpoint(
         io.BytesIO(payload["model"]), env=env, device=device, force_reset=not exact, **load_kwargs
     )
     if payload["recurrent_state"] is not None:
-        model._last_recurrent_state = tuple(part.to(model.device) for part in payload["recurrent_state"])
+        recurrent_state = tuple(part.to(model.device) for part in payload["recurrent_state"])
+        model._last_recurrent_state = recurrent_state  # type: ignore[attr-defined]  # PlasticA2C's rollout state
     if exact:
         env.set_state(payload["env_state"])
         # Loading seeded the env for a reset that never comes: drop those seeds.
@@ -155,7 +157,7 @@ def restore_checkpoint(
             setattr(eval_callback, name, value)
         if payload["eval"]["env_state"] is not None:
             eval_callback.eval_env.reset()
-            eval_callback.eval_env.set_state(payload["eval"]["env_state"])
+            eval_callback.eval_env.set_state(payload["eval"]["env_state"])  # type: ignore[attr-defined]
     set_random_states(model, payload["random_states"])
     return model
 
@@ -188,6 +190,7 @@ class ResumeCheckpointCallback(BaseCallback):
         self._last_saved = self.num_timesteps
 
     def _on_rollout_start(self) -> None:
+        assert self._last_saved is not None, "set when training starts"
         if self.num_timesteps - self._last_saved >= self.save_freq:
             path = checkpoint_path(self.folder, self.num_timesteps)
             save_checkpoint(path, self.model, self.arguments, self.eval_callback)

@@ -367,7 +367,7 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         raise TrainingDiverged(f"{error}; {kept}") from error
     model_path = folder / f"{args.env}.zip"
     with atomic_write(model_path) as file:
-        model.save(file)
+        model.save(file)  # type: ignore[arg-type]  # a binary file object, as SB3 accepts
     print(f"Saved {model_path}")
     curve = write_learning_curve(folder, title=f"{args.algo} ({args.policy}) on {args.env}")
     if curve is not None:

@@ -60,6 +60,7 @@ class BatchedMazeVecEnv(VecEnv):
         self._free_square_objects = [MazeSquare(int(row), int(col)) for row, col in maze.free_squares]
         self._moves = np.array(ACTION_MOVES, dtype=np.int64)
         self._n_actions = len(ACTION_MOVES)
+        assert maze.observation_space.shape is not None
         n_observations = maze.observation_space.shape[0]
         self._observations = np.zeros((n_envs, n_observations), dtype=np.float32)
         self._rows = np.full(n_envs, maze.start_position.row, dtype=np.int64)
@@ -87,7 +88,7 @@ class BatchedMazeVecEnv(VecEnv):
         self._reset_seeds()
         self._reset_options()
         if self.monitor_dir is not None and not self._writers:
-            header = {"t_start": self.t_start, "env_id": ENV_ID}
+            header: dict[str, float | str] = {"t_start": self.t_start, "env_id": ENV_ID}
             self._writers = [ResultsWriter(path, header=header) for path in self._monitor_paths()]
         self._start_episodes(np.arange(self.num_envs))
         self.reset_infos = self._infos(range(self.num_envs))
@@ -161,9 +162,14 @@ class BatchedMazeVecEnv(VecEnv):
         self._previous_actions[indices] = -1
         self._episode_returns[indices] = 0.0
 
+    def _generator(self, env_index: int) -> np.random.Generator:
+        generator = self._generators[env_index]
+        assert generator is not None, "reset() seeds every maze's generator"
+        return generator
+
     def _index_skipping(self, env_index: int, excluded_index: int) -> int:
         """As :meth:`PlasticMazeEnv._index_skipping`, drawn from maze ``env_index``'s generator."""
-        index = int(self._generators[env_index].integers(len(self._free_squares) - 1))
+        index = int(self._generator(env_index).integers(len(self._free_squares) - 1))
         return index + (index >= excluded_index)
 
     def _observe(self) -> np.ndarray:
@@ -210,7 +216,7 @@ class BatchedMazeVecEnv(VecEnv):
                     "episode_returns",
                 )
             },
-            "generators": [generator.bit_generator.state for generator in self._generators],
+            "generators": [self._generator(index).bit_generator.state for index in range(self.num_envs)],
             "t_start": self.t_start,
             "monitor_sizes": [writer.file_handler.tell() for writer in self._writers],
         }

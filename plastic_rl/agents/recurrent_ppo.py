@@ -16,4 +16,4 @@ class RecurrentPPO(AtomicSaveMixin, ContribRecurrentPPO):
     def __init__(self, *args: Any, gamma: float = 0.99, gae_lambda: float = 0.95, **kwargs: Any) -> None:
         check_float_range("gamma", gamma, 0, 1, low_open=True)
         check_float_range("gae_lambda", gae_lambda, 0, 1)
-        super().__init__(*args, gamma=gamma, gae_lambda=gae_lambda, **kwargs)
+        super().__init__(*args, gamma=gamma, gae_lambda=gae_lambda, **kwargs)  # type: ignore[misc]

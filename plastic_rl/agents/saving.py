@@ -18,17 +18,17 @@ class AtomicSaveMixin:
 
     def save(self, path: str | pathlib.Path | io.BufferedIOBase, *args: Any, **kwargs: Any) -> None:
         if isinstance(path, io.IOBase):
-            return super().save(path, *args, **kwargs)
+            return super().save(path, *args, **kwargs)  # type: ignore[misc]  # a mixin before an SB3 class
         path = pathlib.Path(path)
         if path.suffix == "":  # SB3's own rule: a path without a suffix gets ".zip"
             path = path.with_name(path.name + ".zip")
         with atomic_path(path) as partial:
-            super().save(partial, *args, **kwargs)
+            super().save(partial, *args, **kwargs)  # type: ignore[misc]
 
     @classmethod
     def load(cls, path: str | os.PathLike | io.BufferedIOBase, *args: Any, **kwargs: Any):
         try:
-            return super().load(path, *args, **kwargs)
+            return super().load(path, *args, **kwargs)  # type: ignore[misc]
         except FileNotFoundError:
             raise ValueError(f"{path}: no such file") from None
         except Exception as error:  # SB3's and torch's errors for a bad file vary widely (KeyError, EOFError, ...)

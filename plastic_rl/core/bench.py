@@ -234,7 +234,9 @@ def _backend_description(spec: dict, device, batch: int) -> str:
     backend = fused.resolve_backend(spec["backend"], device)
     if backend != "cpp":
         return backend
-    if not fused.cpp_extension_module().multithreaded():
+    module = fused.cpp_extension_module()
+    assert module is not None, "resolve_backend gave cpp: the kernel is built"
+    if not module.multithreaded():
         return "cpp, built without OpenMP: one thread"
     slices = fused.batch_slices(batch)
     return f"cpp, {slices} batch slices" if slices > 1 else "cpp, rows shared per step"

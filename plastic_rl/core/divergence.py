@@ -29,8 +29,8 @@ def find_non_finite(
     """
     if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
         return "loss"
-    named = [(name, parameter.grad if gradients else parameter) for name, parameter in named_parameters]
-    named = [(name, tensor.detach()) for name, tensor in named if tensor is not None and tensor.numel() > 0]
+    candidates = [(name, parameter.grad if gradients else parameter) for name, parameter in named_parameters]
+    named = [(name, tensor.detach()) for name, tensor in candidates if tensor is not None and tensor.numel() > 0]
     if not named:
         return None
     # One reduction and one synchronisation in the usual, finite case; only then find the culprit.

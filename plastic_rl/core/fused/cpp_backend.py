@@ -25,7 +25,8 @@ from plastic_rl.core.rules import kernel_rule_codes
 
 NO_CPP_ENVIRONMENT_VARIABLE = "PLASTIC_RL_NO_CPP"
 # PLASTIC_RL_SANITIZE=address builds the kernel with AddressSanitizer (a separately cached build); run Python with
-# LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 so the runtime comes first.
+# LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)" ASAN_OPTIONS=detect_leaks=0, so
+# that the runtime comes first and finds the C++ exception functions it intercepts (TORCH_CHECK throws).
 SANITIZE_ENVIRONMENT_VARIABLE = "PLASTIC_RL_SANITIZE"
 SANITIZERS = ("address",)
 KERNEL_SOURCE = Path(__file__).parent.parent / "csrc" / "plastic_unroll.cpp"
