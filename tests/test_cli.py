@@ -58,7 +58,7 @@ def test_enjoy_plays_the_latest_run_and_records_a_gif(tmp_path, capsys):
     assert gif.stat().st_size > 0
 
 
-def test_enjoy_records_an_mp4_through_record_video(tmp_path):
+def test_enjoy_records_an_mp4_through_record_video(tmp_path, capsys):
     pytest.importorskip("moviepy")
     assert train(tmp_path, "-n", "20", "--policy", "plastic") == 0
     video = tmp_path / "out.mp4"
@@ -68,8 +68,10 @@ def test_enjoy_records_an_mp4_through_record_video(tmp_path):
         )
         assert video.read_bytes()[4:8] == b"ftyp"  # an MP4 container
     assert not any(path.name.startswith(".recording") for path in tmp_path.iterdir())  # the recorder's folder went
-    with pytest.raises(ValueError, match="--panel-scale"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["enjoy", "-f", str(tmp_path), "--record", str(video), "--panel-scale", "-1"])
+    assert exit_info.value.code == 2
+    assert "plastic-rl enjoy: error: --panel-scale must be" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("algo", ["plastic_ppo", "recurrent_ppo"])
