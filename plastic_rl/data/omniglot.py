@@ -88,7 +88,9 @@ def _source(folder: Path, archive: str) -> Path:
         return zip_path
     if extracted.is_dir():
         return extracted
-    raise DataError(f"Omniglot file {archive}.zip not found: looked for {zip_path} and the folder {extracted}; {HOW_TO_GET}")
+    raise DataError(
+        f"Omniglot file {archive}.zip not found: looked for {zip_path} and the folder {extracted}; {HOW_TO_GET}"
+    )
 
 
 def _fingerprint(path: Path) -> str:
@@ -122,7 +124,9 @@ def _png_members(path: Path) -> dict[str, dict[str, bytes]]:
             for file in path.rglob("*.png"):
                 add(file.relative_to(path).parts, file.read_bytes)
     except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as error:
-        raise DataError(f"Omniglot file {path} is unreadable or corrupt ({error}); delete it and {HOW_TO_GET}") from error
+        raise DataError(
+            f"Omniglot file {path} is unreadable or corrupt ({error}); delete it and {HOW_TO_GET}"
+        ) from error
     if not characters:
         raise DataError(f"Omniglot file {path} holds no <Alphabet>/<character>/*.png images; {HOW_TO_GET}")
     return characters
@@ -135,7 +139,9 @@ def _decode(png: bytes, where: str) -> np.ndarray:
         with Image.open(io.BytesIO(png)) as image:
             gray = image.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
     except Exception as error:  # Pillow raises many types on a damaged PNG
-        raise DataError(f"Omniglot image {where} cannot be decoded ({error}); delete the file and {HOW_TO_GET}") from error
+        raise DataError(
+            f"Omniglot image {where} cannot be decoded ({error}); delete the file and {HOW_TO_GET}"
+        ) from error
     return 255 - np.asarray(gray, dtype=np.uint8)  # strokes are black on white: ink -> 255
 
 
@@ -194,7 +200,9 @@ def load_images(data_dir: str | os.PathLike | None = None) -> OmniglotImages:
         images_sha256=hashlib.sha256(built.images.tobytes()).hexdigest(),
     )
     with atomic_write(path) as handle:
-        np.savez(handle, header=np.array(json.dumps(header)), images=built.images, characters=np.array(built.characters))
+        np.savez(
+            handle, header=np.array(json.dumps(header)), images=built.images, characters=np.array(built.characters)
+        )
     return built
 
 
@@ -277,7 +285,9 @@ class OmniglotSplit:
 
     @classmethod
     def from_dict(cls, record: dict) -> OmniglotSplit:
-        return cls(record["name"], {part: tuple(names) for part, names in record["parts"].items()}, record["name"] == "vinyals")
+        return cls(
+            record["name"], {part: tuple(names) for part, names in record["parts"].items()}, record["name"] == "vinyals"
+        )
 
     def classes(self, part: str, images: OmniglotImages) -> tuple[np.ndarray, np.ndarray | None]:
         """A part's classes: character rows of ``images`` and their rotations (``None``: drawn per episode)."""

@@ -1,4 +1,4 @@
-"""Omniglot N-way K-shot classification (the paper's Experiment 3) as a Gymnasium environment, and its batched sampler."""
+"""Omniglot N-way K-shot classification (the paper's Experiment 3): a Gymnasium environment and its batched sampler."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def draw_episode(classes: OmniglotClasses, ways: int, shots: int, rng: np.random
 def sample_omniglot_episodes(
     classes: OmniglotClasses, ways: int, shots: int, rng: np.random.Generator, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``batch_size`` episodes as arrays: images ``(T, B, 31, 31)``, labels ``(T, B)`` (-1 at the query), targets ``(B,)``.
+    """``batch_size`` episodes as arrays: images ``(T, B, 31, 31)``, labels ``(T, B)`` (-1: query), targets ``(B,)``.
 
     Column ``b`` is the episode that the ``b``-th ``reset`` of a :class:`OmniglotEnv` seeded like
     ``rng`` would give.

@@ -70,7 +70,10 @@ class OmniglotTask(SupervisedTask):
         check_choice("split", split, SPLITS)
         self.ways, self.shots = ways, shots
         self.split_settings = dict(
-            split=split, split_seed=split_seed, test_characters=test_characters, validation_characters=validation_characters
+            split=split,
+            split_seed=split_seed,
+            test_characters=test_characters,
+            validation_characters=validation_characters,
         )
         self.data_dir = None if data_dir is None else str(data_dir)
         self.digest = digest
@@ -88,7 +91,11 @@ class OmniglotTask(SupervisedTask):
         images = load_images(self.data_dir)
         settings = self.split_settings
         split = make_split(
-            settings["split"], images, settings["split_seed"], settings["test_characters"], settings["validation_characters"]
+            settings["split"],
+            images,
+            settings["split_seed"],
+            settings["test_characters"],
+            settings["validation_characters"],
         )
         digest = split_digest(split)
         if self.digest is not None and digest != self.digest:
@@ -135,7 +142,11 @@ class OmniglotTask(SupervisedTask):
     def metrics(self, outputs: Tensor, episodes: Episodes) -> dict[str, float]:
         correct = (outputs.argmax(-1) == episodes.targets.argmax(-1)).unsqueeze(-1).float()
         accuracy = masked_mean(correct, episodes.mask).item()
-        return {"error_rate": 1.0 - accuracy, "accuracy": accuracy, "cross_entropy": self.loss(outputs, episodes).item()}
+        return {
+            "error_rate": 1.0 - accuracy,
+            "accuracy": accuracy,
+            "cross_entropy": self.loss(outputs, episodes).item(),
+        }
 
     def build_model(
         self,
@@ -170,7 +181,9 @@ class OmniglotTask(SupervisedTask):
             "--validation-characters", type=int, default=100, help="paper split: characters held out for validation"
         )
         group = parser.add_argument_group("omniglot models")
-        group.add_argument("--embedding", choices=EMBEDDINGS, default="paper", help="'paper' (stride-2 tanh) or 'conv4'")
+        group.add_argument(
+            "--embedding", choices=EMBEDDINGS, default="paper", help="'paper' (stride-2 tanh) or 'conv4'"
+        )
         group.add_argument("--rule", choices=RULES, default="oja", help="Hebbian rule of the plastic head")
         group.add_argument("--eta", type=float, default=1.0, help="initial Hebbian learning rate")
         group.add_argument("--alpha-init", type=float, default=1.0, help="initial plasticity coefficients (mean)")
@@ -190,7 +203,9 @@ class OmniglotTask(SupervisedTask):
             data_dir=args.data_dir,
         )
         model_options = dict(
-            embedding=args.embedding, rule=args.rule, fixed_weight=not args.no_fixed_weight,
+            embedding=args.embedding,
+            rule=args.rule,
+            fixed_weight=not args.no_fixed_weight,
             hebbian_learning_rate=args.eta,
             alpha_init=args.alpha_init,
         )
@@ -198,7 +213,7 @@ class OmniglotTask(SupervisedTask):
 
 
 def _embedding(kind: str, channels: int) -> nn.Sequential:
-    """31x31 -> ``channels`` features: the paper's four stride-2 3x3 tanh convolutions, or Conv-4 (BN, ReLU, max-pool)."""
+    """31x31 -> ``channels`` features: the paper's four stride-2 3x3 tanh convolutions, or Conv-4 (BN, max-pool)."""
     layers: list[nn.Module] = []
     for index in range(4):
         inputs = 1 if index == 0 else channels
@@ -309,7 +324,7 @@ def prototype_logits(features: Tensor, labels: Tensor) -> Tensor:
 def nearest_neighbour_logits(features: Tensor, labels: Tensor) -> Tensor:
     """Minus the squared distance of every step's features to the nearest labelled drawing of each label."""
     distances = (features.unsqueeze(1) - features.unsqueeze(0)).square().sum(-1)  # (T, T_shown, B)
-    shown = labels.permute(1, 0, 2).unsqueeze(0) > 0  # (1, T_shown, B, ways)
+    shown = labels.unsqueeze(0) > 0  # (1, T_shown, B, ways)
     masked = torch.where(shown, distances.unsqueeze(-1), torch.full_like(distances.unsqueeze(-1), math.inf))
     return -masked.amin(1)
 
