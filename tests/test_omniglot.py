@@ -247,3 +247,25 @@ def test_supervised_and_evaluate_commands(data_dir, tmp_path, capsys):
     assert report["part"] == "test" and report["head"]["episodes"] == 20 and "nearest_neighbour" in report
     assert main(["supervised", "omniglot", "--ways", "1", "--data-dir", str(data_dir), "--run-dir", str(run_dir)]) == 2
     assert "ways must be at least 2" in capsys.readouterr().err
+
+
+def test_download_checks_the_published_md5_of_fresh_files(tmp_path, monkeypatch):
+    import hashlib
+
+    payloads = {url: f"archive at {url}".encode() for url, _ in data.ARCHIVES.values()}
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: Response(payloads[url]))
+    with pytest.raises(DataError, match="did not match its published MD5"):
+        data.download(tmp_path)
+    assert not (tmp_path / "omniglot" / "images_background.zip").exists()
+    published = {archive: (url, hashlib.md5(payloads[url]).hexdigest()) for archive, (url, _) in data.ARCHIVES.items()}
+    monkeypatch.setattr(data, "ARCHIVES", published)
+    data.download(tmp_path)
+    assert (tmp_path / "omniglot" / "images_evaluation.zip").read_bytes() == payloads[published["images_evaluation"][0]]
