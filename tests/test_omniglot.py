@@ -204,6 +204,14 @@ def test_batched_sampler_matches_successive_env_resets(data_dir):
         assert targets[column] == episode.target
 
 
+def test_paper_split_without_validation_characters_validates_on_training_classes(data_dir):
+    task = OmniglotTask(split="paper", test_characters=5, validation_characters=0, data_dir=str(data_dir))
+    assert len(task.split.parts["train"]) == 13 and task.split.parts["validation"] == ()
+    assert task.sample_validation(2, np.random.default_rng(0)).inputs.shape == (6, 2, 961 + 5)
+    with pytest.raises(ValueError, match="no validation characters"):
+        task.sample_part("validation", 2, np.random.default_rng(0))
+
+
 def test_task_refuses_a_split_other_than_the_models(data_dir):
     task = tiny_task(data_dir)
     config = task.config()

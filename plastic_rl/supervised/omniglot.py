@@ -35,7 +35,9 @@ class OmniglotTask(SupervisedTask):
     followed by its one-hot label (zeros at the query): ``(T, B, 961 + ways)``. Only the query, the
     last step, is scored. Loss: cross-entropy of the outputs (logits) there. Metrics: ``error_rate``
     and ``accuracy``. Training episodes come from the split's training classes, the trainer's
-    evaluations from its validation classes; test classes are only read by :func:`evaluate`.
+    evaluations from its validation classes (from the training classes for a paper split
+    with ``validation_characters=0``, the paper's 1,523 training characters); test classes are only
+    read by :func:`evaluate`.
 
     The split is rebuilt from its keywords (``split``, ``split_seed``, ``test_characters``,
     ``validation_characters``); ``digest``, which :meth:`config` records, makes a rebuilt task refuse
@@ -105,7 +107,7 @@ class OmniglotTask(SupervisedTask):
             )
         self.digest = digest
         self._split = split
-        self._classes = {part: OmniglotClasses.of(images, split, part) for part in PARTS}
+        self._classes = {part: OmniglotClasses.of(images, split, part) for part in PARTS if split.parts[part]}
 
     def config(self) -> dict[str, Any]:
         if self.digest is None:
@@ -117,6 +119,8 @@ class OmniglotTask(SupervisedTask):
         check_choice("part", part, PARTS)
         if not self._classes:
             self._load()
+        if part not in self._classes:
+            raise ValueError(f"the {self.split_settings['split']!r} split has no {part} characters")
         images, labels, targets = sample_omniglot_episodes(self._classes[part], self.ways, self.shots, rng, batch_size)
         steps = images.shape[0]
         inputs = np.zeros((steps, batch_size, PIXELS + self.ways), dtype=np.float32)
@@ -133,7 +137,10 @@ class OmniglotTask(SupervisedTask):
         return self.sample_part("train", batch_size, rng)
 
     def sample_validation(self, batch_size: int, rng: np.random.Generator) -> Episodes:
-        return self.sample_part("validation", batch_size, rng)
+        """Validation episodes; the training classes' when the split holds none out (``validation_characters=0``)."""
+        if not self._classes:
+            self._load()
+        return self.sample_part("validation" if "validation" in self._classes else "train", batch_size, rng)
 
     def loss(self, outputs: Tensor, episodes: Episodes) -> Tensor:
         log_probabilities = torch.log_softmax(outputs.float(), dim=-1)
