@@ -69,10 +69,6 @@ class OmniglotImages:
     images: np.ndarray
     characters: tuple[str, ...]
 
-    @property
-    def drawings(self) -> int:
-        return self.images.shape[1]
-
     def index_of(self) -> dict[str, int]:
         return {name: index for index, name in enumerate(self.characters)}
 
@@ -282,12 +278,6 @@ class OmniglotSplit:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "parts": {part: list(names) for part, names in self.parts.items()}}
-
-    @classmethod
-    def from_dict(cls, record: dict) -> OmniglotSplit:
-        return cls(
-            record["name"], {part: tuple(names) for part, names in record["parts"].items()}, record["name"] == "vinyals"
-        )
 
     def classes(self, part: str, images: OmniglotImages) -> tuple[np.ndarray, np.ndarray | None]:
         """A part's classes: character rows of ``images`` and their rotations (``None``: drawn per episode)."""
