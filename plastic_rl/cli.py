@@ -30,10 +30,19 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "the paper's pattern-memory comparison across conditions",
     ),
     ("supervised", "patterns"): ("plastic_rl.supervised.cli_patterns", "train on pattern memorization"),
+    ("supervised",): (
+        "plastic_rl.supervised.command",
+        "train on a supervised task: supervised TASK (patterns, omniglot)",
+    ),
+    ("evaluate", "omniglot"): (
+        "plastic_rl.supervised.cli_omniglot",
+        "a trained Omniglot model's test accuracy, 95% CI",
+    ),
     ("download",): ("plastic_rl.data.download", "fetch a dataset's official files (Omniglot, CIFAR-10)"),
     ("bench", "core"): ("plastic_rl.core.bench", "time the plastic core's unroll against autograd"),
     ("bench", "a2c"): ("plastic_rl.agents.bench", "time PlasticA2C's learn() loop on the maze"),
     ("bench", "patterns"): ("plastic_rl.supervised.bench", "time pattern-memory training per episode"),
+    ("bench", "omniglot"): ("plastic_rl.supervised.bench_omniglot", "time Omniglot training per episode"),
 }
 
 

@@ -1,0 +1,96 @@
+"""Summarise `plastic-rl supervised omniglot` runs: test accuracy with 95% CI, and validation accuracy against time.
+
+    python examples/omniglot_summary.py RUN_DIR [RUN_DIR ...] --out docs/results/omniglot --episodes 1000
+
+For each run folder (holding model.pt and curve.csv) the final model is scored on ``--episodes``
+fresh episodes of its own split's test classes (and, for plastic models, nearest neighbour on its
+features); the validation curves (the trainer's evaluations) are drawn against training seconds.
+Writes ``summary.csv``, ``curves.csv`` and ``validation_accuracy.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from plastic_rl.core.files import atomic_write_bytes, atomic_write_text  # noqa: E402
+from plastic_rl.supervised import load_model, load_task  # noqa: E402
+from plastic_rl.supervised.omniglot import evaluate  # noqa: E402
+
+
+def _csv_text(rows: list[dict]) -> str:
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    summary, curves = [], []
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for run in args.runs:
+        task, model = load_task(run / "model.pt"), load_model(run / "model.pt")
+        row = {"run": run.name, "model": model.config["head"], "embedding": model.config["embedding"]}
+        row.update({name: task.config()[name] for name in ("split", "ways", "shots")})
+        with open(run / "curve.csv") as file:
+            history = [line for line in csv.DictReader(file)]
+        evaluated = [line for line in history if line.get("eval_accuracy")]
+        row["train_s"] = float(history[-1]["train_s"])
+        row["episodes"] = int(history[-1]["episodes"])
+        scores = evaluate(model, task, episodes=args.episodes, seed=args.seed)
+        row.update(test_accuracy=round(scores["accuracy"], 4), test_ci95=round(scores["ci95"], 4))
+        if model.config["head"] == "plastic":
+            neighbour = evaluate(model, task, episodes=args.episodes, seed=args.seed, nearest_neighbour=True)
+            row.update(nn_test_accuracy=round(neighbour["accuracy"], 4), nn_test_ci95=round(neighbour["ci95"], 4))
+        summary.append(row)
+        print(row, flush=True)
+        for line in evaluated:
+            curves.append(
+                {
+                    "run": run.name,
+                    "step": line["step"],
+                    "episodes": line["episodes"],
+                    "train_s": line["train_s"],
+                    "validation_accuracy": line["eval_accuracy"],
+                }  # fmt: skip
+            )
+        axes.plot(
+            [float(line["train_s"]) for line in evaluated],
+            [float(line["eval_accuracy"]) for line in evaluated],
+            marker="o",
+            label=f"{run.name} (test {scores['accuracy']:.3f})",
+        )
+    axes.set_xlabel("training seconds (shared 2-core machine, 1 thread)")
+    axes.set_ylabel("validation accuracy, 5-way 1-shot")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "summary.csv", _csv_text(summary))
+    atomic_write_text(args.out / "curves.csv", _csv_text(curves))
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(args.out / "validation_accuracy.png", buffer.getvalue())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Omniglot N-way K-shot classification (the paper's Experiment 3): a Gymnasium environment and its batched sampler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from plastic_rl.core.options import check_positive_int
+from plastic_rl.data.omniglot import IMAGE_SIZE, ROTATIONS, OmniglotImages, OmniglotSplit, load_images, make_split
+
+
+@dataclass(frozen=True)
+class OmniglotClasses:
+    """The classes episodes are drawn from: ``images`` rows, and their rotations (``None``: drawn per episode)."""
+
+    images: np.ndarray
+    rows: np.ndarray
+    rotations: np.ndarray | None
+
+    @classmethod
+    def of(cls, images: OmniglotImages, split: OmniglotSplit, part: str) -> OmniglotClasses:
+        rows, rotations = split.classes(part, images)
+        return cls(images.images, rows, rotations)
+
+
+@dataclass(frozen=True)
+class OmniglotEpisode:
+    """One episode: ``images`` ``(T, 31, 31)`` float32 in [0, 1], ``labels`` ``(T,)`` (-1 at the query), ``target``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    target: int
+
+
+def draw_episode(classes: OmniglotClasses, ways: int, shots: int, rng: np.random.Generator) -> OmniglotEpisode:
+    """An N-way K-shot episode: ``ways * shots`` labelled drawings in random order, then one unlabelled query.
+
+    The draws, in order: the classes (distinct), their rotations (when drawn per episode), the
+    ``shots + 1`` distinct drawings of each class (the last one is the query's, should its class be
+    queried), the queried class, the order of the shown drawings. Label ``i`` is the ``i``-th class
+    drawn, so labels are a fresh random assignment in every episode.
+    """
+    drawings = classes.images.shape[1]
+    if shots + 1 > drawings:
+        raise ValueError(f"shots must be below the {drawings} drawings per character; got {shots}")
+    if ways > len(classes.rows):
+        raise ValueError(f"ways must be at most the {len(classes.rows)} classes available; got {ways}")
+    chosen = rng.choice(len(classes.rows), size=ways, replace=False)
+    rotations = rng.integers(ROTATIONS, size=ways) if classes.rotations is None else classes.rotations[chosen]
+    picks = rng.random((ways, drawings)).argsort(axis=1)[:, : shots + 1]
+    target = int(rng.integers(ways))
+    order = rng.permutation(ways * shots)
+    pictures = classes.images[classes.rows[chosen][:, None], picks]  # (ways, shots + 1, 31, 31)
+    pictures = np.stack([np.rot90(pictures[way], int(rotations[way]), axes=(1, 2)) for way in range(ways)])
+    shown_labels = np.repeat(np.arange(ways), shots)[order]
+    shown_images = pictures[:, :shots].reshape(ways * shots, IMAGE_SIZE, IMAGE_SIZE)[order]
+    images = np.concatenate([shown_images, pictures[target, shots][None]]).astype(np.float32) / 255.0
+    return OmniglotEpisode(images, np.append(shown_labels, -1), target)
+
+
+def sample_omniglot_episodes(
+    classes: OmniglotClasses, ways: int, shots: int, rng: np.random.Generator, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``batch_size`` episodes as arrays: images ``(T, B, 31, 31)``, labels ``(T, B)`` (-1: query), targets ``(B,)``.
+
+    Column ``b`` is the episode that the ``b``-th ``reset`` of a :class:`OmniglotEnv` seeded like
+    ``rng`` would give.
+    """
+    check_positive_int("batch_size", batch_size)
+    episodes = [draw_episode(classes, ways, shots, rng) for _ in range(batch_size)]
+    images = np.stack([episode.images for episode in episodes], axis=1)
+    labels = np.stack([episode.labels for episode in episodes], axis=1)
+    return images, labels, np.array([episode.target for episode in episodes])
+
+
+class OmniglotEnv(gym.Env):
+    """Omniglot one-shot classification: see one labelled drawing of each of N characters, name a new one.
+
+    Each episode draws ``ways`` classes of the split's ``part`` and shows ``shots`` drawings of each,
+    with their label, in random order; then one new drawing of one of them, without its label. See
+    :func:`draw_episode` and, for the splits, :mod:`plastic_rl.data.omniglot`.
+
+    Observation: ``Dict(image=Box(0, 1, (31, 31)), label=Box(0, 1, (ways,)))``: the drawing (ink = 1)
+    and its one-hot label, all zeros at the query.
+
+    Action: ``Discrete(ways)``, the class named. Only the action taken at the query is scored.
+
+    Reward: 1 if the query's class is named, else 0, given at the query step, which ends the episode;
+    0 before.
+
+    Info: ``"target"`` (the query's label) on every step, for supervised use.
+
+    Parameters
+    ----------
+    ways, shots : N and K (5-way 1-shot by default).
+    split, part : ``"vinyals"`` or ``"paper"``, and ``"train"``, ``"validation"`` or ``"test"``.
+    split_seed, test_characters, validation_characters : the paper split's draw.
+    data_dir : the data directory (see :func:`plastic_rl.data.resolve_data_dir`).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        ways: int = 5,
+        shots: int = 1,
+        split: str = "vinyals",
+        part: str = "train",
+        split_seed: int = 0,
+        test_characters: int = 100,
+        validation_characters: int = 100,
+        data_dir: str | None = None,
+    ) -> None:
+        check_positive_int("ways", ways)
+        check_positive_int("shots", shots)
+        if ways < 2:
+            raise ValueError(f"ways must be at least 2; got {ways}")
+        images = load_images(data_dir)
+        self.split = make_split(split, images, split_seed, test_characters, validation_characters)
+        self.classes = OmniglotClasses.of(images, self.split, part)
+        self.ways, self.shots = ways, shots
+        self.observation_space = spaces.Dict(
+            {
+                "image": spaces.Box(0.0, 1.0, (IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32),
+                "label": spaces.Box(0.0, 1.0, (ways,), dtype=np.float32),
+            }
+        )
+        self.action_space = spaces.Discrete(ways)
+        self._episode: OmniglotEpisode | None = None
+        self._step = 0
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        label = np.zeros(self.ways, dtype=np.float32)
+        if self._episode.labels[self._step] >= 0:
+            label[self._episode.labels[self._step]] = 1.0
+        return {"image": self._episode.images[self._step].copy(), "label": label}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self._episode = draw_episode(self.classes, self.ways, self.shots, self.np_random)
+        self._step = 0
+        return self._observation(), {"target": self._episode.target}
+
+    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
+        if self._episode is None or self._step >= len(self._episode.labels):
+            raise RuntimeError("step() called after the episode ended; call reset()")
+        info = {"target": self._episode.target}
+        if self._step == len(self._episode.labels) - 1:
+            self._step += 1
+            reward = float(int(action) == self._episode.target)
+            final = {"image": np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32), "label": np.zeros(self.ways, np.float32)}
+            return final, reward, True, False, info
+        self._step += 1
+        return self._observation(), 0.0, False, False, info

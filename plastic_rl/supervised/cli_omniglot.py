@@ -1,0 +1,45 @@
+"""``plastic-rl evaluate omniglot MODEL``: a trained model's accuracy on its own split's test classes, with a 95% CI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from plastic_rl.data import DataError
+from plastic_rl.data.omniglot import PARTS
+from plastic_rl.supervised.omniglot import OmniglotClassifier, OmniglotTask, evaluate
+from plastic_rl.supervised.trainer import load_model, load_task
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model.pt or checkpoint.pt of a `plastic-rl supervised omniglot` run")
+    parser.add_argument("--part", choices=PARTS, default="test", help="which classes of the model's split")
+    parser.add_argument("--episodes", type=int, default=1000, help="fresh episodes (one query each)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    parser.add_argument("--nearest-neighbour", action="store_true", help="also score nearest neighbour on its features")
+    parser.add_argument("--data-dir", help="dataset folder (default: the one the model was trained with)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    try:
+        task = load_task(args.model)
+        model = load_model(args.model, args.device)
+        if not isinstance(task, OmniglotTask) or not isinstance(model, OmniglotClassifier):
+            raise ValueError(f"{args.model} is not an Omniglot model")
+        if args.data_dir is not None:
+            task.data_dir = args.data_dir
+        options = dict(part=args.part, episodes=args.episodes, seed=args.seed)
+        report = {"model": args.model, **task.config(), **options, "head": evaluate(model, task, **options)}
+        if args.nearest_neighbour:
+            report["nearest_neighbour"] = evaluate(model, task, nearest_neighbour=True, **options)
+    except (ValueError, DataError) as error:
+        print(f"plastic-rl evaluate omniglot: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1))
+    return 0

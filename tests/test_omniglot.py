@@ -1,0 +1,279 @@
+"""Omniglot: the reader and its cache, the splits, PlasticOmniglot-v0, and the supervised task (tiny synthetic data)."""
+
+import io
+import json
+import zipfile
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils import seeding
+from PIL import Image
+
+import plastic_rl  # noqa: F401  (registers the envs)
+from plastic_rl.cli import main
+from plastic_rl.data import DataError
+from plastic_rl.data import omniglot as data
+from plastic_rl.envs.omniglot import OmniglotClasses, draw_episode, sample_omniglot_episodes
+from plastic_rl.supervised import SupervisedTrainer
+from plastic_rl.supervised.omniglot import OmniglotTask, evaluate
+
+ALPHABETS = {"images_background": ("Alpha", "Beta"), "images_evaluation": ("Gamma",)}
+CHARACTERS_PER_ALPHABET = 6
+DRAWINGS = 4
+
+
+def _drawing(character: int, drawing: int) -> bytes:
+    """A 105x105 PNG in Omniglot's style (black strokes on white): a character's 7x7 block pattern, a few flips."""
+    pattern = np.random.default_rng([character]).random((7, 7)) < 0.4
+    noisy = pattern ^ (np.random.default_rng([character, drawing]).random((7, 7)) < 0.04)
+    pixels = np.where(np.kron(noisy, np.ones((15, 15), dtype=bool)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_tiny_omniglot(data_dir, extracted: bool = False) -> None:
+    """Both official archives in their layout (<top>/<Alphabet>/characterNN/NNNN_DD.png), 18 characters x 4 drawings."""
+    folder = data_dir / "omniglot"
+    folder.mkdir(parents=True, exist_ok=True)
+    character = 0
+    for top, alphabets in ALPHABETS.items():
+        members = {}
+        for alphabet in alphabets:
+            for number in range(1, CHARACTERS_PER_ALPHABET + 1):
+                character += 1
+                for drawing in range(1, DRAWINGS + 1):
+                    name = f"{top}/{alphabet}/character{number:02d}/{character:04d}_{drawing:02d}.png"
+                    members[name] = _drawing(character, drawing)
+        if extracted:
+            for name, payload in members.items():
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                (folder / name).write_bytes(payload)
+        else:
+            with zipfile.ZipFile(folder / f"{top}.zip", "w") as archive:
+                for name, payload in members.items():
+                    archive.writestr(name, payload)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLASTIC_RL_CACHE", str(tmp_path / "cache"))
+    write_tiny_omniglot(tmp_path / "data")
+    return tmp_path / "data"
+
+
+def tiny_task(data_dir, **options) -> OmniglotTask:
+    return OmniglotTask(split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir), **options)
+
+
+def test_reader_decodes_every_drawing_at_31x31_with_ink_high(data_dir):
+    images = data.load_images(data_dir)
+    assert images.images.shape == (18, DRAWINGS, 31, 31) and images.images.dtype == np.uint8
+    assert images.characters[0] == "Alpha/character01" and images.characters[-1] == "Gamma/character06"
+    assert list(images.characters) == sorted(images.characters)
+    # A block that is ink in the 105x105 drawing (its center pixel black) is high at 31x31.
+    source = np.asarray(Image.open(io.BytesIO(_drawing(1, 1))))
+    assert (images.images[0, 0] > 127).mean() == pytest.approx((source < 128).mean(), abs=0.1)
+
+
+def test_extracted_folders_read_like_the_zips(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLASTIC_RL_CACHE", str(tmp_path / "cache-zip"))
+    write_tiny_omniglot(tmp_path / "zipped")
+    zipped = data.load_images(tmp_path / "zipped")
+    monkeypatch.setenv("PLASTIC_RL_CACHE", str(tmp_path / "cache-folder"))
+    write_tiny_omniglot(tmp_path / "folders", extracted=True)
+    folders = data.load_images(tmp_path / "folders")
+    assert folders.characters == zipped.characters
+    np.testing.assert_array_equal(folders.images, zipped.images)
+
+
+def test_cache_is_reused_rebuilt_when_the_source_changes_and_never_trusted_when_corrupt(data_dir, monkeypatch):
+    first = data.load_images(data_dir)
+    cache = data._cache_path()
+    assert cache.is_file()
+    builds = []
+    real_build = data._build
+    monkeypatch.setattr(data, "_build", lambda sources: builds.append(1) or real_build(sources))
+    np.testing.assert_array_equal(data.load_images(data_dir).images, first.images)
+    assert builds == []  # read from the cache
+    cache.write_bytes(cache.read_bytes()[:1000])  # truncated
+    np.testing.assert_array_equal(data.load_images(data_dir).images, first.images)
+    assert builds == [1]
+    with zipfile.ZipFile(data_dir / "omniglot" / "images_evaluation.zip", "a") as archive:
+        archive.writestr("images_evaluation/Gamma/character07/9999_01.png", _drawing(99, 1))
+        for drawing in range(2, DRAWINGS + 1):
+            archive.writestr(f"images_evaluation/Gamma/character07/9999_{drawing:02d}.png", _drawing(99, drawing))
+    assert len(data.load_images(data_dir).characters) == 19
+    assert builds == [1, 1]
+
+
+def test_missing_and_corrupt_files_say_which_where_and_how(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLASTIC_RL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"images_background\.zip not found.*plastic-rl download omniglot"):
+        data.load_images(tmp_path / "nowhere")
+    write_tiny_omniglot(tmp_path)
+    corrupt = tmp_path / "omniglot" / "images_evaluation.zip"
+    corrupt.write_bytes(b"not a zip at all")
+    with pytest.raises(DataError, match=r"images_evaluation\.zip is unreadable or corrupt"):
+        data.load_images(tmp_path)
+
+
+def test_download_command_is_registered_and_skips_present_files(data_dir, capsys):
+    assert main(["download", "omniglot", "--data-dir", str(data_dir)]) == 0  # both files present: nothing fetched
+    assert "ready" in capsys.readouterr().out
+
+
+def test_paper_split_holds_each_character_in_one_part_and_depends_on_its_seed(data_dir):
+    images = data.load_images(data_dir)
+    split = data.make_split("paper", images, seed=3, test_characters=5, validation_characters=5)
+    parts = [set(split.parts[part]) for part in data.PARTS]
+    assert [len(part) for part in parts] == [8, 5, 5]
+    assert set.union(*parts) == set(images.characters) and sum(map(len, parts)) == len(images.characters)
+    assert data.make_split("paper", images, seed=3, test_characters=5, validation_characters=5) == split
+    other_seeds = [data.make_split("paper", images, seed, 5, 5).parts["test"] for seed in range(4, 8)]
+    assert any(test != split.parts["test"] for test in other_seeds)
+    # Rotations make classes of a character's own part only: a test character never reaches training.
+    train_rows, train_rotations = split.classes("train", images)
+    test_rows, _ = split.classes("test", images)
+    assert train_rotations is None and not set(train_rows) & set(test_rows)
+    with pytest.raises(ValueError, match="test_characters"):
+        data.make_split("paper", images, test_characters=9, validation_characters=9)
+
+
+def test_vinyals_split_ships_disjoint_lists_with_every_rotation_a_class():
+    split = data.OmniglotSplit.vinyals()
+    sizes = {part: len(names) for part, names in split.parts.items()}
+    assert sizes == {"train": 1028, "validation": 172, "test": 423}
+    assert len(set().union(*split.parts.values())) == 1623
+    fake = data.OmniglotImages(np.zeros((1623, 2, 31, 31), np.uint8), tuple(sorted(set().union(*split.parts.values()))))
+    rows, rotations = split.classes("test", fake)
+    assert len(rows) == 4 * 423 and sorted(set(rotations)) == [0, 1, 2, 3]
+    train_rows, _ = split.classes("train", fake)
+    assert not set(rows) & set(train_rows)
+
+
+def test_episode_layout_labels_the_shown_drawings_and_not_the_query(data_dir):
+    images = data.load_images(data_dir)
+    split = data.make_split("paper", images, test_characters=5, validation_characters=5)
+    classes = OmniglotClasses.of(images, split, "train")
+    rng = np.random.default_rng(0)
+    for ways, shots in ((5, 1), (3, 2)):
+        episode = draw_episode(classes, ways, shots, rng)
+        assert episode.images.shape == (ways * shots + 1, 31, 31) and episode.images.dtype == np.float32
+        assert episode.labels[-1] == -1 and sorted(episode.labels[:-1]) == sorted(list(range(ways)) * shots)
+        shown = episode.images[:-1][episode.labels[:-1] == episode.target]
+        assert not any(np.array_equal(episode.images[-1], image) for image in shown)  # a new drawing
+    with pytest.raises(ValueError, match="shots"):
+        draw_episode(classes, 2, DRAWINGS, rng)
+
+
+def test_env_passes_both_checkers_and_scores_only_the_query(data_dir):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    kwargs = dict(split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir))
+    env = gym.make("PlasticOmniglot-v0", **kwargs)
+    check_env(env.unwrapped, skip_render_check=True)
+    with pytest.warns(UserWarning, match="unconventional shape"):  # a 31x31 image; SB3 prefers 1-D or CHW
+        sb3_check_env(env.unwrapped)
+    observation, info = env.reset(seed=5)
+    rewards = []
+    for step in range(6):
+        assert observation["label"].sum() == (1.0 if step < 5 else 0.0)
+        observation, reward, terminated, truncated, info = env.step(info["target"])
+        rewards.append(reward)
+        assert terminated == (step == 5) and not truncated
+    assert rewards == [0.0] * 5 + [1.0]
+
+
+def test_batched_sampler_matches_successive_env_resets(data_dir):
+    env = gym.make(
+        "PlasticOmniglot-v0", split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir)
+    )
+    env.reset(seed=11)
+    episodes = [env.unwrapped._episode]
+    for _ in range(2):
+        env.reset()
+        episodes.append(env.unwrapped._episode)
+    images, labels, targets = sample_omniglot_episodes(env.unwrapped.classes, 5, 1, seeding.np_random(11)[0], 3)
+    for column, episode in enumerate(episodes):
+        np.testing.assert_array_equal(images[:, column], episode.images)
+        np.testing.assert_array_equal(labels[:, column], episode.labels)
+        assert targets[column] == episode.target
+
+
+def test_paper_split_without_validation_characters_validates_on_training_classes(data_dir):
+    task = OmniglotTask(split="paper", test_characters=5, validation_characters=0, data_dir=str(data_dir))
+    assert len(task.split.parts["train"]) == 13 and task.split.parts["validation"] == ()
+    assert task.sample_validation(2, np.random.default_rng(0)).inputs.shape == (6, 2, 961 + 5)
+    with pytest.raises(ValueError, match="no validation characters"):
+        task.sample_part("validation", 2, np.random.default_rng(0))
+
+
+def test_task_refuses_a_split_other_than_the_models(data_dir):
+    task = tiny_task(data_dir)
+    config = task.config()
+    assert config["digest"] and config["split"] == "paper"
+    with pytest.raises(ValueError, match="not the one the model was trained with"):
+        OmniglotTask(**{**config, "split_seed": config["split_seed"] + 1}).sample(1, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("model_name", ["plastic", "prototypical"])
+def test_a_short_training_run_on_a_tiny_alphabet_is_well_above_chance(data_dir, model_name):
+    torch.manual_seed(0)
+    task = tiny_task(data_dir)
+    trainer = SupervisedTrainer(
+        task, task.build_model(model_name), batch_size=8, learning_rate=3e-3, eval_interval=0, progress=False
+    )
+    trainer.train(25)
+    scores = evaluate(trainer.model, task, part="validation", episodes=100)
+    print(scores)
+    assert scores["accuracy"] > 0.6  # chance: 0.2
+    assert 0 < scores["ci95"] < 0.1
+
+
+def test_linear_head_cannot_use_the_labels_and_no_fixed_weight_stays_zero(data_dir):
+    task = tiny_task(data_dir)
+    linear = task.build_model("linear")
+    assert linear.output.plasticity_coefficient is None
+    hebb_only = task.build_model("plastic", fixed_weight=False, embedding="conv4")
+    trainer = SupervisedTrainer(task, hebb_only, batch_size=4, eval_interval=0, progress=False)
+    trainer.train(2)
+    assert torch.count_nonzero(hebb_only.output.weight) == 0
+
+
+def test_supervised_and_evaluate_commands(data_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    common = ["--data-dir", str(data_dir), "--split", "paper", "--test-characters", "5", "--validation-characters", "5"]
+    arguments = ["supervised", "omniglot", "--steps", "3", "--batch-size", "2", "--eval-interval", "3", "--no-progress"]
+    assert main([*arguments, "--run-dir", str(run_dir), "--threads", "1", *common]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--episodes", "20", "--nearest-neighbour"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["part"] == "test" and report["head"]["episodes"] == 20 and "nearest_neighbour" in report
+    assert main(["supervised", "omniglot", "--ways", "1", "--data-dir", str(data_dir), "--run-dir", str(run_dir)]) == 2
+    assert "ways must be at least 2" in capsys.readouterr().err
+
+
+def test_download_checks_the_published_md5_of_fresh_files(tmp_path, monkeypatch):
+    import hashlib
+
+    payloads = {url: f"archive at {url}".encode() for url, _ in data.ARCHIVES.values()}
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: Response(payloads[url]))
+    with pytest.raises(DataError, match="did not match its published MD5"):
+        data.download(tmp_path)
+    assert not (tmp_path / "omniglot" / "images_background.zip").exists()
+    published = {archive: (url, hashlib.md5(payloads[url]).hexdigest()) for archive, (url, _) in data.ARCHIVES.items()}
+    monkeypatch.setattr(data, "ARCHIVES", published)
+    data.download(tmp_path)
+    assert (tmp_path / "omniglot" / "images_evaluation.zip").read_bytes() == payloads[published["images_evaluation"][0]]
