@@ -22,7 +22,7 @@ def zoo(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
     environment.update(SDL_VIDEODRIVER="dummy")
     return subprocess.run(
         [sys.executable, "-m", "plastic_rl.agents.zoo", *arguments],
-        cwd=cwd, env=environment, capture_output=True, text=True, timeout=120, check=False,
+        cwd=cwd, env=environment, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
 
