@@ -352,3 +352,24 @@ def test_cpp_team_of_threads_equals_autograd_in_float64(monkeypatch, clip):
     finally:
         torch.set_num_threads(threads)
     _assert_same_gradients(expected, actual, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
+@pytest.mark.parametrize("rule, plasticity", [("hebb", "full"), ("oja", "full"), ("hebb", "shared")])
+def test_overwriting_the_state_steps_as_a_fresh_unroll_does(backend, rule, plasticity):
+    """A rollout's one-step calls may write the new trace into the old state's memory: same results, no new buffer."""
+    layer = _layer(5, rule=rule, plasticity=plasticity, scale=0.3, implementation="fused", dtype=torch.float32)
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.randn(12, 3, 5, generator=generator)
+    starts = torch.rand(12, 3, generator=generator) < 0.2
+    starts[4] = True  # a step where every episode starts: the reset at step 0 of that call
+    fresh, overwritten = layer.initial_state(3), layer.initial_state(3)
+    with torch.no_grad():
+        for t in range(inputs.shape[0]):
+            fresh_output, fresh = layer(inputs[t : t + 1], fresh, starts[t : t + 1])
+            memory = overwritten.hebbian_trace.data_ptr()
+            output, overwritten = layer(inputs[t : t + 1], overwritten, starts[t : t + 1], overwrite_state=True)
+            torch.testing.assert_close(output, fresh_output, rtol=0, atol=0)
+            torch.testing.assert_close(overwritten.hebbian_trace, fresh.hebbian_trace, rtol=0, atol=0)
+            if not bool(starts[t].any()):  # no reset at this call's step 0: the trace was stepped in place
+                assert overwritten.hebbian_trace.data_ptr() == memory

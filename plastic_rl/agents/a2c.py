@@ -238,7 +238,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             with th.no_grad():
                 obs_tensor = th.as_tensor(self._last_obs, device=self.device)
                 starts = th.as_tensor(self._last_episode_starts, device=self.device)
-                actions, values, log_probs, state = self.policy(obs_tensor, state, starts)
+                # The state is stepped forward and the old one dropped: the core may reuse its trace's memory.
+                actions, values, log_probs, state = self.policy(obs_tensor, state, starts, overwrite_state=True)
             actions = actions.cpu().numpy()
             if clip_actions:
                 assert isinstance(self.action_space, spaces.Box)

@@ -145,10 +145,11 @@ class RecurrentActorCriticPolicy(BasePolicy):
         raise NotImplementedError
 
     def _unroll_core(
-        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, overwrite_state: bool = False
     ) -> tuple[th.Tensor, RecurrentState]:
         """``features`` (T, B, F) -> activations (T, B, hidden_size) and the final state; the state
-        is reset before step ``t`` where ``episode_starts[t]`` is true."""
+        is reset before step ``t`` where ``episode_starts[t]`` is true. ``overwrite_state``: without gradients, the
+        new state may be written into ``state``'s memory (the caller drops ``state``): see :meth:`forward`."""
         raise NotImplementedError
 
     def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
@@ -163,7 +164,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         return data
 
     def unroll(
-        self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+        self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, overwrite_state: bool = False
     ) -> tuple[th.Tensor, RecurrentState]:
         """Observations (T, B, ...) -> hidden activations (T, B, hidden_size) and the final state."""
         steps, batch = obs.shape[:2]
@@ -171,7 +172,8 @@ class RecurrentActorCriticPolicy(BasePolicy):
             features = obs.to(th.float32)
         else:
             features = self.extract_features(obs.reshape(steps * batch, *obs.shape[2:]), self.features_extractor)
-        return self._unroll_core(features.reshape(steps, batch, -1), state, episode_starts.to(th.bool))
+        starts = episode_starts.to(th.bool)
+        return self._unroll_core(features.reshape(steps, batch, -1), state, starts, overwrite_state)
 
     def _distribution(self, latent: th.Tensor) -> Distribution:
         action_output = self.action_net(latent)
@@ -187,10 +189,19 @@ class RecurrentActorCriticPolicy(BasePolicy):
         return log_probs, th.softmax(log_probs, dim=-1)
 
     def forward(
-        self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, deterministic: bool = False
+        self,
+        obs: th.Tensor,
+        state: RecurrentState,
+        episode_starts: th.Tensor,
+        deterministic: bool = False,
+        overwrite_state: bool = False,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, RecurrentState]:
-        """One step for a batch of envs: returns actions, values, log-probabilities and the new state."""
-        latent, state = self.unroll(obs.unsqueeze(0), state, episode_starts.unsqueeze(0))
+        """One step for a batch of envs: returns actions, values, log-probabilities and the new state.
+
+        ``overwrite_state=True`` (the rollout's choice, under ``torch.no_grad``) lets the plastic core write the new
+        trace into ``state``'s: the old ``state`` must not be used afterwards.
+        """
+        latent, state = self.unroll(obs.unsqueeze(0), state, episode_starts.unsqueeze(0), overwrite_state)
         latent = latent[0]
         values = self.value_net(latent).flatten()
         if not self._discrete_actions:
@@ -346,9 +357,9 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         return tuple(part for part in self.core.initial_state(batch_size) if part is not None)
 
     def _unroll_core(
-        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, overwrite_state: bool = False
     ) -> tuple[th.Tensor, RecurrentState]:
-        activations, new_state = self.core(features, PlasticState(*state), episode_starts)
+        activations, new_state = self.core(features, PlasticState(*state), episode_starts, overwrite_state)
         return activations, tuple(part for part in new_state if part is not None)
 
     def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
@@ -377,7 +388,7 @@ class LstmPolicy(RecurrentActorCriticPolicy):
         return zeros, zeros.clone()
 
     def _unroll_core(
-        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, overwrite_state: bool = False
     ) -> tuple[th.Tensor, RecurrentState]:
         # The LSTM runs whole segments between episode starts in one call (the usual case, episodes
         # aligned with rollouts, is a single segment); states are reset at each segment's first step.

@@ -252,6 +252,7 @@ def recurrent_unroll(
     implementation: str = "autograd",
     eligibility_trace: Tensor | None = None,
     modulator: Modulator | None = None,
+    overwrite_trace: bool = False,
 ) -> tuple[Tensor, Tensor, Traces | None]:
     """Run :func:`recurrent_step` over a ``(T, B, N)`` drive.
 
@@ -263,9 +264,10 @@ def recurrent_unroll(
     ``implementation``: ``"autograd"`` (this loop, the reference), ``"fused"``
     (:func:`plastic_rl.core.fused.fused_unroll`: the C++ kernel on the CPU when it builds, else its
     PyTorch backend; a ``ValueError`` for a rule it does not run) or ``"auto"`` (the fused unroll where it is
-    faster: see :func:`use_fused`). Under ``"auto"``, a rule that the fused unroll does not run takes this loop
-    with gradient checkpointing (segments of ``sqrt(T)`` steps recomputed in the backward), so that its memory
-    stays ``O(sqrt(T))`` traces instead of ``O(T)``.
+    faster: see :func:`use_fused`). ``overwrite_trace``: the fused unroll may write the final trace into ``trace``'s
+    memory when no gradient is recorded (:func:`plastic_rl.core.fused.fused_unroll`). Under ``"auto"``, a rule that
+    the fused unroll does not run takes this loop with gradient checkpointing (segments of ``sqrt(T)`` steps
+    recomputed in the backward), so that its memory stays ``O(sqrt(T))`` traces instead of ``O(T)``.
     """
     check_unroll_arguments(
         drive,
@@ -297,6 +299,7 @@ def recurrent_unroll(
             input_mode=input_mode,
             trace_clip=trace_clip,
             bias_neuron=bias_neuron,
+            overwrite_trace=overwrite_trace,
         )
         return outputs, final_activation, None if final_trace is None else Traces(final_trace)
     traces = None

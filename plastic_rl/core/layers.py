@@ -277,6 +277,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
         inputs: Tensor,
         state: PlasticState | None = None,
         episode_starts: Tensor | None = None,
+        overwrite_state: bool = False,
     ) -> tuple[Tensor, PlasticState]:
         """Unroll over a ``(T, B, input_size)`` sequence.
 
@@ -285,6 +286,9 @@ class PlasticRecurrentLayer(_PlasticParameters):
         inputs : (T, B, input_size) inputs.
         state : the state before the first step; the initial state when ``None``.
         episode_starts : optional (T, B) booleans; the state is reset before step ``t`` where true.
+        overwrite_state : when no gradient is recorded, the new trace may be written into ``state``'s trace
+            (which then no longer holds the old one): a rollout that steps one state forward saves a ``B x N x N``
+            allocation and copy per step.
 
         Returns
         -------
@@ -313,6 +317,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
             **self._static_options(),
             implementation=self.implementation,
             eligibility_trace=state.eligibility_trace,
+            overwrite_trace=overwrite_state,
         )
         return outputs, PlasticState(activation, *(traces or ()))
 

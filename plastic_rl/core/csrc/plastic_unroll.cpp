@@ -384,7 +384,8 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
                 for (int64_t j = 0; j < N; ++j) h[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
               }
             } else {
-              std::copy(h0 + row, h0 + row + N, h);
+              // h0 may be the trace buffer itself (a one-step rollout that overwrites its state): then it is in place.
+              if (h0 != trace) std::copy(h0 + row, h0 + row + N, h);
             }
             if (checkpoint) std::copy(h, h + N, checkpoint + row);
             if (!matvec || fused_matvec) return;

@@ -90,9 +90,10 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = tor
 
 
 def prepare_unroll(
-    inputs: UnrollInputs, options: UnrollOptions, backend: str, keep_for_backward: bool
+    inputs: UnrollInputs, options: UnrollOptions, backend: str, keep_for_backward: bool, overwrite_trace: bool = False
 ) -> UnrollBuffers:
-    """Plan (checkpoints only when ``keep_for_backward``), allocate and run the forward of ``backend``."""
+    """Plan (checkpoints only when ``keep_for_backward``), allocate and run the forward of ``backend``
+    (``overwrite_trace``: see :func:`allocate_buffers`)."""
     steps = inputs.drive.shape[0]
     if keep_for_backward:
         bound = post_bound(inputs.drive, options)
@@ -101,7 +102,7 @@ def prepare_unroll(
         )
     else:
         plan = CheckpointPlan(max(steps, 1), False, None, 0)
-    buffers = allocate_buffers(inputs, options, plan)
+    buffers = allocate_buffers(inputs, options, plan, overwrite_trace and not keep_for_backward)
     _BACKEND_FUNCTIONS[backend][0](buffers)
     return buffers
 
@@ -264,11 +265,15 @@ def fused_unroll(
     trace_clip: float | None,
     bias_neuron: bool,
     backend: str = "auto",
+    overwrite_trace: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The fused equivalent of :func:`plastic_rl.core.functional.recurrent_unroll` (same arguments and results,
     the final trace as a tensor), for the rules that the backend runs (a ``ValueError`` for any other).
 
     ``backend``: ``"cpp"``, ``"torch"`` or ``"auto"`` (the C++ kernel on the CPU when it builds).
+    ``overwrite_trace``: when no gradient is recorded, the final trace may be written into ``trace``'s own memory,
+    which then no longer holds the initial trace. A rollout that steps its state forward one step at a time saves
+    allocating (and page-faulting) a fresh ``B x N x N`` buffer and copying the trace into it at every step.
     """
     from plastic_rl.core.functional import check_unroll_arguments, reset_where
 
@@ -310,8 +315,7 @@ def fused_unroll(
         static = _StaticArguments(episode_starts, reset_activation, options, backend)
         outputs, final_trace = _FusedUnrollFunction.apply(*differentiable, static)
     else:
-        buffers = prepare_unroll(
-            unroll_inputs(*differentiable, episode_starts, reset_activation), options, backend, False
-        )
+        inputs = unroll_inputs(*differentiable, episode_starts, reset_activation)
+        buffers = prepare_unroll(inputs, options, backend, False, overwrite_trace)
         outputs, final_trace = buffers.outputs, buffers.trace
     return outputs, outputs[-1], final_trace

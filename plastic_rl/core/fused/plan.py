@@ -178,8 +178,11 @@ class UnrollBuffers:
         return self.drive.shape[0]
 
 
-def allocate_buffers(inputs: UnrollInputs, options: UnrollOptions, plan: CheckpointPlan) -> UnrollBuffers:
-    """The buffers of an unroll of ``inputs`` under ``plan``, uninitialised."""
+def allocate_buffers(
+    inputs: UnrollInputs, options: UnrollOptions, plan: CheckpointPlan, overwrite_trace: bool = False
+) -> UnrollBuffers:
+    """The buffers of an unroll of ``inputs`` under ``plan``, uninitialised; with ``overwrite_trace`` the final trace
+    goes into the initial trace's own buffer (no gradient is kept: the initial trace is not needed again)."""
     drive = inputs.drive
     steps, batch, size = drive.shape
     trace_shape = (batch, size, size)
@@ -199,7 +202,7 @@ def allocate_buffers(inputs: UnrollInputs, options: UnrollOptions, plan: Checkpo
         outputs=drive.new_empty(drive.shape),
         presynaptic=drive.new_empty(drive.shape),
         trace_matvec=drive.new_empty(drive.shape) if options.plasticity == "shared" else None,
-        trace=drive.new_empty(trace_shape) if options.plastic else None,
+        trace=(inputs.initial_trace if overwrite_trace else drive.new_empty(trace_shape)) if options.plastic else None,
         checkpoints=drive.new_empty((checkpoint_count, *trace_shape)) if checkpoint_count else None,
         pre_reset_traces=drive.new_empty((plan.pre_reset_slots, size, size)) if plan.pre_reset_slots else None,
     )
