@@ -253,8 +253,10 @@ def test_supervised_and_evaluate_commands(data_dir, tmp_path, capsys):
     assert main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--episodes", "20", "--nearest-neighbour"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["part"] == "test" and report["head"]["episodes"] == 20 and "nearest_neighbour" in report
-    assert main(["supervised", "omniglot", "--ways", "1", "--data-dir", str(data_dir), "--run-dir", str(run_dir)]) == 2
-    assert "ways must be at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["supervised", "omniglot", "--ways", "1", "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "new")])
+    assert exit_info.value.code == 2
+    assert "plastic-rl supervised: error: ways must be at least 2" in capsys.readouterr().err
 
 
 def test_download_checks_the_published_md5_of_fresh_files(tmp_path, monkeypatch):

@@ -227,7 +227,7 @@ def vinyals_characters(part: str) -> list[str]:
     """The characters of a part (``"train"``, ``"validation"``, ``"test"``) of Vinyals et al.'s split."""
     check_choice("part", part, PARTS)
     file_name = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}[part]
-    text = resources.files("plastic_rl.data").joinpath("omniglot_splits", "vinyals", file_name).read_text()
+    text = resources.files("plastic_rl.data").joinpath(f"omniglot_splits/vinyals/{file_name}").read_text()
     names: dict[str, None] = {}
     for line in text.split():
         names[line.rsplit("/", 1)[0]] = None  # "Alphabet/characterNN/rotDDD": every rotation listed

@@ -134,10 +134,12 @@ class OmniglotEnv(gym.Env):
         self._step = 0
 
     def _observation(self) -> dict[str, np.ndarray]:
+        episode = self._episode
+        assert episode is not None, "reset() draws the episode"
         label = np.zeros(self.ways, dtype=np.float32)
-        if self._episode.labels[self._step] >= 0:
-            label[self._episode.labels[self._step]] = 1.0
-        return {"image": self._episode.images[self._step].copy(), "label": label}
+        if episode.labels[self._step] >= 0:
+            label[episode.labels[self._step]] = 1.0
+        return {"image": episode.images[self._step].copy(), "label": label}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)

@@ -19,7 +19,7 @@ import torch
 
 from plastic_rl.supervised.bench import GIB, _peak_resident_bytes
 from plastic_rl.supervised.models import select_device
-from plastic_rl.supervised.omniglot import PIXELS, OmniglotTask
+from plastic_rl.supervised.omniglot import PIXELS, OmniglotClassifier, OmniglotTask
 from plastic_rl.supervised.trainer import SupervisedTrainer, write_history_csv
 
 # The authors' code, batch 1 on a laptop CPU, as reported on their issue tracker (about 45 s per 500 episodes).
@@ -64,6 +64,7 @@ def _measure(args: argparse.Namespace, ways: int, batch_size: int, results) -> N
         progress=False,
     )
     model, rng = trainer.model, trainer.train_rng
+    assert isinstance(model, OmniglotClassifier)
     step = _timed(device, args.repeats, trainer.train_step)
     data = _timed(device, args.repeats, lambda: task.sample(batch_size, rng).to(device))
     episodes = task.sample(batch_size, rng).to(device)

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from plastic_rl.core import PlasticLinear
-from plastic_rl.core.options import RULES, check_choice, check_positive_int
+from plastic_rl.core.options import check_choice, check_positive_int
+from plastic_rl.core.rules import rule_names
 from plastic_rl.data.omniglot import IMAGE_SIZE, PARTS, SPLITS, OmniglotSplit, load_images, make_split
 from plastic_rl.envs.omniglot import OmniglotClasses, sample_omniglot_episodes
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
@@ -71,7 +72,7 @@ class OmniglotTask(SupervisedTask):
             raise ValueError(f"ways must be at least 2; got {ways}")
         check_choice("split", split, SPLITS)
         self.ways, self.shots = ways, shots
-        self.split_settings = dict(
+        self.split_settings: dict[str, Any] = dict(
             split=split,
             split_seed=split_seed,
             test_characters=test_characters,
@@ -87,6 +88,7 @@ class OmniglotTask(SupervisedTask):
         """The split, built (and checked against ``digest``) on first use; loads the images."""
         if self._split is None:
             self._load()
+        assert self._split is not None, "set by _load"
         return self._split
 
     def _load(self) -> None:
@@ -155,7 +157,7 @@ class OmniglotTask(SupervisedTask):
             "cross_entropy": self.loss(outputs, episodes).item(),
         }
 
-    def build_model(
+    def build_model(  # type: ignore[override]  # the base's **options, spelled out
         self,
         model_name: str = "plastic",
         *,
@@ -191,7 +193,7 @@ class OmniglotTask(SupervisedTask):
         group.add_argument(
             "--embedding", choices=EMBEDDINGS, default="paper", help="'paper' (stride-2 tanh) or 'conv4'"
         )
-        group.add_argument("--rule", choices=RULES, default="oja", help="Hebbian rule of the plastic head")
+        group.add_argument("--rule", choices=rule_names(), default="oja", help="Hebbian rule of the plastic head")
         group.add_argument("--eta", type=float, default=1.0, help="initial Hebbian learning rate")
         group.add_argument("--alpha-init", type=float, default=1.0, help="initial plasticity coefficients (mean)")
         group.add_argument(
@@ -285,7 +287,7 @@ class OmniglotClassifier(nn.Module):
         )
         self.ways, self.head = ways, head
         self.embedding = _embedding(embedding, channels)
-        self.output = None
+        self.output: PlasticLinear | None = None
         if head != "prototypical":
             self.output = PlasticLinear(
                 channels,
