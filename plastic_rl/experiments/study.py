@@ -30,7 +30,7 @@ from typing import Any
 
 from plastic_rl.core.files import atomic_write_text
 from plastic_rl.experiments.adapter import TaskAdapter
-from plastic_rl.experiments.launchers import RESULT, Launcher, LocalLauncher, RayLauncher, recover_folder
+from plastic_rl.experiments.launchers import LOG, RESULT, Launcher, LocalLauncher, RayLauncher, recover_folder
 from plastic_rl.supervised.task import TASKS
 
 RL_TASK = "maze"
@@ -53,7 +53,7 @@ def adapter_for(task: str) -> TaskAdapter:
     return SupervisedAdapter(task)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Run:
     """One run of the grid."""
 
@@ -256,7 +256,8 @@ def execute(adapter: TaskAdapter, runs: list[Run], launcher: Launcher, task: str
                     print(f"finished {run.folder} in {time.perf_counter() - started:.0f} s", flush=True)
                 else:
                     failures.append((run, error))
-                    print(f"FAILED {run.folder} (log: {run.folder / 'log.txt'}):\n{error}", file=sys.stderr, flush=True)
+                    last_line = error.strip().splitlines()[-1]
+                    print(f"FAILED {run.folder}: {last_line} (see {run.folder / LOG})", file=sys.stderr, flush=True)
     finally:
         for run, _ in in_flight.values():
             (run.folder / RUNNING).unlink(missing_ok=True)

@@ -98,7 +98,7 @@ class SupervisedAdapter(TaskAdapter):
         return parse_command(lambda parser: add_task_arguments(parser, self.task), argv[:2], argv[2:])
 
     def launch(self, argv: list[str], folder: Path) -> None:
-        from plastic_rl.cli import main
+        from plastic_rl.supervised import command
 
         checkpoint = folder / CHECKPOINT
         if checkpoint.exists():
@@ -108,7 +108,9 @@ class SupervisedAdapter(TaskAdapter):
             shutil.rmtree(folder / TENSORBOARD, ignore_errors=True)
             for name in (CURVE, MODEL):
                 (folder / name).unlink(missing_ok=True)
-        status = main([*argv, *self.location(folder), *resume])
+        # The command module serves every registered task, whether or not the CLI lists it yet.
+        options = self.options([*argv, *self.location(folder), *resume])
+        status = command.run(argparse.Namespace(**options))
         if status != 0:
             raise RuntimeError(f"plastic-rl {' '.join(argv[:2])} exited with status {status}")
 
