@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from plastic_rl.cli import main
-from plastic_rl.experiments import statistics
+from plastic_rl.experiments import statistics, study
 
 MAZE = ["experiment", "maze", "--timesteps", "40", "--n-envs", "2", "--bin-episodes", "2"]
 MAZE += ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
@@ -111,13 +112,9 @@ def test_sweeps_make_a_run_folder_per_value_and_reach_the_run_command(tmp_path, 
     arguments = [*MAZE, "-f", str(tmp_path), "--seeds", "2", "--conditions", "rnn", "--sweep", "gamma", "0.5", "0.8"]
     assert main([*arguments, "--status"]) == 0
     assert capsys.readouterr().out.startswith("0 finished, 0 running, 4 left")
-    from plastic_rl.experiments.study import adapter_for, plan
-
-    parser = __import__("argparse").ArgumentParser()
-    from plastic_rl.experiments.study import add_arguments
-
-    add_arguments(parser)
-    runs = plan(adapter_for("maze"), parser.parse_args(arguments[1:]))
+    parser = argparse.ArgumentParser()
+    study.add_arguments(parser)
+    runs = study.plan(study.adapter_for("maze"), parser.parse_args(arguments[1:]))
     assert [run.folder.relative_to(tmp_path).as_posix() for run in runs] == [
         "rnn__gamma=0.5/seed_0", "rnn__gamma=0.8/seed_0", "rnn__gamma=0.5/seed_1", "rnn__gamma=0.8/seed_1"
     ]  # fmt: skip
