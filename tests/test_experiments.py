@@ -162,15 +162,16 @@ def test_ray_launcher_ships_run_folders_and_resumes_them(tmp_path, patterns_stud
     ray = pytest.importorskip("ray")
     folder = tmp_path / "ray"
     shutil.copytree(patterns_study, folder)
-    for name in ("summary.md", "finals.csv"):
-        (folder / name).unlink()
-    (folder / "plastic" / "seed_0" / "result.json").unlink()  # unfinished: its folder must travel to the task
-    shutil.rmtree(folder / "plastic" / "seed_1")  # new
+    shutil.rmtree(folder / "plastic" / "seed_1")  # a new run; seed 0 is finished at 300 steps
+    arguments = [*PATTERNS, "-f", str(folder), "--launcher", "ray", "--jobs", "2"]
+    arguments[arguments.index("--steps") + 1] = "310"  # a larger budget extends seed 0 from its checkpoint
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        assert main([*PATTERNS, "-f", str(folder), "--launcher", "ray", "--jobs", "2"]) == 0
+        assert main(arguments) == 0
     finally:
         ray.shutdown()
-    assert _scores(folder) == _scores(patterns_study)
-    assert _training_rows(folder / "plastic" / "seed_1") == _training_rows(patterns_study / "plastic" / "seed_1")
-    assert "host" in json.loads((folder / "plastic" / "seed_1" / "result.json").read_text())
+    for seed in ("seed_0", "seed_1"):
+        rows, reference = _training_rows(folder / "plastic" / seed), _training_rows(patterns_study / "plastic" / seed)
+        assert rows[: len(reference)] == reference and rows[-1]["step"] == "310"
+        assert json.loads((folder / "plastic" / seed / "run.json").read_text())["options"]["steps"] == 310
+    assert set(_scores(folder)) == {"plastic/0", "plastic/1"}

@@ -53,6 +53,10 @@ class TaskAdapter(ABC):
 
     #: The experiment option that sets each run's budget (``--timesteps`` / ``--steps``).
     budget_option: ClassVar[str]
+    #: The run command's option (its parsed name) that holds the budget.
+    budget_key: ClassVar[str]
+    #: Whether a finished run can be extended to a larger budget by resuming it (same result as a longer run).
+    extendable: ClassVar[bool] = False
     #: Whether a higher final score is better (for the summary's wording).
     higher_is_better: ClassVar[bool]
     #: Options that say where a run writes, not what it does: left out of the configuration check.

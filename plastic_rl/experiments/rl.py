@@ -69,6 +69,7 @@ class RLAdapter(TaskAdapter):
     """``plastic-rl train`` runs on any Gymnasium env id; conditions are ``--policy`` names."""
 
     budget_option = "timesteps"
+    budget_key = "n_timesteps"
     higher_is_better = True
     location_options = ("log_folder", "no_progress_bar")
 

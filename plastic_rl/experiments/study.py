@@ -31,6 +31,7 @@ from typing import Any
 from plastic_rl.core.files import atomic_write_text
 from plastic_rl.experiments.adapter import TaskAdapter
 from plastic_rl.experiments.launchers import LOG, RESULT, Launcher, LocalLauncher, RayLauncher, recover_folder
+from plastic_rl.experiments.statistics import SIGNIFICANCE, seeds_needed
 from plastic_rl.supervised.task import TASKS
 
 RL_TASK = "maze"
@@ -64,6 +65,11 @@ class Run:
     argv: tuple[str, ...]
     options: dict[str, Any]
 
+    def extends(self) -> bool:
+        """Whether the folder holds a shorter run of this one (:func:`plan` allows no other difference)."""
+        path = self.folder / RUN_RECORD
+        return path.exists() and json.loads(path.read_text())["options"] != self.options
+
     @property
     def group(self) -> str:
         """The condition with its overrides: the runs of a group differ only in their seed."""
@@ -73,7 +79,7 @@ class Run:
 
     def state(self) -> str:
         """``finished``, ``running`` (by a live driver), ``started`` (interrupted) or ``new``."""
-        if (self.folder / RESULT).exists():
+        if (self.folder / RESULT).exists() and not self.extends():
             return "finished"
         if (self.folder / RUNNING).exists() and _driver_alive(json.loads((self.folder / RUNNING).read_text())):
             return "running"
@@ -152,7 +158,11 @@ def plan(adapter: TaskAdapter, args: argparse.Namespace) -> list[Run]:
                 options = adapter.options([*argv, *adapter.location(folder)])
                 options = _json({k: v for k, v in options.items() if k not in adapter.location_options})
                 run = Run(condition, overrides, seed, folder, tuple(argv), options)
-                mismatches += _differences(run)
+                differences = _differences(run)
+                if differences and not _extends(adapter, run, differences):
+                    mismatches += [
+                        f"{run.folder}: {key} is {old!r} there, {new!r} now" for key, old, new in differences
+                    ]
                 runs.append(run)
     if mismatches:
         raise ValueError(
@@ -163,17 +173,20 @@ def plan(adapter: TaskAdapter, args: argparse.Namespace) -> list[Run]:
     return runs
 
 
-def _differences(run: Run) -> list[str]:
+def _differences(run: Run) -> list[tuple[str, Any, Any]]:
+    """``(option, recorded value, value now)`` for each option that differs from the run folder's record."""
     path = run.folder / RUN_RECORD
     if not path.exists():
         return []
     recorded = json.loads(path.read_text())["options"]
     keys = sorted(set(recorded) | set(run.options))
-    return [
-        f"{run.folder}: {key} is {recorded.get(key)!r} there, {run.options.get(key)!r} now"
-        for key in keys
-        if recorded.get(key) != run.options.get(key)
-    ]
+    return [(key, recorded.get(key), run.options.get(key)) for key in keys if recorded.get(key) != run.options.get(key)]
+
+
+def _extends(adapter: TaskAdapter, run: Run, differences: list[tuple[str, Any, Any]]) -> bool:
+    """Whether the only difference is a larger budget, which an extendable run reaches by resuming."""
+    ((key, old, new),) = differences if len(differences) == 1 else ((None, 0, 0),)
+    return adapter.extendable and key == adapter.budget_key and new > old
 
 
 def _record(adapter: TaskAdapter, run: Run, task: str) -> None:
@@ -243,7 +256,9 @@ def execute(adapter: TaskAdapter, runs: list[Run], launcher: Launcher, task: str
         while pending or in_flight:
             while pending and len(in_flight) < launcher.jobs:
                 run = pending.pop(0)
-                if not (run.folder / RUN_RECORD).exists():
+                if run.extends():  # unfinished first, so that a kill in between leaves a shorter run to resume
+                    (run.folder / RESULT).unlink(missing_ok=True)
+                if run.extends() or not (run.folder / RUN_RECORD).exists():
                     _record(adapter, run, task)
                 done = adapter.progress(run.folder, run.options)
                 atomic_write_text(run.folder / RUNNING, marker)
@@ -315,6 +330,12 @@ def run(args: argparse.Namespace) -> int:
             recover_folder(run.folder)
         study_path = root / STUDY
         recorded_jobs = json.loads(study_path.read_text())["jobs"] if study_path.exists() else None
+        if len({run.group for run in runs}) > 1 and args.seeds < seeds_needed():
+            print(
+                f"warning: with {args.seeds} seeds per condition no rank-sum test can reach p < {SIGNIFICANCE:g}; "
+                f"use --seeds {seeds_needed()} or more to compare conditions",
+                file=sys.stderr,
+            )
         if args.status:
             print(status_text(adapter, runs, args.jobs or recorded_jobs or os.cpu_count() or 1))
             return 0

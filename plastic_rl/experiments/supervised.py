@@ -31,6 +31,8 @@ class SupervisedAdapter(TaskAdapter):
     """Runs of the supervised task ``task``; conditions are the task's models, the score its last evaluation."""
 
     budget_option = "steps"
+    budget_key = "steps"
+    extendable = True  # the trainer's steps are a total and it resumes exactly, so it just trains on
     higher_is_better = False  # a task's primary metric is an error
     location_options = ("run_dir", "resume", "data_dir", "no_progress")
     log_scale = True
