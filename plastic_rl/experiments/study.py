@@ -185,8 +185,10 @@ def _differences(run: Run) -> list[tuple[str, Any, Any]]:
 
 def _extends(adapter: TaskAdapter, run: Run, differences: list[tuple[str, Any, Any]]) -> bool:
     """Whether the only difference is a larger budget, which an extendable run reaches by resuming."""
-    ((key, old, new),) = differences if len(differences) == 1 else ((None, 0, 0),)
-    return adapter.extendable and key == adapter.budget_key and new > old
+    if not adapter.extendable or len(differences) != 1:
+        return False
+    key, old, new = differences[0]
+    return key == adapter.budget_key and new > old
 
 
 def _record(adapter: TaskAdapter, run: Run, task: str) -> None:
