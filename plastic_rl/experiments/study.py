@@ -302,9 +302,11 @@ def summarize(adapter: TaskAdapter, runs: list[Run], root: Path, header_lines: l
     ]
     groups = list(dict.fromkeys(run.group for run in runs))
     seeds = sorted({run.seed for run in runs})
+    example = json.loads((finished[0].folder / RUN_RECORD).read_text())["command"]
     header = [
         *header_lines,
         f"Runs: {len(finished)} of {len(runs)} finished; seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} per condition).",
+        f"A run's command line (each run's `run.json` has its own): `{example}`",
     ]
     walls: dict[str, list[float]] = {}
     for record in records:

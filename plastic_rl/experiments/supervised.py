@@ -136,12 +136,14 @@ class SupervisedAdapter(TaskAdapter):
     def describe(self, options: dict[str, Any]) -> str:
         task_parser = argparse.ArgumentParser()
         self.task_class.add_arguments(task_parser)
+        # The settings that differ from the task's defaults; summary.md gives a run's whole command line.
         settings = [
             f"{action.dest}={options[action.dest]}"
             for action in task_parser._actions
-            if action.option_strings and action.dest != "help" and options.get(action.dest) is not None
+            if action.option_strings and action.dest != "help" and options.get(action.dest) != action.default
         ]
-        return f"{self.task} ({', '.join(settings)}; {options['steps']} steps of {options['batch_size']} episodes)"
+        budget = f"{options['steps']:,} steps, batch {options['batch_size']}"
+        return f"{self.task} ({', '.join([*settings, budget])})"
 
     def labels(self) -> dict[str, str]:
         return {"x": "training episodes", "y": f"{self.metric} (training mean)", "score": f"final eval {self.metric}"}
