@@ -150,38 +150,37 @@ class PlasticA2C(OnPolicyAlgorithm):
         state = self._last_recurrent_state
         self._rollout_initial_state = tuple(part.detach().clone() for part in state)
         callback.on_rollout_start()
-        for _ in range(n_rollout_steps):
+        # The buffer's arrays are filled in place, one row per step (RolloutBuffer.add copies and converts each
+        # argument again); the observations go to the policy without a copy.
+        buffer, n_envs = rollout_buffer, env.num_envs
+        clip_actions = isinstance(self.action_space, spaces.Box)
+        for step in range(n_rollout_steps):
             with th.no_grad():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)
+                obs_tensor = th.as_tensor(self._last_obs, device=self.device)
                 starts = th.as_tensor(self._last_episode_starts, device=self.device)
                 actions, values, log_probs, state = self.policy(obs_tensor, state, starts)
             actions = actions.cpu().numpy()
-            env_actions = actions
-            if isinstance(self.action_space, spaces.Box):
-                env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+            env_actions = np.clip(actions, self.action_space.low, self.action_space.high) if clip_actions else actions
             new_obs, rewards, dones, infos = env.step(env_actions)
-            self.num_timesteps += env.num_envs
+            self.num_timesteps += n_envs
             callback.update_locals(locals())
             if not callback.on_step():
                 self._last_recurrent_state = state
                 return False
-            self._update_info_buffer(infos, dones)
-            if isinstance(self.action_space, spaces.Discrete):
-                actions = actions.reshape(-1, 1)
-            for index, done in enumerate(dones):
-                # A time-limit truncation is bootstrapped with the value of the terminal observation,
-                # seen from the state that env had reached.
-                if done and infos[index].get("terminal_observation") is not None:
-                    if infos[index].get("TimeLimit.truncated", False):
-                        terminal_obs = self.policy.obs_to_tensor(infos[index]["terminal_observation"])[0]
-                        env_state = tuple(part[index : index + 1] for part in state)
-                        no_start = th.zeros(1, dtype=th.bool, device=self.device)
-                        with th.no_grad():
-                            terminal_value = self.policy.predict_values(terminal_obs, env_state, no_start)[0]
-                        rewards[index] += self.gamma * terminal_value.item()
-            rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)
+            done_indices = np.flatnonzero(dones)
+            if len(done_indices):
+                # Episode statistics are only in the infos of the envs that are done.
+                self._update_info_buffer([infos[index] for index in done_indices], dones[done_indices])
+                rewards = self._bootstrap_truncated(rewards, infos, done_indices, state)
+            buffer.observations[step] = self._last_obs
+            buffer.actions[step] = actions.reshape(n_envs, -1)
+            buffer.rewards[step] = rewards
+            buffer.episode_starts[step] = self._last_episode_starts
+            buffer.values[step] = values.cpu().numpy()
+            buffer.log_probs[step] = log_probs.cpu().numpy()
             self._last_obs = new_obs
             self._last_episode_starts = dones
+        buffer.pos, buffer.full = n_rollout_steps, True
         self._last_recurrent_state = state
         with th.no_grad():
             last_values = self.policy.predict_values(
@@ -191,6 +190,22 @@ class PlasticA2C(OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _bootstrap_truncated(
+        self, rewards: np.ndarray, infos: list[dict], done_indices: np.ndarray, state: RecurrentState
+    ) -> np.ndarray:
+        """``rewards`` plus ``gamma`` times the value of the terminal observation where a time limit truncated an
+        episode, seen from the state that env had reached."""
+        for index in done_indices.tolist():
+            info = infos[index]
+            if info.get("terminal_observation") is not None and info.get("TimeLimit.truncated", False):
+                terminal_obs = self.policy.obs_to_tensor(info["terminal_observation"])[0]
+                env_state = tuple(part[index : index + 1] for part in state)
+                no_start = th.zeros(1, dtype=th.bool, device=self.device)
+                with th.no_grad():
+                    terminal_value = self.policy.predict_values(terminal_obs, env_state, no_start)[0]
+                rewards[index] += self.gamma * terminal_value.item()
+        return rewards
 
     def _stored_sequences(self) -> dict[str, th.Tensor]:
         # The buffer is read in rollout order (n_steps, n_envs, ...): RolloutBuffer.get() would shuffle

@@ -32,6 +32,9 @@ from plastic_rl.core.options import PLASTICITY_MODES, RULES, check_choice, check
 
 RecurrentState = tuple[th.Tensor, ...]
 
+# Observations a recurrent policy reads as one array per step (a Dict or Tuple would need one extractor per key).
+SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
 # The paper's optimizer: Adam with a large epsilon, which keeps the first updates of the rarely
 # rewarded maze from being huge.
 DEFAULT_ADAM_EPS = 1e-4
@@ -79,6 +82,12 @@ class RecurrentActorCriticPolicy(BasePolicy):
     ) -> None:
         if use_sde:
             raise ValueError("use_sde must be False: recurrent policies do not support state-dependent exploration")
+        if not isinstance(observation_space, SUPPORTED_OBSERVATION_SPACES):
+            supported = ", ".join(space.__name__ for space in SUPPORTED_OBSERVATION_SPACES)
+            raise ValueError(
+                f"observation_space must be one of {supported} (one array per step); got {observation_space}. "
+                "Flatten a Dict observation first, e.g. with gymnasium.wrappers.FlattenObservation."
+            )
         if optimizer_kwargs is None:
             optimizer_kwargs = {"eps": DEFAULT_ADAM_EPS} if optimizer_class is th.optim.Adam else {}
         super().__init__(
@@ -106,6 +115,16 @@ class RecurrentActorCriticPolicy(BasePolicy):
         else:
             raise ValueError(f"action_space must be Box, Discrete, MultiDiscrete or MultiBinary; got {action_space}")
         self.value_net = nn.Linear(hidden_size, 1)
+        # Discrete actions are sampled from the logits directly: SB3's distribution object (validation, lazy
+        # properties) cost more than the maths on the per-step rollout path.
+        self._discrete_actions = isinstance(self.action_dist, CategoricalDistribution)
+        # A flat float Box through the default extractor is its own features: skip the per-step module calls.
+        self._observations_are_features = (
+            features_extractor_class is FlattenExtractor
+            and isinstance(observation_space, spaces.Box)
+            and len(observation_space.shape) == 1
+            and observation_space.dtype == np.float32
+        )
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     # --- the core, supplied by subclasses -------------------------------------------------------------
@@ -140,7 +159,10 @@ class RecurrentActorCriticPolicy(BasePolicy):
     ) -> tuple[th.Tensor, RecurrentState]:
         """Observations (T, B, ...) -> hidden activations (T, B, hidden_size) and the final state."""
         steps, batch = obs.shape[:2]
-        features = self.extract_features(obs.reshape(steps * batch, *obs.shape[2:]), self.features_extractor)
+        if self._observations_are_features:
+            features = obs.to(th.float32)
+        else:
+            features = self.extract_features(obs.reshape(steps * batch, *obs.shape[2:]), self.features_extractor)
         return self._unroll_core(features.reshape(steps, batch, -1), state, episode_starts.to(th.bool))
 
     def _distribution(self, latent: th.Tensor) -> Distribution:
@@ -149,14 +171,27 @@ class RecurrentActorCriticPolicy(BasePolicy):
             return self.action_dist.proba_distribution(action_output, self.log_std)
         return self.action_dist.proba_distribution(action_logits=action_output)
 
+    @staticmethod
+    def _categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Normalised log-probabilities and probabilities of ``logits`` (B, n), computed as torch's
+        ``Categorical`` computes them, so that samples and log-probabilities are SB3's to the bit."""
+        log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
+        return log_probs, th.softmax(log_probs, dim=-1)
+
     def forward(
         self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, deterministic: bool = False
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, RecurrentState]:
         """One step for a batch of envs: returns actions, values, log-probabilities and the new state."""
         latent, state = self.unroll(obs.unsqueeze(0), state, episode_starts.unsqueeze(0))
-        distribution = self._distribution(latent[0])
-        actions = distribution.get_actions(deterministic=deterministic)
-        return actions, self.value_net(latent[0]).flatten(), distribution.log_prob(actions), state
+        latent = latent[0]
+        values = self.value_net(latent).flatten()
+        if not self._discrete_actions:
+            distribution = self._distribution(latent)
+            actions = distribution.get_actions(deterministic=deterministic)
+            return actions, values, distribution.log_prob(actions), state
+        log_probs, probs = self._categorical(self.action_net(latent))
+        actions = probs.argmax(dim=1) if deterministic else th.multinomial(probs, 1, True)[:, 0]
+        return actions, values, log_probs.gather(1, actions[:, None])[:, 0], state
 
     def predict_values(self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor) -> th.Tensor:
         """Values (B,) of the observations (B, ...) seen from ``state``."""
@@ -172,8 +207,14 @@ class RecurrentActorCriticPolicy(BasePolicy):
         """
         latent, state = self.unroll(obs, state, episode_starts)
         latent = latent.reshape(-1, self.hidden_size)
-        distribution = self._distribution(latent)
-        return self.value_net(latent).flatten(), distribution.log_prob(actions), distribution.entropy(), state
+        values = self.value_net(latent).flatten()
+        if not self._discrete_actions:
+            distribution = self._distribution(latent)
+            return values, distribution.log_prob(actions), distribution.entropy(), state
+        log_probs, probs = self._categorical(self.action_net(latent))
+        # Categorical.entropy's expression, clamp included (it keeps 0 * -inf out of the sum).
+        entropy = -(log_probs.clamp(min=th.finfo(log_probs.dtype).min) * probs).sum(dim=-1)
+        return values, log_probs.gather(1, actions.long().reshape(-1, 1))[:, 0], entropy, state
 
     # --- SB3's predict contract -----------------------------------------------------------------------
 

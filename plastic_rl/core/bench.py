@@ -134,7 +134,7 @@ def _episode(layer, inputs) -> None:
 
 def _measure_bandwidth(n: int, batch: int, device) -> float:
     """Streaming bandwidth (bytes/s) of ``a += b`` on two arrays that together are the backward's working set:
-    ``B x N x N`` trace and trace gradient, ``w``, ``alpha`` and ``dL/dalpha``."""
+    ``B x N x N`` trace and trace gradient, ``w``, ``alpha`` and ``dL/dalpha``; the best of 3 timings."""
     import torch
 
     half = (2 * batch + 3) * n * n // 2
@@ -151,6 +151,16 @@ def _measure_bandwidth(n: int, batch: int, device) -> float:
         _synchronize(device)
         best = min(best, (time.perf_counter() - start) / repeats)
     return 3 * a.numel() * a.element_size() / best
+
+
+# Bandwidth probes before and after the timed episodes: a busy machine reads low in some of them, so the floor
+# takes the best, and a large spread between them says the figures of that run are not to be trusted.
+BANDWIDTH_PROBES = 3
+PROBE_SPREAD_LIMIT = 1.5
+
+
+def _bandwidth_probes(n: int, batch: int, device) -> list[float]:
+    return [_measure_bandwidth(n, batch, device) / 1e9 for _ in range(BANDWIDTH_PROBES)]
 
 
 def _synchronize(device) -> None:
@@ -176,6 +186,7 @@ def _worker(spec: dict) -> dict:
     start = time.perf_counter()
     _episode(layer, inputs)  # first episode: builds or loads the C++ kernel, warms the allocator
     first = time.perf_counter() - start
+    probes = _bandwidth_probes(n, batch, device) if spec["implementation"] == "fused" else []
     times = []
     for _ in range(spec["repeats"]):
         layer.zero_grad(set_to_none=True)
@@ -202,7 +213,9 @@ def _worker(spec: dict) -> dict:
             for p, r in zip(layer.parameters(), reference, strict=True)
         )
     if spec["implementation"] == "fused":
-        result["bandwidth_gbs"] = _measure_bandwidth(n, batch, device) / 1e9
+        probes += _bandwidth_probes(n, batch, device)
+        result["bandwidth_gbs"] = max(probes)
+        result["bandwidth_spread"] = max(probes) / min(probes)
     return result
 
 
@@ -307,8 +320,19 @@ def _print_row(row: dict) -> None:
         lines.append(
             f"  floor: {_format(floor)} s/episode ({floor_bytes / 1e9:.2f} GB per batch at "
             f"{fused['bandwidth_gbs']:.0f} GB/s measured) -> fused / floor = {per['fused'] / floor:.1f}x "
-            f"(the fused unroll moves them at {floor_bytes / fused['median_s'] / 1e9:.0f} GB/s)"
+            f"(the fused unroll moves them at {floor_bytes / fused['median_s'] / 1e9:.0f} GB/s; best of "
+            f"{2 * BANDWIDTH_PROBES} probes, spread {fused['bandwidth_spread']:.2f}x)"
         )
+        if per["fused"] < floor:
+            lines.append(
+                "  WARNING: faster than the floor, so the bandwidth probes read low: the machine was busy; "
+                "this run's floor and ratios are not to be trusted"
+            )
+        if fused["bandwidth_spread"] > PROBE_SPREAD_LIMIT:
+            lines.append(
+                f"  WARNING: the bandwidth probes spread {fused['bandwidth_spread']:.2f}x (limit "
+                f"{PROBE_SPREAD_LIMIT}x): the machine was busy; this run's timings are not to be trusted"
+            )
         if key in TARGETS:
             target = TARGETS[key]
             status = "met" if per["fused"] <= target else f"NOT met (gap {per['fused'] / target:.2f}x)"

@@ -171,10 +171,14 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         self.start_position = MazeSquare(size // 2 + 1, size // 2 + 1)
         self.free_squares = np.argwhere(~walls)
         """``(n_free, 2)`` array of the free squares' ``(row, col)``, in row-major order."""
-        self._start_index = int(np.flatnonzero((self.free_squares == self.start_position).all(axis=1))[0])
+        self.start_index = int(np.flatnonzero((self.free_squares == self.start_position).all(axis=1))[0])
+        """Row of :attr:`free_squares` that holds the start (centre) square."""
         # The 3 x 3 neighbourhood of every square, looked up at each step rather than sliced and concatenated.
         windows = np.lib.stride_tricks.sliding_window_view(np.pad(walls, 1, constant_values=True), (3, 3))
-        self._neighbourhoods = windows.reshape(*walls.shape, 9).astype(np.float32)
+        neighbourhoods = windows.reshape(*walls.shape, 9).astype(np.float32)
+        neighbourhoods.flags.writeable = False
+        self.neighbourhoods = neighbourhoods
+        """``(size + 2, size + 2, 9)`` float32: the observed 3 x 3 neighbourhood of every square, read-only."""
 
         observation_size = 10 + 4 * observe_previous_action + observe_time
         low = np.zeros(observation_size, dtype=np.float32)
@@ -185,7 +189,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
 
         self.agent_position = self.start_position
         self.reward_position = self.start_position
-        self._reward_index = self._start_index
+        self._reward_index = self.start_index
         self.reward_hits = 0
         self.step_count = 0
         self.episode_reward = 0.0
@@ -203,7 +207,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         # Any free square but the start: drawing an index among n_free - 1 and skipping the start keeps it uniform.
-        self._reward_index = self._index_skipping(self._start_index)
+        self._reward_index = self._index_skipping(self.start_index)
         self.reward_position = self._square(self._reward_index)
         self.agent_position = self.start_position
         self.reward_hits = 0
@@ -309,7 +313,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
 
     def _observation(self) -> np.ndarray:
         observation = np.zeros(self.observation_space.shape, dtype=np.float32)
-        observation[:9] = self._neighbourhoods[self.agent_position]
+        observation[:9] = self.neighbourhoods[self.agent_position]
         observation[9] = self._previous_reward
         if self.observe_previous_action and self._previous_action is not None:
             observation[10 + self._previous_action] = 1.0

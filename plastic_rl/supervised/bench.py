@@ -1,10 +1,10 @@
 """``plastic-rl bench patterns``: seconds per episode and peak memory of pattern-memory training.
 
 Each batch size runs in a fresh process, so that its peak memory is its own: one warm-up step, then
-``--repeats`` timed training steps (sampling, forward, backward, Adam), in wall-clock seconds and in
-CPU seconds of the process (all its threads; less sensitive to other jobs on a shared machine). On
-CPU the peak is the process's peak resident memory (``ru_maxrss``, which includes PyTorch itself:
-the ``base`` column is the resident memory once the model is built); on CUDA it is
+``--repeats`` timed training steps (sampling, forward, backward, Adam), each timed on its own; the median
+step is reported in wall-clock seconds and in CPU seconds of the process (all its threads; less sensitive to
+other jobs on a shared machine). On CPU the peak is the process's peak resident memory (``ru_maxrss``, which
+includes PyTorch itself: the ``base`` column is the resident memory once the model is built); on CUDA it is
 ``torch.cuda.max_memory_allocated``. A batch size whose memory, extrapolated from the largest batch
 measured so far, would not fit in the available memory is skipped and reported as such.
 """
@@ -15,6 +15,7 @@ import argparse
 import multiprocessing
 import platform
 import resource
+import statistics
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ GIB = 1024**3
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32], help="batch sizes to time")
     parser.add_argument("--model", choices=PatternMemoryTask.model_names, default="plastic")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per batch size")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per batch size (the median is reported)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
@@ -85,13 +86,17 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
     trainer.train_step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    started, cpu_started = time.perf_counter(), time.process_time()
+    # Each step timed on its own and the median reported, as the other benches do: one disturbed step moves a
+    # mean, not a median.
+    wall_times, cpu_times = [], []
     for _ in range(args.repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
         trainer.train_step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - started) / args.repeats
-    cpu_seconds = (time.process_time() - cpu_started) / args.repeats
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall_times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
+    seconds, cpu_seconds = statistics.median(wall_times), statistics.median(cpu_times)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
     results.put(
         dict(
@@ -143,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         base_bytes = row["base_gib"] * GIB
         per_episode_bytes = (row["peak_gib"] - row["base_gib"]) * GIB / batch_size
         print(
-            f"batch {batch_size}: {row['seconds_per_episode']:.3f} s/episode ({row['seconds_per_step']:.3f} s/step, "
+            f"batch {batch_size}: {row['seconds_per_episode']:.3f} s/episode (median of {args.repeats} steps: "
+            f"{row['seconds_per_step']:.3f} s/step, "
             f"{row['cpu_seconds_per_episode']:.3f} CPU s/episode), "
             f"peak {row['peak_gib']:.2f} GiB (base {row['base_gib']:.2f} GiB)",
             flush=True,
