@@ -79,7 +79,8 @@ class SupervisedAdapter(TaskAdapter):
                 f"--sweep keys must be options of plastic-rl supervised {self.task} ({', '.join(sorted(actions))}); "
                 f"got {', '.join(sorted(unknown))}"
             )
-        argv = ["supervised", self.task, "--model", condition, "--seed", str(seed), "--threads", "1", "--no-progress"]
+        threads = str(args.threads or 1)  # one torch thread per job unless asked otherwise
+        argv = ["supervised", self.task, "--model", condition, "--seed", str(seed), "--threads", threads, "--no-progress"]
         for dest, action in actions.items():
             if dest in overrides:
                 argv += [action.option_strings[-1], str(overrides[dest])]
