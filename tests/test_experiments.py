@@ -20,9 +20,9 @@ import torch
 from plastic_rl.cli import main
 from plastic_rl.experiments import statistics, study
 
-MAZE = ["experiment", "maze", "--timesteps", "40", "--n-envs", "2", "--bin-episodes", "2"]
+MAZE = ["experiment", "maze", "--timesteps", "40", "--n-envs", "2", "--bin-episodes", "2", "--save-freq", "20"]
 MAZE += ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
-PATTERNS = ["experiment", "patterns", "--conditions", "plastic", "--seeds", "2", "--jobs", "1", "--steps", "300"]
+PATTERNS = ["experiment", "patterns", "--conditions", "plastic", "--seeds", "2", "--jobs", "1", "--steps", "200"]
 PATTERNS += ["--checkpoint-interval", "5", "--eval-interval", "100", "--eval-episodes", "4", "--log-interval", "5"]
 PATTERNS += ["--pattern-count", "2", "--pattern-size", "8", "--steps-shown", "2", "--gap-steps", "1"]
 PATTERNS += ["--repetitions", "1"]
@@ -85,6 +85,8 @@ def test_maze_study_runs_skips_checks_its_configuration_and_reports(tmp_path, ca
     record = json.loads((folder / "plastic" / "seed_0" / "run.json").read_text())
     assert record["command"].startswith("plastic-rl train --algo plastic_a2c --env PlasticMaze-v0 --policy plastic")
     assert record["options"]["n_timesteps"] == 40 and record["options"]["threads"] == 1
+    assert (folder / "plastic" / "seed_0" / "train" / "PlasticMaze-v0.zip").exists()
+    assert list((folder / "plastic" / "seed_0" / "train").glob("rl_checkpoint_*_steps.pt"))
     capsys.readouterr()
     # The same command again: nothing left to run, same summary.
     assert main(arguments) == 0
@@ -162,9 +164,9 @@ def test_ray_launcher_ships_run_folders_and_resumes_them(tmp_path, patterns_stud
     ray = pytest.importorskip("ray")
     folder = tmp_path / "ray"
     shutil.copytree(patterns_study, folder)
-    shutil.rmtree(folder / "plastic" / "seed_1")  # a new run; seed 0 is finished at 300 steps
+    shutil.rmtree(folder / "plastic" / "seed_1")  # a new run; seed 0 is finished at 200 steps
     arguments = [*PATTERNS, "-f", str(folder), "--launcher", "ray", "--jobs", "2"]
-    arguments[arguments.index("--steps") + 1] = "310"  # a larger budget extends seed 0 from its checkpoint
+    arguments[arguments.index("--steps") + 1] = "210"  # a larger budget extends seed 0 from its checkpoint
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert main(arguments) == 0
@@ -172,6 +174,6 @@ def test_ray_launcher_ships_run_folders_and_resumes_them(tmp_path, patterns_stud
         ray.shutdown()
     for seed in ("seed_0", "seed_1"):
         rows, reference = _training_rows(folder / "plastic" / seed), _training_rows(patterns_study / "plastic" / seed)
-        assert rows[: len(reference)] == reference and rows[-1]["step"] == "310"
-        assert json.loads((folder / "plastic" / seed / "run.json").read_text())["options"]["steps"] == 310
+        assert rows[: len(reference)] == reference and rows[-1]["step"] == "210"
+        assert json.loads((folder / "plastic" / seed / "run.json").read_text())["options"]["steps"] == 210
     assert set(_scores(folder)) == {"plastic/0", "plastic/1"}

@@ -112,8 +112,8 @@ class TaskAdapter(ABC):
     #: Whether the curves' y axis is logarithmic.
     log_scale: ClassVar[bool] = False
 
-    def summary_options(self, args: argparse.Namespace) -> None:
-        """Keep the experiment's options that reading runs back depends on; a ``ValueError`` if one is bad."""
+    def check_options(self, args: argparse.Namespace) -> None:
+        """Check the experiment's task options (a ``ValueError`` if one is bad) and keep them for reading runs back."""
         self.args = args
 
     def shell_command(self, argv: list[str], folder: Path) -> str:

@@ -1,15 +1,15 @@
 """The RL side of the experiment runner: one run is one ``plastic-rl train`` command, for any env id.
 
-A run trains into ``RUN/train/<algo>/<env>_1/`` (model, ``config.yml``, monitor CSVs). Its curve is
-the reward of every training episode from the monitor files; its final score is chosen with
-``--score`` from :data:`SCORES`.
+A run trains into ``RUN/train/`` (model ``<env>.zip``, ``config.yml``, monitor CSVs and checkpoints every
+``--save-freq`` env steps) through :func:`plastic_rl.agents.cli_train.train_run`, which continues an
+interrupted run exactly from its latest checkpoint. Its curve is the reward of every training episode
+from the monitor files; its final score is chosen with ``--score`` from :data:`SCORES`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,17 +54,6 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     cli_train.add_arguments(parser)
 
 
-def restart_from_scratch(folder: Path) -> list[str]:
-    """Clear what an interrupted run left in ``folder``; ``plastic-rl train`` then starts it again.
-
-    ``plastic-rl train`` cannot resume yet, so an unfinished RL run is trained again from the start
-    (with the same seed, so its results are those of an uninterrupted run). Returns the extra
-    ``plastic-rl train`` arguments of the restart: none.
-    """
-    shutil.rmtree(folder / TRAIN_FOLDER, ignore_errors=True)
-    return []
-
-
 class RLAdapter(TaskAdapter):
     """``plastic-rl train`` runs on any Gymnasium env id; conditions are ``--policy`` names."""
 
@@ -83,6 +72,9 @@ class RLAdapter(TaskAdapter):
         parser.add_argument("--n-envs", type=int, default=None, help="episodes per update (default: from the YAML)")
         parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device")
         parser.add_argument(
+            "--save-freq", type=int, default=100_000, help="checkpoint every F env steps, to resume interrupted runs"
+        )
+        parser.add_argument(
             "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run"
         )
         parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run")
@@ -95,7 +87,8 @@ class RLAdapter(TaskAdapter):
 
     def command(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, Any]) -> list[str]:
         argv = ["train", "--algo", args.algo, "--env", args.env, "--policy", condition, "--seed", str(seed)]
-        argv += ["-n", str(args.timesteps), "--device", args.device, "--threads", "1", "--no-progress-bar"]
+        argv += ["-n", str(args.timesteps), "--device", args.device, "--save-freq", str(args.save_freq)]
+        argv += ["--threads", "1", "--no-progress-bar"]
         if args.n_envs:
             argv += ["--n-envs", str(args.n_envs)]
         hyperparameters = [*(args.hyperparams or []), *(f"{key}:{value}" for key, value in overrides.items())]
@@ -106,28 +99,30 @@ class RLAdapter(TaskAdapter):
         return argv
 
     def location(self, folder: Path) -> list[str]:
+        # For the command line that re-runs it alone (plastic-rl train numbers its folder under -f);
+        # the runner itself trains into exactly RUN/train.
         return ["-f", str(folder / TRAIN_FOLDER)]
 
     def options(self, argv: list[str]) -> dict[str, Any]:
         return parse_command(_train_arguments, argv[:1], argv[1:])
 
     def launch(self, argv: list[str], folder: Path) -> None:
-        from plastic_rl.cli import main
+        from plastic_rl.agents.cli_train import train_run
 
-        status = main([*argv, *self.location(folder), *restart_from_scratch(folder)])
-        if status != 0:
-            raise RuntimeError(f"plastic-rl train exited with status {status}")
+        train_run(folder / TRAIN_FOLDER, argv[1:])
 
     def progress(self, folder: Path, options: dict[str, Any]) -> float:
         _, steps = episode_rewards(folder / TRAIN_FOLDER)
         return min(steps / options["n_timesteps"], 1.0)
 
-    def summary_options(self, args: argparse.Namespace) -> None:
+    def check_options(self, args: argparse.Namespace) -> None:
+        if args.save_freq < 1:
+            raise ValueError(f"--save-freq must be a positive integer; got {args.save_freq}")
         if not 0 < args.final_fraction <= 1:
             raise ValueError(f"--final-fraction must be in (0, 1]; got {args.final_fraction}")
         if args.bin_episodes is not None and args.bin_episodes < 1:
             raise ValueError(f"--bin-episodes must be a positive integer; got {args.bin_episodes}")
-        super().summary_options(args)
+        super().check_options(args)
 
     def curve(self, folder: Path, options: dict[str, Any]) -> Curve:
         rewards, _ = episode_rewards(folder / TRAIN_FOLDER)

@@ -145,7 +145,7 @@ def plan(adapter: TaskAdapter, args: argparse.Namespace) -> list[Run]:
     for sweep in args.sweep:
         if len(sweep) < 2:
             raise ValueError(f"--sweep takes a key and at least one value; got {' '.join(sweep)!r}")
-    adapter.summary_options(args)
+    adapter.check_options(args)
     sweeps = [[(sweep[0], value) for value in sweep[1:]] for sweep in args.sweep]
     root = Path(args.out)
     runs, mismatches = [], []

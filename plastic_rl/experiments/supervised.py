@@ -80,7 +80,8 @@ class SupervisedAdapter(TaskAdapter):
                 f"got {', '.join(sorted(unknown))}"
             )
         threads = str(args.threads or 1)  # one torch thread per job unless asked otherwise
-        argv = ["supervised", self.task, "--model", condition, "--seed", str(seed), "--threads", threads, "--no-progress"]
+        argv = ["supervised", self.task, "--model", condition, "--seed", str(seed), "--threads", threads]
+        argv.append("--no-progress")
         for dest, action in actions.items():
             if dest in overrides:
                 argv += [action.option_strings[-1], str(overrides[dest])]
