@@ -64,7 +64,11 @@ def execute_run(task: str, argv: list[str], folder: str) -> dict[str, Any]:
     with _output_to(run_folder / LOG):
         now = datetime.now(timezone.utc)
         print(f"== {now:%Y-%m-%d %H:%M:%S} UTC on {platform.node()}: plastic-rl {' '.join(argv)}", flush=True)
-        adapter_for(task).launch(argv, run_folder)
+        try:
+            adapter_for(task).launch(argv, run_folder)
+        except BaseException:
+            traceback.print_exc()  # into the run's log; the driver reports the error's message
+            raise
     result = {
         "wall_s": round(time.perf_counter() - started, 2),
         "finished_utc": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}",
@@ -85,7 +89,7 @@ class Launcher(ABC):
 
     @abstractmethod
     def wait(self, handles: list[Any]) -> list[tuple[Any, str | None]]:
-        """Block until a run ends; ``(handle, error)`` for each that ended (``error`` is None if it finished)."""
+        """Block until a run ends; ``(handle, error message)`` for each that ended (None if it finished)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -129,7 +133,7 @@ class LocalLauncher(Launcher):
 
 
 def _describe(error: BaseException) -> str:
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+    return f"{type(error).__name__}: {error}"
 
 
 def pack_folder(folder: Path) -> bytes:

@@ -273,8 +273,8 @@ def execute(adapter: TaskAdapter, runs: list[Run], launcher: Launcher, task: str
                     print(f"finished {run.folder} in {time.perf_counter() - started:.0f} s", flush=True)
                 else:
                     failures.append((run, error))
-                    last_line = error.strip().splitlines()[-1]
-                    print(f"FAILED {run.folder}: {last_line} (see {run.folder / LOG})", file=sys.stderr, flush=True)
+                    message = f"FAILED {run.folder}: {error} (traceback in {run.folder / LOG})"
+                    print(message, file=sys.stderr, flush=True)
     finally:
         for run, _ in in_flight.values():
             (run.folder / RUNNING).unlink(missing_ok=True)
