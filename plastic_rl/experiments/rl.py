@@ -138,7 +138,10 @@ class RLAdapter(TaskAdapter):
         return f"{options['env']} ({options['algo']}, {options['n_timesteps']:,} env steps per run)"
 
     def labels(self) -> dict[str, str]:
-        scored = "final training reward" if self.args.score == "training" else f"{self.args.score} score"
+        if self.args.score == "training":
+            scored = f"mean reward of the last {self.args.final_fraction:.0%} of each run's training episodes"
+        else:
+            scored = f"{self.args.score} score"
         return {
             "x": "training episodes",
             "y": f"reward per episode (mean of {getattr(self, 'bin_episodes', 1)})",
