@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             nargs="+",
             action="append",
             default=[],
-            metavar="KEY VALUE",
+            metavar=("KEY", "VALUE"),
             help="KEY VALUE [VALUE ...]: a run per value of the hyperparameter KEY (repeat for a grid)",
         )
         group.add_argument("-f", "--out", default=f"runs/experiment/{task}", help="study folder")
