@@ -102,8 +102,11 @@ class TaskAdapter(ABC):
         """The score of a finished run that the summary's statistics compare."""
 
     @abstractmethod
-    def describe(self, options: dict[str, Any]) -> str:
-        """What the runs do, for plot titles and the summary (e.g. the env id and algorithm)."""
+    def describe(self, options: dict[str, Any], swept: set[str]) -> str:
+        """What a run with ``options`` does, for plot titles and the summary (e.g. the env id and algorithm).
+
+        ``swept`` are the ``--sweep`` keys, which the condition labels name instead.
+        """
 
     @abstractmethod
     def labels(self) -> dict[str, str]:

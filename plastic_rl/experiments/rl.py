@@ -134,7 +134,7 @@ class RLAdapter(TaskAdapter):
     def final_score(self, folder: Path, options: dict[str, Any]) -> float:
         return SCORES[self.args.score](folder / TRAIN_FOLDER, options, self.args)
 
-    def describe(self, options: dict[str, Any]) -> str:
+    def describe(self, options: dict[str, Any], swept: set[str]) -> str:
         return f"{options['env']} ({options['algo']}, {options['n_timesteps']:,} env steps per run)"
 
     def labels(self) -> dict[str, str]:

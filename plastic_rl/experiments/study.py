@@ -315,7 +315,8 @@ def summarize(adapter: TaskAdapter, runs: list[Run], root: Path, header_lines: l
         "Mean wall time per run (one torch thread; the last session of resumed runs): "
         + ", ".join(f"{group} {sum(values) / len(values):.0f} s" for group, values in walls.items())
     )
-    title = f"{adapter.describe(finished[0].options)}: {' vs '.join(groups)}"
+    swept = {key for run in runs for key, _ in run.overrides}
+    title = f"{adapter.describe(finished[0].options, swept)}: {' vs '.join(groups)}"
     return write_summary(root, title, header, adapter.labels(), adapter.higher_is_better, adapter.log_scale, records)
 
 

@@ -135,14 +135,16 @@ class SupervisedAdapter(TaskAdapter):
         evaluated = [row[f"eval_{self.metric}"] for row in rows if f"eval_{self.metric}" in row]
         return evaluated[-1] if evaluated else rows[-1][self.metric]
 
-    def describe(self, options: dict[str, Any]) -> str:
+    def describe(self, options: dict[str, Any], swept: set[str]) -> str:
         task_parser = argparse.ArgumentParser()
         self.task_class.add_arguments(task_parser)
         # The settings that differ from the task's defaults; summary.md gives a run's whole command line.
         settings = [
             f"{action.dest}={options[action.dest]}"
             for action in task_parser._actions
-            if action.option_strings and action.dest != "help" and options.get(action.dest) != action.default
+            if action.option_strings
+            and action.dest not in {"help", *swept}
+            and options.get(action.dest) != action.default
         ]
         budget = f"{options['steps']:,} steps, batch {options['batch_size']}"
         return f"{self.task} ({', '.join([*settings, budget])})"
