@@ -24,10 +24,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("plastic_rl.agents.cli_train", "train an RL agent (PlasticA2C, PlasticPPO, RecurrentPPO)"),
     ("enjoy",): ("plastic_rl.agents.cli_enjoy", "watch a trained agent, with its Hebbian trace"),
     ("play", "maze"): ("plastic_rl.envs.play", "play PlasticMaze-v0 yourself with the arrow keys"),
-    ("experiment", "maze"): ("plastic_rl.agents.experiment", "the paper's maze comparison across conditions"),
-    ("experiment", "patterns"): (
-        "plastic_rl.supervised.experiment",
-        "the paper's pattern-memory comparison across conditions",
+    ("experiment",): (
+        "plastic_rl.experiments.study",
+        "a resumable grid of runs of any task (maze, patterns, ...), local or on Ray, with statistics",
     ),
     ("supervised", "patterns"): ("plastic_rl.supervised.cli_patterns", "train on pattern memorization"),
     ("supervised",): (

@@ -1,4 +1,4 @@
-"""Smoke tests of the RL commands: train, enjoy, experiment maze and bench a2c, at tiny budgets."""
+"""Smoke tests of the RL commands: train, enjoy and bench a2c, at tiny budgets (experiments: test_experiments.py)."""
 
 from __future__ import annotations
 
@@ -92,23 +92,6 @@ def test_bad_command_line_values_give_clear_errors(tmp_path, capsys):
             main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "recurrent_ppo").exists() or not any((tmp_path / "recurrent_ppo").iterdir())
-
-
-def test_experiment_writes_curves_finals_and_rank_sum_tests(tmp_path, capsys):
-    folder = tmp_path / "experiment"
-    args = ["experiment", "maze", "--seeds", "1", "--timesteps", "40", "--conditions", "plastic", "rnn", "-f"]
-    assert main([*args, str(folder), "--n-envs", "2", "--bin-episodes", "2", *TINY]) == 0
-    assert (folder / "maze_rewards.png").stat().st_size > 0
-    with open(folder / "maze_final_rewards.csv") as file:
-        finals = list(csv.DictReader(file))
-    assert [(row["condition"], row["seed"]) for row in finals] == [("plastic", "0"), ("rnn", "0")]
-    with open(folder / "maze_curves.csv") as file:
-        curves = list(csv.DictReader(file))
-    assert {row["condition"] for row in curves} == {"plastic", "rnn"}
-    assert [row["episodes"] for row in curves if row["condition"] == "rnn"] == ["2", "4"]
-    summary = (folder / "summary.md").read_text()
-    assert "plastic vs rnn" in summary and "Wall time" in summary
-    assert "Mann-Whitney" in capsys.readouterr().out
 
 
 @pytest.mark.filterwarnings("ignore:episodes do not line up")

@@ -155,31 +155,6 @@ def test_command_errors_are_clear(tmp_path, capsys):
         make_task("imagez")
 
 
-def test_experiment_command_writes_summary(tmp_path):
-    out = tmp_path / "experiment"
-    arguments = ["experiment", "patterns", "--out", str(out), "--steps", "2", "--seeds", "0", "1", "--no-progress"]
-    assert main(arguments + ["--conditions", "plastic", "lstm", "--eval-interval", "2"] + TINY_ARGS) == 0
-    with open(out / "summary.csv") as file:
-        rows = list(csv.DictReader(file))
-    assert sorted((row["condition"], row["seed"]) for row in rows) == [
-        ("lstm", "0"),
-        ("lstm", "1"),
-        ("plastic", "0"),
-        ("plastic", "1"),
-    ]
-    assert "episodes_to_0.05" in rows[0] and (out / "curves.png").stat().st_size > 0
-    # Running again with more steps extends the runs asked for and keeps the others.
-    arguments[arguments.index("--steps") + 1] = "4"
-    assert main(arguments + ["--conditions", "plastic"] + TINY_ARGS) == 0
-    with open(out / "summary.csv") as file:
-        episodes = {(row["condition"], row["seed"]): row["episodes"] for row in csv.DictReader(file)}
-    assert episodes == {("lstm", "0"): "2", ("lstm", "1"): "2", ("plastic", "0"): "4", ("plastic", "1"): "4"}
-    combined = tmp_path / "combined"
-    assert main(["experiment", "patterns", "--summarize-only", "--out", str(combined), "--include", str(out)]) == 0
-    with open(combined / "summary.csv") as file:
-        assert {row["experiment"] for row in csv.DictReader(file)} == {"experiment"}
-
-
 def test_generic_supervised_command_lists_the_registered_tasks(capsys):
     import argparse
 

@@ -1,0 +1,124 @@
+"""What the experiment runner needs from a kind of run: how to launch one, and how to read it back.
+
+The runner (:mod:`plastic_rl.experiments.study`) owns the grid, the run folders, the scheduling and
+the summary. A :class:`TaskAdapter` supplies the rest for one task: the ``plastic-rl`` command line
+of one run (which is also what the run folder records, so any run can be re-run alone), how to
+launch it into a folder and resume it there, and how to read its learning curve and final score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+
+class Curve(NamedTuple):
+    """One run's learning curve: ``y`` at the training progress ``x`` (episodes)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+class ArgumentError(ValueError):
+    """A command line that the run's command would reject; raised instead of argparse's exit."""
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ArgumentError(f"{self.prog}: {message}")
+
+
+def parse_command(
+    add_arguments: Callable[[argparse.ArgumentParser], None], words: list[str], argv: list[str]
+) -> dict[str, Any]:
+    """The options that the CLI command ``words``, whose options ``add_arguments`` adds, parses from ``argv``."""
+    parser = _RaisingParser(prog=f"plastic-rl {' '.join(words)}")
+    add_arguments(parser)
+    return vars(parser.parse_args(argv))
+
+
+class TaskAdapter(ABC):
+    """How the runner launches one run of a task and reads its curve and final score.
+
+    A run is one ``plastic-rl`` command line: :meth:`command` gives it without the run folder, and
+    :meth:`location` adds the folder (it differs between the driver and a Ray worker). The options
+    it parses to, less the location, are the run's recorded configuration.
+    """
+
+    #: The experiment option that sets each run's budget (``--timesteps`` / ``--steps``).
+    budget_option: ClassVar[str]
+    #: The run command's option (its parsed name) that holds the budget.
+    budget_key: ClassVar[str]
+    #: Whether a finished run can be extended to a larger budget by resuming it (same result as a longer run).
+    extendable: ClassVar[bool] = False
+    #: Whether a higher final score is better (for the summary's wording).
+    higher_is_better: ClassVar[bool]
+    #: Options that say where a run writes, not what it does: left out of the configuration check.
+    location_options: ClassVar[tuple[str, ...]]
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+
+    @abstractmethod
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The task's options of ``plastic-rl experiment TASK`` (``--conditions`` included)."""
+
+    @abstractmethod
+    def budget(self, args: argparse.Namespace) -> int:
+        """Each run's budget, from the experiment's options."""
+
+    @abstractmethod
+    def command(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, Any]) -> list[str]:
+        """The ``plastic-rl`` arguments of one run, without its folder (see :meth:`location`)."""
+
+    @abstractmethod
+    def location(self, folder: Path) -> list[str]:
+        """The arguments that make the run's command write into ``folder``."""
+
+    @abstractmethod
+    def options(self, argv: list[str]) -> dict[str, Any]:
+        """The options the run's command parses from ``argv``; an :class:`ArgumentError` if it rejects them."""
+
+    @abstractmethod
+    def launch(self, argv: list[str], folder: Path) -> None:
+        """Run ``argv`` (from :meth:`command`) into ``folder``, resuming what an earlier launch left there."""
+
+    @abstractmethod
+    def progress(self, folder: Path, options: dict[str, Any]) -> float:
+        """The fraction of the run's budget done, from its files (0 for an empty folder)."""
+
+    @abstractmethod
+    def curve(self, folder: Path, options: dict[str, Any]) -> Curve:
+        """The learning curve of a finished run."""
+
+    @abstractmethod
+    def final_score(self, folder: Path, options: dict[str, Any]) -> float:
+        """The score of a finished run that the summary's statistics compare."""
+
+    @abstractmethod
+    def describe(self, options: dict[str, Any], swept: set[str]) -> str:
+        """What a run with ``options`` does, for plot titles and the summary (e.g. the env id and algorithm).
+
+        ``swept`` are the ``--sweep`` keys, which the condition labels name instead.
+        """
+
+    @abstractmethod
+    def labels(self) -> dict[str, str]:
+        """Axis labels: ``{"x": ..., "y": ..., "score": ...}``."""
+
+    #: Whether the curves' y axis is logarithmic.
+    log_scale: ClassVar[bool] = False
+
+    def check_options(self, args: argparse.Namespace) -> None:
+        """Check the experiment's task options (a ``ValueError`` if one is bad) and keep them for reading runs back."""
+        self.args = args
+
+    def shell_command(self, argv: list[str], folder: Path) -> str:
+        """The command line that runs (or resumes) this one run alone."""
+        return shlex.join(["plastic-rl", *argv, *self.location(folder)])

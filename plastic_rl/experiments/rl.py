@@ -1,0 +1,149 @@
+"""The RL side of the experiment runner: one run is one ``plastic-rl train`` command, for any env id.
+
+A run trains into ``RUN/train/`` (model ``<env>.zip``, ``config.yml``, monitor CSVs and checkpoints every
+``--save-freq`` env steps) through :func:`plastic_rl.agents.cli_train.train_run`, which continues an
+interrupted run exactly from its latest checkpoint. Its curve is the reward of every training episode
+from the monitor files; its final score is chosen with ``--score`` from :data:`SCORES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plastic_rl.agents.configuration import ALGORITHMS, POLICIES
+from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
+
+TRAIN_FOLDER = "train"
+
+
+def episode_rewards(train_folder: Path) -> tuple[np.ndarray, int]:
+    """Rewards of all training episodes of a run, in the order they ended, and their total steps (monitor CSVs)."""
+    episodes = []
+    for path in sorted(train_folder.rglob("*.monitor.csv")):
+        with open(path) as file:
+            next(file)  # the JSON header line
+            episodes += [(float(row["t"]), float(row["r"]), int(row["l"])) for row in csv.DictReader(file)]
+    episodes.sort(key=lambda episode: episode[0])
+    return np.array([reward for _, reward, _ in episodes]), sum(length for _, _, length in episodes)
+
+
+def final_training_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
+    """Mean reward of the last ``--final-fraction`` of the run's training episodes."""
+    rewards, _ = episode_rewards(train_folder)
+    if not len(rewards):
+        raise ValueError(f"no monitor CSV with episodes under {train_folder}")
+    return float(rewards[-max(int(len(rewards) * args.final_fraction), 1) :].mean())
+
+
+#: ``--score`` name -> ``score(train_folder, run_options, experiment_args) -> float``. ``train_folder``
+#: holds the ``plastic-rl train`` run (``<algo>/<env>_1/<env>.zip``); ``run_options`` are its options.
+SCORES: dict[str, Callable[[Path, dict[str, Any], argparse.Namespace], float]] = {
+    "training": final_training_reward,
+}
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from plastic_rl.agents import cli_train
+
+    cli_train.add_arguments(parser)
+
+
+class RLAdapter(TaskAdapter):
+    """``plastic-rl train`` runs on any Gymnasium env id; conditions are ``--policy`` names."""
+
+    budget_option = "timesteps"
+    budget_key = "n_timesteps"
+    higher_is_better = True
+    location_options = ("log_folder", "no_progress_bar")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--conditions", nargs="+", default=list(POLICIES), choices=list(POLICIES), help="policies to compare"
+        )
+        parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
+        parser.add_argument("--algo", default="plastic_a2c", choices=list(ALGORITHMS), help="algorithm of every run")
+        parser.add_argument("--timesteps", type=int, default=1_000_000, help="env steps per run")
+        parser.add_argument("--n-envs", type=int, default=None, help="episodes per update (default: from the YAML)")
+        parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device")
+        parser.add_argument(
+            "--save-freq", type=int, default=100_000, help="checkpoint every F env steps, to resume interrupted runs"
+        )
+        parser.add_argument(
+            "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run"
+        )
+        parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run")
+        parser.add_argument("--score", default="training", choices=list(SCORES), help="each run's final score")
+        parser.add_argument("--final-fraction", type=float, default=0.1, help="last fraction of episodes scored")
+        parser.add_argument("--bin-episodes", type=int, default=None, help="episodes per curve point (default: auto)")
+
+    def budget(self, args: argparse.Namespace) -> int:
+        return args.timesteps
+
+    def command(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, Any]) -> list[str]:
+        argv = ["train", "--algo", args.algo, "--env", args.env, "--policy", condition, "--seed", str(seed)]
+        argv += ["-n", str(args.timesteps), "--device", args.device, "--save-freq", str(args.save_freq)]
+        argv += ["--threads", "1", "--no-progress-bar"]
+        if args.n_envs:
+            argv += ["--n-envs", str(args.n_envs)]
+        hyperparameters = [*(args.hyperparams or []), *(f"{key}:{value}" for key, value in overrides.items())]
+        if hyperparameters:
+            argv += ["-params", *hyperparameters]
+        if args.env_kwargs:
+            argv += ["--env-kwargs", *args.env_kwargs]
+        return argv
+
+    def location(self, folder: Path) -> list[str]:
+        # For the command line that re-runs it alone (plastic-rl train numbers its folder under -f);
+        # the runner itself trains into exactly RUN/train.
+        return ["-f", str(folder / TRAIN_FOLDER)]
+
+    def options(self, argv: list[str]) -> dict[str, Any]:
+        return parse_command(_train_arguments, argv[:1], argv[1:])
+
+    def launch(self, argv: list[str], folder: Path) -> None:
+        from plastic_rl.agents.cli_train import train_run
+
+        train_run(folder / TRAIN_FOLDER, argv[1:])
+
+    def progress(self, folder: Path, options: dict[str, Any]) -> float:
+        _, steps = episode_rewards(folder / TRAIN_FOLDER)
+        return min(steps / options["n_timesteps"], 1.0)
+
+    def check_options(self, args: argparse.Namespace) -> None:
+        if args.save_freq < 1:
+            raise ValueError(f"--save-freq must be a positive integer; got {args.save_freq}")
+        if not 0 < args.final_fraction <= 1:
+            raise ValueError(f"--final-fraction must be in (0, 1]; got {args.final_fraction}")
+        if args.bin_episodes is not None and args.bin_episodes < 1:
+            raise ValueError(f"--bin-episodes must be a positive integer; got {args.bin_episodes}")
+        super().check_options(args)
+
+    def curve(self, folder: Path, options: dict[str, Any]) -> Curve:
+        rewards, _ = episode_rewards(folder / TRAIN_FOLDER)
+        self.bin_episodes = self.args.bin_episodes or max(len(rewards) // 40, 1)
+        n_bins = len(rewards) // self.bin_episodes
+        binned = rewards[: n_bins * self.bin_episodes].reshape(n_bins, self.bin_episodes).mean(axis=1)
+        return Curve(self.bin_episodes * np.arange(1, n_bins + 1), binned)
+
+    def final_score(self, folder: Path, options: dict[str, Any]) -> float:
+        return SCORES[self.args.score](folder / TRAIN_FOLDER, options, self.args)
+
+    def describe(self, options: dict[str, Any], swept: set[str]) -> str:
+        return f"{options['env']} ({options['algo']}, {options['n_timesteps']:,} env steps per run)"
+
+    def labels(self) -> dict[str, str]:
+        if self.args.score == "training":
+            scored = f"mean reward of the last {self.args.final_fraction:.0%} of each run's training episodes"
+        else:
+            scored = f"{self.args.score} score"
+        return {
+            "x": "training episodes",
+            "y": f"reward per episode (mean of {getattr(self, 'bin_episodes', 1)})",
+            "score": scored,
+        }

@@ -1,0 +1,153 @@
+"""The supervised side of the experiment runner: one run is one ``plastic-rl supervised TASK`` command.
+
+Serves every task registered in :data:`plastic_rl.supervised.task.TASKS`; its options are the task's
+own and the shared trainer's. The trainer resumes exactly from its checkpoint, so an interrupted
+run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
+from plastic_rl.supervised.task import get_task_class
+
+# Written by ``plastic-rl supervised`` into its run folder.
+CHECKPOINT, CURVE, MODEL, TENSORBOARD = "checkpoint.pt", "curve.csv", "model.pt", "tensorboard"
+
+
+def _read_curve(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as file:
+        return [{name: float(value) for name, value in row.items() if value != ""} for row in csv.DictReader(file)]
+
+
+class SupervisedAdapter(TaskAdapter):
+    """Runs of the supervised task ``task``; conditions are the task's models, the score its last evaluation."""
+
+    budget_option = "steps"
+    budget_key = "steps"
+    extendable = True  # the trainer's steps are a total and it resumes exactly, so it just trains on
+    higher_is_better = False  # a task's primary metric is an error
+    location_options = ("run_dir", "resume", "data_dir", "no_progress")
+    log_scale = True
+
+    def __init__(self, task: str) -> None:
+        super().__init__(task)
+        self.task_class = get_task_class(task)
+        self.metric = self.task_class.primary_metric
+
+    def _run_parser(self) -> argparse.ArgumentParser:
+        from plastic_rl.supervised.command import add_task_arguments
+
+        parser = argparse.ArgumentParser()
+        add_task_arguments(parser, self.task)
+        return parser
+
+    def _passed_actions(self) -> list[argparse.Action]:
+        """The run command's options that the experiment passes through (all but those it sets per run)."""
+        per_run = {"help", "model", "seed", "run_dir", "resume", "threads", "no_progress"}
+        actions = self._run_parser()._actions
+        return [action for action in actions if action.option_strings and action.dest not in per_run]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from plastic_rl.supervised.command import add_trainer_arguments
+
+        parser.add_argument(
+            "--conditions",
+            nargs="+",
+            choices=self.task_class.model_names,
+            default=list(self.task_class.model_names),
+            help="models to compare",
+        )
+        add_trainer_arguments(parser, single_seed=False)
+        self.task_class.add_arguments(parser)
+
+    def budget(self, args: argparse.Namespace) -> int:
+        return args.steps
+
+    def command(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, Any]) -> list[str]:
+        actions = {action.dest: action for action in self._passed_actions()}
+        unknown = set(overrides) - set(actions)
+        if unknown:
+            raise ValueError(
+                f"--sweep keys must be options of plastic-rl supervised {self.task} ({', '.join(sorted(actions))}); "
+                f"got {', '.join(sorted(unknown))}"
+            )
+        threads = str(args.threads or 1)  # one torch thread per job unless asked otherwise
+        argv = ["supervised", self.task, "--model", condition, "--seed", str(seed), "--threads", threads]
+        argv.append("--no-progress")
+        for dest, action in actions.items():
+            if dest in overrides:
+                argv += [action.option_strings[-1], str(overrides[dest])]
+                continue
+            value = getattr(args, dest, None)
+            if isinstance(action, argparse._StoreTrueAction):
+                argv += [action.option_strings[-1]] if value else []
+            elif value is not None:
+                argv += [action.option_strings[-1], str(value)]
+        return argv
+
+    def location(self, folder: Path) -> list[str]:
+        return ["--run-dir", str(folder)]
+
+    def options(self, argv: list[str]) -> dict[str, Any]:
+        from plastic_rl.supervised.command import add_task_arguments
+
+        return parse_command(lambda parser: add_task_arguments(parser, self.task), argv[:2], argv[2:])
+
+    def launch(self, argv: list[str], folder: Path) -> None:
+        from plastic_rl.supervised import command
+
+        checkpoint = folder / CHECKPOINT
+        if checkpoint.exists():
+            resume = ["--resume", str(checkpoint)]
+        else:  # stopped before its first checkpoint: nothing to keep
+            resume = []
+            shutil.rmtree(folder / TENSORBOARD, ignore_errors=True)
+            for name in (CURVE, MODEL):
+                (folder / name).unlink(missing_ok=True)
+        # The command module serves every registered task, whether or not the CLI lists it yet.
+        options = self.options([*argv, *self.location(folder), *resume])
+        status = command.run(argparse.Namespace(**options))
+        if status != 0:
+            raise RuntimeError(f"plastic-rl {' '.join(argv[:2])} exited with status {status}")
+
+    def progress(self, folder: Path, options: dict[str, Any]) -> float:
+        path = folder / CURVE
+        if not path.exists():
+            return 0.0
+        rows = _read_curve(path)
+        return min(rows[-1]["step"] / options["steps"], 1.0) if rows else 0.0
+
+    def curve(self, folder: Path, options: dict[str, Any]) -> Curve:
+        rows = [row for row in _read_curve(folder / CURVE) if self.metric in row]
+        return Curve(np.array([row["episodes"] for row in rows]), np.array([row[self.metric] for row in rows]))
+
+    def final_score(self, folder: Path, options: dict[str, Any]) -> float:
+        """The last evaluation's primary metric (the last training mean when the run never evaluated)."""
+        rows = _read_curve(folder / CURVE)
+        evaluated = [row[f"eval_{self.metric}"] for row in rows if f"eval_{self.metric}" in row]
+        return evaluated[-1] if evaluated else rows[-1][self.metric]
+
+    def describe(self, options: dict[str, Any], swept: set[str]) -> str:
+        task_parser = argparse.ArgumentParser()
+        self.task_class.add_arguments(task_parser)
+        # The settings that differ from the task's defaults; summary.md gives a run's whole command line.
+        settings = [
+            f"{action.dest}={options[action.dest]}"
+            for action in task_parser._actions
+            if action.option_strings
+            and action.dest not in {"help", *swept}
+            and options.get(action.dest) != action.default
+        ]
+        budget = f"{options['steps']:,} steps, batch {options['batch_size']}"
+        return f"{self.task} ({', '.join([*settings, budget])})"
+
+    def labels(self) -> dict[str, str]:
+        return {"x": "training episodes", "y": f"{self.metric} (training mean)", "score": f"final eval {self.metric}"}

@@ -1,0 +1,179 @@
+"""The experiment runner: grids of runs of the maze and the supervised tasks, resume, statistics, Ray."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from plastic_rl.cli import main
+from plastic_rl.experiments import statistics, study
+
+MAZE = ["experiment", "maze", "--timesteps", "40", "--n-envs", "2", "--bin-episodes", "2", "--save-freq", "20"]
+MAZE += ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
+PATTERNS = ["experiment", "patterns", "--conditions", "plastic", "--seeds", "2", "--jobs", "1", "--steps", "200"]
+PATTERNS += ["--checkpoint-interval", "5", "--eval-interval", "100", "--eval-episodes", "4", "--log-interval", "5"]
+PATTERNS += ["--pattern-count", "2", "--pattern-size", "8", "--steps-shown", "2", "--gap-steps", "1"]
+PATTERNS += ["--repetitions", "1"]
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _scores(folder: Path) -> dict[str, str]:
+    return {row["condition"] + "/" + row["seed"]: row["final_score"] for row in _read_csv(folder / "finals.csv")}
+
+
+def _training_rows(run: Path) -> list[dict[str, str]]:
+    """A run's curve without its timings (which differ between sittings)."""
+    return [{k: v for k, v in row.items() if k not in ("train_s", "wall_s")} for row in _read_csv(run / "curve.csv")]
+
+
+@pytest.fixture(scope="module")
+def patterns_study(tmp_path_factory) -> Path:
+    """A finished, uninterrupted two-seed pattern study: the reference for resumed ones."""
+    folder = tmp_path_factory.mktemp("reference")
+    assert main([*PATTERNS, "-f", str(folder)]) == 0
+    return folder
+
+
+def test_statistics_follow_rliable_definitions():
+    scores = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 100.0]
+    assert statistics.iqm(np.array(scores)) == pytest.approx(4.5)  # mean of the middle 50%: 3, 4, 5, 6
+    described = statistics.condition_statistics(scores)
+    assert described.median.value == 4.5 and described.mean == pytest.approx(16.0)
+    assert described.iqm.low < 4.5 < described.iqm.high and described.iqm.high < 100
+    assert statistics.condition_statistics([2.0, 2.0, 2.0]).iqm == (2.0, 2.0, 2.0)
+    assert np.isnan(statistics.condition_statistics([5.0]).median.low)
+    # Exact two-sided rank-sum: 3 vs 3 runs can never give p < 0.1; 4 vs 4 can reach 2 / 70.
+    assert statistics.smallest_p_value(3, 3) == pytest.approx(0.1)
+    assert statistics.smallest_p_value(4, 4) == pytest.approx(2 / 70)
+    assert statistics.seeds_needed() == 4
+    (test,) = statistics.rank_sum_tests({"a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0, 8.0]})
+    assert test.p_value == pytest.approx(2 / 70) and test.statistic == 0
+
+
+def test_maze_study_runs_skips_checks_its_configuration_and_reports(tmp_path, capsys):
+    folder = tmp_path / "maze"
+    arguments = [*MAZE, "--seeds", "1", "--jobs", "2", "--conditions", "plastic", "rnn", "-f", str(folder)]
+    assert main(arguments) == 0
+    assert {row["condition"] for row in _read_csv(folder / "finals.csv")} == {"plastic", "rnn"}
+    assert [row["episodes"] for row in _read_csv(folder / "curves.csv") if row["condition"] == "rnn"] == ["2", "4"]
+    summary = (folder / "summary.md").read_text()
+    assert summary.startswith("# PlasticMaze-v0 (plastic_a2c") and "plastic vs rnn" in summary
+    assert "cannot reach p < 0.05" in summary and (folder / "curves.png").stat().st_size > 0
+    record = json.loads((folder / "plastic" / "seed_0" / "run.json").read_text())
+    assert record["command"].startswith("plastic-rl train --algo plastic_a2c --env PlasticMaze-v0 --policy plastic")
+    assert record["options"]["n_timesteps"] == 40 and record["options"]["threads"] == 1
+    assert (folder / "plastic" / "seed_0" / "train" / "PlasticMaze-v0.zip").exists()
+    assert list((folder / "plastic" / "seed_0" / "train").glob("rl_checkpoint_*_steps.pt"))
+    capsys.readouterr()
+    # The same command again: nothing left to run, same summary.
+    assert main(arguments) == 0
+    assert "2 of 2 runs finished or running elsewhere; 0 to run" in capsys.readouterr().out
+    assert main([*arguments, "--status"]) == 0
+    assert capsys.readouterr().out.startswith("2 finished, 0 running, 0 left")
+    # Other settings in the same folder: an error that says what differs.
+    assert main([*arguments, "--timesteps", "60"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("plastic-rl experiment: error: runs in the study folder were made with other settings")
+    assert "n_timesteps is 40 there, 60 now" in error
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--seeds", "0", "--seeds must be"), ("--jobs", "0", "--jobs must be"), ("--timesteps", "0", "--timesteps must")],
+)
+def test_bad_study_options_exit_2_with_a_clear_error(tmp_path, capsys, option, value, message):
+    assert main([*MAZE, "-f", str(tmp_path), option, value]) == 2
+    assert capsys.readouterr().err.startswith(f"plastic-rl experiment: error: {message}")
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweeps_make_a_run_folder_per_value_and_reach_the_run_command(tmp_path, capsys):
+    arguments = [*MAZE, "-f", str(tmp_path), "--seeds", "2", "--conditions", "rnn", "--sweep", "gamma", "0.5", "0.8"]
+    assert main([*arguments, "--status"]) == 0
+    assert capsys.readouterr().out.startswith("0 finished, 0 running, 4 left")
+    parser = argparse.ArgumentParser()
+    study.add_arguments(parser)
+    runs = study.plan(study.adapter_for("maze"), parser.parse_args(arguments[1:]))
+    assert [run.folder.relative_to(tmp_path).as_posix() for run in runs] == [
+        "rnn__gamma=0.5/seed_0", "rnn__gamma=0.8/seed_0", "rnn__gamma=0.5/seed_1", "rnn__gamma=0.8/seed_1"
+    ]  # fmt: skip
+    assert "gamma:0.8" in runs[1].argv and runs[1].group == "rnn [gamma=0.8]"
+    assert main([*PATTERNS, "-f", str(tmp_path / "p"), "--sweep", "momentum", "0.9"]) == 2
+    assert "--sweep keys must be options of plastic-rl supervised patterns" in capsys.readouterr().err
+
+
+def test_any_registered_supervised_task_gets_a_study(tmp_path, capsys, monkeypatch):
+    from plastic_rl.supervised import task
+
+    monkeypatch.setitem(task.TASKS, "copied_patterns", task.TASKS["patterns"])
+    assert main(["experiment", "copied_patterns", "--seeds", "4", "-f", str(tmp_path), "--status"]) == 0
+    assert capsys.readouterr().out.startswith("0 finished, 0 running, 12 left")
+
+
+def test_a_killed_study_resumes_with_the_same_results(tmp_path, patterns_study, capsys):
+    folder = tmp_path / "killed"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "plastic_rl.cli", *PATTERNS, "-f", str(folder)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first_checkpoint = folder / "plastic" / "seed_0" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not first_checkpoint.exists() and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(1.5)  # the worker notices that its driver is gone and exits
+    assert not (folder / "plastic" / "seed_0" / "result.json").exists(), "the run finished before the kill"
+    capsys.readouterr()
+    assert main([*PATTERNS, "-f", str(folder), "--status"]) == 0
+    assert "0 finished, 0 running, 2 left (1 of them partly done)" in capsys.readouterr().out
+    assert main([*PATTERNS, "-f", str(folder)]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert _scores(folder) == _scores(patterns_study)
+    for seed in ("seed_0", "seed_1"):
+        assert _training_rows(folder / "plastic" / seed) == _training_rows(patterns_study / "plastic" / seed)
+
+
+def test_ray_launcher_ships_run_folders_and_resumes_them(tmp_path, patterns_study):
+    ray = pytest.importorskip("ray")
+    folder = tmp_path / "ray"
+    shutil.copytree(patterns_study, folder)
+    shutil.rmtree(folder / "plastic" / "seed_1")  # a new run; seed 0 is finished at 200 steps
+    arguments = [*PATTERNS, "-f", str(folder), "--launcher", "ray", "--jobs", "2"]
+    arguments[arguments.index("--steps") + 1] = "210"  # a larger budget extends seed 0 from its checkpoint
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(arguments) == 0
+    finally:
+        ray.shutdown()
+    for seed in ("seed_0", "seed_1"):
+        rows, reference = _training_rows(folder / "plastic" / seed), _training_rows(patterns_study / "plastic" / seed)
+        assert rows[: len(reference)] == reference and rows[-1]["step"] == "210"
+        assert json.loads((folder / "plastic" / seed / "run.json").read_text())["options"]["steps"] == 210
+    assert set(_scores(folder)) == {"plastic/0", "plastic/1"}
