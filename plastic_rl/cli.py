@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # (command words) -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("plastic_rl.agents.cli_train", "train an RL agent (PlasticA2C, PlasticPPO, RecurrentPPO)"),
+    ("evaluate",): ("plastic_rl.agents.cli_evaluate", "an agent vs random on held-out episodes (learning to learn)"),
     ("enjoy",): ("plastic_rl.agents.cli_enjoy", "watch a trained agent, with its Hebbian trace"),
     ("play", "maze"): ("plastic_rl.envs.play", "play PlasticMaze-v0 yourself with the arrow keys"),
     ("experiment", "maze"): ("plastic_rl.agents.experiment", "the paper's maze comparison across conditions"),

@@ -25,10 +25,12 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
+from plastic_rl.agents.diagnostics import PLASTICITY_GROUPS, gradient_norms, parameter_group
 from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
-from plastic_rl.core.options import check_positive_float, check_positive_int
+from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int
 
 SelfPlasticA2C = TypeVar("SelfPlasticA2C", bound="PlasticA2C")
+ENTROPY_BONUSES = ("entropy", "sum_squares")
 
 
 class PlasticA2C(OnPolicyAlgorithm):
@@ -49,6 +51,10 @@ class PlasticA2C(OnPolicyAlgorithm):
     max_grad_norm : clip the gradient norm to this; ``None`` for no clipping.
     use_rms_prop : use RMSprop (SB3's A2C optimizer) instead of Adam, with ``rms_prop_eps``.
     normalize_advantage : standardize the advantages of each batch.
+    entropy_bonus : what ``ent_coef`` weighs: ``"entropy"`` (rewarded) or ``"sum_squares"`` (the authors' maze
+        code: the concentration ``sum_a p_a^2`` of discrete action probabilities, penalised).
+    plasticity_lr_scale : the learning rate of the plasticity parameters (alpha and eta) is this times the
+        others' (their own optimizer parameter group).
     stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device : as in SB3.
     """
 
@@ -72,6 +78,8 @@ class PlasticA2C(OnPolicyAlgorithm):
         use_rms_prop: bool = False,
         rms_prop_eps: float = 1e-5,
         normalize_advantage: bool = False,
+        entropy_bonus: str = "entropy",
+        plasticity_lr_scale: float = 1.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -84,6 +92,8 @@ class PlasticA2C(OnPolicyAlgorithm):
             raise ValueError(f"policy must be one of {', '.join(map(repr, self.policy_aliases))}; got {policy!r}")
         check_positive_int("n_steps", n_steps)
         check_positive_float("max_grad_norm", max_grad_norm, allow_none=True)
+        self.entropy_bonus = check_choice("entropy_bonus", entropy_bonus, ENTROPY_BONUSES)
+        self.plasticity_lr_scale = check_positive_float("plasticity_lr_scale", plasticity_lr_scale)
         super().__init__(
             policy,
             env,
@@ -106,6 +116,8 @@ class PlasticA2C(OnPolicyAlgorithm):
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
         self.normalize_advantage = normalize_advantage
+        if entropy_bonus == "sum_squares" and not isinstance(self.action_space, spaces.Discrete):
+            raise ValueError(f"entropy_bonus 'sum_squares' needs a Discrete action space; got {self.action_space}")
         # A2C is the one-epoch, unclipped case of the update that PlasticPPO parameterises.
         self.n_epochs = 1
         self.clip_range: Schedule | None = None
@@ -119,6 +131,25 @@ class PlasticA2C(OnPolicyAlgorithm):
         self._warned_truncated_bptt = False
         if _init_setup_model:
             self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if self.plasticity_lr_scale != 1.0:
+            groups: dict[bool, list[th.nn.Parameter]] = {False: [], True: []}
+            for name, parameter in self.policy.named_parameters():
+                groups[parameter_group(name) in PLASTICITY_GROUPS].append(parameter)
+            policy = self.policy
+            policy.optimizer = policy.optimizer_class(
+                [{"params": groups[False]}, {"params": groups[True], "lr_scale": self.plasticity_lr_scale}],
+                lr=self.lr_schedule(1),
+                **policy.optimizer_kwargs,
+            )
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        super()._update_learning_rate(optimizers)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            for group in optimizer.param_groups:
+                group["lr"] *= group.get("lr_scale", 1.0)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_recurrent_state", "_rollout_initial_state"]
@@ -232,7 +263,11 @@ class PlasticA2C(OnPolicyAlgorithm):
                 policy_loss = -th.min(advantages * ratio, advantages * clipped_ratio).mean()
                 logs.setdefault("clip_fraction", []).append(((ratio - 1).abs() > clip_range).float().mean().item())
             value_loss = F.mse_loss(batch["returns"], values)
-            entropy_loss = -th.mean(-log_prob if entropy is None else entropy)
+            if self.entropy_bonus == "sum_squares":
+                # The distribution of evaluate_actions() stays on the policy's SB3 action distribution.
+                entropy_loss = self.policy.action_dist.distribution.probs.square().sum(dim=-1).mean()
+            else:
+                entropy_loss = -th.mean(-log_prob if entropy is None else entropy)
             with th.no_grad():
                 approx_kl = th.mean(th.exp(log_ratio) - 1 - log_ratio).item()
             if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
@@ -242,6 +277,8 @@ class PlasticA2C(OnPolicyAlgorithm):
             loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
             self.policy.optimizer.zero_grad()
             loss.backward()
+            for group, norm in gradient_norms(self.policy).items():
+                logs.setdefault(f"grad_norm_{group}", []).append(norm)
             if self.max_grad_norm is not None:
                 grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 logs.setdefault("grad_norm", []).append(grad_norm.item())

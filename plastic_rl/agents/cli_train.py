@@ -41,44 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="override hyperparameters"
     )
+    parser.add_argument(
+        "--hyperparams-set", default=None, metavar="NAME", help="a named entry <env>:NAME of the YAML (e.g. authors)"
+    )
     parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="override env kwargs")
     parser.add_argument(
         "--compare-random",
         action="store_true",
-        help="after training, print the agent's mean reward per episode beside a random policy's",
+        help="after training, evaluate the agent beside a random policy on held-out episodes (plastic-rl evaluate)",
     )
-    parser.add_argument("--compare-episodes", type=int, default=20, help="episodes for --compare-random")
+    parser.add_argument("--compare-episodes", type=int, default=300, help="episodes for --compare-random")
     parser.add_argument("--no-progress-bar", action="store_true", help="hide the progress bar")
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (1: print the training logs)")
-
-
-class RandomAgent:
-    """A uniformly random policy with SB3's ``predict`` contract, for :func:`evaluate_policy`."""
-
-    def __init__(self, action_space: Any, n_envs: int) -> None:
-        self.action_space = action_space
-        self.n_envs = n_envs
-
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
-        import numpy as np
-
-        return np.stack([self.action_space.sample() for _ in range(self.n_envs)]), state
-
-
-def compare_with_random(model: Any, env_id: str, env_kwargs: dict, n_episodes: int, seed: int) -> dict[str, tuple]:
-    """Mean and standard deviation of the reward per episode of ``model`` and of a random policy."""
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    results = {}
-    for name in ("trained agent", "random policy"):
-        # The same env seeds for both, so they face the same episodes' draws.
-        env = make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs)
-        env.action_space.seed(seed)
-        agent = model if name == "trained agent" else RandomAgent(env.action_space, env.num_envs)
-        results[name] = evaluate_policy(agent, env, n_eval_episodes=n_episodes, deterministic=False)
-        env.close()
-    return results
 
 
 def build_model(
@@ -119,11 +93,12 @@ def run(args: argparse.Namespace) -> int:
 
     import plastic_rl  # noqa: F401  (registers the envs)
     from plastic_rl.agents.configuration import load_hyperparameters, next_run_folder, parse_key_values
+    from plastic_rl.agents.diagnostics import ProgressCSVCallback
     from plastic_rl.envs import ENTRY_POINTS
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    hyperparameters = load_hyperparameters(args.algo, args.env)
+    hyperparameters = load_hyperparameters(args.algo, args.env, args.hyperparams_set)
     overrides = parse_key_values(args.hyperparams, "-params")
     for key in ("env_kwargs", "policy_kwargs"):
         # A dict given with -params completes the file's dict rather than replacing it.
@@ -163,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     }
     (folder / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    callbacks = []
+    callbacks = [ProgressCSVCallback(folder / "progress.csv")]
     if args.save_freq > 0:
         callbacks.append(CheckpointCallback(max(args.save_freq // n_envs, 1), str(folder), name_prefix="rl_model"))
     if args.eval_freq > 0:
@@ -182,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Training {args.algo} ({args.policy}) on {args.env} for {n_timesteps} steps with {n_envs} envs -> {folder}")
     model.learn(
         n_timesteps,
-        callback=callbacks or None,
+        callback=callbacks,
         progress_bar=not args.no_progress_bar,
         tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
     )
@@ -192,8 +167,10 @@ def run(args: argparse.Namespace) -> int:
     env.close()
 
     if args.compare_random:
-        results = compare_with_random(model, args.env, env_kwargs, args.compare_episodes, args.seed + 20_000)
-        print(f"Mean reward per episode over {args.compare_episodes} episodes (sampled actions):")
-        for name, (mean, std) in results.items():
-            print(f"  {name:<14} {mean:9.2f} +/- {std:.2f}")
+        from plastic_rl.agents.evaluation import compare_with_random, format_table, log_summary, write_results
+
+        results = compare_with_random(model, args.env, env_kwargs, args.compare_episodes)
+        print(format_table(results))
+        write_results(results, folder / "evaluation.json", {"model": str(model_path), "env_kwargs": env_kwargs})
+        log_summary(model.logger, results[0], model.num_timesteps)
     return 0

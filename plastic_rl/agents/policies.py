@@ -35,6 +35,7 @@ RecurrentState = tuple[th.Tensor, ...]
 # The paper's optimizer: Adam with a large epsilon, which keeps the first updates of the rarely
 # rewarded maze from being huge.
 DEFAULT_ADAM_EPS = 1e-4
+INIT_DISTRIBUTIONS = ("normal", "uniform")
 
 
 def reset_rows(state: RecurrentState, episode_starts: th.Tensor, initial: RecurrentState) -> RecurrentState:
@@ -236,7 +237,9 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
     rule : ``"hebb"`` or ``"oja"``.
     hebbian_learning_rate : initial ``eta``.
     trace_clip : clamp the Hebbian trace to ``[-trace_clip, trace_clip]``; ``None`` for no clipping.
-    init_scale : standard deviation of the initial recurrent weights and plasticity coefficients.
+    init_scale : scale of the initial recurrent weights and plasticity coefficients.
+    init_distribution : ``"normal"`` (standard deviation ``init_scale``) or ``"uniform"`` (in
+        ``[0, init_scale)``, as the authors' maze code) for the recurrent weights and per-connection alphas.
     Others : as :class:`RecurrentActorCriticPolicy`.
     """
 
@@ -252,6 +255,7 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         hebbian_learning_rate: float = 0.01,
         trace_clip: float | None = None,
         init_scale: float = 0.01,
+        init_distribution: str = "normal",
         **kwargs: Any,
     ) -> None:
         self.plasticity = check_choice("plasticity", plasticity, PLASTICITY_MODES)
@@ -259,10 +263,11 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         self.hebbian_learning_rate = check_positive_float("hebbian_learning_rate", hebbian_learning_rate)
         self.trace_clip = check_positive_float("trace_clip", trace_clip, allow_none=True)
         self.init_scale = check_positive_float("init_scale", init_scale)
+        self.init_distribution = check_choice("init_distribution", init_distribution, INIT_DISTRIBUTIONS)
         super().__init__(observation_space, action_space, lr_schedule, use_sde, hidden_size, **kwargs)
 
     def _build_core(self, input_size: int) -> PlasticRecurrentLayer:
-        return PlasticRecurrentLayer(
+        core = PlasticRecurrentLayer(
             self.hidden_size,
             input_size,
             plasticity=self.plasticity,
@@ -272,6 +277,12 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
             trace_clip=self.trace_clip,
             init_scale=self.init_scale,
         )
+        if self.init_distribution == "uniform":
+            with th.no_grad():
+                core.weight.uniform_(0.0, self.init_scale)
+                if self.plasticity == "full":
+                    core.plasticity_coefficient.uniform_(0.0, self.init_scale)
+        return core
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -281,6 +292,7 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
             hebbian_learning_rate=self.hebbian_learning_rate,
             trace_clip=self.trace_clip,
             init_scale=self.init_scale,
+            init_distribution=self.init_distribution,
         )
         return data
 
