@@ -45,8 +45,6 @@ def make_evaluation_env(env_id: str, env_kwargs: dict[str, Any], seeds: Sequence
 
     The one place that builds evaluation envs: a batched VecEnv can replace this ``DummyVecEnv``.
     """
-    import plastic_rl  # noqa: F401  (registers the envs)
-
     env = DummyVecEnv([functools.partial(gym.make, env_id, **env_kwargs)] * len(seeds))
     # VecEnv.seed() only takes the first of consecutive seeds; reset() consumes this per-env list.
     env._seeds = [int(seed) for seed in seeds]
