@@ -43,7 +43,8 @@ def _usage(prefix: tuple[str, ...]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    for words, (module_name, help_text) in COMMANDS.items():
+    # Longest command first, so that a command word can also be a command of its own ("evaluate" and "evaluate X").
+    for words, (module_name, help_text) in sorted(COMMANDS.items(), key=lambda item: -len(item[0])):
         if tuple(argv[: len(words)]) == words:
             module = importlib.import_module(module_name)
             parser = argparse.ArgumentParser(prog=f"plastic-rl {' '.join(words)}", description=help_text)
