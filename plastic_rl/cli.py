@@ -22,6 +22,7 @@ from collections.abc import Sequence
 # (command words) -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("plastic_rl.agents.cli_train", "train an RL agent (PlasticA2C, PlasticPPO, RecurrentPPO)"),
+    ("evaluate",): ("plastic_rl.agents.cli_evaluate", "an agent vs random on held-out episodes (learning to learn)"),
     ("enjoy",): ("plastic_rl.agents.cli_enjoy", "watch a trained agent, with its Hebbian trace"),
     ("play", "maze"): ("plastic_rl.envs.play", "play PlasticMaze-v0 yourself with the arrow keys"),
     ("experiment",): (
@@ -73,7 +74,8 @@ def _run_command(module, parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    for words, (module_name, help_text) in COMMANDS.items():
+    # Longest command first, so that a command word can also be a command of its own ("evaluate" and "evaluate X").
+    for words, (module_name, help_text) in sorted(COMMANDS.items(), key=lambda item: -len(item[0])):
         if tuple(argv[: len(words)]) == words:
             module = importlib.import_module(module_name)
             parser = argparse.ArgumentParser(prog=f"plastic-rl {' '.join(words)}", description=help_text)

@@ -51,6 +51,15 @@ def assert_same_transitions(batched: list, reference: list) -> None:
         {"size": 5, "episode_length": 30},  # small: many reward hits and teleports
         {"observe_previous_action": True, "observe_time": True, "episode_length": 40},
         {"size": 11, "episode_length": 25, "reward_value": 3.0, "wall_penalty": 0.0},  # the 13 x 13 variant
+        # the authors' observation: the raw step count and a bias input
+        {
+            "observe_previous_action": True,
+            "observe_time": True,
+            "time_units": "steps",
+            "observe_bias": True,
+            "episode_length": 40,
+        },
+        {"observe_bias": True, "episode_length": 20},
     ],
 )
 def test_same_transitions_as_single_envs_with_the_same_seeds(env_kwargs):

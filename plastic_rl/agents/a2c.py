@@ -25,6 +25,7 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
+from plastic_rl.agents.diagnostics import PLASTICITY_GROUPS, gradient_norms, parameter_group
 from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
 from plastic_rl.agents.saving import AtomicSaveMixin
 from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
@@ -38,6 +39,7 @@ from plastic_rl.core.options import (
 )
 
 SelfPlasticA2C = TypeVar("SelfPlasticA2C", bound="PlasticA2C")
+ENTROPY_BONUSES = ("entropy", "sum_squares")
 
 
 class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
@@ -68,6 +70,10 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
     on_non_finite : at a NaN or infinite loss or gradient, ``"raise"``
         :class:`~plastic_rl.core.divergence.TrainingDiverged` (naming the update; the parameters stay those
         of the last good update) or ``"skip"`` the update, counted in ``train/skipped_updates``.
+    entropy_bonus : what ``ent_coef`` weighs: ``"entropy"`` (rewarded) or ``"sum_squares"`` (the authors' maze
+        code: the concentration ``sum_a p_a^2`` of discrete action probabilities, penalised).
+    plasticity_lr_scale : the learning rate of the plasticity parameters (alpha and eta) is this times the
+        others' (their own optimizer parameter group).
     stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device : as in SB3.
     """
 
@@ -96,6 +102,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         normalize_advantage: bool = False,
         on_non_finite: str = "raise",
+        entropy_bonus: str = "entropy",
+        plasticity_lr_scale: float = 1.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -137,6 +145,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 f"rollout_buffer_class must be RolloutBuffer or a subclass (not DictRolloutBuffer); "
                 f"got {rollout_buffer_class!r}"
             )
+        self.entropy_bonus = check_choice("entropy_bonus", entropy_bonus, ENTROPY_BONUSES)
+        self.plasticity_lr_scale = check_positive_float("plasticity_lr_scale", plasticity_lr_scale)
         super().__init__(
             policy,
             env,
@@ -165,6 +175,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         self.skipped_updates = 0
         # Saved with the model, so that loading a PlasticA2C file as a PlasticPPO (or back) is an error.
         self.algorithm_name = type(self).__name__
+        if entropy_bonus == "sum_squares" and not isinstance(self.action_space, spaces.Discrete):
+            raise ValueError(f"entropy_bonus 'sum_squares' needs a Discrete action space; got {self.action_space}")
         # A2C is the one-epoch, unclipped case of the update that PlasticPPO parameterises.
         self.n_epochs = 1
         self.clip_range: Schedule | None = None
@@ -186,6 +198,16 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 f"load it with {self.algorithm_name}.load"
             )
         super()._setup_model()
+        if self.plasticity_lr_scale != 1.0:
+            groups: dict[bool, list[th.nn.Parameter]] = {False: [], True: []}
+            for name, parameter in self.policy.named_parameters():
+                groups[parameter_group(name) in PLASTICITY_GROUPS].append(parameter)
+            policy = self.policy
+            policy.optimizer = policy.optimizer_class(  # type: ignore[call-arg]  # Adam and RMSprop take lr
+                [{"params": groups[False]}, {"params": groups[True], "lr_scale": self.plasticity_lr_scale}],
+                lr=self.lr_schedule(1),
+                **policy.optimizer_kwargs,
+            )
 
     def _check_finite(self, loss: th.Tensor | None, *, gradients: bool) -> bool:
         """Whether the update may go on: raise at a non-finite value, or (``on_non_finite="skip"``) count it."""
@@ -199,6 +221,12 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         where = f"update {self._n_updates + 1} (after {self.num_timesteps} env steps)"
         learning_rate = self.lr_schedule(self._current_progress_remaining)
         raise TrainingDiverged(divergence_message(where, quantity=problem, learning_rate=learning_rate))
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        super()._update_learning_rate(optimizers)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            for group in optimizer.param_groups:
+                group["lr"] *= group.get("lr_scale", 1.0)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_recurrent_state", "_rollout_initial_state"]
@@ -332,7 +360,11 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 policy_loss = -th.min(advantages * ratio, advantages * clipped_ratio).mean()
                 logs.setdefault("clip_fraction", []).append(((ratio - 1).abs() > clip_range).float().mean().item())
             value_loss = F.mse_loss(batch["returns"], values)
-            entropy_loss = -th.mean(-log_prob if entropy is None else entropy)
+            if self.entropy_bonus == "sum_squares":
+                # The distribution of evaluate_actions() stays on the policy's SB3 action distribution.
+                entropy_loss = self.policy.action_dist.distribution.probs.square().sum(dim=-1).mean()
+            else:
+                entropy_loss = -th.mean(-log_prob if entropy is None else entropy)
             with th.no_grad():
                 approx_kl = th.mean(th.exp(log_ratio) - 1 - log_ratio).item()
             if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
@@ -344,6 +376,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             loss.backward()
             if not self._check_finite(loss, gradients=True):
                 continue
+            for group, norm in gradient_norms(self.policy).items():
+                logs.setdefault(f"grad_norm_{group}", []).append(norm)
             if self.max_grad_norm is not None:
                 grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 logs.setdefault("grad_norm", []).append(grad_norm.item())

@@ -78,47 +78,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="override hyperparameters"
     )
+    parser.add_argument(
+        "--hyperparams-set", default=None, metavar="NAME", help="a named entry <env>:NAME of the YAML (e.g. authors)"
+    )
     parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="override env kwargs")
     parser.add_argument(
         "--compare-random",
         action="store_true",
-        help="after training, print the agent's mean reward per episode beside a random policy's",
+        help="after training, evaluate the agent beside a random policy on held-out episodes (plastic-rl evaluate)",
     )
-    parser.add_argument("--compare-episodes", type=positive_int, default=20, help="episodes for --compare-random")
+    parser.add_argument("--compare-episodes", type=positive_int, default=300, help="episodes for --compare-random")
     parser.add_argument("--no-progress-bar", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "--verbose", type=int, default=0, choices=[0, 1, 2], help="SB3 verbosity (1: print the training logs)"
     )
-
-
-class RandomAgent:
-    """A uniformly random policy with SB3's ``predict`` contract, for :func:`evaluate_policy`."""
-
-    def __init__(self, action_space: Any, n_envs: int) -> None:
-        self.action_space = action_space
-        self.n_envs = n_envs
-
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
-        import numpy as np
-
-        return np.stack([self.action_space.sample() for _ in range(self.n_envs)]), state
-
-
-def compare_with_random(model: Any, env_id: str, env_kwargs: dict, n_episodes: int, seed: int) -> dict[str, tuple]:
-    """Mean and standard deviation of the reward per episode of ``model`` and of a random policy."""
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    from plastic_rl.agents.make_env import make_training_env
-
-    results = {}
-    for name in ("trained agent", "random policy"):
-        # The same env seeds for both, so they face the same episodes' draws.
-        env = make_training_env(env_id, 1, seed=seed, env_kwargs=env_kwargs)
-        env.action_space.seed(seed)
-        agent = model if name == "trained agent" else RandomAgent(env.action_space, env.num_envs)
-        results[name] = evaluate_policy(agent, env, n_eval_episodes=n_episodes, deterministic=False)
-        env.close()
-    return results
 
 
 def algorithm_arguments(hyperparameters: dict[str, Any], n_envs: int) -> dict[str, Any]:
@@ -254,6 +227,7 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         policy_settings,
     )
     from plastic_rl.agents.curves import write_learning_curve
+    from plastic_rl.agents.diagnostics import ProgressCSVCallback
     from plastic_rl.agents.make_env import make_training_env
     from plastic_rl.agents.saving import EvalCallback
     from plastic_rl.agents.zoo import write_run_files
@@ -266,7 +240,7 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     with reported_as_bad_input():
         check_device("--device", args.device)
         check_env_id(args.env)
-        hyperparameters = load_hyperparameters(args.algo, args.env)
+        hyperparameters = load_hyperparameters(args.algo, args.env, args.hyperparams_set)
         overrides = parse_key_values(args.hyperparams, "-params")
         for key in ("env_kwargs", "policy_kwargs"):
             # A dict given with -params completes the file's dict rather than replacing it.
@@ -341,7 +315,9 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
             folder, args.env, {**hyperparameters, "policy_kwargs": zoo_policy_kwargs}, zoo_policy, zoo_arguments
         )
 
-    callbacks: list = [] if eval_callback is None else [eval_callback]
+    callbacks: list = [ProgressCSVCallback(folder / "progress.csv")]
+    if eval_callback is not None:
+        callbacks.append(eval_callback)
     if args.save_freq is not None:
         arguments = {**vars(args), "resume": None}
         callbacks.append(ResumeCheckpointCallback(folder, args.save_freq, arguments, eval_callback, KEPT_CHECKPOINTS))
@@ -375,8 +351,10 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     env.close()
 
     if args.compare_random:
-        results = compare_with_random(model, args.env, env_kwargs, args.compare_episodes, args.seed + 20_000)
-        print(f"Mean reward per episode over {args.compare_episodes} episodes (sampled actions):")
-        for name, (mean, std) in results.items():
-            print(f"  {name:<14} {mean:9.2f} +/- {std:.2f}")
+        from plastic_rl.agents.evaluation import compare_with_random, format_table, log_summary, write_results
+
+        results = compare_with_random(model, args.env, env_kwargs, args.compare_episodes)
+        print(format_table(results))
+        write_results(results, folder / "evaluation.json", {"model": str(model_path), "env_kwargs": env_kwargs})
+        log_summary(model.logger, results[0], model.num_timesteps)
     return model_path

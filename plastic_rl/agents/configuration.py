@@ -60,12 +60,17 @@ def check_env_id(env_id: str) -> str:
     return env_id
 
 
-def load_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
-    """The entry for ``env_id`` (else ``default``) of the algorithm's packaged YAML file."""
+def load_hyperparameters(algo: str, env_id: str, hyperparams_set: str | None = None) -> dict[str, Any]:
+    """The entry for ``env_id`` (else ``default``) of the algorithm's packaged YAML file; with ``hyperparams_set``,
+    the named entry ``"<env_id>:<hyperparams_set>"`` (e.g. ``PlasticMaze-v0:authors``)."""
     check_choice("algo", algo, ALGORITHMS)
     text = resources.files("plastic_rl.agents").joinpath("hyperparams").joinpath(f"{algo}.yml").read_text()
     table = yaml.safe_load(text)
-    entry = table.get(env_id, table["default"])
+    if hyperparams_set is None:
+        entry = table.get(env_id, table["default"])
+    else:
+        named = {key.partition(":")[2] for key in table if key.startswith(f"{env_id}:")}
+        entry = table[f"{env_id}:{check_choice('hyperparams_set', hyperparams_set, sorted(named))}"]
     # "policy" is for RL Zoo, which reads these files too (plastic_rl.agents.zoo); here --policy chooses.
     return {key: dict(value) if isinstance(value, dict) else value for key, value in entry.items() if key != "policy"}
 

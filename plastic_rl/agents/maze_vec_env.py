@@ -179,7 +179,9 @@ class BatchedMazeVecEnv(VecEnv):
         if maze.observe_previous_action:
             observations[:, 10:14] = self._previous_actions[:, None] == np.arange(self._n_actions)
         if maze.observe_time:
-            observations[:, -1] = self._steps / maze.episode_length
+            observations[:, maze.time_index] = self._steps / maze.time_divisor
+        if maze.observe_bias:
+            observations[:, -1] = 1.0
         return observations
 
     def _infos(self, indices: Sequence[int]) -> list[dict[str, Any]]:

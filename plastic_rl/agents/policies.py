@@ -46,6 +46,7 @@ SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscret
 # The paper's optimizer: Adam with a large epsilon, which keeps the first updates of the rarely
 # rewarded maze from being huge.
 DEFAULT_ADAM_EPS = 1e-4
+INIT_DISTRIBUTIONS = ("normal", "uniform")
 
 
 def reset_rows(state: RecurrentState, episode_starts: th.Tensor, initial: RecurrentState) -> RecurrentState:
@@ -299,7 +300,9 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
     modulation : for a neuromodulated rule, ``"shared"`` (one ``M(t)``) or ``"per_neuron"``.
     hebbian_learning_rate : initial ``eta``.
     trace_clip : clamp the Hebbian trace to ``[-trace_clip, trace_clip]``; ``None`` for no clipping.
-    init_scale : standard deviation of the initial recurrent weights and plasticity coefficients.
+    init_scale : scale of the initial recurrent weights and plasticity coefficients.
+    init_distribution : ``"normal"`` (standard deviation ``init_scale``) or ``"uniform"`` (in
+        ``[0, init_scale)``, as the authors' maze code) for the recurrent weights and per-connection alphas.
     Others : as :class:`RecurrentActorCriticPolicy`.
     """
 
@@ -318,6 +321,7 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         trace_clip: float | None = None,
         init_scale: float = 0.01,
         modulation: str = "shared",
+        init_distribution: str = "normal",
         **kwargs: Any,
     ) -> None:
         self.plasticity = check_choice("plasticity", plasticity, PLASTICITY_MODES)
@@ -326,10 +330,11 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         self.hebbian_learning_rate = check_positive_float("hebbian_learning_rate", hebbian_learning_rate)
         self.trace_clip = check_positive_float("trace_clip", trace_clip, allow_none=True)
         self.init_scale = check_positive_float("init_scale", init_scale)
+        self.init_distribution = check_choice("init_distribution", init_distribution, INIT_DISTRIBUTIONS)
         super().__init__(observation_space, action_space, lr_schedule, use_sde, hidden_size, **kwargs)
 
     def _build_core(self, input_size: int) -> PlasticRecurrentLayer:
-        return PlasticRecurrentLayer(
+        core = PlasticRecurrentLayer(
             self.hidden_size,
             input_size,
             plasticity=self.plasticity,
@@ -340,6 +345,12 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
             init_scale=self.init_scale,
             modulation=self.modulation,
         )
+        if self.init_distribution == "uniform":
+            with th.no_grad():
+                core.weight.uniform_(0.0, self.init_scale)
+                if self.plasticity == "full":
+                    core.plasticity_coefficient.uniform_(0.0, self.init_scale)
+        return core
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -350,6 +361,7 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
             trace_clip=self.trace_clip,
             init_scale=self.init_scale,
             modulation=self.modulation,
+            init_distribution=self.init_distribution,
         )
         return data
 

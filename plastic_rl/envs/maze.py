@@ -16,6 +16,7 @@ from plastic_rl.envs.maze_rendering import MazeRenderer, frame_shape
 # Row and column change of each action, in action order: 0 up, 1 right, 2 down, 3 left.
 ACTION_MOVES: tuple[tuple[int, int], ...] = ((-1, 0), (0, 1), (1, 0), (0, -1))
 ACTION_NAMES: tuple[str, ...] = ("up", "right", "down", "left")
+TIME_UNITS = ("fraction", "steps")
 
 
 def maze_walls(size: int) -> np.ndarray:
@@ -81,8 +82,9 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         * ``[0:9]``: the 3 x 3 neighbourhood centred on the agent, row-major, 1 = wall, 0 = free;
         * ``[9]``: the reward received at the previous step (0 after ``reset``);
         * then, when enabled and in this order: the previous action one-hot (4 values, all 0 after ``reset``) if
-          ``observe_previous_action``, and the step count divided by ``episode_length`` (1 value, 0 after
-          ``reset``, 1 at the end) if ``observe_time``.
+          ``observe_previous_action``, the step count divided by ``episode_length`` (1 value, 0 after
+          ``reset``, 1 at the end; the raw step count with ``time_units="steps"``) if ``observe_time``, and a
+          constant 1 (a bias input) if ``observe_bias``.
 
     Reward
         ``+reward_value`` (10) on the reward square, ``-wall_penalty`` (-0.1) on a bump into a wall, 0 otherwise.
@@ -119,6 +121,11 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         Append the previous action, one-hot, to the observation.
     observe_time : bool
         Append the step count divided by ``episode_length`` to the observation.
+    time_units : str
+        ``"fraction"`` (the step count divided by ``episode_length``) or ``"steps"`` (the raw step count, as
+        the authors' maze code feeds it) for ``observe_time``.
+    observe_bias : bool
+        Append a constant 1 to the observation (the authors' code's bias input).
     show_trace_panel : bool
         Reserve a side panel in rendered frames for a heat map (e.g. the agent's Hebbian trace).
     """
@@ -134,6 +141,8 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         wall_penalty: float = 0.1,
         observe_previous_action: bool = False,
         observe_time: bool = False,
+        time_units: str = "fraction",
+        observe_bias: bool = False,
         show_trace_panel: bool = False,
     ) -> None:
         if render_mode is not None:
@@ -155,6 +164,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         for name, flag in (
             ("observe_previous_action", observe_previous_action),
             ("observe_time", observe_time),
+            ("observe_bias", observe_bias),
             ("show_trace_panel", show_trace_panel),
         ):
             if not isinstance(flag, bool):
@@ -164,6 +174,8 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         self.size = size
         self.observe_previous_action = observe_previous_action
         self.observe_time = observe_time
+        self.time_units = check_choice("time_units", time_units, TIME_UNITS)
+        self.observe_bias = observe_bias
         self.show_trace_panel = show_trace_panel
 
         walls = maze_walls(size)
@@ -182,10 +194,14 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         self.neighbourhoods = neighbourhoods
         """``(size + 2, size + 2, 9)`` float32: the observed 3 x 3 neighbourhood of every square, read-only."""
 
-        observation_size = 10 + 4 * observe_previous_action + observe_time
+        observation_size = 10 + 4 * observe_previous_action + observe_time + observe_bias
         low = np.zeros(observation_size, dtype=np.float32)
         high = np.ones(observation_size, dtype=np.float32)
         low[9], high[9] = -self.wall_penalty, self.reward_value
+        self.time_index = 10 + 4 * observe_previous_action
+        self.time_divisor = episode_length if time_units == "fraction" else 1
+        if observe_time:
+            high[self.time_index] = episode_length / self.time_divisor
         self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
         self.action_space = spaces.Discrete(len(ACTION_MOVES))
 
@@ -364,7 +380,9 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         if self.observe_previous_action and self._previous_action is not None:
             observation[10 + self._previous_action] = 1.0
         if self.observe_time:
-            observation[-1] = self.step_count / self.episode_length
+            observation[self.time_index] = self.step_count / self.time_divisor
+        if self.observe_bias:
+            observation[-1] = 1.0
         return observation
 
     def _info(self) -> dict[str, Any]:

@@ -41,10 +41,33 @@ def final_training_reward(train_folder: Path, options: dict[str, Any], args: arg
     return float(rewards[-max(int(len(rewards) * args.final_fraction), 1) :].mean())
 
 
+# Held-out episodes per run for --score heldout: enough that one run's 95% CI is a few reward units.
+HELD_OUT_EPISODES = 300
+
+
+def held_out_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
+    """Mean reward of the run's final model on :data:`HELD_OUT_EPISODES` held-out episodes (env seeds never used
+    in training, :func:`plastic_rl.agents.evaluation.evaluate`), sampled actions."""
+    import yaml
+
+    from plastic_rl.agents.configuration import algorithm_class
+    from plastic_rl.agents.evaluation import evaluate
+
+    models = sorted(train_folder.rglob(f"{options['env']}.zip"))
+    if not models:
+        raise ValueError(f"no final model {options['env']}.zip under {train_folder}")
+    config = yaml.safe_load((models[0].parent / "config.yml").read_text())
+    model = algorithm_class(options["algo"]).load(models[0], device="cpu")
+    env_kwargs = config["hyperparameters"].get("env_kwargs") or {}
+    result = evaluate(model, options["env"], env_kwargs, n_episodes=HELD_OUT_EPISODES)
+    return float(result.summary["reward_mean"])
+
+
 #: ``--score`` name -> ``score(train_folder, run_options, experiment_args) -> float``. ``train_folder``
 #: holds the ``plastic-rl train`` run (``<algo>/<env>_1/<env>.zip``); ``run_options`` are its options.
 SCORES: dict[str, Callable[[Path, dict[str, Any], argparse.Namespace], float]] = {
     "training": final_training_reward,
+    "heldout": held_out_reward,
 }
 
 

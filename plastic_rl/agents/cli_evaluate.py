@@ -1,0 +1,83 @@
+"""``plastic-rl evaluate``: a trained agent against a random policy on held-out episodes.
+
+Loads the latest run (or ``--exp-id N``, or ``--model PATH``) of ``--env`` under ``LOGDIR/<algo>/<env>_<N>/``,
+runs it and a uniformly random policy on the same held-out episodes (env seeds never used in training, see
+:mod:`plastic_rl.agents.evaluation`), prints the table and writes the statistics (JSON) and every episode (CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from plastic_rl.agents.configuration import ALGORITHMS
+from plastic_rl.agents.evaluation import DEFAULT_EPISODES, HELD_OUT_FIRST_SEED
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
+    parser.add_argument("-f", "--log-folder", default="logs", help="the folder given to plastic-rl train")
+    parser.add_argument("--algo", default=None, choices=list(ALGORITHMS), help="algorithm (default: the latest run's)")
+    parser.add_argument("--exp-id", type=int, default=0, help="run number N of <env>_<N> (0: the latest)")
+    parser.add_argument("--load-best", action="store_true", help="load best_model.zip instead of the final model")
+    parser.add_argument(
+        "--model", default=None, metavar="PATH.zip", help="a model file of a run folder (e.g. a checkpoint)"
+    )
+    parser.add_argument("--n-episodes", type=int, default=DEFAULT_EPISODES, help="held-out episodes")
+    parser.add_argument(
+        "--first-seed", type=int, default=HELD_OUT_FIRST_SEED, help="env seeds are first-seed, first-seed + 1, ..."
+    )
+    parser.add_argument("--deterministic", action="store_true", help="take the most likely actions")
+    parser.add_argument("--no-random", action="store_true", help="skip the random policy")
+    parser.add_argument(
+        "--out", default=None, metavar="PATH.json", help="statistics file (default: <run folder>/evaluation.json)"
+    )
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _evaluate(args)
+    except ValueError as error:
+        print(f"plastic-rl evaluate: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+    import yaml
+
+    from plastic_rl.agents.configuration import algorithm_class, find_run_folder
+    from plastic_rl.agents.evaluation import evaluate, format_table, held_out_seeds, write_results
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.model is not None:
+        model_path = Path(args.model)
+        if not model_path.is_file():
+            raise ValueError(f"--model must be an existing model file; got {args.model!r}")
+        folder = model_path.parent
+    else:
+        folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
+        model_path = folder / ("best_model.zip" if args.load_best else f"{args.env}.zip")
+    config_path = folder / "config.yml"
+    if not config_path.is_file():
+        raise ValueError(f"no config.yml beside {model_path}: evaluate a model of a plastic-rl train run")
+    config = yaml.safe_load(config_path.read_text())
+    model = algorithm_class(config["algo"]).load(model_path, device=args.device)
+    env_kwargs = dict(config["hyperparameters"].get("env_kwargs") or {})
+    seeds = held_out_seeds(args.n_episodes, args.first_seed)
+    print(f"Evaluating {model_path} ({config['algo']}, policy {config['policy']}, seed {config['seed']})")
+    results = [evaluate(model, config["env"], env_kwargs, seeds=seeds, deterministic=args.deterministic,
+                        name="trained agent")]  # fmt: skip
+    if not args.no_random:
+        results.append(evaluate("random", config["env"], env_kwargs, seeds=seeds, name="random policy"))
+    print(format_table(results))
+    out = Path(args.out) if args.out else folder / "evaluation.json"
+    metadata = {"model": str(model_path), "algo": config["algo"], "env": config["env"], "env_kwargs": env_kwargs,
+                "policy": config["policy"], "training_seed": config["seed"]}  # fmt: skip
+    write_results(results, out, metadata)
+    print(f"Saved {out} and {out.with_name(out.stem + '_episodes.csv')}")
+    return 0
