@@ -23,6 +23,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "the paper's pattern-memory comparison across conditions",
     ),
     ("supervised", "patterns"): ("plastic_rl.supervised.cli_patterns", "train on pattern memorization"),
+    ("supervised", "images"): ("plastic_rl.supervised.cli_images", "train on natural-image completion (CIFAR-10)"),
     ("download",): ("plastic_rl.data.download", "fetch a dataset's official files (Omniglot, CIFAR-10)"),
     ("bench", "core"): ("plastic_rl.core.bench", "time the plastic core's unroll against autograd"),
     ("bench", "a2c"): ("plastic_rl.agents.bench", "time PlasticA2C's learn() loop on the maze"),

@@ -45,4 +45,6 @@ def cache_dir() -> Path:
 
 
 # dataset name -> the module that reads it and defines download(data_dir); one line per dataset.
-DATASETS: dict[str, str] = {}
+DATASETS: dict[str, str] = {
+    "cifar": "plastic_rl.data.cifar",
+}

@@ -8,6 +8,7 @@ import gymnasium as gym
 ENTRY_POINTS: dict[str, str] = {
     "PlasticMaze-v0": "plastic_rl.envs.maze:PlasticMazeEnv",
     "PlasticPatternMemory-v0": "plastic_rl.envs.pattern_memory:PatternMemoryEnv",
+    "PlasticImageCompletion-v0": "plastic_rl.envs.image_completion:ImageCompletionEnv",
 }
 
 

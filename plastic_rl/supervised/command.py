@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from plastic_rl.data import DataError
 from plastic_rl.supervised.models import count_parameters
 from plastic_rl.supervised.task import TASKS, get_task_class
 from plastic_rl.supervised.trainer import SupervisedTrainer
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         trainer = build_trainer(args, run_dir, args.model)
         print(describe(trainer))
         trainer.train(args.steps)
-    except ValueError as error:
+    except (ValueError, DataError) as error:
         print(f"plastic-rl supervised {args.task}: error: {error}", file=sys.stderr)
         return 2
     trainer.save_model(run_dir / "model.pt")

@@ -61,6 +61,13 @@ class SupervisedTask(ABC):
     def sample(self, batch_size: int, rng: np.random.Generator) -> Episodes:
         """``batch_size`` fresh episodes, drawn with ``rng`` only (so runs are reproducible)."""
 
+    def sample_held_out(self, batch_size: int, rng: np.random.Generator) -> Episodes:
+        """Episodes for evaluation, from data held out of training where the task has such data.
+
+        By default the same as :meth:`sample`; a task on a dataset draws them from its test split.
+        """
+        return self.sample(batch_size, rng)
+
     @abstractmethod
     def loss(self, outputs: Tensor, episodes: Episodes) -> Tensor:
         """The training loss of the model's ``outputs`` ``(T, B, output_size)``."""
@@ -94,6 +101,7 @@ class SupervisedTask(ABC):
 # task name -> "module:Class"; modules are imported only when their task is used.
 TASKS: dict[str, str] = {
     "patterns": "plastic_rl.supervised.patterns:PatternMemoryTask",
+    "images": "plastic_rl.supervised.images:ImageCompletionTask",
 }
 
 
