@@ -55,9 +55,20 @@ def _numpy_reconstruct():
     return _reconstruct
 
 
-# The only globals a CIFAR batch needs: numpy's array reconstruction. Containers, str, bytes, int
-# and float are pickle opcodes and need no global at all.
+def _latin1_bytes():
+    # Python 3 writes bytes into a protocol-2 pickle as _codecs.encode(text, "latin1"); allow that codec only.
+    def encode(text: str, encoding: str = "utf-8") -> bytes:
+        if encoding != "latin1" or not isinstance(text, str):
+            raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+        return text.encode("latin1")
+
+    return encode
+
+
+# The only globals a CIFAR batch needs: numpy's array reconstruction (and the bytes of a batch
+# written by Python 3). Containers, str, bytes, int and float are pickle opcodes and need no global.
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"): _latin1_bytes,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy", "ndarray"): lambda: np.ndarray,
