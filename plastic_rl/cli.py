@@ -28,6 +28,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "core"): ("plastic_rl.core.bench", "time the plastic core's unroll against autograd"),
     ("bench", "a2c"): ("plastic_rl.agents.bench", "time PlasticA2C's learn() loop on the maze"),
     ("bench", "patterns"): ("plastic_rl.supervised.bench", "time pattern-memory training per episode"),
+    ("bench", "images"): ("plastic_rl.supervised.bench_images", "time image-completion training per episode"),
 }
 
 

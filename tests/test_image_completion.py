@@ -213,3 +213,23 @@ def test_cli_trains_and_reports_missing_data(tmp_path, data_dir, capsys):
     assert (run_dir / "model.pt").exists() and "eval_hidden_mse" in (run_dir / "curve.csv").read_text()
     assert main([*args, *common, "--data-dir", str(tmp_path / "nowhere")]) == 2
     assert "plastic-rl supervised images: error: no CIFAR-10 training batch" in capsys.readouterr().err
+
+
+def test_bench_builds_the_image_task(data_dir):
+    # The timing loop itself is the one tested with `bench patterns`; here: its options reach the image task.
+    import argparse
+
+    from plastic_rl.supervised import bench_images
+    from plastic_rl.supervised.task import get_task_class
+
+    parser = argparse.ArgumentParser()
+    bench_images.add_arguments(parser)
+    args = parser.parse_args(["--model", "shared", "--image-count", "5", "--data-dir", str(data_dir)])
+    task, options = get_task_class(args.task).from_args(args)
+    assert (task.name, task.protocol.image_count, task.data_dir, args.batch_sizes) == (
+        "images",
+        5,
+        str(data_dir),
+        [1, 8, 32],
+    )
+    assert task.build_model(args.model, **options).recurrent.plasticity == "shared"
