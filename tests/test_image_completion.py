@@ -233,3 +233,28 @@ def test_bench_builds_the_image_task(data_dir):
         [1, 8, 32],
     )
     assert task.build_model(args.model, **options).recurrent.plasticity == "shared"
+
+
+def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, data_dir):
+    import argparse
+
+    from plastic_rl.supervised import images_report
+
+    task = make_task("images", data_dir=str(data_dir), **SMALL)
+    trainer = SupervisedTrainer(task, task.build_model("plastic"), eval_interval=0, progress=False)
+    trainer.save_model(tmp_path / "model.pt")
+    curve = tmp_path / "curve.csv"
+    curve.write_text("step,episodes,eval_hidden_mse\n1,1,0.2\n2,2,0.1\n")
+    parser = argparse.ArgumentParser()
+    images_report.add_arguments(parser)
+    out = tmp_path / "report"
+    arguments = ["--models", f"net={tmp_path / 'model.pt'}", "--curves", f"net={curve}", "--episodes", "6"]
+    assert images_report.run(parser.parse_args([*arguments, "--image-counts", "2", "3", "--out", str(out)])) == 0
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert [row.split(",")[:3] for row in rows[1:5]] == [
+        ["2", name, "6"] for name in ("zero", "mean", "nearest", "net")
+    ]
+    assert len(rows) == 9 and all(
+        (out / f"{name}.png").stat().st_size > 0 for name in ("fig4_completions", "fig5_matrices", "fig6_curves")
+    )
+    assert images_report.run(parser.parse_args(["--models", "no-label"])) == 2
