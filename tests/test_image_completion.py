@@ -163,7 +163,7 @@ def test_episode_layout_env_and_sampler_agree(data_dir):
 
 def test_scores_and_references(data_dir):
     task = make_task("images", data_dir=str(data_dir), **SMALL)
-    episodes = task.sample_held_out(16, np.random.default_rng(0))
+    episodes = task.sample_validation(16, np.random.default_rng(0))
     truth = episodes.targets[-1]
     perfect = task.episode_scores(truth, episodes)
     assert (perfect["hidden_mse"] == 0).all() and perfect["closer"].all()
@@ -196,7 +196,7 @@ def test_short_training_beats_zero_fill():
     task = make_task("images", images={"train": images[:30], "test": images[30:]}, **protocol)
     torch.manual_seed(0)
     trainer = SupervisedTrainer(task, task.build_model("plastic"), batch_size=8, eval_interval=0, progress=False)
-    held_out = task.sample_held_out(64, np.random.default_rng(7))
+    held_out = task.sample_validation(64, np.random.default_rng(7))
     zero_fill = task.episode_scores(task.reference_completions(held_out)["zero"], held_out)["hidden_mse"].mean()
     for _ in range(40):
         trainer.train_step()

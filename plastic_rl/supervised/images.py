@@ -29,8 +29,9 @@ class ImageCompletionTask(SupervisedTask):
 
     Episodes follow an :class:`~plastic_rl.envs.image_completion.ImageCompletionProtocol` (the
     keywords here are its fields) and come from the same sampler as ``PlasticImageCompletion-v0``:
-    training episodes from the training batches' images, evaluation episodes
-    (:meth:`sample_held_out`) from the test batch's only. ``data_dir`` is the data directory
+    training episodes from the training batches' images, the trainer's evaluation episodes
+    (:meth:`sample_validation`) from the test batch's only (CIFAR-10 has no validation split; these
+    curves are reported, never used to choose settings). ``data_dir`` is the data directory
     (:func:`plastic_rl.data.resolve_data_dir`); ``images`` — ``{"train": array, "test": array}`` of
     ``(N, 1024)`` images in [-1, 1] — replaces the dataset (it is not saved with a model).
 
@@ -82,7 +83,7 @@ class ImageCompletionTask(SupervisedTask):
     def sample(self, batch_size: int, rng: np.random.Generator) -> Episodes:
         return self._episodes("train", batch_size, rng)
 
-    def sample_held_out(self, batch_size: int, rng: np.random.Generator) -> Episodes:
+    def sample_validation(self, batch_size: int, rng: np.random.Generator) -> Episodes:
         return self._episodes("test", batch_size, rng)
 
     def loss(self, outputs: Tensor, episodes: Episodes) -> Tensor:

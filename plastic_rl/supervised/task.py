@@ -61,10 +61,10 @@ class SupervisedTask(ABC):
     def sample(self, batch_size: int, rng: np.random.Generator) -> Episodes:
         """``batch_size`` fresh episodes, drawn with ``rng`` only (so runs are reproducible)."""
 
-    def sample_held_out(self, batch_size: int, rng: np.random.Generator) -> Episodes:
-        """Episodes for evaluation, from data held out of training where the task has such data.
+    def sample_validation(self, batch_size: int, rng: np.random.Generator) -> Episodes:
+        """Episodes for the trainer's evaluations: held-out validation classes where the task has them.
 
-        By default the same as :meth:`sample`; a task on a dataset draws them from its test split.
+        By default the same as :meth:`sample` (tasks whose episodes are all fresh random data).
         """
         return self.sample(batch_size, rng)
 

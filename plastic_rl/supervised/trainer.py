@@ -208,14 +208,14 @@ class SupervisedTrainer:
 
     @torch.no_grad()
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
-        """Mean loss and metrics over ``episodes`` (default ``eval_episodes``) fresh held-out episodes."""
+        """Mean loss and metrics over ``episodes`` (default ``eval_episodes``) fresh validation episodes."""
         remaining = self.eval_episodes if episodes is None else check_positive_int("episodes", episodes)
         self.model.eval()
         totals: dict[str, float] = defaultdict(float)
         count = 0
         while remaining > 0:
             size = min(remaining, max(self.batch_size, 32))
-            batch = self.task.sample_held_out(size, self.eval_rng).to(self.device)
+            batch = self.task.sample_validation(size, self.eval_rng).to(self.device)
             loss, metrics = self._loss_and_metrics(batch)
             for name, value in {"loss": loss.item(), **metrics}.items():
                 totals[name] += value * size
