@@ -258,3 +258,45 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
         (out / f"{name}.png").stat().st_size > 0 for name in ("fig4_completions", "fig5_matrices", "fig6_curves")
     )
     assert images_report.run(parser.parse_args(["--models", "no-label"])) == 2
+
+
+def _archive(members: dict[str, bytes], link: str | None = None) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if link is not None:
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def test_download_checks_the_md5_and_unpacks_only_the_batch_folder(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import urllib.request
+
+    from plastic_rl.data import cifar
+
+    served = {}
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(served["archive"]))
+    served["archive"] = _archive({f"{FOLDER}/test_batch": b"t", f"{FOLDER}/data_batch_1": b"d"})
+    with pytest.raises(DataError, match="not the published c58f30108f718f92721af3b95e74349a"):
+        cifar.download(tmp_path / "a")
+    assert not (tmp_path / "a" / FOLDER).exists()
+    monkeypatch.setattr(cifar, "ARCHIVE_MD5", hashlib.md5(served["archive"]).hexdigest())
+    cifar.download(tmp_path / "a")
+    assert (tmp_path / "a" / FOLDER / "test_batch").read_bytes() == b"t"
+    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == [FOLDER]  # the archive is gone
+    for evil in (_archive({f"{FOLDER}/../escaped": b"x"}), _archive({}, link=f"{FOLDER}/test_batch")):
+        served["archive"] = evil
+        monkeypatch.setattr(cifar, "ARCHIVE_MD5", hashlib.md5(evil).hexdigest())
+        with pytest.raises(DataError, match="unexpected member"):
+            cifar.download(tmp_path / "b")
+        assert not (tmp_path / "escaped").exists() and not (tmp_path / "b" / FOLDER / "test_batch").exists()
