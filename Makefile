@@ -33,6 +33,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check plastic_rl tests examples
 	$(BIN)/ruff format --check plastic_rl tests examples
+	$(BIN)/mypy plastic_rl
 	$(SDL) $(BIN)/pytest
 
 clean:

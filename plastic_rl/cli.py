@@ -3,12 +3,19 @@
 Each command lives in its own module, which defines ``add_arguments(parser)`` and ``run(args)``.
 Only the module of the command being run is imported, so ``plastic-rl --help`` and light commands
 start fast and a command's heavy imports (SB3, pygame, ...) stay its own.
+
+Exit codes: 0 success; 2 bad input (``plastic-rl COMMAND: error: ...``, never a traceback: argparse's
+own errors, a :class:`~plastic_rl.core.options.BadInputError` from a command's setup, or a
+:class:`~plastic_rl.data.DataError`); 3 training diverged
+(:class:`~plastic_rl.core.divergence.TrainingDiverged`: the message names the step, the quantity and
+the likely cause). With ``PLASTIC_RL_TRACEBACK=1`` in the environment these errors keep their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,6 +49,22 @@ def _usage(prefix: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def _run_command(module, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from plastic_rl.core.divergence import TrainingDiverged
+    from plastic_rl.core.options import BadInputError
+    from plastic_rl.data import DataError
+
+    try:
+        return int(module.run(args) or 0)
+    except (BadInputError, DataError, TrainingDiverged) as error:
+        if os.environ.get("PLASTIC_RL_TRACEBACK"):
+            raise
+        if isinstance(error, TrainingDiverged):
+            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+            return 3
+        parser.error(str(error))  # prints the usage line and "plastic-rl CMD: error: ...", exits 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for words, (module_name, help_text) in COMMANDS.items():
@@ -50,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser = argparse.ArgumentParser(prog=f"plastic-rl {' '.join(words)}", description=help_text)
             module.add_arguments(parser)
             args = parser.parse_args(argv[len(words) :])
-            return int(module.run(args) or 0)
+            return _run_command(module, parser, args)
     prefix = tuple(argv[:1]) if argv and any(w[0] == argv[0] for w in COMMANDS) else ()
     asked_for_help = not argv or argv[-1] in ("-h", "--help")
     print(_usage(prefix), file=sys.stdout if asked_for_help else sys.stderr)

@@ -23,6 +23,7 @@ POLICY_CASES = [
     ("PlasticRecurrentPolicy", dict(hidden_size=8, plasticity="shared", rule="oja")),
     ("PlasticRecurrentPolicy", dict(hidden_size=8, plasticity="none")),
     ("LstmPolicy", dict(hidden_size=8)),
+    ("PlasticRecurrentPolicy", dict(hidden_size=8, rule="retroneuromod", trace_clip=1.0)),  # a three-part state
 ]
 
 
@@ -170,7 +171,7 @@ def test_episode_aligned_rollouts_do_not_warn():
         ("PlasticRecurrentPolicy", dict(plasticity="partial"), "plasticity must be one of"),
         ("PlasticRecurrentPolicy", dict(rule="stdp"), "rule must be one of"),
         ("PlasticRecurrentPolicy", dict(hidden_size=0), "hidden_size must be a positive integer"),
-        ("PlasticRecurrentPolicy", dict(trace_clip=-1.0), "trace_clip must be a number > 0"),
+        ("PlasticRecurrentPolicy", dict(trace_clip=-1.0), "trace_clip must be a finite number > 0"),
         ("LstmPolicy", dict(hidden_size=2.5), "hidden_size must be a positive integer"),
     ],
 )
@@ -204,3 +205,46 @@ def test_optimizer_is_adam_with_the_papers_eps_or_rmsprop():
     assert adam.policy.optimizer.defaults["eps"] == 1e-4
     rmsprop = PlasticA2C("LstmPolicy", tiny_maze(n_envs=1), use_rms_prop=True, policy_kwargs=dict(hidden_size=8))
     assert isinstance(rmsprop.policy.optimizer, torch.optim.RMSprop)
+
+
+@pytest.mark.parametrize("policy, policy_kwargs", [POLICY_CASES[0], POLICY_CASES[3]])
+def test_lean_rollouts_on_the_batched_maze_train_as_the_previous_path(policy, policy_kwargs):
+    """The lean rollout step and the batched maze give the parameters of the per-step reference, to the bit."""
+    from plastic_rl.agents.bench import ReferencePlasticA2C
+    from plastic_rl.agents.make_env import make_training_env
+
+    parameters = []
+    for algorithm, env in [
+        (PlasticA2C, make_training_env("PlasticMaze-v0", 3, seed=5, env_kwargs=TINY_MAZE)),
+        (ReferencePlasticA2C, tiny_maze(3, seed=5)),
+    ]:
+        model = algorithm(policy, env, n_steps=10, policy_kwargs=policy_kwargs, seed=1, device="cpu")
+        model.learn(3 * 30)
+        parameters.append(torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach())
+        assert len(model.ep_info_buffer) == 9
+    torch.testing.assert_close(parameters[0], parameters[1], rtol=0, atol=0)
+
+
+def test_direct_categorical_equals_sb3_distribution():
+    env = tiny_maze()
+    policy = PlasticA2C("PlasticRecurrentPolicy", env, policy_kwargs=dict(hidden_size=8), seed=0).policy
+    obs = torch.randn(5, 2, env.observation_space.shape[0])
+    starts = torch.zeros(5, 2, dtype=torch.bool)
+    actions = torch.randint(4, (10,))
+    values, log_prob, entropy, _ = policy.evaluate_actions(obs, actions, policy.initial_state(2), starts)
+    latent, _ = policy.unroll(obs, policy.initial_state(2), starts)
+    distribution = policy._distribution(latent.reshape(10, -1))
+    torch.testing.assert_close(log_prob, distribution.log_prob(actions), rtol=0, atol=0)
+    torch.testing.assert_close(entropy, distribution.entropy(), rtol=0, atol=0)
+
+
+def test_dict_observations_are_refused_at_construction():
+    class DictEnv(CueRecallEnv):
+        def __init__(self) -> None:
+            super().__init__()
+            self.observation_space = spaces.Dict({"image": spaces.Box(0, 1, (2,)), "label": spaces.Discrete(2)})
+
+    with pytest.raises(ValueError, match=r"observation_space must be one of Box, Discrete.*got Dict"):
+        PlasticA2C("PlasticRecurrentPolicy", DictEnv())
+    with pytest.raises(ValueError, match="observation_space must be one of"):
+        PlasticPPO("LstmPolicy", DictEnv())

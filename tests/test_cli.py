@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 import yaml
 
+from plastic_rl.agents.checkpoints import latest_checkpoint
+from plastic_rl.agents.cli_train import train_run
 from plastic_rl.cli import main
 
 TINY = ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
@@ -31,7 +38,7 @@ def test_train_writes_a_run_folder_and_compares_with_random(tmp_path, capsys):
     folder = tmp_path / "plastic_a2c" / "PlasticMaze-v0_1"
     names = {path.name for path in folder.iterdir()}
     assert {"PlasticMaze-v0.zip", "best_model.zip", "config.yml", "0.monitor.csv", "1.monitor.csv"} <= names
-    assert "rl_model_40_steps.zip" in names
+    assert "rl_checkpoint_20_steps.pt" in names  # checkpoints fall between updates (of 20 steps here)
     config = yaml.safe_load((folder / "config.yml").read_text())
     assert config["policy"] == "plastic" and config["hyperparameters"]["env_kwargs"]["size"] == 5
     assert config["hyperparameters"]["policy_kwargs"]["hidden_size"] == 8
@@ -51,19 +58,38 @@ def test_enjoy_plays_the_latest_run_and_records_a_gif(tmp_path, capsys):
     assert gif.stat().st_size > 0
 
 
+def test_enjoy_records_an_mp4_through_record_video(tmp_path):
+    pytest.importorskip("moviepy")
+    assert train(tmp_path, "-n", "20", "--policy", "plastic") == 0
+    video = tmp_path / "out.mp4"
+    for panel, scale in (("effective", "0.5"), ("trace", "episode")):
+        assert (
+            main(["enjoy", "-f", str(tmp_path), "--record", str(video), "--panel", panel, "--panel-scale", scale]) == 0
+        )
+        assert video.read_bytes()[4:8] == b"ftyp"  # an MP4 container
+    assert not any(path.name.startswith(".recording") for path in tmp_path.iterdir())  # the recorder's folder went
+    with pytest.raises(ValueError, match="--panel-scale"):
+        main(["enjoy", "-f", str(tmp_path), "--record", str(video), "--panel-scale", "-1"])
+
+
 @pytest.mark.parametrize("algo", ["plastic_ppo", "recurrent_ppo"])
 def test_train_other_algorithms_with_lstm(tmp_path, algo):
     assert train(tmp_path, "-n", "40", "--algo", algo, "--policy", "lstm") == 0
     assert (tmp_path / algo / "PlasticMaze-v0_1" / "PlasticMaze-v0.zip").exists()
 
 
-def test_bad_command_line_values_give_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="policy must be 'lstm' with algo 'recurrent_ppo'"):
-        train(tmp_path, "-n", "20", "--algo", "recurrent_ppo", "--policy", "rnn")
-    with pytest.raises(ValueError, match="key:value"):
-        main(["train", "-f", str(tmp_path), "-params", "n_steps=10"])
-    with pytest.raises(ValueError, match="no run of PlasticMaze-v0"):
-        main(["enjoy", "-f", str(tmp_path / "empty"), "--no-render"])
+def test_bad_command_line_values_give_clear_errors(tmp_path, capsys):
+    # More cases in test_bad_inputs.py.
+    for argv, message in [
+        (["train", "-f", str(tmp_path), "--n-envs", "2", "--algo", "recurrent_ppo", "--policy", "rnn", *TINY],
+         "plastic-rl train: error: policy must be 'lstm' with algo 'recurrent_ppo'"),
+        (["train", "-f", str(tmp_path), "-params", "n_steps=10"], "plastic-rl train: error: -params takes key:value"),
+        (["enjoy", "-f", str(tmp_path / "empty"), "--no-render"], "plastic-rl enjoy: error: no run of PlasticMaze-v0"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "recurrent_ppo").exists() or not any((tmp_path / "recurrent_ppo").iterdir())
 
 
 def test_experiment_writes_curves_finals_and_rank_sum_tests(tmp_path, capsys):
@@ -87,4 +113,73 @@ def test_experiment_writes_curves_finals_and_rank_sum_tests(tmp_path, capsys):
 def test_bench_reports_throughput_and_memory(capsys):
     assert main(["bench", "a2c", "--n-envs", "2", "--n-steps", "10", "--hidden-size", "8", "--updates", "1"]) == 0
     output = capsys.readouterr().out
-    assert "env steps/s" in output and "peak memory" in output
+    assert "env steps/s" in output and "peak memory" in output and "previous path" in output
+
+
+def final_parameters(model_path) -> torch.Tensor:
+    from plastic_rl.agents import PlasticA2C
+
+    model = PlasticA2C.load(model_path, device="cpu")
+    return torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach()
+
+
+def monitor_rows(folder) -> list[list[tuple[str, str]]]:
+    rows = []
+    for rank in range(2):
+        with open(folder / f"{rank}.monitor.csv") as file:
+            next(file)
+            rows.append([(row["r"], row["l"]) for row in csv.DictReader(file)])
+    return rows
+
+
+def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys):
+    arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "800", "--save-freq", "40", *TINY]
+    killed = tmp_path / "killed"
+    script = "import sys; from plastic_rl.agents.cli_train import train_run; train_run(sys.argv[1], sys.argv[2:])"
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(killed), *arguments],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            checkpoint = latest_checkpoint(killed)
+            if checkpoint is not None and int(checkpoint.name.split("_")[2]) >= 200:
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed: make it longer"
+    assert not (killed / "PlasticMaze-v0.zip").exists()
+    stopped_at = int(latest_checkpoint(killed).name.split("_")[2])
+    assert len(list(killed.glob("*.pt"))) == 2  # the last two checkpoints are kept
+    with pytest.raises(ValueError, match=r"other options \(seed\)"):
+        train_run(killed, [*arguments, "--seed", "7"])
+    assert main(["train", "--resume", str(killed), "--no-progress-bar"]) == 0
+    assert f"(from step {stopped_at})" in capsys.readouterr().out  # continued, not started again
+
+    uninterrupted = train_run(tmp_path / "uninterrupted", arguments)
+    torch.testing.assert_close(
+        final_parameters(killed / "PlasticMaze-v0.zip"), final_parameters(uninterrupted), rtol=0, atol=0
+    )
+    assert monitor_rows(killed) == monitor_rows(uninterrupted.parent)
+    assert len(monitor_rows(killed)[0]) == 800 // 2 // 10 and stopped_at < 800
+    # Once finished, the function returns the final model without training again.
+    assert train_run(killed, arguments) == killed / "PlasticMaze-v0.zip"
+
+
+def test_trained_agent_continues_from_the_saved_parameters_and_bad_resume_paths(tmp_path, capsys):
+    assert train(tmp_path, "-n", "20") == 0
+    first = tmp_path / "plastic_a2c" / "PlasticMaze-v0_1" / "PlasticMaze-v0.zip"
+    # A learning rate of 0 leaves the loaded parameters as they are: the new run started from them.
+    assert train(tmp_path, "-n", "20", "-i", str(first), "-params", "learning_rate:0.0") == 0
+    second = tmp_path / "plastic_a2c" / "PlasticMaze-v0_2" / "PlasticMaze-v0.zip"
+    torch.testing.assert_close(final_parameters(second), final_parameters(first), rtol=0, atol=0)
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    (tmp_path / "rl_checkpoint_5_steps.pt").write_bytes(b"not a checkpoint")
+    assert main(["train", "--resume", str(tmp_path / "rl_checkpoint_5_steps.pt")]) == 2
+    errors = capsys.readouterr().err
+    assert "plastic-rl train: error: --resume: no checkpoint at" in errors and "not a readable" in errors

@@ -30,7 +30,7 @@ def backend(request, monkeypatch):
     backend, _, schedule = request.param.partition("-")
     monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: backend)
     if schedule:
-        monkeypatch.setattr(fused, "batch_slices", lambda batch: min(batch, SLICES[schedule]))
+        monkeypatch.setattr(fused.cpp_backend, "batch_slices", lambda batch: min(batch, SLICES[schedule]))
     return backend
 
 
@@ -272,7 +272,7 @@ def test_cpp_results_do_not_depend_on_the_thread_count(monkeypatch, slices, opti
     member 0 runs sections alone, none of which may change a result.
     """
     monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: "cpp")
-    monkeypatch.setattr(fused, "batch_slices", lambda batch: slices)
+    monkeypatch.setattr(fused.cpp_backend, "batch_slices", lambda batch: slices)
     layer = _layer(300, dtype=torch.float32, scale=0.05, bias="neuron", input_mode="clamp", **options)
     layer.implementation = "fused"
     inputs = torch.sign(torch.randn(30, 4, 299, generator=torch.Generator().manual_seed(5)))
@@ -303,7 +303,7 @@ def test_no_cpp_environment_variable_forces_the_pytorch_backend(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # forcing the fallback is not worth a warning
         assert fused.cpp_extension_module.__wrapped__() is None
-    monkeypatch.setattr(fused, "cpp_extension_module", lambda: None)
+    monkeypatch.setattr(fused.cpp_backend, "cpp_extension_module", lambda: None)
     assert fused.available_backends() == ("torch",)
     assert fused.resolve_backend("auto", torch.device("cpu")) == "torch"
     layer = _layer(5, dtype=torch.float32)

@@ -211,7 +211,9 @@ def test_cli_trains_and_reports_missing_data(tmp_path, data_dir, capsys):
     common = ["--steps=2", "--eval-interval=2", "--eval-episodes=2", "--no-progress", "--run-dir", str(run_dir)]
     assert main([*args, *common, "--data-dir", str(data_dir)]) == 0
     assert (run_dir / "model.pt").exists() and "eval_hidden_mse" in (run_dir / "curve.csv").read_text()
-    assert main([*args, *common, "--data-dir", str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, *common[:-1], str(tmp_path / "run2"), "--data-dir", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
     assert "plastic-rl supervised images: error: no CIFAR-10 training batch" in capsys.readouterr().err
 
 

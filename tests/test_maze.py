@@ -68,13 +68,6 @@ def test_sb3_check_env_passes():
         env.close()
 
 
-def test_registered_without_time_limit():
-    env = gym.make("PlasticMaze-v0")
-    assert env.spec.max_episode_steps is None
-    assert isinstance(env.unwrapped, PlasticMazeEnv)
-    env.close()
-
-
 def test_make_with_module_prefix_and_no_prior_import():
     code = 'import gymnasium as gym; env = gym.make("plastic_rl:PlasticMaze-v0"); env.reset(seed=0); env.step(0)'
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -210,7 +203,7 @@ def test_reward_square_gives_reward_and_teleports():
 
 
 def test_terminates_exactly_at_episode_length_and_never_truncates():
-    env = gym.make("PlasticMaze-v0")
+    env = PlasticMazeEnv()
     env.reset(seed=0)
     for step in range(1, 251):
         _, _, terminated, truncated, info = env.step(env.action_space.sample())
@@ -298,7 +291,7 @@ def cell_centre_pixel(frame: np.ndarray, square: tuple[int, int]) -> tuple[int, 
     return tuple(int(v) for v in frame[square[0] * size + size // 2, square[1] * size + size // 2])
 
 
-@pytest.mark.parametrize(("show_trace_panel", "shape"), [(False, (472, 440, 3)), (True, (472, 880, 3))])
+@pytest.mark.parametrize(("show_trace_panel", "shape"), [(False, (472, 440, 3)), (True, (544, 880, 3))])
 def test_rgb_array_frame_shape_and_content(show_trace_panel, shape):
     env = PlasticMazeEnv(render_mode="rgb_array", show_trace_panel=show_trace_panel)
     assert env.frame_shape == shape
@@ -312,19 +305,22 @@ def test_rgb_array_frame_shape_and_content(show_trace_panel, shape):
     _, _, _, _, info = env.step(0)
     moved = env.render()
     assert cell_centre_pixel(moved, info["agent_position"]) == maze_rendering.AGENT_COLOUR
-    assert cell_centre_pixel(moved, (5, 5)) == maze_rendering.FREE_COLOUR
+    # The square just left is on the trail: between the free and the agent colour.
+    trail = np.array(cell_centre_pixel(moved, (5, 5)))
+    assert np.all(trail <= np.maximum(maze_rendering.FREE_COLOUR, maze_rendering.AGENT_COLOUR))
+    assert trail.tolist() != list(maze_rendering.FREE_COLOUR) and trail.tolist() != list(maze_rendering.AGENT_COLOUR)
     if show_trace_panel:
         panel = np.s_[:, 440:]
         env.set_panel_matrix(np.array([[1.0, -1.0], [0.0, 0.5]]), title="trace")
         with_matrix = env.render()
         assert with_matrix.shape == shape
         assert not np.array_equal(with_matrix[panel], moved[panel])
-        np.testing.assert_array_equal(with_matrix[:, :440], moved[:, :440])
+        np.testing.assert_array_equal(with_matrix[:472, :440], moved[:472, :440])
         reds = np.all(with_matrix[panel] == maze_rendering.POSITIVE_COLOUR.astype(np.uint8), axis=-1)
         blues = np.all(with_matrix[panel] == maze_rendering.NEGATIVE_COLOUR.astype(np.uint8), axis=-1)
         assert reds.sum() > 1000 and blues.sum() > 1000  # the +1 and -1 entries at the ends of the scale
         env.set_panel_matrix(None)
-        np.testing.assert_array_equal(env.render(), moved)
+        np.testing.assert_array_equal(env.render()[:472], moved[:472])
     env.close()
     env.close()
 
@@ -332,7 +328,7 @@ def test_rgb_array_frame_shape_and_content(show_trace_panel, shape):
 def test_frame_shape_for_small_maze():
     env = PlasticMazeEnv(render_mode="rgb_array", size=5, show_trace_panel=True)
     env.reset(seed=0)
-    assert env.render().shape == env.frame_shape == (7 * 40 + 32, 2 * 7 * 40, 3)
+    assert env.render().shape == env.frame_shape == (7 * 40 + 32 + maze_rendering.STRIP_HEIGHT, 2 * 7 * 40, 3)
     env.close()
 
 
@@ -350,6 +346,46 @@ def test_heat_map_colours_are_symmetric_around_zero():
     assert zero_scale == 1.0 and (zeros == 255).all()
 
 
+def test_fixed_panel_scale_saturates_and_keeps_small_values_faint():
+    small = np.array([[0.1, -0.1], [2.0, 0.0]])
+    colours, scale = maze_rendering.heat_map_colours(small, scale=1.0)
+    assert scale == 1.0
+    assert tuple(colours[1, 0]) == tuple(maze_rendering.POSITIVE_COLOUR.astype(np.uint8))  # saturated
+    white = np.full(3, 255.0)
+    np.testing.assert_allclose(colours[0, 0], white + 0.1 * (maze_rendering.POSITIVE_COLOUR - white), atol=1)
+    assert [maze_rendering.nice_ceiling(v) for v in (0.0, 0.03, 0.1, 0.11, 3.0, 7.0)] == [1, 0.05, 0.1, 0.2, 5, 10]
+
+
+def test_hit_flash_and_strip_ticks():
+    env = PlasticMazeEnv(render_mode="rgb_array", show_trace_panel=True, size=5)
+    env.reset(seed=0)
+    row, col = env.unwrapped.agent_position
+    # Put the reward square next to the agent and step onto it.
+    target_action = next(
+        action
+        for action, (dr, dc) in enumerate(((-1, 0), (0, 1), (1, 0), (0, -1)))
+        if not env.unwrapped.walls[row + dr, col + dc]
+    )
+    dr, dc = ((-1, 0), (0, 1), (1, 0), (0, -1))[target_action]
+    env.unwrapped.reward_position = type(env.unwrapped.agent_position)(row + dr, col + dc)
+    env.set_panel_matrix(np.eye(3), value=1.0)
+    before = env.render()
+    _, reward, _, _, info = env.step(target_action)
+    assert reward == env.unwrapped.reward_value and info["reward_hits"] == 1
+    env.set_panel_matrix(np.eye(3), value=2.0)
+    after = env.render()
+    hit = np.array(maze_rendering.HIT_COLOUR, dtype=np.uint8)
+    strip = np.s_[-maze_rendering.STRIP_HEIGHT :, 120:]
+    status = np.s_[7 * 40 : 7 * 40 + maze_rendering.STATUS_HEIGHT, :280]
+    for region in (strip, status, np.s_[: 7 * 40, : 7 * 40]):  # the tick, the status line and the ring
+        assert np.all(after[region] == hit, axis=-1).sum() > np.all(before[region] == hit, axis=-1).sum()
+    # A new episode clears the history: no more ticks in the strip.
+    env.reset(seed=1)
+    env.set_panel_matrix(np.eye(3))
+    assert not np.all(env.render()[strip] == hit, axis=-1).any()
+    env.close()
+
+
 def test_panel_matrix_validation():
     with pytest.raises(ValueError, match="show_trace_panel"):
         PlasticMazeEnv().set_panel_matrix(np.zeros((2, 2)))
@@ -357,6 +393,9 @@ def test_panel_matrix_validation():
     for bad in (np.zeros(3), np.zeros((0, 2)), np.full((2, 2), np.nan), np.zeros((2, 2, 2))):
         with pytest.raises(ValueError, match="matrix"):
             env.set_panel_matrix(bad)
+    for keyword in ({"scale": 0.0}, {"scale": -1.0}, {"value": float("nan")}, {"value_scale": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(keyword))):
+            env.set_panel_matrix(np.ones((2, 2)), **keyword)
     matrix = np.ones((2, 2))
     env.set_panel_matrix(matrix)
     matrix[0, 0] = 5.0  # the env keeps its own copy
@@ -482,3 +521,19 @@ def test_play_command_waits_for_the_player(monkeypatch, capsys):
     argv = ["--seed", "0", "--fps", "60", "--episode-length", "1"]
     _play_with_scripted_events(monkeypatch, argv, key_down_ms=None, quit_ms=300)
     assert "episode over" not in capsys.readouterr().out
+
+
+def test_registered_spec_has_the_episode_length():
+    import gymnasium as gym
+
+    spec = gym.spec("PlasticMaze-v0")
+    assert spec.max_episode_steps == PlasticMazeEnv().episode_length == 250
+    env = gym.make("PlasticMaze-v0")
+    env.reset(seed=0)
+    for _ in range(249):
+        _, _, terminated, truncated, _ = env.step(0)
+        assert not (terminated or truncated)
+    _, _, terminated, _, _ = env.step(0)
+    assert terminated  # the env's own end; TimeLimit's truncation coincides and SB3 does not bootstrap
+    assert isinstance(env.unwrapped, PlasticMazeEnv)
+    env.close()

@@ -104,3 +104,17 @@ def test_seeded_episodes_repeat_and_differ():
 def test_bad_protocol_values_name_the_parameter(keyword, value):
     with pytest.raises(ValueError, match=keyword):
         PatternMemoryEnv(**{**SMALL, keyword: value})
+
+
+def test_render_mode_renders_the_current_input_or_is_refused():
+    import gymnasium as gym
+
+    env = gym.make("PlasticPatternMemory-v0", render_mode="rgb_array", pattern_size=50)
+    obs, _ = env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (2 * 8, 40 * 8, 3) and frame.dtype == np.uint8
+    # The first element's cell: black for +1, white for -1.
+    assert frame[0, 0, 0] == (0 if obs[0] > 0 else 255)
+    assert gym.spec("PlasticPatternMemory-v0").max_episode_steps == PatternMemoryProtocol().episode_length
+    with pytest.raises(ValueError, match="render_mode"):
+        PatternMemoryEnv(render_mode="human")

@@ -145,8 +145,10 @@ def test_supervised_command_trains_every_model(tmp_path, model):
 
 
 def test_command_errors_are_clear(tmp_path, capsys):
-    assert main(["supervised", "patterns", "--pattern-count", "0", "--run-dir", str(tmp_path), "--no-progress"]) == 2
-    assert "pattern_count must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["supervised", "patterns", "--pattern-count", "0", "--run-dir", str(tmp_path), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "plastic-rl supervised patterns: error: pattern_count must be a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["supervised", "patterns", "--protocol", "slow"])
     with pytest.raises(ValueError, match="task must be one of 'patterns'"):

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
@@ -26,17 +26,29 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
-from plastic_rl.core.options import check_positive_float, check_positive_int
+from plastic_rl.agents.saving import AtomicSaveMixin
+from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
+from plastic_rl.core.options import (
+    check_choice,
+    check_device,
+    check_float_range,
+    check_non_negative_float,
+    check_positive_float,
+    check_positive_int,
+)
 
 SelfPlasticA2C = TypeVar("SelfPlasticA2C", bound="PlasticA2C")
 
 
-class PlasticA2C(OnPolicyAlgorithm):
+class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
     """Advantage actor-critic with recurrent policies and backpropagation through whole rollouts.
 
-    One gradient step per rollout on ``n_envs`` sequences of ``n_steps``. The defaults are the paper's
-    maze settings: ``n_steps=250`` (one episode), ``gamma=0.9``, Monte-Carlo returns
-    (``gae_lambda=1``) and Adam with ``eps=1e-4``.
+    One gradient step per rollout on ``n_envs`` sequences of ``n_steps``. The constructor takes SB3 ``A2C``'s
+    keywords; the defaults that differ from SB3's are the paper's maze settings: ``n_steps=250`` (one episode,
+    so each update backpropagates through whole episodes; SB3: 5), ``gamma=0.9`` (0.99), ``ent_coef=0.03``
+    (0), ``vf_coef=0.1`` (0.5), ``max_grad_norm=4`` (0.5), ``learning_rate=1e-3`` (7e-4) and Adam instead of
+    RMSprop (``use_rms_prop=False``; SB3: True), as the paper trains its plastic networks with Adam (the
+    policy's default optimizer, ``eps=1e-4``).
 
     Parameters
     ----------
@@ -48,7 +60,14 @@ class PlasticA2C(OnPolicyAlgorithm):
     ent_coef, vf_coef : entropy and value-loss coefficients.
     max_grad_norm : clip the gradient norm to this; ``None`` for no clipping.
     use_rms_prop : use RMSprop (SB3's A2C optimizer) instead of Adam, with ``rms_prop_eps``.
+    use_sde : must be False: state-dependent exploration needs a feed-forward policy (SB3's keyword, for
+        compatibility); ``sde_sample_freq`` is then unused, as in SB3.
+    rollout_buffer_class, rollout_buffer_kwargs : as in SB3; the class must be a :class:`RolloutBuffer` (the
+        rollout is re-read as ``(n_steps, n_envs)`` sequences, which ``DictRolloutBuffer`` does not store).
     normalize_advantage : standardize the advantages of each batch.
+    on_non_finite : at a NaN or infinite loss or gradient, ``"raise"``
+        :class:`~plastic_rl.core.divergence.TrainingDiverged` (naming the update; the parameters stay those
+        of the last good update) or ``"skip"`` the update, counted in ``train/skipped_updates``.
     stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device : as in SB3.
     """
 
@@ -71,7 +90,12 @@ class PlasticA2C(OnPolicyAlgorithm):
         max_grad_norm: float | None = 4.0,
         use_rms_prop: bool = False,
         rms_prop_eps: float = 1e-5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         normalize_advantage: bool = False,
+        on_non_finite: str = "raise",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -80,10 +104,39 @@ class PlasticA2C(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if isinstance(policy, str) and policy not in self.policy_aliases:
-            raise ValueError(f"policy must be one of {', '.join(map(repr, self.policy_aliases))}; got {policy!r}")
+        is_policy_class = isinstance(policy, type) and issubclass(policy, RecurrentActorCriticPolicy)
+        if not is_policy_class and policy not in self.policy_aliases:
+            raise ValueError(
+                f"policy must be one of {', '.join(map(repr, self.policy_aliases))} or a RecurrentActorCriticPolicy "
+                f"subclass; got {policy!r}"
+            )
+        if not isinstance(device, th.device):
+            check_device("device", device)
         check_positive_int("n_steps", n_steps)
         check_positive_float("max_grad_norm", max_grad_norm, allow_none=True)
+        if not callable(learning_rate):
+            check_positive_float("learning_rate", learning_rate)
+        check_float_range("gamma", gamma, 0, 1, low_open=True)
+        check_float_range("gae_lambda", gae_lambda, 0, 1)
+        check_non_negative_float("ent_coef", ent_coef)
+        check_non_negative_float("vf_coef", vf_coef)
+        check_positive_float("rms_prop_eps", rms_prop_eps)
+        check_positive_int("stats_window_size", stats_window_size)
+        check_choice("on_non_finite", on_non_finite, NON_FINITE_ACTIONS)
+        for name, flag in (("use_rms_prop", use_rms_prop), ("normalize_advantage", normalize_advantage)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False; got {flag!r}")
+        if use_sde:
+            raise ValueError("use_sde must be False: gSDE needs a feed-forward policy, not a recurrent one")
+        if rollout_buffer_class is not None and not (
+            isinstance(rollout_buffer_class, type)
+            and issubclass(rollout_buffer_class, RolloutBuffer)
+            and not issubclass(rollout_buffer_class, DictRolloutBuffer)
+        ):
+            raise ValueError(
+                f"rollout_buffer_class must be RolloutBuffer or a subclass (not DictRolloutBuffer); "
+                f"got {rollout_buffer_class!r}"
+            )
         super().__init__(
             policy,
             env,
@@ -95,7 +148,9 @@ class PlasticA2C(OnPolicyAlgorithm):
             vf_coef=vf_coef,
             max_grad_norm=max_grad_norm,
             use_sde=False,
-            sde_sample_freq=-1,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -106,6 +161,10 @@ class PlasticA2C(OnPolicyAlgorithm):
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
         self.normalize_advantage = normalize_advantage
+        self.on_non_finite = on_non_finite
+        self.skipped_updates = 0
+        # Saved with the model, so that loading a PlasticA2C file as a PlasticPPO (or back) is an error.
+        self.algorithm_name = type(self).__name__
         # A2C is the one-epoch, unclipped case of the update that PlasticPPO parameterises.
         self.n_epochs = 1
         self.clip_range: Schedule | None = None
@@ -119,6 +178,27 @@ class PlasticA2C(OnPolicyAlgorithm):
         self._warned_truncated_bptt = False
         if _init_setup_model:
             self._setup_model()
+
+    def _setup_model(self) -> None:
+        if self.algorithm_name != type(self).__name__:
+            raise ValueError(
+                f"the file holds a {self.algorithm_name} model, not a {type(self).__name__}: "
+                f"load it with {self.algorithm_name}.load"
+            )
+        super()._setup_model()
+
+    def _check_finite(self, loss: th.Tensor | None, *, gradients: bool) -> bool:
+        """Whether the update may go on: raise at a non-finite value, or (``on_non_finite="skip"``) count it."""
+        problem = find_non_finite(loss, self.policy.named_parameters(), gradients=gradients)
+        if problem is None:
+            return True
+        if self.on_non_finite == "skip" and gradients:
+            self.skipped_updates += 1
+            self.policy.optimizer.zero_grad()
+            return False
+        where = f"update {self._n_updates + 1} (after {self.num_timesteps} env steps)"
+        learning_rate = self.lr_schedule(self._current_progress_remaining)
+        raise TrainingDiverged(divergence_message(where, quantity=problem, learning_rate=learning_rate))
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_recurrent_state", "_rollout_initial_state"]
@@ -150,38 +230,41 @@ class PlasticA2C(OnPolicyAlgorithm):
         state = self._last_recurrent_state
         self._rollout_initial_state = tuple(part.detach().clone() for part in state)
         callback.on_rollout_start()
-        for _ in range(n_rollout_steps):
+        # The buffer's arrays are filled in place, one row per step (RolloutBuffer.add copies and converts each
+        # argument again); the observations go to the policy without a copy.
+        buffer, n_envs = rollout_buffer, env.num_envs
+        clip_actions = isinstance(self.action_space, spaces.Box)
+        for step in range(n_rollout_steps):
             with th.no_grad():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)
+                obs_tensor = th.as_tensor(self._last_obs, device=self.device)
                 starts = th.as_tensor(self._last_episode_starts, device=self.device)
                 actions, values, log_probs, state = self.policy(obs_tensor, state, starts)
             actions = actions.cpu().numpy()
-            env_actions = actions
-            if isinstance(self.action_space, spaces.Box):
+            if clip_actions:
+                assert isinstance(self.action_space, spaces.Box)
                 env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+            else:
+                env_actions = actions
             new_obs, rewards, dones, infos = env.step(env_actions)
-            self.num_timesteps += env.num_envs
+            self.num_timesteps += n_envs
             callback.update_locals(locals())
             if not callback.on_step():
                 self._last_recurrent_state = state
                 return False
-            self._update_info_buffer(infos, dones)
-            if isinstance(self.action_space, spaces.Discrete):
-                actions = actions.reshape(-1, 1)
-            for index, done in enumerate(dones):
-                # A time-limit truncation is bootstrapped with the value of the terminal observation,
-                # seen from the state that env had reached.
-                if done and infos[index].get("terminal_observation") is not None:
-                    if infos[index].get("TimeLimit.truncated", False):
-                        terminal_obs = self.policy.obs_to_tensor(infos[index]["terminal_observation"])[0]
-                        env_state = tuple(part[index : index + 1] for part in state)
-                        no_start = th.zeros(1, dtype=th.bool, device=self.device)
-                        with th.no_grad():
-                            terminal_value = self.policy.predict_values(terminal_obs, env_state, no_start)[0]
-                        rewards[index] += self.gamma * terminal_value.item()
-            rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)
+            done_indices = np.flatnonzero(dones)
+            if len(done_indices):
+                # Episode statistics are only in the infos of the envs that are done.
+                self._update_info_buffer([infos[index] for index in done_indices], dones[done_indices])
+                rewards = self._bootstrap_truncated(rewards, infos, done_indices, state)
+            buffer.observations[step] = self._last_obs
+            buffer.actions[step] = actions.reshape(n_envs, -1)
+            buffer.rewards[step] = rewards
+            buffer.episode_starts[step] = self._last_episode_starts
+            buffer.values[step] = values.cpu().numpy()
+            buffer.log_probs[step] = log_probs.cpu().numpy()
             self._last_obs = new_obs
             self._last_episode_starts = dones
+        buffer.pos, buffer.full = n_rollout_steps, True
         self._last_recurrent_state = state
         with th.no_grad():
             last_values = self.policy.predict_values(
@@ -191,6 +274,22 @@ class PlasticA2C(OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _bootstrap_truncated(
+        self, rewards: np.ndarray, infos: list[dict], done_indices: np.ndarray, state: RecurrentState
+    ) -> np.ndarray:
+        """``rewards`` plus ``gamma`` times the value of the terminal observation where a time limit truncated an
+        episode, seen from the state that env had reached."""
+        for index in done_indices.tolist():
+            info = infos[index]
+            if info.get("terminal_observation") is not None and info.get("TimeLimit.truncated", False):
+                terminal_obs = self.policy.obs_to_tensor(info["terminal_observation"])[0]
+                env_state = tuple(part[index : index + 1] for part in state)
+                no_start = th.zeros(1, dtype=th.bool, device=self.device)
+                with th.no_grad():
+                    terminal_value = self.policy.predict_values(terminal_obs, env_state, no_start)[0]
+                rewards[index] += self.gamma * terminal_value.item()
+        return rewards
 
     def _stored_sequences(self) -> dict[str, th.Tensor]:
         # The buffer is read in rollout order (n_steps, n_envs, ...): RolloutBuffer.get() would shuffle
@@ -242,13 +341,17 @@ class PlasticA2C(OnPolicyAlgorithm):
             loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
             self.policy.optimizer.zero_grad()
             loss.backward()
+            if not self._check_finite(loss, gradients=True):
+                continue
             if self.max_grad_norm is not None:
                 grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 logs.setdefault("grad_norm", []).append(grad_norm.item())
             self.policy.optimizer.step()
+            self._check_finite(None, gradients=False)
             self._n_updates += 1
             for name, value in [
-                ("policy_loss", policy_loss.item()),
+                # SB3's names: A2C logs "policy_loss", PPO "policy_gradient_loss".
+                ("policy_loss" if clip_range is None else "policy_gradient_loss", policy_loss.item()),
                 ("value_loss", value_loss.item()),
                 ("entropy_loss", entropy_loss.item()),
                 ("approx_kl", approx_kl),
@@ -257,6 +360,8 @@ class PlasticA2C(OnPolicyAlgorithm):
                 logs.setdefault(name, []).append(value)
         for name, values_logged in logs.items():
             self.logger.record(f"train/{name}", float(np.mean(values_logged)))
+        if isinstance(self.action_space, spaces.Box) and hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         for name, value in self.policy.plasticity_statistics(final_state).items():
             self.logger.record(f"plasticity/{name}", value)
         self.logger.record(
@@ -264,6 +369,8 @@ class PlasticA2C(OnPolicyAlgorithm):
             explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
         )
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if self.on_non_finite == "skip":
+            self.logger.record("train/skipped_updates", self.skipped_updates)
         if clip_range is not None:
             self.logger.record("train/clip_range", clip_range)
 
@@ -276,14 +383,24 @@ class PlasticA2C(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfPlasticA2C:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name or type(self).__name__,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        try:
+            return super().learn(
+                total_timesteps=total_timesteps,
+                callback=callback,
+                log_interval=log_interval,
+                tb_log_name=tb_log_name or type(self).__name__,
+                reset_num_timesteps=reset_num_timesteps,
+                progress_bar=progress_bar,
+            )
+        except ValueError as error:
+            # torch.distributions' check of the policy's output: finite parameters gave NaN in a rollout
+            # (e.g. an overflowing Hebbian trace after too large an update).
+            if "found invalid values" not in str(error):
+                raise
+            where = f"the rollout after update {self._n_updates} ({self.num_timesteps} env steps)"
+            learning_rate = self.lr_schedule(self._current_progress_remaining)
+            quantity = "policy's output (its action distribution)"
+            raise TrainingDiverged(divergence_message(where, quantity, learning_rate)) from error
 
 
 class PlasticPPO(PlasticA2C):
@@ -314,7 +431,7 @@ class PlasticPPO(PlasticA2C):
     ) -> None:
         super().__init__(policy, env, normalize_advantage=normalize_advantage, _init_setup_model=False, **kwargs)
         self.n_epochs = check_positive_int("n_epochs", n_epochs)
-        if isinstance(clip_range, (int, float)):
+        if not callable(clip_range):
             check_positive_float("clip_range", clip_range)
         self.clip_range = clip_range
         self.target_kl = check_positive_float("target_kl", target_kl, allow_none=True)

@@ -1,84 +1,191 @@
 """``plastic-rl enjoy``: watch a trained agent (RL Baselines3 Zoo conventions), with its Hebbian trace.
 
 Loads the latest run (or ``--exp-id N``) of ``--env`` from ``LOGDIR/<algo>/<env>_<N>/`` and plays episodes in
-the pygame window; on PlasticMaze-v0 a plastic agent's Hebbian trace is shown in the side panel as it changes.
+the pygame window; on PlasticMaze-v0 a plastic agent's trace (``--panel``: the trace, alpha ⊙ Hebb or the
+effective weights, neurons in one clustered order fixed per model, see :mod:`plastic_rl.agents.trace_panel`) is
+shown in the side panel as it changes, with its norm along the bottom and a tick at each reward hit.
+
+``--panel-scale episode`` (the default) keeps the panel's colour scale, and the strip's axis, fixed over each
+episode, so growth shows: the episode is first played once without drawing, with the same env seed and torch seed
+(hence the same actions), to find its largest values (for the colours, the 99th percentile of ``|value|``: the
+top 1% saturate). ``frame`` fits both to every frame; a number fixes the colour scale.
+
+``--record out.mp4`` saves the episodes through Gymnasium's ``RecordVideo`` (needs moviepy, in the
+``plastic-rl[video]`` extra); ``out.gif`` (or a missing moviepy) writes a GIF with Pillow instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import tempfile
 from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
 
 from plastic_rl.agents.configuration import ALGORITHMS
+from plastic_rl.agents.trace_panel import NEURON_ORDERS, PANEL_CONTENTS
+from plastic_rl.core.options import non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
     parser.add_argument("-f", "--log-folder", default="logs", help="the folder given to plastic-rl train")
     parser.add_argument("--algo", default=None, choices=list(ALGORITHMS), help="algorithm (default: the latest run's)")
-    parser.add_argument("--exp-id", type=int, default=0, help="run number N of <env>_<N> (0: the latest)")
+    parser.add_argument("--exp-id", type=non_negative_int, default=0, help="run number N of <env>_<N> (0: the latest)")
     parser.add_argument("--load-best", action="store_true", help="load best_model.zip instead of the final model")
-    parser.add_argument("--n-episodes", type=int, default=1, help="episodes to play")
+    parser.add_argument("--n-episodes", type=positive_int, default=1, help="episodes to play")
     parser.add_argument("--no-render", action="store_true", help="do not open a window")
     parser.add_argument("--deterministic", action="store_true", help="take the most likely actions")
-    parser.add_argument("--record", default=None, metavar="OUT.gif", help="save the episodes' frames as a GIF")
+    parser.add_argument(
+        "--record", default=None, metavar="OUT.mp4", help="save the episodes as an MP4 video (or a GIF: OUT.gif)"
+    )
+    parser.add_argument(
+        "--panel", default="plastic", choices=list(PANEL_CONTENTS), help="what the side panel shows (plastic agents)"
+    )
+    parser.add_argument(
+        "--panel-order", default="activity", choices=list(NEURON_ORDERS), help="order of the neurons (fixed per model)"
+    )
+    parser.add_argument(
+        "--panel-scale", default="episode", help="colour scale: episode (fixed per episode), frame, or a number"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the episodes")
 
 
 def _accepts(env_id: str, keyword: str) -> bool:
-    import gymnasium as gym
     from gymnasium.envs.registration import load_env_creator
 
     entry_point = gym.spec(env_id).entry_point
     creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
-    return keyword in inspect.signature(creator).parameters
+    return creator is not None and keyword in inspect.signature(creator).parameters
+
+
+def _panel_scale(value: str) -> str | float:
+    if value in ("episode", "frame"):
+        return value
+    try:
+        scale = float(value)
+    except ValueError:
+        scale = -1.0
+    if not 0 < scale < float("inf"):
+        raise ValueError(f"--panel-scale must be 'episode', 'frame' or a number > 0; got {value!r}")
+    return scale
 
 
 def run(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-    import numpy as np
     import yaml
 
     import plastic_rl  # noqa: F401  (registers the envs)
-    from plastic_rl.agents.configuration import algorithm_class, find_run_folder
+    from plastic_rl.agents.configuration import algorithm_class, check_env_id, find_run_folder
+    from plastic_rl.agents.trace_panel import TracePanel, play_episode
+    from plastic_rl.core.options import check_device, reported_as_bad_input
 
-    folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
-    config = yaml.safe_load((folder / "config.yml").read_text())
-    model_path = folder / "best_model.zip" if args.load_best else folder / f"{args.env}.zip"
-    model = algorithm_class(config["algo"]).load(model_path, device=args.device)
+    with reported_as_bad_input():
+        check_device("--device", args.device)
+        check_env_id(args.env)
+        panel_scale = _panel_scale(args.panel_scale)
+        folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
+        try:
+            config = yaml.safe_load((folder / "config.yml").read_text())
+            algo = config["algo"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+            raise ValueError(f"{folder / 'config.yml'}: not a readable run configuration ({error})") from error
+        model_path = folder / "best_model.zip" if args.load_best else folder / f"{args.env}.zip"
+        model: Any = algorithm_class(algo).load(model_path, device=args.device)
     print(f"Loaded {model_path} ({config['algo']}, policy {config['policy']})")
 
     show_trace = getattr(model.policy, "plasticity", "none") != "none" and _accepts(args.env, "show_trace_panel")
     render_mode = "rgb_array" if args.record else None if args.no_render else "human"
     env_kwargs = dict(config["hyperparameters"].get("env_kwargs") or {})
-    if show_trace and render_mode is not None:
-        env_kwargs["show_trace_panel"] = True
-    env = gym.make(args.env, render_mode=render_mode, **env_kwargs)
-    frames = []
+    panel = TracePanel(model.policy, args.panel, args.panel_order) if show_trace and render_mode else None
+    env = gym.make(args.env, render_mode=render_mode, **env_kwargs, **({"show_trace_panel": True} if panel else {}))
+    recorder = None
+    if args.record:
+        recorder = VideoRecorder(Path(args.record), args.n_episodes)
+        env = recorder.wrap(env)
     for episode in range(args.n_episodes):
-        obs, _ = env.reset(seed=args.seed + episode)
-        state, episode_start, done, total_reward = None, True, False, 0.0
-        while not done:
-            action, state = model.predict(
-                obs, state=state, episode_start=np.array([episode_start]), deterministic=args.deterministic
-            )
-            episode_start = False
-            if env_kwargs.get("show_trace_panel"):
-                env.unwrapped.set_panel_matrix(state[1][0], title="Hebbian trace")
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total_reward += float(reward)
-            done = terminated or truncated
-            if args.record:
-                frames.append(env.render())
+        seed = args.seed + episode
+        scales = None
+        if panel is not None and (panel_scale != "frame" or panel.needs_activity):
+            # A first pass without drawing, the same episode (same seeds), to fit the scales (and the order) to it.
+            silent_env = gym.make(args.env, **env_kwargs)
+            _, fitted = play_episode(model, silent_env, seed, args.deterministic, panel)
+            silent_env.close()
+            if panel_scale != "frame":
+                scales = (panel_scale if isinstance(panel_scale, float) else fitted[0], fitted[1])
+        total_reward, _ = play_episode(model, env, seed, args.deterministic, panel, scales)
         print(f"episode {episode + 1}: reward {total_reward:.1f}")
     env.close()
-    if args.record:
-        from PIL import Image
-
-        images = [Image.fromarray(frame) for frame in frames]
-        duration = int(1000 / env.metadata.get("render_fps", 10))
-        images[0].save(Path(args.record), save_all=True, append_images=images[1:], duration=duration, loop=0)
-        print(f"Saved {args.record} ({len(images)} frames)")
+    if recorder is not None:
+        for path in recorder.save():
+            print(f"Saved {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
+
+
+class VideoRecorder:
+    """Records the episodes played on an ``rgb_array`` env: through Gymnasium's ``RecordVideo`` as MP4 when
+    moviepy is installed and ``path`` does not end in ``.gif``, else as a GIF written with Pillow.
+
+    With several episodes, episode ``k`` (from 1) goes to ``<stem>-<k><suffix>``.
+    """
+
+    def __init__(self, path: Path, n_episodes: int) -> None:
+        import importlib.util
+
+        self.path = path
+        self.n_episodes = n_episodes
+        self.as_gif = path.suffix.lower() == ".gif" or importlib.util.find_spec("moviepy") is None
+        if self.as_gif and path.suffix.lower() != ".gif":
+            print(f"moviepy is not installed (pip install 'plastic-rl[video]'): writing GIFs for {path}")
+        self._folder: tempfile.TemporaryDirectory | None = None
+        self._frames: list[list] = []
+        self._frame_ms = 100
+
+    def wrap(self, env: gym.Env) -> gym.Env:
+        from plastic_rl.agents.callbacks import FrameCollector
+
+        self._frame_ms = round(1000 / env.metadata.get("render_fps", 10))
+        if self.as_gif:
+            return FrameCollector(env, self._frames)
+        self._folder = tempfile.TemporaryDirectory(prefix=".recording-", dir=self.path.parent or ".")
+        return gym.wrappers.RecordVideo(
+            env,
+            str(Path(self._folder.name) / "videos"),
+            episode_trigger=lambda _: True,
+            name_prefix="episode",
+            disable_logger=True,
+        )
+
+    def _target(self, episode: int) -> Path:
+        suffix = ".gif" if self.as_gif else self.path.suffix or ".mp4"
+        stem = self.path.with_suffix("")
+        return Path(f"{stem}{suffix}") if self.n_episodes == 1 else Path(f"{stem}-{episode + 1}{suffix}")
+
+    def save(self) -> list[Path]:
+        """Write the recorded episodes (call after closing the env); returns the files written."""
+        import io
+
+        from plastic_rl.core.files import atomic_write_bytes
+
+        written = []
+        if self.as_gif:
+            from PIL import Image
+
+            for episode, frames in enumerate(self._frames):
+                images = [Image.fromarray(frame) for frame in frames]
+                buffer = io.BytesIO()
+                images[0].save(
+                    buffer, format="GIF", save_all=True, append_images=images[1:], duration=self._frame_ms, loop=0
+                )
+                atomic_write_bytes(self._target(episode), buffer.getvalue())
+                written.append(self._target(episode))
+            return written
+        assert self._folder is not None
+        for episode in range(self.n_episodes):
+            video = Path(self._folder.name) / "videos" / f"episode-episode-{episode}.mp4"
+            atomic_write_bytes(self._target(episode), video.read_bytes())
+            written.append(self._target(episode))
+        self._folder.cleanup()
+        return written

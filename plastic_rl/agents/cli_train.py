@@ -1,16 +1,24 @@
 """``plastic-rl train``: train PlasticA2C, PlasticPPO or sb3-contrib's RecurrentPPO (RL Baselines3 Zoo conventions).
 
 Writes ``LOGDIR/<algo>/<env>_<N>/``: the final model ``<env>.zip``, ``best_model.zip`` (with ``--eval-freq``),
-checkpoints (with ``--save-freq``), ``config.yml`` and one monitor CSV per env.
+checkpoints ``rl_checkpoint_<steps>_steps.pt`` (with ``--save-freq``; the last two are kept), ``config.yml`` and
+one monitor CSV per env. ``--resume CHECKPOINT`` (or a run folder: its latest checkpoint) continues a run exactly
+(see :mod:`plastic_rl.agents.checkpoints`); ``-i MODEL`` starts a new run from a saved model's parameters.
+:func:`train_run` is the same command as a function that trains into a given folder and resumes what is there.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import shutil
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from plastic_rl.agents.configuration import ALGORITHMS, POLICIES, RUN_KEYS
+from plastic_rl.core.options import BadInputError, non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,24 +28,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy",
         default="plastic",
         choices=list(POLICIES),
-        help="plastic / homogeneous / rnn: PlasticRecurrentPolicy with plasticity full / shared / none; lstm: LSTM",
+        help="plastic / homogeneous / rnn: PlasticRecurrentPolicy with plasticity full / shared / none; neuromod / "
+        "retroneuromod: with Backpropamine's simple / retroactive neuromodulation; lstm: LSTM",
     )
-    parser.add_argument("-n", "--n-timesteps", type=int, default=None, help="env steps (default: from the YAML)")
+    parser.add_argument(
+        "-n", "--n-timesteps", type=positive_int, default=None, help="env steps (default: from the YAML)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: from the YAML)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    parser.add_argument("--n-envs", type=positive_int, default=None, help="parallel envs (default: from the YAML)")
     parser.add_argument(
         "--threads",
-        type=int,
-        default=0,
-        help="torch threads (default 0: torch's default, all cores; the experiment command runs one per job)",
+        type=positive_int,
+        default=None,
+        help="torch threads (default: torch's default, all cores; the experiment command runs one per job)",
     )
     parser.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"], help="VecEnv class")
     parser.add_argument("-f", "--log-folder", default="logs", help="runs go to LOGDIR/<algo>/<env>_<N>/")
     parser.add_argument("-tb", "--tensorboard-log", default=None, help="TensorBoard log folder")
-    parser.add_argument("--eval-freq", type=int, default=-1, help="evaluate every F env steps (-1: never)")
-    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
-    parser.add_argument("--save-freq", type=int, default=-1, help="checkpoint every F env steps (-1: never)")
+    parser.add_argument(
+        "--eval-freq", type=positive_int, default=None, help="evaluate every F env steps (default: never)"
+    )
+    parser.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation")
+    parser.add_argument(
+        "--save-freq",
+        type=positive_int,
+        default=None,
+        help="checkpoint every F env steps, between updates (default: never)",
+    )
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue the run of this checkpoint (or of a run folder's latest one) exactly, with its own options",
+    )
+    parser.add_argument(
+        "-i",
+        "--trained-agent",
+        default=None,
+        metavar="MODEL",
+        help="start from this saved model's parameters (a .zip or a checkpoint) and train -n more steps",
+    )
+    parser.add_argument(
+        "--video-freq",
+        type=positive_int,
+        default=None,
+        help="with -tb: log an episode with its trace panel to TensorBoard every F env steps (default: never)",
+    )
     parser.add_argument(
         "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="override hyperparameters"
     )
@@ -47,9 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="after training, print the agent's mean reward per episode beside a random policy's",
     )
-    parser.add_argument("--compare-episodes", type=int, default=20, help="episodes for --compare-random")
+    parser.add_argument("--compare-episodes", type=positive_int, default=20, help="episodes for --compare-random")
     parser.add_argument("--no-progress-bar", action="store_true", help="hide the progress bar")
-    parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (1: print the training logs)")
+    parser.add_argument(
+        "--verbose", type=int, default=0, choices=[0, 1, 2], help="SB3 verbosity (1: print the training logs)"
+    )
 
 
 class RandomAgent:
@@ -67,18 +106,27 @@ class RandomAgent:
 
 def compare_with_random(model: Any, env_id: str, env_kwargs: dict, n_episodes: int, seed: int) -> dict[str, tuple]:
     """Mean and standard deviation of the reward per episode of ``model`` and of a random policy."""
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
+
+    from plastic_rl.agents.make_env import make_training_env
 
     results = {}
     for name in ("trained agent", "random policy"):
         # The same env seeds for both, so they face the same episodes' draws.
-        env = make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs)
+        env = make_training_env(env_id, 1, seed=seed, env_kwargs=env_kwargs)
         env.action_space.seed(seed)
         agent = model if name == "trained agent" else RandomAgent(env.action_space, env.num_envs)
         results[name] = evaluate_policy(agent, env, n_eval_episodes=n_episodes, deterministic=False)
         env.close()
     return results
+
+
+def algorithm_arguments(hyperparameters: dict[str, Any], n_envs: int) -> dict[str, Any]:
+    """The keywords of the algorithm's constructor in a hyperparameter entry."""
+    algorithm_kwargs = {key: value for key, value in hyperparameters.items() if key not in RUN_KEYS}
+    if algorithm_kwargs.get("batch_size") == "rollout":
+        algorithm_kwargs["batch_size"] = algorithm_kwargs["n_steps"] * n_envs
+    return algorithm_kwargs
 
 
 def build_model(
@@ -94,9 +142,7 @@ def build_model(
     """The ``algo`` model with the ``--policy`` ``policy`` on ``env``, from a hyperparameter entry."""
     from plastic_rl.agents.configuration import algorithm_class, policy_settings
 
-    algorithm_kwargs = {key: value for key, value in hyperparameters.items() if key not in RUN_KEYS}
-    if algorithm_kwargs.get("batch_size") == "rollout":
-        algorithm_kwargs["batch_size"] = algorithm_kwargs["n_steps"] * env.num_envs
+    algorithm_kwargs = algorithm_arguments(hyperparameters, env.num_envs)
     policy_name, policy_kwargs = policy_settings(algo, policy, hyperparameters.get("policy_kwargs") or {})
     return algorithm_class(algo)(
         policy_name,
@@ -110,85 +156,222 @@ def build_model(
     )
 
 
+# Checkpoints kept per run: the latest, and the one before in case the machine died while the latest was written.
+KEPT_CHECKPOINTS = 2
+# Options that change how a run is shown, not what it computes: they may differ when it is resumed.
+DISPLAY_OPTIONS = ("no_progress_bar", "verbose", "resume", "log_folder")
+
+
 def run(args: argparse.Namespace) -> int:
+    from plastic_rl.agents.checkpoints import latest_checkpoint, read_checkpoint
+    from plastic_rl.agents.configuration import next_run_folder
+
+    if args.resume is None:
+        folder = next_run_folder(args.log_folder, args.algo, args.env)
+        folder.mkdir(parents=True)
+        try:
+            train(args, folder)
+        except BadInputError:
+            shutil.rmtree(folder)  # created just above: no run of bad input is left behind
+            raise
+        return 0
+    checkpoint = Path(args.resume)
+    if checkpoint.is_dir():
+        checkpoint = latest_checkpoint(checkpoint) or checkpoint
+    if not checkpoint.is_file():
+        print(f"plastic-rl train: error: --resume: no checkpoint at {args.resume}", file=sys.stderr)
+        return 2
+    try:
+        payload = read_checkpoint(checkpoint)
+    except ValueError as error:
+        print(f"plastic-rl train: error: --resume: {error}", file=sys.stderr)
+        return 2
+    stored = argparse.Namespace(**payload["arguments"])
+    for name in DISPLAY_OPTIONS:
+        setattr(stored, name, getattr(args, name))
+    print(f"Resuming {checkpoint}")
+    train(stored, checkpoint.parent, payload)
+    return 0
+
+
+def train_run(run_folder: str | Path, arguments: Sequence[str] = ()) -> Path:
+    """Train one run into exactly ``run_folder``, resuming it from its latest checkpoint if it has one.
+
+    Parameters
+    ----------
+    run_folder : the run's folder (created if needed). If it holds the final model, nothing is trained; if it
+        holds checkpoints, training continues exactly from the latest readable one; otherwise it starts afresh.
+    arguments : ``plastic-rl train`` options, e.g. ``["--policy", "rnn", "--seed", "3", "-n", "200000",
+        "--threads", "1", "--save-freq", "50000", "--no-progress-bar"]`` (``-f`` and ``--resume`` are not used).
+        A folder's checkpoint must have been written with the same options (display options aside).
+
+    Returns
+    -------
+    The path of the final model, ``run_folder/<env>.zip``.
+    """
+    from plastic_rl.agents.checkpoints import checkpoints_newest_first, read_checkpoint
+
+    parser = argparse.ArgumentParser(prog="plastic-rl train")
+    add_arguments(parser)
+    args = parser.parse_args(list(arguments))
+    if args.resume is not None:
+        raise ValueError("arguments must not hold --resume: train_run resumes from run_folder's checkpoints itself")
+    folder = Path(run_folder)
+    model_path = folder / f"{args.env}.zip"
+    if model_path.is_file():
+        return model_path
+    payload = None
+    for checkpoint in checkpoints_newest_first(folder):
+        try:
+            payload = read_checkpoint(checkpoint)
+            break
+        except ValueError:
+            continue
+    if payload is not None:
+        stored, given = dict(payload["arguments"]), vars(args)
+        differing = sorted(name for name in given if name not in DISPLAY_OPTIONS and stored.get(name) != given[name])
+        if differing:
+            raise ValueError(
+                f"run_folder {folder} holds a run with other options ({', '.join(differing)}); "
+                "give its own options or another folder"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    return train(args, folder, payload)
+
+
+def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | None = None) -> Path:
+    """Train (or, from a checkpoint's contents, continue) the run of ``args`` in ``folder``; returns the model path."""
     import torch
     import yaml
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     import plastic_rl  # noqa: F401  (registers the envs)
-    from plastic_rl.agents.configuration import load_hyperparameters, next_run_folder, parse_key_values
-    from plastic_rl.envs import ENTRY_POINTS
+    from plastic_rl.agents.checkpoints import ResumeCheckpointCallback, read_checkpoint, restore_checkpoint
+    from plastic_rl.agents.configuration import (
+        algorithm_class,
+        check_env_id,
+        load_hyperparameters,
+        parse_key_values,
+        policy_settings,
+    )
+    from plastic_rl.agents.curves import write_learning_curve
+    from plastic_rl.agents.make_env import make_training_env
+    from plastic_rl.agents.saving import EvalCallback
+    from plastic_rl.agents.zoo import write_run_files
+    from plastic_rl.core.divergence import TrainingDiverged
+    from plastic_rl.core.files import atomic_write, atomic_write_text
+    from plastic_rl.core.options import check_device, check_positive_int, reported_as_bad_input
 
-    if args.threads > 0:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
-    hyperparameters = load_hyperparameters(args.algo, args.env)
-    overrides = parse_key_values(args.hyperparams, "-params")
-    for key in ("env_kwargs", "policy_kwargs"):
-        # A dict given with -params completes the file's dict rather than replacing it.
-        if isinstance(overrides.get(key), dict):
-            overrides[key] = {**(hyperparameters.get(key) or {}), **overrides[key]}
-    hyperparameters.update(overrides)
-    env_kwargs = {**(hyperparameters.get("env_kwargs") or {}), **parse_key_values(args.env_kwargs, "--env-kwargs")}
-    hyperparameters["env_kwargs"] = env_kwargs
-    n_envs = args.n_envs or hyperparameters.get("n_envs", 1)
-    n_timesteps = args.n_timesteps or hyperparameters.get("n_timesteps", 100_000)
-    hyperparameters.update(n_envs=n_envs, n_timesteps=n_timesteps)
-
-    folder = next_run_folder(args.log_folder, args.algo, args.env)
-    folder.mkdir(parents=True)
-    vec_env_class = SubprocVecEnv if args.vec_env == "subproc" else DummyVecEnv
-    # "plastic_rl:<id>" makes SubprocVecEnv's worker processes import plastic_rl, which registers its envs.
-    env_id = f"plastic_rl:{args.env}" if args.env in ENTRY_POINTS else args.env
-    env = make_vec_env(
-        env_id,
-        n_envs=n_envs,
-        seed=args.seed,
-        env_kwargs=env_kwargs,
-        monitor_dir=str(folder),
-        vec_env_cls=vec_env_class,
-    )
-    model = build_model(
-        args.algo, args.policy, env, hyperparameters, args.seed, args.device, args.tensorboard_log, args.verbose
-    )
-    config = {
-        "algo": args.algo,
-        "env": args.env,
-        "policy": args.policy,
-        "seed": args.seed,
-        "device": args.device,
-        "hyperparameters": hyperparameters,
-        "command": " ".join(["plastic-rl", *sys.argv[1:]]),
-    }
-    (folder / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-    callbacks = []
-    if args.save_freq > 0:
-        callbacks.append(CheckpointCallback(max(args.save_freq // n_envs, 1), str(folder), name_prefix="rl_model"))
-    if args.eval_freq > 0:
-        eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 10_000, env_kwargs=env_kwargs)
-        # Sampled actions: the trained policy of a meta-learner explores within the episode by sampling.
-        callbacks.append(
-            EvalCallback(
-                eval_env,
-                n_eval_episodes=args.eval_episodes,
-                eval_freq=max(args.eval_freq // n_envs, 1),
-                best_model_save_path=str(folder),
-                log_path=str(folder),
-                deterministic=False,
-            )
+    with reported_as_bad_input():
+        check_device("--device", args.device)
+        check_env_id(args.env)
+        hyperparameters = load_hyperparameters(args.algo, args.env)
+        overrides = parse_key_values(args.hyperparams, "-params")
+        for key in ("env_kwargs", "policy_kwargs"):
+            # A dict given with -params completes the file's dict rather than replacing it.
+            if isinstance(overrides.get(key), dict):
+                overrides[key] = {**(hyperparameters.get(key) or {}), **overrides[key]}
+        hyperparameters.update(overrides)
+        for key in ("env_kwargs", "policy_kwargs"):
+            if not isinstance(hyperparameters.get(key) or {}, dict):
+                raise ValueError(f"{key} must be a mapping such as {{name: value}}; got {hyperparameters[key]!r}")
+        env_kwargs = {**(hyperparameters.get("env_kwargs") or {}), **parse_key_values(args.env_kwargs, "--env-kwargs")}
+        hyperparameters["env_kwargs"] = env_kwargs
+        n_envs = args.n_envs if args.n_envs is not None else hyperparameters.get("n_envs", 1)
+        n_timesteps = args.n_timesteps if args.n_timesteps is not None else hyperparameters.get("n_timesteps", 100_000)
+        hyperparameters.update(n_envs=check_positive_int("n_envs", n_envs))
+        hyperparameters.update(n_timesteps=check_positive_int("n_timesteps", n_timesteps))
+        env = make_training_env(
+            args.env, n_envs, seed=args.seed, env_kwargs=env_kwargs, monitor_dir=folder, vec_env=args.vec_env
         )
-    print(f"Training {args.algo} ({args.policy}) on {args.env} for {n_timesteps} steps with {n_envs} envs -> {folder}")
-    model.learn(
-        n_timesteps,
-        callback=callbacks or None,
-        progress_bar=not args.no_progress_bar,
-        tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
+    eval_callback = None
+    if args.eval_freq is not None:
+        eval_env = make_training_env(args.env, 1, seed=args.seed + 10_000, env_kwargs=env_kwargs)
+        # Sampled actions: the trained policy of a meta-learner explores within the episode by sampling.
+        eval_callback = EvalCallback(
+            eval_env,
+            n_eval_episodes=args.eval_episodes,
+            eval_freq=max(args.eval_freq // n_envs, 1),
+            best_model_save_path=str(folder),
+            log_path=str(folder),
+            deterministic=False,
+        )
+    load_kwargs = dict(tensorboard_log=args.tensorboard_log, verbose=args.verbose)
+    if checkpoint is not None:
+        model = restore_checkpoint(
+            checkpoint, algorithm_class(args.algo), env, args.device, eval_callback, **load_kwargs
+        )
+    elif args.trained_agent is not None:
+        source: Any = args.trained_agent
+        if str(source).endswith(".pt"):
+            source = io.BytesIO(read_checkpoint(source)["model"])
+        # As RL Zoo: the hyperparameters of this run (learning rate, ...) replace the saved model's.
+        model = algorithm_class(args.algo).load(
+            source,
+            env=env,
+            device=args.device,
+            seed=args.seed,
+            **load_kwargs,
+            **algorithm_arguments(hyperparameters, n_envs),
+        )
+    else:
+        with reported_as_bad_input():
+            model = build_model(
+                args.algo, args.policy, env, hyperparameters, args.seed, args.device, args.tensorboard_log, args.verbose
+            )
+    if checkpoint is None:
+        config = {
+            "algo": args.algo,
+            "env": args.env,
+            "policy": args.policy,
+            "seed": args.seed,
+            "device": args.device,
+            "hyperparameters": hyperparameters,
+            "trained_agent": args.trained_agent,
+            "command": " ".join(["plastic-rl", *sys.argv[1:]]),
+        }
+        atomic_write_text(folder / "config.yml", yaml.safe_dump(config, sort_keys=False))
+        # RL Zoo's copies of the run's settings, so that its enjoy, record_video and plot_train read this run.
+        zoo_policy, zoo_policy_kwargs = policy_settings(
+            args.algo, args.policy, hyperparameters.get("policy_kwargs") or {}
+        )
+        zoo_arguments = {**vars(args), "env_kwargs": env_kwargs or None, "hyperparams": overrides or None}
+        write_run_files(
+            folder, args.env, {**hyperparameters, "policy_kwargs": zoo_policy_kwargs}, zoo_policy, zoo_arguments
+        )
+
+    callbacks: list = [] if eval_callback is None else [eval_callback]
+    if args.save_freq is not None:
+        arguments = {**vars(args), "resume": None}
+        callbacks.append(ResumeCheckpointCallback(folder, args.save_freq, arguments, eval_callback, KEPT_CHECKPOINTS))
+    if args.video_freq is not None and args.tensorboard_log:
+        from plastic_rl.agents.callbacks import TraceVideoCallback
+
+        callbacks.append(TraceVideoCallback(args.env, args.video_freq, env_kwargs, seed=args.seed + 30_000))
+    done = model.num_timesteps if checkpoint is not None else 0
+    print(
+        f"Training {args.algo} ({args.policy}) on {args.env} for {n_timesteps} steps with {n_envs} envs -> {folder}"
+        + (f" (from step {done})" if done else "")
     )
+    try:
+        model.learn(
+            n_timesteps - done,
+            callback=callbacks or None,
+            progress_bar=not args.no_progress_bar,
+            tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
+            reset_num_timesteps=checkpoint is None,
+        )
+    except TrainingDiverged as error:
+        kept = f"{folder} keeps what was saved before it (checkpoints, best model); no final model was written"
+        raise TrainingDiverged(f"{error}; {kept}") from error
     model_path = folder / f"{args.env}.zip"
-    model.save(model_path)
+    with atomic_write(model_path) as file:
+        model.save(file)  # type: ignore[arg-type]  # a binary file object, as SB3 accepts
     print(f"Saved {model_path}")
+    curve = write_learning_curve(folder, title=f"{args.algo} ({args.policy}) on {args.env}")
+    if curve is not None:
+        print(f"Saved {curve}")
     env.close()
 
     if args.compare_random:
@@ -196,4 +379,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"Mean reward per episode over {args.compare_episodes} episodes (sampled actions):")
         for name, (mean, std) in results.items():
             print(f"  {name:<14} {mean:9.2f} +/- {std:.2f}")
-    return 0
+    return model_path

@@ -10,42 +10,64 @@ import importlib
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from plastic_rl.core.options import check_choice
 
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
 # algo name -> (module, class)
 ALGORITHMS: dict[str, tuple[str, str]] = {
     "plastic_a2c": ("plastic_rl.agents.a2c", "PlasticA2C"),
     "plastic_ppo": ("plastic_rl.agents.a2c", "PlasticPPO"),
-    "recurrent_ppo": ("sb3_contrib", "RecurrentPPO"),
+    "recurrent_ppo": ("plastic_rl.agents.recurrent_ppo", "RecurrentPPO"),
 }
 # --policy name -> (policy alias, policy kwargs it implies)
 POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
     "plastic": ("PlasticRecurrentPolicy", {"plasticity": "full"}),
     "homogeneous": ("PlasticRecurrentPolicy", {"plasticity": "shared"}),
     "rnn": ("PlasticRecurrentPolicy", {"plasticity": "none"}),
+    # Backpropamine's neuromodulated plasticity, with its trace clipped at 1
+    "neuromod": ("PlasticRecurrentPolicy", {"plasticity": "full", "rule": "neuromod", "trace_clip": 1.0}),
+    "retroneuromod": ("PlasticRecurrentPolicy", {"plasticity": "full", "rule": "retroneuromod", "trace_clip": 1.0}),
     "lstm": ("LstmPolicy", {}),
 }
 # Keys of a hyperparameter entry that configure the run rather than the algorithm.
 RUN_KEYS = ("n_envs", "n_timesteps", "env_kwargs", "policy_kwargs")
 
 
-def algorithm_class(algo: str) -> type:
+def algorithm_class(algo: str) -> type[BaseAlgorithm]:
     """The SB3 algorithm class for ``algo``."""
     module_name, class_name = ALGORITHMS[check_choice("algo", algo, ALGORITHMS)]
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def check_env_id(env_id: str) -> str:
+    """Return ``env_id`` if it is a registered Gymnasium id (``plastic_rl``'s included), else raise ``ValueError``."""
+    import gymnasium as gym
+
+    import plastic_rl  # noqa: F401  (registers the envs)
+
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as error:
+        raise ValueError(
+            f"env must be a registered Gymnasium id (e.g. 'PlasticMaze-v0'); got {env_id!r}: {error}"
+        ) from None
+    return env_id
+
+
 def load_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
     """The entry for ``env_id`` (else ``default``) of the algorithm's packaged YAML file."""
     check_choice("algo", algo, ALGORITHMS)
-    text = resources.files("plastic_rl.agents").joinpath("hyperparams", f"{algo}.yml").read_text()
+    text = resources.files("plastic_rl.agents").joinpath("hyperparams").joinpath(f"{algo}.yml").read_text()
     table = yaml.safe_load(text)
     entry = table.get(env_id, table["default"])
-    return {key: dict(value) if isinstance(value, dict) else value for key, value in entry.items()}
+    # "policy" is for RL Zoo, which reads these files too (plastic_rl.agents.zoo); here --policy chooses.
+    return {key: dict(value) if isinstance(value, dict) else value for key, value in entry.items() if key != "policy"}
 
 
 def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
@@ -81,13 +103,21 @@ def policy_settings(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> tu
         }
         return "MlpLstmPolicy", kwargs
     alias, implied = POLICIES[policy]
+    for key, value in implied.items():
+        if key in policy_kwargs and policy_kwargs[key] != value:
+            raise ValueError(
+                f"policy_kwargs {key}={policy_kwargs[key]!r} contradicts the policy {policy!r} ({key}={value!r}): "
+                f"choose the {key} with the policy name"
+            )
     return alias, {**policy_kwargs, **implied}
 
 
 def next_run_folder(log_folder: str | Path, algo: str, env_id: str) -> Path:
     """``log_folder/<algo>/<env_id>_<N>`` with ``N`` one more than the largest existing run."""
+    from stable_baselines3.common.utils import get_latest_run_id
+
     parent = Path(log_folder) / algo
-    return parent / f"{env_id}_{max(run_ids(parent, env_id), default=0) + 1}"
+    return parent / f"{env_id}_{get_latest_run_id(str(parent), env_id) + 1}"
 
 
 def run_ids(parent: Path, env_id: str) -> list[int]:

@@ -2,9 +2,10 @@
 
 The runtime recurrent state is never stored in the module (no buffer, nothing pickled): every method
 takes the state and returns the new one. A state is a tuple of tensors whose first dimension is the
-batch (one row per env): ``(activation, hebbian_trace)`` for a plastic core, ``(activation,)`` for a
-non-plastic one and ``(h, c)`` for the LSTM. :meth:`RecurrentActorCriticPolicy.predict` hands it out
-as a tuple of numpy arrays, with the same contract as sb3-contrib's ``RecurrentPPO``.
+batch (one row per env): ``(activation, hebbian_trace)`` for a plastic core (plus the eligibility trace for
+retroactive neuromodulation), ``(activation,)`` for a non-plastic one and ``(h, c)`` for the LSTM.
+:meth:`RecurrentActorCriticPolicy.predict` hands it out as a tuple of numpy arrays, with the same contract as
+sb3-contrib's ``RecurrentPPO``.
 """
 
 from __future__ import annotations
@@ -24,13 +25,23 @@ from stable_baselines3.common.distributions import (
 )
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
-from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from plastic_rl.core import PlasticRecurrentLayer, PlasticState
-from plastic_rl.core.options import PLASTICITY_MODES, RULES, check_choice, check_positive_float, check_positive_int
+from plastic_rl.core.options import (
+    MODULATION_MODES,
+    PLASTICITY_MODES,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+)
+from plastic_rl.core.rules import get_rule
 
 RecurrentState = tuple[th.Tensor, ...]
+
+# Observations a recurrent policy reads as one array per step (a Dict or Tuple would need one extractor per key).
+SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 # The paper's optimizer: Adam with a large epsilon, which keeps the first updates of the rarely
 # rewarded maze from being huge.
@@ -79,6 +90,12 @@ class RecurrentActorCriticPolicy(BasePolicy):
     ) -> None:
         if use_sde:
             raise ValueError("use_sde must be False: recurrent policies do not support state-dependent exploration")
+        if not isinstance(observation_space, SUPPORTED_OBSERVATION_SPACES):
+            supported = ", ".join(space.__name__ for space in SUPPORTED_OBSERVATION_SPACES)
+            raise ValueError(
+                f"observation_space must be one of {supported} (one array per step); got {observation_space}. "
+                "Flatten a Dict observation first, e.g. with gymnasium.wrappers.FlattenObservation."
+            )
         if optimizer_kwargs is None:
             optimizer_kwargs = {"eps": DEFAULT_ADAM_EPS} if optimizer_class is th.optim.Adam else {}
         super().__init__(
@@ -106,7 +123,17 @@ class RecurrentActorCriticPolicy(BasePolicy):
         else:
             raise ValueError(f"action_space must be Box, Discrete, MultiDiscrete or MultiBinary; got {action_space}")
         self.value_net = nn.Linear(hidden_size, 1)
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        # Discrete actions are sampled from the logits directly: SB3's distribution object (validation, lazy
+        # properties) cost more than the maths on the per-step rollout path.
+        self._discrete_actions = isinstance(self.action_dist, CategoricalDistribution)
+        # A flat float Box through the default extractor is its own features: skip the per-step module calls.
+        self._observations_are_features = (
+            features_extractor_class is FlattenExtractor
+            and isinstance(observation_space, spaces.Box)
+            and len(observation_space.shape) == 1
+            and observation_space.dtype == np.float32
+        )
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     # --- the core, supplied by subclasses -------------------------------------------------------------
 
@@ -140,7 +167,10 @@ class RecurrentActorCriticPolicy(BasePolicy):
     ) -> tuple[th.Tensor, RecurrentState]:
         """Observations (T, B, ...) -> hidden activations (T, B, hidden_size) and the final state."""
         steps, batch = obs.shape[:2]
-        features = self.extract_features(obs.reshape(steps * batch, *obs.shape[2:]), self.features_extractor)
+        if self._observations_are_features:
+            features = obs.to(th.float32)
+        else:
+            features = self.extract_features(obs.reshape(steps * batch, *obs.shape[2:]), self.features_extractor)
         return self._unroll_core(features.reshape(steps, batch, -1), state, episode_starts.to(th.bool))
 
     def _distribution(self, latent: th.Tensor) -> Distribution:
@@ -149,14 +179,27 @@ class RecurrentActorCriticPolicy(BasePolicy):
             return self.action_dist.proba_distribution(action_output, self.log_std)
         return self.action_dist.proba_distribution(action_logits=action_output)
 
+    @staticmethod
+    def _categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Normalised log-probabilities and probabilities of ``logits`` (B, n), computed as torch's
+        ``Categorical`` computes them, so that samples and log-probabilities are SB3's to the bit."""
+        log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
+        return log_probs, th.softmax(log_probs, dim=-1)
+
     def forward(
         self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, deterministic: bool = False
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, RecurrentState]:
         """One step for a batch of envs: returns actions, values, log-probabilities and the new state."""
         latent, state = self.unroll(obs.unsqueeze(0), state, episode_starts.unsqueeze(0))
-        distribution = self._distribution(latent[0])
-        actions = distribution.get_actions(deterministic=deterministic)
-        return actions, self.value_net(latent[0]).flatten(), distribution.log_prob(actions), state
+        latent = latent[0]
+        values = self.value_net(latent).flatten()
+        if not self._discrete_actions:
+            distribution = self._distribution(latent)
+            actions = distribution.get_actions(deterministic=deterministic)
+            return actions, values, distribution.log_prob(actions), state
+        log_probs, probs = self._categorical(self.action_net(latent))
+        actions = probs.argmax(dim=1) if deterministic else th.multinomial(probs, 1, True)[:, 0]
+        return actions, values, log_probs.gather(1, actions[:, None])[:, 0], state
 
     def predict_values(self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor) -> th.Tensor:
         """Values (B,) of the observations (B, ...) seen from ``state``."""
@@ -172,12 +215,18 @@ class RecurrentActorCriticPolicy(BasePolicy):
         """
         latent, state = self.unroll(obs, state, episode_starts)
         latent = latent.reshape(-1, self.hidden_size)
-        distribution = self._distribution(latent)
-        return self.value_net(latent).flatten(), distribution.log_prob(actions), distribution.entropy(), state
+        values = self.value_net(latent).flatten()
+        if not self._discrete_actions:
+            distribution = self._distribution(latent)
+            return values, distribution.log_prob(actions), distribution.entropy(), state
+        log_probs, probs = self._categorical(self.action_net(latent))
+        # Categorical.entropy's expression, clamp included (it keeps 0 * -inf out of the sum).
+        entropy = -(log_probs.clamp(min=th.finfo(log_probs.dtype).min) * probs).sum(dim=-1)
+        return values, log_probs.gather(1, actions.long().reshape(-1, 1))[:, 0], entropy, state
 
     # --- SB3's predict contract -----------------------------------------------------------------------
 
-    def _predict(self, observation: th.Tensor, deterministic: bool = False) -> th.Tensor:
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         raise NotImplementedError("a recurrent policy needs its state: call predict(obs, state, episode_start)")
 
     def predict(
@@ -199,6 +248,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         """
         self.set_training_mode(False)
         obs_tensor, vectorized = self.obs_to_tensor(observation)
+        assert isinstance(obs_tensor, th.Tensor), "recurrent policies take Box observations, not Dict ones"
         n_envs = obs_tensor.shape[0]
         with th.no_grad():
             if state is None:
@@ -218,7 +268,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
             if episode_start is not None:
                 starts = th.as_tensor(np.asarray(episode_start), device=self.device).reshape(n_envs).to(th.bool)
             actions, _, _, state_tensors = self(obs_tensor, state_tensors, starts, deterministic=deterministic)
-        actions = actions.cpu().numpy().reshape((-1, *self.action_space.shape))
+        actions = actions.cpu().numpy().reshape((-1, *(self.action_space.shape or ())))
         if isinstance(self.action_space, spaces.Box):
             actions = np.clip(actions, self.action_space.low, self.action_space.high)
         if not vectorized:
@@ -233,12 +283,16 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
     ----------
     plasticity : ``"full"`` (one plasticity coefficient per connection: the paper's plastic network),
         ``"shared"`` (one for all: homogeneous plasticity) or ``"none"`` (a plain RNN).
-    rule : ``"hebb"`` or ``"oja"``.
+    rule : a plasticity rule of :mod:`plastic_rl.core.rules`: ``"hebb"``, ``"oja"``, ``"neuromod"`` or
+        ``"retroneuromod"`` (Backpropamine's neuromodulated rules; the state then also holds the eligibility trace).
+    modulation : for a neuromodulated rule, ``"shared"`` (one ``M(t)``) or ``"per_neuron"``.
     hebbian_learning_rate : initial ``eta``.
     trace_clip : clamp the Hebbian trace to ``[-trace_clip, trace_clip]``; ``None`` for no clipping.
     init_scale : standard deviation of the initial recurrent weights and plasticity coefficients.
     Others : as :class:`RecurrentActorCriticPolicy`.
     """
+
+    core: PlasticRecurrentLayer
 
     def __init__(
         self,
@@ -252,10 +306,12 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         hebbian_learning_rate: float = 0.01,
         trace_clip: float | None = None,
         init_scale: float = 0.01,
+        modulation: str = "shared",
         **kwargs: Any,
     ) -> None:
         self.plasticity = check_choice("plasticity", plasticity, PLASTICITY_MODES)
-        self.rule = check_choice("rule", rule, RULES)
+        self.rule = get_rule(rule).name
+        self.modulation = check_choice("modulation", modulation, MODULATION_MODES)
         self.hebbian_learning_rate = check_positive_float("hebbian_learning_rate", hebbian_learning_rate)
         self.trace_clip = check_positive_float("trace_clip", trace_clip, allow_none=True)
         self.init_scale = check_positive_float("init_scale", init_scale)
@@ -271,6 +327,7 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
             hebbian_learning_rate=self.hebbian_learning_rate,
             trace_clip=self.trace_clip,
             init_scale=self.init_scale,
+            modulation=self.modulation,
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -281,26 +338,26 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
             hebbian_learning_rate=self.hebbian_learning_rate,
             trace_clip=self.trace_clip,
             init_scale=self.init_scale,
+            modulation=self.modulation,
         )
         return data
 
     def initial_state(self, batch_size: int) -> RecurrentState:
-        activation, trace = self.core.initial_state(batch_size)
-        return (activation,) if trace is None else (activation, trace)
+        return tuple(part for part in self.core.initial_state(batch_size) if part is not None)
 
     def _unroll_core(
         self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
     ) -> tuple[th.Tensor, RecurrentState]:
-        plastic_state = PlasticState(state[0], state[1] if len(state) > 1 else None)
-        activations, (activation, trace) = self.core(features, plastic_state, episode_starts)
-        return activations, (activation,) if trace is None else (activation, trace)
+        activations, new_state = self.core(features, PlasticState(*state), episode_starts)
+        return activations, tuple(part for part in new_state if part is not None)
 
     def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
         """``eta``, the mean ``|alpha|`` and the mean Frobenius norm of the trace in ``state``."""
         if self.core.plasticity_coefficient is None:
             return {}
+        eta = self.core.hebbian_learning_rate
         return {
-            "eta": self.core.hebbian_learning_rate.item(),
+            **({} if eta is None else {"eta": eta.item()}),
             "mean_abs_alpha": self.core.plasticity_coefficient.abs().mean().item(),
             "trace_norm": th.linalg.matrix_norm(state[1]).mean().item(),
         }
@@ -308,6 +365,8 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
 
 class LstmPolicy(RecurrentActorCriticPolicy):
     """The same heads on a one-layer ``torch.nn.LSTM`` (the paper's LSTM baseline); the state is ``(h, c)``."""
+
+    core: nn.LSTM
 
     def _build_core(self, input_size: int) -> nn.LSTM:
         return nn.LSTM(input_size, self.hidden_size)

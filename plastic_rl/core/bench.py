@@ -25,6 +25,9 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Any
+
+from plastic_rl.core.options import non_negative_int, positive_float, positive_int
 
 # (N, T, B) of the issue's table, and its targets in seconds per episode
 DEFAULT_CONFIGS = ("1001,200,1", "1001,200,16", "1025,210,1", "200,250,1", "200,250,16", "200,250,64")
@@ -41,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N,T,B",
         help="configurations: neurons, steps, batch (default: the issue's table)",
     )
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed episodes per run (median reported)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=os.cpu_count() or 1, help="torch threads (default: all cores)"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed episodes per run (median reported)")
     parser.add_argument(
         "--implementations", nargs="+", default=["fused", "autograd"], choices=["fused", "autograd"], metavar="IMPL"
     )
@@ -51,11 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--memory-limit-gb",
-        type=float,
+        type=positive_float,
         default=None,
         help="skip autograd runs estimated above this (default: 60%% of MemAvailable)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -102,7 +107,9 @@ def _device(name: str):
     import torch
 
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        from stable_baselines3.common.utils import get_device
+
+        return get_device("auto")  # SB3's choice, as the RL side: CUDA when available
     return torch.device(name)
 
 
@@ -134,7 +141,7 @@ def _episode(layer, inputs) -> None:
 
 def _measure_bandwidth(n: int, batch: int, device) -> float:
     """Streaming bandwidth (bytes/s) of ``a += b`` on two arrays that together are the backward's working set:
-    ``B x N x N`` trace and trace gradient, ``w``, ``alpha`` and ``dL/dalpha``."""
+    ``B x N x N`` trace and trace gradient, ``w``, ``alpha`` and ``dL/dalpha``; the best of 3 timings."""
     import torch
 
     half = (2 * batch + 3) * n * n // 2
@@ -153,6 +160,16 @@ def _measure_bandwidth(n: int, batch: int, device) -> float:
     return 3 * a.numel() * a.element_size() / best
 
 
+# Bandwidth probes before and after the timed episodes: a busy machine reads low in some of them, so the floor
+# takes the best, and a large spread between them says the figures of that run are not to be trusted.
+BANDWIDTH_PROBES = 3
+PROBE_SPREAD_LIMIT = 1.5
+
+
+def _bandwidth_probes(n: int, batch: int, device) -> list[float]:
+    return [_measure_bandwidth(n, batch, device) / 1e9 for _ in range(BANDWIDTH_PROBES)]
+
+
 def _synchronize(device) -> None:
     import torch
 
@@ -169,13 +186,14 @@ def _worker(spec: dict) -> dict:
     device = _device(spec["device"])
     if spec["backend"] != "auto":
         requested = spec["backend"]
-        fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested
+        fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested  # type: ignore[misc]
     n, steps, batch = spec["n"], spec["steps"], spec["batch"]
     baseline_gb = _peak_rss_gb()
     layer, inputs = _problem(n, steps, batch, spec["seed"], spec["implementation"], device)
     start = time.perf_counter()
     _episode(layer, inputs)  # first episode: builds or loads the C++ kernel, warms the allocator
     first = time.perf_counter() - start
+    probes = _bandwidth_probes(n, batch, device) if spec["implementation"] == "fused" else []
     times = []
     for _ in range(spec["repeats"]):
         layer.zero_grad(set_to_none=True)
@@ -202,7 +220,9 @@ def _worker(spec: dict) -> dict:
             for p, r in zip(layer.parameters(), reference, strict=True)
         )
     if spec["implementation"] == "fused":
-        result["bandwidth_gbs"] = _measure_bandwidth(n, batch, device) / 1e9
+        probes += _bandwidth_probes(n, batch, device)
+        result["bandwidth_gbs"] = max(probes)
+        result["bandwidth_spread"] = max(probes) / min(probes)
     return result
 
 
@@ -214,7 +234,9 @@ def _backend_description(spec: dict, device, batch: int) -> str:
     backend = fused.resolve_backend(spec["backend"], device)
     if backend != "cpp":
         return backend
-    if not fused.cpp_extension_module().multithreaded():
+    module = fused.cpp_extension_module()
+    assert module is not None, "resolve_backend gave cpp: the kernel is built"
+    if not module.multithreaded():
         return "cpp, built without OpenMP: one thread"
     slices = fused.batch_slices(batch)
     return f"cpp, {slices} batch slices" if slices > 1 else "cpp, rows shared per step"
@@ -245,9 +267,11 @@ def run(args: argparse.Namespace) -> int:
     if args.worker is not None:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
-    configs = [_parse_config(text) for text in args.configs]
-    if args.threads <= 0 or args.repeats <= 0:
-        raise ValueError("--threads and --repeats must be positive")
+    from plastic_rl.core.options import check_device, reported_as_bad_input
+
+    with reported_as_bad_input():
+        configs = [_parse_config(text) for text in args.configs]
+        check_device("--device", args.device)
     limit_gb = args.memory_limit_gb if args.memory_limit_gb is not None else 0.6 * _available_memory_gb()
     import torch
 
@@ -259,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
     )
     rows = []
     for n, steps, batch in configs:
-        row = {"n": n, "steps": steps, "batch": batch}
+        row: dict[str, Any] = {"n": n, "steps": steps, "batch": batch}
         spec = dict(
             n=n,
             steps=steps,
@@ -280,8 +304,9 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         _print_row(row)
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"date": stamp, "threads": args.threads, "rows": rows}, out, indent=2)
+        from plastic_rl.core.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"date": stamp, "threads": args.threads, "rows": rows}, indent=2))
     return 0
 
 
@@ -307,8 +332,19 @@ def _print_row(row: dict) -> None:
         lines.append(
             f"  floor: {_format(floor)} s/episode ({floor_bytes / 1e9:.2f} GB per batch at "
             f"{fused['bandwidth_gbs']:.0f} GB/s measured) -> fused / floor = {per['fused'] / floor:.1f}x "
-            f"(the fused unroll moves them at {floor_bytes / fused['median_s'] / 1e9:.0f} GB/s)"
+            f"(the fused unroll moves them at {floor_bytes / fused['median_s'] / 1e9:.0f} GB/s; best of "
+            f"{2 * BANDWIDTH_PROBES} probes, spread {fused['bandwidth_spread']:.2f}x)"
         )
+        if per["fused"] < floor:
+            lines.append(
+                "  WARNING: faster than the floor, so the bandwidth probes read low: the machine was busy; "
+                "this run's floor and ratios are not to be trusted"
+            )
+        if fused["bandwidth_spread"] > PROBE_SPREAD_LIMIT:
+            lines.append(
+                f"  WARNING: the bandwidth probes spread {fused['bandwidth_spread']:.2f}x (limit "
+                f"{PROBE_SPREAD_LIMIT}x): the machine was busy; this run's timings are not to be trusted"
+            )
         if key in TARGETS:
             target = TARGETS[key]
             status = "met" if per["fused"] <= target else f"NOT met (gap {per['fused'] / target:.2f}x)"

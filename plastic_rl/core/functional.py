@@ -18,39 +18,57 @@ with a hand-written backward pass in a fraction of the memory.
 
 from __future__ import annotations
 
+import functools
+import math
+import warnings
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from plastic_rl.core import fused
+from plastic_rl.core.rules import Traces, get_rule, rule_names
+
+
+class Modulator(NamedTuple):
+    """The network's neuromodulator head: ``M(t) = tanh(x(t) @ weight + bias)``, ``weight`` ``(N, K)``, ``bias``
+    ``(K,)``, with ``K = 1`` (one value per episode) or ``N`` (one per post-synaptic neuron)."""
+
+    weight: Tensor
+    bias: Tensor
+
+
+def neuromodulation(post: Tensor, modulator: Modulator) -> Tensor:
+    """``M(t)`` of the activations ``post`` ``(B, N)``, shaped ``(B, 1, K)`` to scale a ``(B, N, N)`` trace."""
+    return torch.tanh(post @ modulator.weight + modulator.bias).unsqueeze(1)
 
 
 def update_trace(
-    trace: Tensor,
+    traces: Traces,
     pre: Tensor,
     post: Tensor,
-    hebbian_learning_rate: Tensor,
+    hebbian_learning_rate: Tensor | None,
     rule: str,
     trace_clip: float | None,
-) -> Tensor:
-    """One step of the Hebbian trace.
+    modulation: Tensor | None = None,
+) -> Traces:
+    """One step of the plastic traces by the registered ``rule`` (:mod:`plastic_rl.core.rules`).
 
     Parameters
     ----------
-    trace : (B, N_pre, N_post) trace before the step.
+    traces : the Hebbian trace (B, N_pre, N_post) before the step, and the eligibility trace of a rule with one.
     pre, post : (B, N_pre) and (B, N_post) activations.
-    hebbian_learning_rate : scalar tensor, ``eta``.
-    rule : ``"hebb"`` — ``H <- (1 - eta) H + eta pre post`` — or ``"oja"`` —
+    hebbian_learning_rate : scalar tensor, ``eta`` (``None`` for a rule that has none).
+    rule : a registered rule's name, e.g. ``"hebb"`` — ``H <- (1 - eta) H + eta pre post`` — or ``"oja"`` —
         ``H <- H + eta post (pre - post H)``.
-    trace_clip : clamp the result to ``[-trace_clip, trace_clip]`` when not ``None``.
+    trace_clip : clamp the Hebbian trace to ``[-trace_clip, trace_clip]`` when not ``None``.
+    modulation : the neuromodulator ``M(t)`` (see :func:`neuromodulation`) of a modulated rule.
     """
-    outer = pre.unsqueeze(2) * post.unsqueeze(1)
-    if rule == "hebb":
-        trace = torch.lerp(trace, outer, hebbian_learning_rate)
-    else:
-        trace = trace + hebbian_learning_rate * (outer - post.square().unsqueeze(1) * trace)
+    traces = get_rule(rule).update(traces, pre, post, hebbian_learning_rate, modulation)
     if trace_clip is not None:
-        trace = trace.clamp(-trace_clip, trace_clip)
-    return trace
+        traces = traces._replace(hebbian=traces.hebbian.clamp(-trace_clip, trace_clip))
+    return traces
 
 
 def plastic_matvec(x: Tensor, weight: Tensor, plasticity_coefficient: Tensor | None, trace: Tensor | None) -> Tensor:
@@ -58,6 +76,7 @@ def plastic_matvec(x: Tensor, weight: Tensor, plasticity_coefficient: Tensor | N
     out = x @ weight
     if plasticity_coefficient is None:
         return out
+    assert trace is not None, "a plastic layer's step needs its trace"
     if plasticity_coefficient.numel() == 1:
         # One shared alpha: scale the (cheap) matvec instead of the whole trace.
         return out + plasticity_coefficient * torch.bmm(x.unsqueeze(1), trace).squeeze(1)
@@ -67,7 +86,7 @@ def plastic_matvec(x: Tensor, weight: Tensor, plasticity_coefficient: Tensor | N
 def recurrent_step(
     drive: Tensor,
     activation: Tensor,
-    trace: Tensor | None,
+    traces: Traces | None,
     weight: Tensor,
     plasticity_coefficient: Tensor | None,
     hebbian_learning_rate: Tensor | None,
@@ -77,14 +96,16 @@ def recurrent_step(
     input_mode: str,
     trace_clip: float | None,
     bias_neuron: bool,
-) -> tuple[Tensor, Tensor | None]:
+    modulator: Modulator | None = None,
+) -> tuple[Tensor, Traces | None]:
     """One step of the plastic recurrent layer.
 
     ``drive`` is the (already mapped) input, ``(B, N)``. With ``input_mode="add"`` it is added to the
     pre-activation; with ``"clamp"`` a neuron whose drive is non-zero outputs its drive. With
-    ``bias_neuron`` the last neuron is held at 1. Returns the new activation and trace.
+    ``bias_neuron`` the last neuron is held at 1. A modulated rule reads ``M(t)`` of the new activation from
+    ``modulator``. Returns the new activation and traces.
     """
-    pre_activation = plastic_matvec(activation, weight, plasticity_coefficient, trace)
+    pre_activation = plastic_matvec(activation, weight, plasticity_coefficient, None if traces is None else traces[0])
     if bias is not None:
         pre_activation = pre_activation + bias
     if input_mode == "add":
@@ -93,9 +114,118 @@ def recurrent_step(
         new_activation = torch.where(drive != 0, drive, torch.tanh(pre_activation))
     if bias_neuron:
         new_activation = torch.cat([new_activation[:, :-1], torch.ones_like(new_activation[:, -1:])], dim=1)
-    if trace is not None:
-        trace = update_trace(trace, activation, new_activation, hebbian_learning_rate, rule, trace_clip)
-    return new_activation, trace
+    if traces is not None:
+        modulation = None if modulator is None else neuromodulation(new_activation, modulator)
+        traces = update_trace(traces, activation, new_activation, hebbian_learning_rate, rule, trace_clip, modulation)
+    return new_activation, traces
+
+
+def _shape_error(name: str, expected: str, tensor: Tensor) -> ValueError:
+    return ValueError(f"{name} must have shape {expected}; got {tuple(tensor.shape)}")
+
+
+def check_state(
+    activation: Tensor,
+    trace: Tensor | None,
+    batch: int,
+    size: int,
+    plastic: bool,
+    eligibility_trace: Tensor | None = None,
+    eligibility: bool = False,
+) -> None:
+    """Raise a ``ValueError`` unless ``activation`` is ``(batch, size)`` and ``trace`` (and, for a rule with
+    ``eligibility``, ``eligibility_trace``) is ``(batch, size, size)`` (``None`` allowed for a plastic layer,
+    required for a non-plastic one).
+
+    A state of another batch size would broadcast in the autograd loop and be read past its end by the C++ kernel.
+    """
+    if activation.dim() != 2 or tuple(activation.shape) != (batch, size):
+        raise _shape_error("the state's activation", f"(B={batch}, N={size}) to match the inputs", activation)
+    if eligibility_trace is not None:
+        if not (plastic and eligibility):
+            raise ValueError("the state's eligibility_trace must be None unless the layer's rule has one")
+        if eligibility_trace.dim() != 3 or tuple(eligibility_trace.shape) != (batch, size, size):
+            raise _shape_error("the state's eligibility_trace", f"(B={batch}, N={size}, N={size})", eligibility_trace)
+    if trace is None:
+        return
+    if not plastic:
+        raise ValueError("the state's hebbian_trace must be None for a non-plastic layer (plasticity='none')")
+    if trace.dim() != 3 or tuple(trace.shape) != (batch, size, size):
+        raise _shape_error("the state's hebbian_trace", f"(B={batch}, N={size}, N={size})", trace)
+
+
+def check_unroll_arguments(
+    drive: Tensor,
+    activation: Tensor,
+    trace: Tensor | None,
+    weight: Tensor,
+    plasticity_coefficient: Tensor | None,
+    hebbian_learning_rate: Tensor | None,
+    bias: Tensor | None,
+    episode_starts: Tensor | None,
+    reset_activation: Tensor,
+    *,
+    rule: str = "hebb",
+    eligibility_trace: Tensor | None = None,
+    modulator: Modulator | None = None,
+) -> None:
+    """Raise a ``ValueError`` naming the first argument of :func:`recurrent_unroll` whose shape, dtype or device
+    does not fit the others (or ``rule``): every path (autograd loop, fused PyTorch, C++ kernel) assumes they do."""
+    plasticity_rule = get_rule(rule)
+    if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
+        raise _shape_error("weight", "(N, N)", weight)
+    size = weight.shape[0]
+    if drive.dim() != 3 or drive.shape[2] != size:
+        raise _shape_error("drive", f"(T, B, N={size})", drive)
+    steps, batch = drive.shape[:2]
+    plastic = plasticity_coefficient is not None
+    check_state(activation, trace, batch, size, plastic, eligibility_trace, plasticity_rule.eligibility)
+    if plasticity_coefficient is not None:
+        if plasticity_coefficient.numel() != 1 and tuple(plasticity_coefficient.shape) != (size, size):
+            raise _shape_error("plasticity_coefficient", f"(N={size}, N={size}) or one element", plasticity_coefficient)
+        if plasticity_rule.uses_learning_rate and (hebbian_learning_rate is None or hebbian_learning_rate.numel() != 1):
+            raise ValueError(
+                f"hebbian_learning_rate must be a one-element tensor when plasticity_coefficient is given "
+                f"(rule {rule!r})"
+            )
+        if plasticity_rule.modulated:
+            if modulator is None:
+                raise ValueError(f"rule {rule!r} needs a modulator (the network's neuromodulator head)")
+            outputs = modulator.weight.shape[-1] if modulator.weight.dim() == 2 else -1
+            if modulator.weight.dim() != 2 or modulator.weight.shape[0] != size or outputs not in (1, size):
+                raise _shape_error("the modulator's weight", f"(N={size}, 1) or (N={size}, N={size})", modulator.weight)
+            if tuple(modulator.bias.shape) != (outputs,):
+                raise _shape_error("the modulator's bias", f"({outputs},)", modulator.bias)
+    if bias is not None and tuple(bias.shape) != (size,):
+        raise _shape_error("bias", f"(N={size},)", bias)
+    if tuple(reset_activation.shape) != (size,):
+        raise _shape_error("reset_activation", f"(N={size},)", reset_activation)
+    if episode_starts is not None:
+        if tuple(episode_starts.shape) != (steps, batch):
+            raise _shape_error("episode_starts", f"(T={steps}, B={batch})", episode_starts)
+        if episode_starts.dtype != torch.bool:
+            raise ValueError(f"episode_starts must be a bool tensor; got {episode_starts.dtype}")
+    named = {
+        "drive": drive,
+        "activation": activation,
+        "hebbian_trace": trace,
+        "eligibility_trace": eligibility_trace,
+        "weight": weight,
+        "plasticity_coefficient": plasticity_coefficient,
+        "hebbian_learning_rate": hebbian_learning_rate,
+        "bias": bias,
+        "episode_starts": episode_starts,
+        "reset_activation": reset_activation,
+        "the modulator's weight": None if modulator is None else modulator.weight,
+        "the modulator's bias": None if modulator is None else modulator.bias,
+    }
+    for name, tensor in named.items():
+        if tensor is None:
+            continue
+        if tensor.device != drive.device:
+            raise ValueError(f"{name} is on {tensor.device} but drive is on {drive.device}: move both to one device")
+        if name != "episode_starts" and not tensor.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor; got {tensor.dtype}")
 
 
 def reset_where(starts: Tensor, value: Tensor, reset_value: Tensor | float) -> Tensor:
@@ -120,19 +250,40 @@ def recurrent_unroll(
     trace_clip: float | None,
     bias_neuron: bool,
     implementation: str = "autograd",
-) -> tuple[Tensor, Tensor, Tensor | None]:
+    eligibility_trace: Tensor | None = None,
+    modulator: Modulator | None = None,
+) -> tuple[Tensor, Tensor, Traces | None]:
     """Run :func:`recurrent_step` over a ``(T, B, N)`` drive.
 
     Where ``episode_starts[t]`` is true the state is reset (activation to ``reset_activation``,
-    trace to zero) before step ``t``. Returns the activations of every step ``(T, B, N)`` and the
-    final activation and trace.
+    traces to zero) before step ``t``. Returns the activations of every step ``(T, B, N)`` and the
+    final activation and traces (``None`` for a non-plastic layer). ``eligibility_trace`` (zero when ``None``) and
+    ``modulator`` are those of a rule that has them (:mod:`plastic_rl.core.rules`).
 
     ``implementation``: ``"autograd"`` (this loop, the reference), ``"fused"``
     (:func:`plastic_rl.core.fused.fused_unroll`: the C++ kernel on the CPU when it builds, else its
-    PyTorch backend) or ``"auto"`` (the fused unroll where it is faster: see :func:`use_fused`).
+    PyTorch backend; a ``ValueError`` for a rule it does not run) or ``"auto"`` (the fused unroll where it is
+    faster: see :func:`use_fused`). Under ``"auto"``, a rule that the fused unroll does not run takes this loop
+    with gradient checkpointing (segments of ``sqrt(T)`` steps recomputed in the backward), so that its memory
+    stays ``O(sqrt(T))`` traces instead of ``O(T)``.
     """
-    if implementation != "autograd" and drive.shape[0] > 0 and use_fused(implementation, drive):
-        return fused.fused_unroll(
+    check_unroll_arguments(
+        drive,
+        activation,
+        trace,
+        weight,
+        plasticity_coefficient,
+        hebbian_learning_rate,
+        bias,
+        episode_starts,
+        reset_activation,
+        rule=rule,
+        eligibility_trace=eligibility_trace,
+        modulator=modulator,
+    )
+    plastic = plasticity_coefficient is not None
+    if implementation != "autograd" and drive.shape[0] > 0 and use_fused(implementation, drive, rule, plastic):
+        outputs, final_activation, final_trace = fused.fused_unroll(
             drive,
             activation,
             trace,
@@ -147,37 +298,85 @@ def recurrent_unroll(
             trace_clip=trace_clip,
             bias_neuron=bias_neuron,
         )
-    outputs = []
-    for t in range(drive.shape[0]):
-        if episode_starts is not None:
-            activation = reset_where(episode_starts[t], activation, reset_activation)
-            if trace is not None:
-                trace = reset_where(episode_starts[t], trace, 0.0)
-        activation, trace = recurrent_step(
-            drive[t],
-            activation,
-            trace,
-            weight,
-            plasticity_coefficient,
-            hebbian_learning_rate,
-            bias,
-            rule=rule,
-            input_mode=input_mode,
-            trace_clip=trace_clip,
-            bias_neuron=bias_neuron,
+        return outputs, final_activation, None if final_trace is None else Traces(final_trace)
+    traces = None
+    if plastic:
+        if trace is None:
+            trace = weight.new_zeros(activation.shape[0], *weight.shape)
+        if get_rule(rule).eligibility and eligibility_trace is None:
+            eligibility_trace = torch.zeros_like(trace)
+        traces = Traces(trace, eligibility_trace)
+
+    def run_steps(
+        first: int, last: int, activation: Tensor, traces: Traces | None
+    ) -> tuple[Tensor, Tensor, Traces | None]:
+        outputs = []
+        for t in range(first, last):
+            if episode_starts is not None:
+                starts = episode_starts[t]
+                activation = reset_where(starts, activation, reset_activation)
+                if traces is not None:
+                    eligibility = traces.eligibility
+                    traces = Traces(
+                        reset_where(starts, traces.hebbian, 0.0),
+                        None if eligibility is None else reset_where(starts, eligibility, 0.0),
+                    )
+            activation, traces = recurrent_step(
+                drive[t],
+                activation,
+                traces,
+                weight,
+                plasticity_coefficient,
+                hebbian_learning_rate,
+                bias,
+                rule=rule,
+                input_mode=input_mode,
+                trace_clip=trace_clip,
+                bias_neuron=bias_neuron,
+                modulator=modulator,
+            )
+            outputs.append(activation)
+        return torch.stack(outputs), activation, traces
+
+    steps = drive.shape[0]
+    if steps == 0:
+        return drive.new_empty(drive.shape), activation, traces
+    if implementation == "autograd" or not torch.is_grad_enabled():
+        return run_steps(0, steps, activation, traces)
+    # A rule without a fused form under "auto": plain autograd would keep a few B x N x N tensors per step
+    # (gigabytes at the maze's sizes), so the backward recomputes segments of sqrt(T) steps from their first state.
+    every = math.ceil(math.sqrt(steps))
+    segments = []
+    for first in range(0, steps, every):
+        last = min(first + every, steps)
+        segment, activation, traces = checkpoint(
+            run_steps, first, last, activation, traces, use_reentrant=False, preserve_rng_state=False
         )
-        outputs.append(activation)
-    return torch.stack(outputs), activation, trace
+        segments.append(segment)
+    return torch.cat(segments), activation, traces
 
 
-def use_fused(implementation: str, drive: Tensor) -> bool:
+@functools.cache
+def _notice_autograd_fallback(rule: str) -> None:
+    warnings.warn(
+        f"plastic_rl: the fused unroll does not run rule {rule!r} (fused rules: {', '.join(rule_names('torch'))}); "
+        "using the autograd loop",
+        stacklevel=3,
+    )
+
+
+def use_fused(implementation: str, drive: Tensor, rule: str = "hebb", plastic: bool = True) -> bool:
     """Whether ``implementation`` (``"auto"``, ``"fused"`` or ``"autograd"``) runs the fused unroll of ``drive``.
 
     ``"auto"`` uses it where the C++ kernel runs (the CPU, when it builds), and the fused PyTorch backend
-    elsewhere only when gradients are needed, where it saves memory.
+    elsewhere only when gradients are needed, where it saves memory; a plastic ``rule`` that the fused unroll
+    does not run goes to the autograd loop, with a one-line notice (once per rule).
     """
     if implementation == "autograd":
         return False
     if implementation == "fused":
         return True
+    if plastic and not get_rule(rule).supports("torch"):
+        _notice_autograd_fallback(rule)
+        return False
     return fused.resolve_backend("auto", drive.device, drive.dtype) == "cpp" or torch.is_grad_enabled()

@@ -11,37 +11,51 @@ import torch
 from torch import Tensor, nn
 
 from plastic_rl.core import functional
+from plastic_rl.core.functional import Modulator
 from plastic_rl.core.fused import IMPLEMENTATIONS
 from plastic_rl.core.options import (
     BIAS_MODES,
     INPUT_MAPPINGS,
     INPUT_MODES,
+    MODULATION_MODES,
     PLASTICITY_MODES,
-    RULES,
     check_choice,
     check_positive_float,
     check_positive_int,
 )
+from plastic_rl.core.rules import Traces, get_rule, rule_names
 
 
 class PlasticState(NamedTuple):
     """Runtime state of a plastic layer for a batch of episodes.
 
     ``activation`` is ``(B, N)`` (for the feed-forward layer, ``(B, 0)``: it has none);
-    ``hebbian_trace`` is ``(B, N_pre, N_post)``, or ``None`` for a non-plastic layer.
+    ``hebbian_trace`` is ``(B, N_pre, N_post)``, or ``None`` for a non-plastic layer; ``eligibility_trace``,
+    of the same shape, is that of a rule with one (``"retroneuromod"``), else ``None``.
     """
 
     activation: Tensor
-    hebbian_trace: Tensor | None
+    hebbian_trace: Tensor | None = None
+    eligibility_trace: Tensor | None = None
 
     def detach(self) -> PlasticState:
         """The same state cut from the autograd graph."""
-        trace = None if self.hebbian_trace is None else self.hebbian_trace.detach()
-        return PlasticState(self.activation.detach(), trace)
+        hebbian, eligibility = self.hebbian_trace, self.eligibility_trace
+        return PlasticState(
+            self.activation.detach(),
+            None if hebbian is None else hebbian.detach(),
+            None if eligibility is None else eligibility.detach(),
+        )
+
+    def traces(self) -> Traces | None:
+        """The plastic traces, as the rules take them."""
+        return None if self.hebbian_trace is None else Traces(self.hebbian_trace, self.eligibility_trace)
 
 
 class _PlasticParameters(nn.Module):
-    """The connection parameters common to both layers: ``w``, ``alpha`` and ``eta``."""
+    """The connection parameters common to both layers: ``w``, ``alpha``, ``eta`` (for a rule that reads it) and
+    the neuromodulator head ``M(t) = tanh(w_M post + b_M)`` (for a modulated rule: see :mod:`plastic_rl.core.rules`).
+    """
 
     def __init__(
         self,
@@ -52,15 +66,17 @@ class _PlasticParameters(nn.Module):
         hebbian_learning_rate: float,
         trace_clip: float | None,
         init_scale: float,
+        modulation: str,
     ) -> None:
         check_choice("plasticity", plasticity, PLASTICITY_MODES)
-        check_choice("rule", rule, RULES)
+        plasticity_rule = get_rule(rule)
+        check_choice("modulation", modulation, MODULATION_MODES)
         check_positive_float("init_scale", init_scale)
-        if isinstance(hebbian_learning_rate, bool) or not isinstance(hebbian_learning_rate, (int, float)):
-            raise ValueError(f"hebbian_learning_rate must be a number; got {hebbian_learning_rate!r}")
+        check_positive_float("hebbian_learning_rate", hebbian_learning_rate)
         super().__init__()
         self.plasticity = plasticity
         self.rule = rule
+        self.modulation = modulation
         self.trace_clip = check_positive_float("trace_clip", trace_clip, allow_none=True)
         self.weight = nn.Parameter(init_scale * torch.randn(n_pre, n_post))
         if plasticity == "full":
@@ -69,10 +85,15 @@ class _PlasticParameters(nn.Module):
             self.plasticity_coefficient = nn.Parameter(torch.full((1,), init_scale))
         else:
             self.register_parameter("plasticity_coefficient", None)
-        if plasticity == "none":
+        if plasticity == "none" or not plasticity_rule.uses_learning_rate:
             self.register_parameter("hebbian_learning_rate", None)
         else:
             self.hebbian_learning_rate = nn.Parameter(torch.tensor(float(hebbian_learning_rate)))
+        self.has_eligibility_trace = plasticity != "none" and plasticity_rule.eligibility
+        self.modulator: nn.Linear | None = None
+        if plasticity != "none" and plasticity_rule.modulated:
+            # torch's default initialisation: M(t) starts at the order of eta's range, not at init_scale's ~0.
+            self.modulator = nn.Linear(n_post, 1 if modulation == "shared" else n_post)
 
     @property
     def is_plastic(self) -> bool:
@@ -82,6 +103,19 @@ class _PlasticParameters(nn.Module):
         if not self.is_plastic:
             return None
         return self.weight.new_zeros(batch_size, *self.weight.shape)
+
+    def zero_eligibility_trace(self, batch_size: int) -> Tensor | None:
+        return self.zero_trace(batch_size) if self.has_eligibility_trace else None
+
+    def _full_traces(self, state: PlasticState) -> PlasticState:
+        """``state`` with a zero eligibility trace where the rule has one and the state none."""
+        if self.has_eligibility_trace and state.eligibility_trace is None and state.hebbian_trace is not None:
+            return state._replace(eligibility_trace=torch.zeros_like(state.hebbian_trace))
+        return state
+
+    def _modulator(self) -> Modulator | None:
+        """The neuromodulator head as :func:`plastic_rl.core.functional.neuromodulation` takes it: ``(N, K)``."""
+        return None if self.modulator is None else Modulator(self.modulator.weight.T, self.modulator.bias)
 
 
 def _check_sequence(name: str, tensor: Tensor, size: int, feature_name: str) -> None:
@@ -102,7 +136,12 @@ class PlasticRecurrentLayer(_PlasticParameters):
         with a bias neuron) and defaults to that.
     plasticity : ``"full"`` (one alpha per connection, the paper), ``"shared"`` (one learned alpha:
         homogeneous plasticity) or ``"none"`` (a plain RNN: no alpha, no eta, no trace).
-    rule : ``"hebb"`` (decaying Hebb) or ``"oja"``.
+    rule : a registered plasticity rule (:mod:`plastic_rl.core.rules`): ``"hebb"`` (decaying Hebb), ``"oja"``,
+        ``"neuromod"`` (Backpropamine's simple neuromodulation: a learned ``M(t) = tanh(w_M x(t) + b_M)`` in place
+        of eta) or ``"retroneuromod"`` (retroactive neuromodulation: ``M(t)`` gates an eligibility trace into the
+        Hebbian one; the state holds both). Backpropamine clips the trace at 1 (``trace_clip=1.0``).
+    modulation : for a modulated rule, ``"shared"`` (one ``M(t)`` for all connections) or ``"per_neuron"`` (one
+        for the connections into each neuron).
     input_mapping : ``"linear"`` (a learned projection) or ``"identity"`` (input ``i`` drives neuron ``i``).
     input_mode : ``"add"`` (input added to the pre-activation) or ``"clamp"`` (a neuron whose input is
         non-zero outputs that input).
@@ -113,8 +152,8 @@ class PlasticRecurrentLayer(_PlasticParameters):
     init_scale : standard deviation of the initial ``w`` and ``alpha`` (0.01 in the paper).
     implementation : how :meth:`forward` unrolls a sequence: ``"autograd"`` (a plain loop of
         :meth:`step`, the reference), ``"fused"`` (one hand-written backward pass over the sequence:
-        same results in a fraction of the memory, a C++ kernel on the CPU) or ``"auto"`` (the fused
-        unroll where it is faster). :meth:`step` is the same for all three.
+        same results in a fraction of the memory, a C++ kernel on the CPU; for the rules it runs) or ``"auto"``
+        (the fused unroll where it is faster and runs the rule). :meth:`step` is the same for all three.
     """
 
     def __init__(
@@ -131,9 +170,15 @@ class PlasticRecurrentLayer(_PlasticParameters):
         trace_clip: float | None = None,
         init_scale: float = 0.01,
         implementation: str = "auto",
+        modulation: str = "shared",
     ) -> None:
         check_positive_int("hidden_size", hidden_size)
         check_choice("implementation", implementation, IMPLEMENTATIONS)
+        if implementation == "fused" and plasticity != "none" and not get_rule(rule).supports("torch"):
+            raise ValueError(
+                f"implementation='fused' runs the rules {', '.join(repr(r) for r in rule_names('torch'))}; "
+                f"use 'auto' or 'autograd' for rule {rule!r}"
+            )
         check_choice("input_mapping", input_mapping, INPUT_MAPPINGS)
         check_choice("input_mode", input_mode, INPUT_MODES)
         check_choice("bias", bias, BIAS_MODES)
@@ -152,7 +197,9 @@ class PlasticRecurrentLayer(_PlasticParameters):
         elif input_size is None:
             raise ValueError("input_size must be given with input_mapping='linear'")
         check_positive_int("input_size", input_size)
-        super().__init__(hidden_size, hidden_size, plasticity, rule, hebbian_learning_rate, trace_clip, init_scale)
+        super().__init__(
+            hidden_size, hidden_size, plasticity, rule, hebbian_learning_rate, trace_clip, init_scale, modulation
+        )
         self.hidden_size = hidden_size
         self.input_size = input_size
         self.input_mapping = input_mapping
@@ -166,7 +213,8 @@ class PlasticRecurrentLayer(_PlasticParameters):
     def extra_repr(self) -> str:
         return (
             f"hidden_size={self.hidden_size}, input_size={self.input_size}, plasticity={self.plasticity!r}, "
-            f"rule={self.rule!r}, input_mapping={self.input_mapping!r}, input_mode={self.input_mode!r}, "
+            f"rule={self.rule!r}, modulation={self.modulation!r}, input_mapping={self.input_mapping!r}, "
+            f"input_mode={self.input_mode!r}, "
             f"bias={self.bias_mode!r}, trace_clip={self.trace_clip}, implementation={self.implementation!r}"
         )
 
@@ -177,10 +225,10 @@ class PlasticRecurrentLayer(_PlasticParameters):
         return activation
 
     def initial_state(self, batch_size: int) -> PlasticState:
-        """The state at an episode start: zero activations (bias neuron at 1) and a zero trace."""
+        """The state at an episode start: zero activations (bias neuron at 1) and zero traces."""
         check_positive_int("batch_size", batch_size)
         activation = self._reset_activation().expand(batch_size, -1).clone()
-        return PlasticState(activation, self.zero_trace(batch_size))
+        return PlasticState(activation, self.zero_trace(batch_size), self.zero_eligibility_trace(batch_size))
 
     def _drive(self, inputs: Tensor) -> Tensor:
         inputs = inputs.to(dtype=self.weight.dtype, device=self.weight.device)
@@ -191,24 +239,38 @@ class PlasticRecurrentLayer(_PlasticParameters):
 
     def _static_options(self) -> dict:
         return dict(
-            rule=self.rule, input_mode=self.input_mode, trace_clip=self.trace_clip, bias_neuron=self.bias_neuron
+            rule=self.rule,
+            input_mode=self.input_mode,
+            trace_clip=self.trace_clip,
+            bias_neuron=self.bias_neuron,
+            modulator=self._modulator(),
         )
 
     def step(self, inputs: Tensor, state: PlasticState) -> tuple[Tensor, PlasticState]:
         """One step: ``inputs`` ``(B, input_size)`` -> new activation ``(B, N)`` and state."""
         if inputs.dim() != 2 or inputs.shape[-1] != self.input_size:
             raise ValueError(f"inputs must have shape (B, input_size={self.input_size}); got {tuple(inputs.shape)}")
-        activation, trace = functional.recurrent_step(
-            self._drive(inputs),
+        functional.check_state(
             state.activation,
             state.hebbian_trace,
+            inputs.shape[0],
+            self.hidden_size,
+            self.is_plastic,
+            state.eligibility_trace,
+            self.has_eligibility_trace,
+        )
+        state = self._full_traces(state)
+        activation, traces = functional.recurrent_step(
+            self._drive(inputs),
+            state.activation,
+            state.traces(),
             self.weight,
             self.plasticity_coefficient,
             self.hebbian_learning_rate,
             self.bias,
             **self._static_options(),
         )
-        return activation, PlasticState(activation, trace)
+        return activation, PlasticState(activation, *(traces or ()))
 
     def forward(
         self,
@@ -238,7 +300,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
                     f"got {tuple(episode_starts.shape)}"
                 )
             episode_starts = episode_starts.to(device=self.weight.device, dtype=torch.bool)
-        outputs, activation, trace = functional.recurrent_unroll(
+        outputs, activation, traces = functional.recurrent_unroll(
             self._drive(inputs),
             state.activation,
             state.hebbian_trace,
@@ -250,8 +312,9 @@ class PlasticRecurrentLayer(_PlasticParameters):
             self._reset_activation(),
             **self._static_options(),
             implementation=self.implementation,
+            eligibility_trace=state.eligibility_trace,
         )
-        return outputs, PlasticState(activation, trace)
+        return outputs, PlasticState(activation, *(traces or ()))
 
 
 OUTPUT_ACTIVATIONS = ("softmax", "tanh", "identity")
@@ -267,7 +330,9 @@ class PlasticLinear(_PlasticParameters):
     Parameters
     ----------
     in_features, out_features : sizes.
-    plasticity, rule, hebbian_learning_rate, trace_clip, init_scale : as in :class:`PlasticRecurrentLayer`.
+    plasticity, rule, hebbian_learning_rate, trace_clip, init_scale, modulation : as in
+        :class:`PlasticRecurrentLayer`; a modulated rule's ``M(t)`` reads the post-synaptic activity (the output
+        activation, or the label on labelled steps).
     output_activation : ``"softmax"``, ``"tanh"`` or ``"identity"``; applied to the logits to give
         the post-synaptic activity used by the Hebbian rule.
     bias : learn an output bias.
@@ -285,20 +350,25 @@ class PlasticLinear(_PlasticParameters):
         init_scale: float = 0.01,
         output_activation: str = "softmax",
         bias: bool = True,
+        modulation: str = "shared",
     ) -> None:
         check_positive_int("in_features", in_features)
         check_positive_int("out_features", out_features)
         check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
-        super().__init__(in_features, out_features, plasticity, rule, hebbian_learning_rate, trace_clip, init_scale)
+        super().__init__(
+            in_features, out_features, plasticity, rule, hebbian_learning_rate, trace_clip, init_scale, modulation
+        )
         self.output_activation = output_activation
         self.in_features = in_features
         self.out_features = out_features
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def initial_state(self, batch_size: int) -> PlasticState:
-        """The state at an episode start: a zero trace (the layer has no activation to carry)."""
+        """The state at an episode start: zero traces (the layer has no activation to carry)."""
         check_positive_int("batch_size", batch_size)
-        return PlasticState(self.weight.new_zeros(batch_size, 0), self.zero_trace(batch_size))
+        return PlasticState(
+            self.weight.new_zeros(batch_size, 0), self.zero_trace(batch_size), self.zero_eligibility_trace(batch_size)
+        )
 
     def _activate(self, logits: Tensor) -> Tensor:
         if self.output_activation == "softmax":
@@ -313,20 +383,34 @@ class PlasticLinear(_PlasticParameters):
         Where a row of ``teacher`` (B, out_features) is non-zero, it replaces the output activation
         as the post-synaptic term of the Hebbian update.
         """
+        if features.dim() != 2 or features.shape[-1] != self.in_features:
+            raise ValueError(
+                f"features must have shape (B, in_features={self.in_features}); got {tuple(features.shape)}"
+            )
+        expected_trace = (features.shape[0], self.in_features, self.out_features)
+        for name in ("hebbian_trace", "eligibility_trace"):
+            part = getattr(state, name)
+            if part is not None and tuple(part.shape) != expected_trace:
+                raise ValueError(f"the state's {name} must have shape {expected_trace}; got {tuple(part.shape)}")
+        if state.eligibility_trace is not None and not self.has_eligibility_trace:
+            raise ValueError("the state's eligibility_trace must be None unless the layer's rule has one")
+        state = self._full_traces(state)
         features = features.to(dtype=self.weight.dtype, device=self.weight.device)
         logits = functional.plastic_matvec(features, self.weight, self.plasticity_coefficient, state.hebbian_trace)
         if self.bias is not None:
             logits = logits + self.bias
-        trace = state.hebbian_trace
-        if trace is not None:
+        traces = state.traces()
+        if traces is not None:
             post = self._activate(logits)
             if teacher is not None:
                 teacher = teacher.to(dtype=post.dtype, device=post.device)
                 post = torch.where((teacher != 0).any(dim=-1, keepdim=True), teacher, post)
-            trace = functional.update_trace(
-                trace, features, post, self.hebbian_learning_rate, self.rule, self.trace_clip
+            modulator = self._modulator()
+            modulation = None if modulator is None else functional.neuromodulation(post, modulator)
+            traces = functional.update_trace(
+                traces, features, post, self.hebbian_learning_rate, self.rule, self.trace_clip, modulation
             )
-        return logits, PlasticState(state.activation, trace)
+        return logits, PlasticState(state.activation, *(traces or ()))
 
     def forward(
         self,
@@ -345,7 +429,10 @@ class PlasticLinear(_PlasticParameters):
         for t in range(features.shape[0]):
             if episode_starts is not None and state.hebbian_trace is not None:
                 starts = episode_starts[t].to(device=self.weight.device, dtype=torch.bool)
-                state = PlasticState(state.activation, functional.reset_where(starts, state.hebbian_trace, 0.0))
+                state = PlasticState(
+                    state.activation,
+                    *(None if part is None else functional.reset_where(starts, part, 0.0) for part in state[1:]),
+                )
             logits, state = self.step(features[t], state, None if teacher is None else teacher[t])
             outputs.append(logits)
         return torch.stack(outputs), state

@@ -1,17 +1,23 @@
-"""Validation of the core's keyword options.
+"""Validation of keyword options and command-line values.
 
 Every public constructor in :mod:`plastic_rl` validates its keywords here, so that a typo gives a
 ``ValueError`` that names the parameter and the values it accepts instead of a traceback from deep
-inside torch.
+inside torch. The command line reports bad input as ``plastic-rl COMMAND: error: ...`` (exit 2):
+argparse does it for the option types below, and a command wraps the setup that turns its options
+into objects in :func:`reported_as_bad_input`, so that the constructors' ``ValueError`` reach the
+user the same way while a genuine bug later on still shows its traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import argparse
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, overload
 
 PLASTICITY_MODES = ("full", "shared", "none")
-RULES = ("hebb", "oja")
+MODULATION_MODES = ("shared", "per_neuron")
 INPUT_MAPPINGS = ("linear", "identity")
 INPUT_MODES = ("add", "clamp")
 BIAS_MODES = ("vector", "neuron", "none")
@@ -32,11 +38,100 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+@overload
+def check_positive_float(name: str, value: Any, *, allow_none: Literal[False] = False) -> float: ...
+@overload
+def check_positive_float(name: str, value: Any, *, allow_none: bool) -> float | None: ...
 def check_positive_float(name: str, value: Any, *, allow_none: bool = False) -> float | None:
-    """Return ``value`` as a float if it is > 0 (or ``None`` when allowed), else raise ``ValueError``."""
+    """Return ``value`` as a float if it is finite and > 0 (or ``None`` when allowed), else raise ``ValueError``."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if not _is_number(value) or not 0 < value < math.inf:
         suffix = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a number > 0{suffix}; got {value!r}")
+        raise ValueError(f"{name} must be a finite number > 0{suffix}; got {value!r}")
     return float(value)
+
+
+def check_non_negative_float(name: str, value: Any) -> float:
+    """Return ``value`` as a float if it is finite and >= 0, else raise ``ValueError``."""
+    if not _is_number(value) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def check_float_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    """Return ``value`` as a float if it lies in ``[low, high]`` (``(low, high]`` with ``low_open``), else raise."""
+    inside = _is_number(value) and (low < value if low_open else low <= value) and value <= high
+    if not inside or not math.isfinite(value):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be a number in {interval}; got {value!r}")
+    return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def check_device(name: str, value: Any) -> str:
+    """Return ``value`` if it is ``"auto"``, ``"cpu"`` or an available CUDA device (``"cuda"``, ``"cuda:N"``)."""
+    if not isinstance(value, str) or not (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")):
+        raise ValueError(f"{name} must be one of 'auto', 'cpu', 'cuda' (or 'cuda:N'); got {value!r}")
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {value!r} was asked for but CUDA is not available here; use cpu")
+    return value
+
+
+class BadInputError(ValueError):
+    """A value the user gave is invalid; the command line reports it as ``plastic-rl CMD: error: ...``, exit 2."""
+
+
+@contextlib.contextmanager
+def reported_as_bad_input() -> Iterator[None]:
+    """Re-raise the block's ``ValueError`` (and ``TypeError`` / ``AssertionError``) as :class:`BadInputError`.
+
+    For the part of a command that turns its options into objects (envs, models, trainers): there these
+    errors mean bad input. Outside such a block they are bugs and keep their traceback.
+    """
+    try:
+        yield
+    except BadInputError:
+        raise
+    except (ValueError, TypeError, AssertionError) as error:
+        raise BadInputError(str(error) or type(error).__name__) from error
+
+
+def _option_type(check: Callable[[str, Any], Any], convert: Callable[[str], Any], kind: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}; got {text!r}") from None
+        try:
+            return check("value", value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}; got {text!r}") from None
+
+    parse.__name__ = kind
+    return parse
+
+
+def _check_non_negative_int(name: str, value: int) -> int:
+    if value < 0:
+        raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+    return value
+
+
+def _check_finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    return value
+
+
+# argparse ``type=`` functions: a bad value gives "argument --x: must be ...; got '0'" and exit 2.
+positive_int = _option_type(check_positive_int, int, "a positive integer")
+non_negative_int = _option_type(_check_non_negative_int, int, "an integer >= 0")
+positive_float = _option_type(check_positive_float, float, "a finite number > 0")
+finite_float = _option_type(_check_finite, float, "a finite number")

@@ -12,8 +12,19 @@ ENTRY_POINTS: dict[str, str] = {
 }
 
 
+# The episode length of each env's defaults, for tools that read the spec (RL Zoo, SB3 utilities). The envs end
+# their episodes themselves (terminated=True) at their own length, so Gymnasium's TimeLimit never acts at the
+# defaults; an env made with a LONGER episode needs max_episode_steps given to gym.make as well. No
+# reward_threshold: neither task has a "solved" level (the maze's reward keeps growing with skill).
+MAX_EPISODE_STEPS: dict[str, int] = {
+    "PlasticMaze-v0": 250,
+    "PlasticPatternMemory-v0": 205,
+    "PlasticImageCompletion-v0": 210,
+}
+
+
 def register_envs() -> None:
     """Register every environment of the suite with Gymnasium (idempotent)."""
     for env_id, entry_point in ENTRY_POINTS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=entry_point)
+            gym.register(id=env_id, entry_point=entry_point, max_episode_steps=MAX_EPISODE_STEPS[env_id])

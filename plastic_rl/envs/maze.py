@@ -94,12 +94,14 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
 
     Rendering
         ``"rgb_array"`` returns ``uint8`` frames of shape ``(40 * (size + 2) + 32, 40 * (size + 2), 3)``, i.e.
-        ``(472, 440, 3)`` at the default size; with ``show_trace_panel`` a square side panel doubles the width:
-        ``(472, 880, 3)``. The panel is reserved at construction, so all frames of an env have one shape
-        (:attr:`frame_shape`). ``"human"`` shows the same picture in a window at ``metadata["render_fps"]``. The
-        frame shows walls, free squares, the agent (blue disc), the reward square (gold: shown to the viewer,
-        hidden from the agent), a status line (step, episode reward, reward hits) and the side panel's heat map
-        (set with :meth:`set_panel_matrix`).
+        ``(472, 440, 3)`` at the default size; with ``show_trace_panel`` a square side panel doubles the width
+        and a strip of 72 rows runs along the bottom: ``(544, 880, 3)``. The panel is reserved at construction, so
+        all frames of an env have one shape (:attr:`frame_shape`). ``"human"`` shows the same picture in a window
+        at ``metadata["render_fps"]``. The frame shows walls, free squares, the agent (blue disc) with a fading
+        trail of its recent squares, the reward square (gold: shown to the viewer, hidden from the agent) with an
+        orange ring flashing after each hit, a status line (step, episode reward, reward hits; orange at a hit),
+        the side panel's heat map and the strip's curve of the panel's value over the episode, with a tick at
+        each hit (both set with :meth:`set_panel_matrix`).
 
     Parameters
     ----------
@@ -171,10 +173,14 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         self.start_position = MazeSquare(size // 2 + 1, size // 2 + 1)
         self.free_squares = np.argwhere(~walls)
         """``(n_free, 2)`` array of the free squares' ``(row, col)``, in row-major order."""
-        self._start_index = int(np.flatnonzero((self.free_squares == self.start_position).all(axis=1))[0])
+        self.start_index = int(np.flatnonzero((self.free_squares == self.start_position).all(axis=1))[0])
+        """Row of :attr:`free_squares` that holds the start (centre) square."""
         # The 3 x 3 neighbourhood of every square, looked up at each step rather than sliced and concatenated.
         windows = np.lib.stride_tricks.sliding_window_view(np.pad(walls, 1, constant_values=True), (3, 3))
-        self._neighbourhoods = windows.reshape(*walls.shape, 9).astype(np.float32)
+        neighbourhoods = windows.reshape(*walls.shape, 9).astype(np.float32)
+        neighbourhoods.flags.writeable = False
+        self.neighbourhoods = neighbourhoods
+        """``(size + 2, size + 2, 9)`` float32: the observed 3 x 3 neighbourhood of every square, read-only."""
 
         observation_size = 10 + 4 * observe_previous_action + observe_time
         low = np.zeros(observation_size, dtype=np.float32)
@@ -185,7 +191,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
 
         self.agent_position = self.start_position
         self.reward_position = self.start_position
-        self._reward_index = self._start_index
+        self._reward_index = self.start_index
         self.reward_hits = 0
         self.step_count = 0
         self.episode_reward = 0.0
@@ -193,6 +199,10 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         self._previous_action: int | None = None
         self._panel_matrix: np.ndarray | None = None
         self._panel_title = "Hebbian trace"
+        self._panel_scale: float | None = None
+        self._panel_value: float | None = None
+        self._panel_value_label = ""
+        self._panel_value_scale: float | None = None
         self._renderer: MazeRenderer | None = None
 
     @property
@@ -203,7 +213,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         # Any free square but the start: drawing an index among n_free - 1 and skipping the start keeps it uniform.
-        self._reward_index = self._index_skipping(self._start_index)
+        self._reward_index = self._index_skipping(self.start_index)
         self.reward_position = self._square(self._reward_index)
         self.agent_position = self.start_position
         self.reward_hits = 0
@@ -216,6 +226,8 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         return self._observation(), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.step_count >= self.episode_length:
+            raise RuntimeError("step() called after the episode ended; call reset()")
         action = _action_index(action)
         row_move, col_move = ACTION_MOVES[action]
         row, col = self.agent_position
@@ -239,7 +251,15 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
             self.render()
         return self._observation(), reward, terminated, False, self._info()
 
-    def set_panel_matrix(self, matrix: np.ndarray | None, title: str = "Hebbian trace") -> None:
+    def set_panel_matrix(
+        self,
+        matrix: np.ndarray | None,
+        title: str = "Hebbian trace",
+        scale: float | None = None,
+        value: float | None = None,
+        value_label: str = "norm",
+        value_scale: float | None = None,
+    ) -> None:
         """Set the matrix the side panel shows as a heat map (colour scale symmetric around 0).
 
         Parameters
@@ -249,6 +269,17 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
             ``None`` clears the panel.
         title : str
             Text shown above the heat map.
+        scale : float or None
+            The magnitude drawn in the full end colours, fixed so that frames compare (larger values saturate);
+            ``None`` fits the scale to each matrix.
+        value : float or None
+            This step's point of the strip along the bottom of the frame; ``None``: the matrix's Frobenius norm
+            (nothing when ``matrix`` is ``None``).
+        value_label : str
+            The strip's label.
+        value_scale : float or None
+            The top of the strip's axis, fixed so that the curve's growth shows; ``None``: the smallest of 1, 2
+            or 5 times a power of ten above the values so far.
         """
         if not self.show_trace_panel:
             raise ValueError("set_panel_matrix needs a side panel: construct the env with show_trace_panel=True")
@@ -258,8 +289,20 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
                 raise ValueError(f"matrix must be a non-empty 2-D array; got shape {matrix.shape}")
             if not np.isfinite(matrix).all():
                 raise ValueError("matrix must contain only finite numbers")
+        if scale is not None:
+            check_positive_float("scale", scale)
+        if value_scale is not None:
+            check_positive_float("value_scale", value_scale)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"value must be a finite number or None; got {value!r}")
         self._panel_matrix = matrix
         self._panel_title = str(title)
+        self._panel_scale = None if scale is None else float(scale)
+        if value is None and matrix is not None:
+            value = float(np.linalg.norm(matrix))
+        self._panel_value = value
+        self._panel_value_label = str(value_label)
+        self._panel_value_scale = None if value_scale is None else float(value_scale)
 
     def get_keys_to_action(self) -> dict[tuple[int, ...], int]:
         """The arrow keys' pygame codes mapped to actions, for :func:`gymnasium.utils.play.play`."""
@@ -291,6 +334,13 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
             status=status,
             panel_matrix=self._panel_matrix,
             panel_title=self._panel_title,
+            step=self.step_count,
+            episode_length=self.episode_length,
+            reward_hits=self.reward_hits,
+            panel_scale=self._panel_scale,
+            panel_value=self._panel_value,
+            panel_value_label=self._panel_value_label,
+            panel_value_scale=self._panel_value_scale,
         )
 
     def close(self) -> None:
@@ -308,8 +358,8 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         return MazeSquare(int(row), int(col))
 
     def _observation(self) -> np.ndarray:
-        observation = np.zeros(self.observation_space.shape, dtype=np.float32)
-        observation[:9] = self._neighbourhoods[self.agent_position]
+        observation = np.zeros(self.observation_space.shape or (), dtype=np.float32)
+        observation[:9] = self.neighbourhoods[self.agent_position]
         observation[9] = self._previous_reward
         if self.observe_previous_action and self._previous_action is not None:
             observation[10 + self._previous_action] = 1.0

@@ -10,8 +10,11 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-from plastic_rl.core.options import check_positive_int
+from plastic_rl.core.options import check_choice, check_positive_int
 from plastic_rl.envs.presentation import PresentationSchedule
+
+RENDER_COLUMNS = 40
+RENDER_CELL_PIXELS = 8
 
 
 @dataclass(frozen=True)
@@ -130,15 +133,19 @@ class PatternMemoryEnv(gym.Env):
     ``"scored"`` (whether the action for the returned observation is the scored one), so that a
     supervised learner can use the env directly.
 
+    Rendering: ``render_mode="rgb_array"`` draws the current input as a grid of ``ceil(pattern_size / 40)``
+    rows of 40 elements, 8 x 8 pixels each: +1 black, -1 white, 0 (gaps, erased bits) grey.
+
     How the input reaches a network is the network's business: the paper clamps a neuron whose
     input element is non-zero to it, the authors' code adds 20 x the input to the pre-activation
     (both offered by :class:`plastic_rl.supervised.patterns.PatternMemoryTask`'s models).
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(
         self,
+        render_mode: str | None = None,
         pattern_count: int = 5,
         pattern_size: int = 1000,
         steps_shown: int = 10,
@@ -147,6 +154,9 @@ class PatternMemoryEnv(gym.Env):
         degraded_fraction: float = 0.5,
         query_steps: int | None = None,
     ) -> None:
+        if render_mode is not None:
+            check_choice("render_mode", render_mode, self.metadata["render_modes"])
+        self.render_mode = render_mode
         self.protocol = PatternMemoryProtocol(
             pattern_count, pattern_size, steps_shown, gap_steps, repetitions, degraded_fraction, query_steps
         )
@@ -171,12 +181,33 @@ class PatternMemoryEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._step >= self.protocol.episode_length:
             raise RuntimeError("step() called after the episode ended; call reset()")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != self._target.shape or not np.all(np.abs(action) <= 1):  # NaN fails the test too
+            raise ValueError(
+                f"action must be an array of shape {self._target.shape} with values in [-1, 1]; got shape "
+                f"{action.shape}{'' if action.shape != self._target.shape else ' with values outside it or NaN'}"
+            )
         terminated = self._step == self.protocol.episode_length - 1
         reward = 0.0
         if terminated:
-            error = np.asarray(action, dtype=np.float32) - self._target
+            error = action - self._target
             reward = -float(np.mean(np.square(error)))
         self._step += 1
         if terminated:
             return np.zeros_like(self._target), reward, True, False, {"target": self._target.copy(), "scored": False}
         return self._inputs[self._step].copy(), reward, False, False, self._info()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn(
+                'Calling render without specifying any render mode; construct the env with render_mode="rgb_array".'
+            )
+            return None
+        current = self._inputs[min(self._step, self.protocol.episode_length - 1)]
+        rows = -(-current.size // RENDER_COLUMNS)
+        grid = np.zeros(rows * RENDER_COLUMNS, dtype=np.float32)
+        grid[: current.size] = current
+        # +1 -> 0 (black), 0 -> 128 (grey), -1 -> 255 (white)
+        grey = np.rint(127.5 * (1 - grid.reshape(rows, RENDER_COLUMNS))).astype(np.uint8)
+        pixels = np.kron(grey, np.ones((RENDER_CELL_PIXELS, RENDER_CELL_PIXELS), dtype=np.uint8))
+        return np.repeat(pixels[..., None], 3, axis=-1)

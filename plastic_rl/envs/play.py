@@ -12,11 +12,15 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=None, help="seed of the sequence of episodes")
+    from plastic_rl.core.options import non_negative_int, positive_float, positive_int
+
+    parser.add_argument("--seed", type=non_negative_int, default=None, help="seed of the sequence of episodes")
     parser.add_argument("--size", type=int, default=9, help="side of the maze without its border (odd, >= 5)")
-    parser.add_argument("--episode-length", type=int, default=250, help="steps per episode")
-    parser.add_argument("--fps", type=int, default=None, help="steps a second while a key is held (default: 10)")
-    parser.add_argument("--zoom", type=float, default=1.0, help="scale of the window")
+    parser.add_argument("--episode-length", type=positive_int, default=250, help="steps per episode")
+    parser.add_argument(
+        "--fps", type=positive_int, default=None, help="steps a second while a key is held (default: 10)"
+    )
+    parser.add_argument("--zoom", type=positive_float, default=1.0, help="scale of the window")
 
 
 def print_episode_end(
@@ -31,11 +35,10 @@ def run(args: argparse.Namespace) -> int:
     import gymnasium as gym
     from gymnasium.utils.play import play
 
-    from plastic_rl.core.options import check_positive_int
+    from plastic_rl.core.options import reported_as_bad_input
 
-    if args.fps is not None:
-        check_positive_int("--fps", args.fps)
-    env = gym.make("PlasticMaze-v0", render_mode="rgb_array", size=args.size, episode_length=args.episode_length)
+    with reported_as_bad_input():
+        env = gym.make("PlasticMaze-v0", render_mode="rgb_array", size=args.size, episode_length=args.episode_length)
     # Seed once here and let play() reset unseeded, so each episode draws a new reward square.
     env.reset(seed=args.seed)
     try:
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             zoom=args.zoom,
             callback=print_episode_end,
-            keys_to_action=env.unwrapped.get_keys_to_action(),
+            keys_to_action=env.unwrapped.get_keys_to_action(),  # type: ignore[attr-defined]  # the maze's
             # Only used for a combination of arrow keys pressed together; wait_on_player does the rest.
             noop=0,
             wait_on_player=True,

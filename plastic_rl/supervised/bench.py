@@ -1,10 +1,10 @@
 """``plastic-rl bench TASK`` (patterns, images): seconds per episode and peak memory of a supervised task's training.
 
 Each batch size runs in a fresh process, so that its peak memory is its own: one warm-up step, then
-``--repeats`` timed training steps (sampling, forward, backward, Adam), in wall-clock seconds and in
-CPU seconds of the process (all its threads; less sensitive to other jobs on a shared machine). On
-CPU the peak is the process's peak resident memory (``ru_maxrss``, which includes PyTorch itself:
-the ``base`` column is the resident memory once the model is built); on CUDA it is
+``--repeats`` timed training steps (sampling, forward, backward, Adam), each timed on its own; the median
+step is reported in wall-clock seconds and in CPU seconds of the process (all its threads; less sensitive to
+other jobs on a shared machine). On CPU the peak is the process's peak resident memory (``ru_maxrss``, which
+includes PyTorch itself: the ``base`` column is the resident memory once the model is built); on CUDA it is
 ``torch.cuda.max_memory_allocated``. A batch size whose memory, extrapolated from the largest batch
 measured so far, would not fit in the available memory is skipped and reported as such.
 """
@@ -15,14 +15,16 @@ import argparse
 import multiprocessing
 import platform
 import resource
+import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from plastic_rl.core.fused import IMPLEMENTATIONS
+from plastic_rl.core.options import check_choice, non_negative_int, positive_int, reported_as_bad_input
 from plastic_rl.supervised.command import describe
 from plastic_rl.supervised.models import select_device
-from plastic_rl.supervised.task import get_task_class
+from plastic_rl.supervised.task import SupervisedTask, get_task_class
 from plastic_rl.supervised.trainer import SupervisedTrainer, write_history_csv
 
 GIB = 1024**3
@@ -32,15 +34,18 @@ def add_task_arguments(parser: argparse.ArgumentParser, task_name: str) -> None:
     """All the options of ``plastic-rl bench <task_name>``."""
     task_class = get_task_class(task_name)
     parser.set_defaults(task=task_name)
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32], help="batch sizes to time")
+    parser.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32], help="batch sizes to time")
     parser.add_argument("--model", choices=task_class.model_names, default=task_class.model_names[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per batch size")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=5, help="timed steps per batch size (the median is reported)"
+    )
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument(
         "--implementation",
-        help="the core's unroll for the recurrent layer (e.g. autograd, fused, auto; default: the layer's own)",
+        choices=IMPLEMENTATIONS,
+        help="the core's unroll for the recurrent layer (default: the layer's own)",
     )
     parser.add_argument("--csv", help="also write the table to this CSV file")
     parser.add_argument("--data-dir", help="dataset folder of the image and Omniglot tasks (default: $PLASTIC_RL_DATA)")
@@ -71,13 +76,7 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = select_device(args.device)
-    task, model_options = get_task_class(args.task).from_args(args)
-    model = task.build_model(args.model, **model_options)
-    if args.implementation is not None:
-        layer = getattr(model, "recurrent", None)
-        if layer is None or not hasattr(layer, "implementation"):
-            raise ValueError("--implementation needs a recurrent model on a core that offers implementations")
-        layer.implementation = args.implementation
+    task, model = _build(args)
     trainer = SupervisedTrainer(
         task,
         model,
@@ -93,13 +92,17 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
     trainer.train_step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    started, cpu_started = time.perf_counter(), time.process_time()
+    # Each step timed on its own and the median reported, as the other benches do: one disturbed step moves a
+    # mean, not a median.
+    wall_times, cpu_times = [], []
     for _ in range(args.repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
         trainer.train_step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - started) / args.repeats
-    cpu_seconds = (time.process_time() - cpu_started) / args.repeats
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall_times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
+    seconds, cpu_seconds = statistics.median(wall_times), statistics.median(cpu_times)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
     results.put(
         dict(
@@ -115,8 +118,21 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
     )
 
 
+def _build(args: argparse.Namespace) -> tuple[SupervisedTask, torch.nn.Module]:
+    task, model_options = get_task_class(args.task).from_args(args)
+    model = task.build_model(args.model, **model_options)
+    if args.implementation is not None:
+        layer = getattr(model, "recurrent", None)
+        if layer is None or not hasattr(layer, "implementation"):
+            raise ValueError("--implementation needs a recurrent model on a core that offers implementations")
+        layer.implementation = check_choice("--implementation", args.implementation, IMPLEMENTATIONS)
+    return task, model
+
+
 def run(args: argparse.Namespace) -> int:
-    device = select_device(args.device)
+    with reported_as_bad_input():
+        device = select_device(args.device)
+        _build(args)  # bad options fail here, once, rather than in every child process
     context = multiprocessing.get_context("spawn")
     rows = []
     base_bytes, per_episode_bytes = 0.0, None
@@ -151,12 +167,12 @@ def run(args: argparse.Namespace) -> int:
         base_bytes = row["base_gib"] * GIB
         per_episode_bytes = (row["peak_gib"] - row["base_gib"]) * GIB / batch_size
         print(
-            f"batch {batch_size}: {row['seconds_per_episode']:.3f} s/episode ({row['seconds_per_step']:.3f} s/step, "
+            f"batch {batch_size}: {row['seconds_per_episode']:.3f} s/episode (median of {args.repeats} steps: "
+            f"{row['seconds_per_step']:.3f} s/step, "
             f"{row['cpu_seconds_per_episode']:.3f} CPU s/episode), "
             f"peak {row['peak_gib']:.2f} GiB (base {row['base_gib']:.2f} GiB)",
             flush=True,
         )
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         write_history_csv(rows, args.csv)
     return 0

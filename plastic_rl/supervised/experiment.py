@@ -24,6 +24,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,11 @@ def _read_curve(path: Path) -> list[dict[str, float]]:
         return [{name: float(value) for name, value in row.items() if value != ""} for row in csv.DictReader(file)]
 
 
-def summarize(out: Path, metric: str, thresholds: list[float], included: list[Path] = ()) -> list[dict[str, Any]]:
+def summarize(out: Path, metric: str, thresholds: list[float], included: Sequence[Path] = ()) -> list[dict[str, Any]]:
     """Write ``summary.csv``, ``curves.csv`` and ``curves.png`` into ``out`` from the finished runs in
     ``out`` and in the ``included`` experiment folders (each run labelled with its folder's name)."""
-    summary, curves = [], []
+    summary: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
     for folder in [out, *included]:
         for record_path in sorted(Path(folder).glob("*/run.json")):
             record = json.loads(record_path.read_text())

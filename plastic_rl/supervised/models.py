@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from plastic_rl.core import PlasticRecurrentLayer
-from plastic_rl.core.options import INPUT_MODES, RULES, check_choice, check_positive_float, check_positive_int
+from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
+from plastic_rl.core.options import INPUT_MODES, check_choice, check_positive_float, check_positive_int, positive_float
+from plastic_rl.core.rules import rule_names
 
 # The paper's models of a memory task (patterns, images), whose input and output are the same vector.
 MEMORY_MODELS = ("plastic", "shared", "rnn", "lstm")
@@ -146,6 +147,8 @@ def build_memory_model(
     if model_name == "lstm":
         return SequenceLSTM(size, size, lstm_hidden_size)
     check_choice("input_mode", input_mode, INPUT_MODES)
+    if isinstance(extra_neurons, bool) or not isinstance(extra_neurons, int) or extra_neurons < 0:
+        raise ValueError(f"extra_neurons must be an integer >= 0; got {extra_neurons!r}")
     plasticity = {"plastic": "full", "shared": "shared", "rnn": "none"}[model_name]
     return PlasticRecurrentNetwork(
         size,
@@ -164,9 +167,9 @@ def add_memory_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line options of :func:`build_memory_model`."""
     group = parser.add_argument_group("models")
     group.add_argument("--input-mode", choices=INPUT_MODES, default="clamp", help="how inputs reach the neurons")
-    group.add_argument("--input-gain", type=float, help="input factor (default: 1 with clamp, 20 with add)")
-    group.add_argument("--rule", choices=RULES, default="hebb", help="Hebbian rule of the plastic models")
-    group.add_argument("--eta", type=float, default=0.01, help="initial Hebbian learning rate")
+    group.add_argument("--input-gain", type=positive_float, help="input factor (default: 1 with clamp, 20 with add)")
+    group.add_argument("--rule", choices=rule_names(), default="hebb", help="Hebbian rule of the plastic models")
+    group.add_argument("--eta", type=positive_float, default=0.01, help="initial Hebbian learning rate")
     group.add_argument("--extra-neurons", type=int, default=2000, help="extra neurons of the 'rnn' baseline")
     group.add_argument("--lstm-hidden-size", type=int, default=2000, help="cells of the 'lstm' baseline")
 
@@ -188,9 +191,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
-def plastic_layers(model: nn.Module) -> dict[str, nn.Module]:
+def plastic_layers(model: nn.Module) -> dict[str, PlasticRecurrentLayer | PlasticLinear]:
     """The model's plastic-core layers (recurrent or feed-forward) by qualified name."""
-    from plastic_rl.core import PlasticLinear
 
     return {
         name: module
@@ -204,7 +206,10 @@ def select_device(device: str) -> torch.device:
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be one of 'auto', 'cpu', 'cuda' (or 'cuda:N'); got {device!r}")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from stable_baselines3.common.utils import get_device
+
+        return get_device("auto")  # SB3's choice, as the RL side: CUDA when available
+    # Unlike SB3's get_device, an explicit "cuda" without CUDA is an error rather than a silent CPU run.
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
     return torch.device(device)

@@ -43,8 +43,8 @@ class PatternMemoryTask(SupervisedTask):
         return self.protocol.as_dict()
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Episodes:
-        inputs, patterns = sample_pattern_episodes(self.protocol, rng, batch_size)
-        inputs = torch.from_numpy(inputs)
+        input_array, patterns = sample_pattern_episodes(self.protocol, rng, batch_size)
+        inputs = torch.from_numpy(input_array)
         targets = torch.zeros_like(inputs)
         targets[-1] = torch.from_numpy(patterns)
         mask = torch.zeros(inputs.shape[0], batch_size, 1, dtype=torch.bool)

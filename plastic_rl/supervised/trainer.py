@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
+import io
 import os
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,11 +18,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from plastic_rl.core.options import check_positive_float, check_positive_int
+from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
+from plastic_rl.core.files import atomic_write, atomic_write_text
+from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int
 from plastic_rl.supervised.models import plastic_layers, select_device
 from plastic_rl.supervised.task import Episodes, SupervisedTask, make_task
 
 FILE_FORMAT = "plastic_rl.supervised/1"
+# A logged training loss this many times the first step's is reported as probable (finite) divergence.
+DIVERGENCE_WARNING_FACTOR = 100.0
 
 
 def _model_record(task: SupervisedTask, model: nn.Module, model_name: str | None) -> dict[str, Any]:
@@ -37,10 +44,42 @@ def _model_record(task: SupervisedTask, model: nn.Module, model_name: str | None
     }
 
 
+def _checksum(value: Any, digest: Any = None) -> str:
+    """SHA-256 of a record's content: every tensor's dtype, shape and bytes, and every other value's repr."""
+    digest = hashlib.sha256() if digest is None else digest
+    if isinstance(value, dict):
+        for key, item in value.items():
+            digest.update(repr(key).encode())
+            _checksum(item, digest)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            _checksum(item, digest)
+    elif isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
 def _read(path: str | os.PathLike) -> dict[str, Any]:
-    record = torch.load(path, map_location="cpu", weights_only=True)
+    """The record in ``path``; a ``ValueError`` naming the file if it is missing, unreadable, foreign or corrupt."""
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as error:  # torch.load's errors for empty, truncated or foreign files vary widely
+        raise ValueError(
+            f"{path} is not a readable plastic_rl supervised model or checkpoint file (empty, truncated or "
+            f"another format): {type(error).__name__}: {error}"
+        ) from error
     if not isinstance(record, dict) or record.get("format") != FILE_FORMAT:
         raise ValueError(f"{path} is not a plastic_rl supervised model or checkpoint file")
+    stored = record.pop("checksum", None)
+    if stored is not None and stored != _checksum(record):
+        raise ValueError(f"{path} is corrupt: the checksum of its content does not match the one it stores")
     return record
 
 
@@ -72,10 +111,11 @@ def write_history_csv(history: list[dict[str, Any]], path: str | os.PathLike) ->
     columns: dict[str, None] = {}
     for row in history:
         columns.update(dict.fromkeys(row))
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, text.getvalue())
 
 
 class SupervisedTrainer:
@@ -106,6 +146,9 @@ class SupervisedTrainer:
     checkpoint_path, checkpoint_interval : where and how often (in steps; 0: only at the end of
         :meth:`train`) to write the checkpoint; no checkpoint when the path is ``None``.
     gradient_clip : clip the gradient norm to this value; ``None`` for no clipping.
+    on_non_finite : at a NaN or infinite loss or gradient, ``"raise"`` :class:`TrainingDiverged` (naming
+        the step and the quantity; the parameters stay those of the last good step and no checkpoint
+        is written) or ``"skip"`` the step, counted in :attr:`skipped_steps` and the history.
     curve_path : rewrite :attr:`history` as CSV there at every logged step (a live curve), if given.
     progress : show a tqdm progress bar.
     """
@@ -127,6 +170,7 @@ class SupervisedTrainer:
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_interval: int = 0,
         gradient_clip: float | None = None,
+        on_non_finite: str = "raise",
         curve_path: str | os.PathLike | None = None,
         progress: bool = True,
     ) -> None:
@@ -135,6 +179,9 @@ class SupervisedTrainer:
         check_positive_int("log_interval", log_interval)
         check_positive_int("eval_episodes", eval_episodes)
         check_positive_float("gradient_clip", gradient_clip, allow_none=True)
+        check_choice("on_non_finite", on_non_finite, NON_FINITE_ACTIONS)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
         for name, value in (("eval_interval", eval_interval), ("checkpoint_interval", checkpoint_interval)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
@@ -150,7 +197,14 @@ class SupervisedTrainer:
             eval_interval=eval_interval,
             eval_episodes=eval_episodes,
             gradient_clip=gradient_clip,
+            on_non_finite=on_non_finite,
         )
+        self.learning_rate = learning_rate
+        self.on_non_finite = on_non_finite
+        self.skipped_steps = 0
+        self.checkpoint_step: int | None = None  # the step of the last checkpoint written or resumed from
+        self._first_loss: float | None = None  # of this trainer's first step, for the divergence warning
+        self._warned_divergence = False
         self.batch_size = batch_size
         self.log_interval = log_interval
         self.eval_interval = eval_interval
@@ -169,7 +223,7 @@ class SupervisedTrainer:
         self.history: list[dict[str, Any]] = []
         self._window: dict[str, list[float]] = defaultdict(list)
         self.log_dir = log_dir
-        self._writer = None
+        self._writer: Any = None  # a torch SummaryWriter, opened on first use
 
     @property
     def episodes(self) -> int:
@@ -190,21 +244,60 @@ class SupervisedTrainer:
         return loss, self.task.metrics(outputs.detach(), episodes)
 
     def train_step(self) -> dict[str, float]:
-        """One Adam step on a fresh batch; returns the batch's loss and metrics."""
+        """One Adam step on a fresh batch; returns the batch's loss and metrics (nothing for a skipped step).
+
+        Raises :class:`TrainingDiverged` at a non-finite loss or gradient (unless ``on_non_finite="skip"``)
+        and at a non-finite parameter after the step.
+        """
         started = time.perf_counter()
         self.model.train()
         episodes = self.task.sample(self.batch_size, self.train_rng).to(self.device)
         loss, metrics = self._loss_and_metrics(episodes)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.gradient_clip is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip)
-        self.optimizer.step()
+        problem = find_non_finite(loss, self.model.named_parameters(), gradients=True)
+        if problem is not None and self.on_non_finite == "raise":
+            raise TrainingDiverged(self._divergence_message(problem))
+        if problem is None:
+            if self.gradient_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip)
+            self.optimizer.step()
+            problem = find_non_finite(None, self.model.named_parameters(), gradients=False)
+            if problem is not None:  # too late to skip: the step has been taken
+                raise TrainingDiverged(self._divergence_message(problem))
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
         self.step += 1
         if self.device.type == "cuda":  # so that the time covers the queued GPU work too
             torch.cuda.synchronize(self.device)
         self.train_seconds += time.perf_counter() - started
+        if problem is not None:
+            return {}
+        if self._first_loss is None:
+            self._first_loss = loss.item()
         return {"loss": loss.item(), **metrics}
+
+    def _warn_if_diverging(self, row: dict[str, Any]) -> None:
+        first, logged = self._first_loss, row.get("loss")
+        if self._warned_divergence or first is None or logged is None or not first > 0:
+            return
+        if logged < DIVERGENCE_WARNING_FACTOR * first:
+            return
+        self._warned_divergence = True
+        warnings.warn(
+            f"the training loss has grown from {first:.4g} at the first step to {logged:.4g} at step {self.step}: "
+            f"training is probably diverging; the learning rate ({self.learning_rate:g}) is the likely cause",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def _divergence_message(self, quantity: str) -> str:
+        if self.checkpoint_step is not None:
+            kept = f"; the last checkpoint, at step {self.checkpoint_step}, is kept in {self.checkpoint_path}"
+        else:
+            kept = "; no checkpoint had been written yet"
+        return divergence_message(f"step {self.step + 1}", quantity, self.learning_rate, kept)
 
     @torch.no_grad()
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
@@ -239,10 +332,10 @@ class SupervisedTrainer:
             for label, matrix in (("w", layer.weight), ("alpha", layer.plasticity_coefficient)):
                 if matrix is None or matrix.dim() != 2:
                     continue
-                matrix = matrix.detach().float().cpu()
-                scale = matrix.abs().max().clamp_min(1e-12)
+                values = matrix.detach().float().cpu()
+                scale = values.abs().max().clamp_min(1e-12)
                 # Zero maps to mid-grey, so the sign of a connection reads off the image.
-                writer.add_image(f"{label}/{name}", (matrix / scale + 1).unsqueeze(0) / 2, self.step)
+                writer.add_image(f"{label}/{name}", (values / scale + 1).unsqueeze(0) / 2, self.step)
 
     def _record(self, evaluated: dict[str, float] | None) -> None:
         row: dict[str, Any] = {
@@ -253,11 +346,12 @@ class SupervisedTrainer:
         }
         row.update({name: float(np.mean(values)) for name, values in self._window.items()})
         self._window.clear()
+        if self.on_non_finite == "skip":
+            row["skipped_steps"] = self.skipped_steps
         if evaluated is not None:
             row.update({f"eval_{name}": value for name, value in evaluated.items()})
         self.history.append(row)
         if self.curve_path is not None:
-            self.curve_path.parent.mkdir(parents=True, exist_ok=True)
             write_history_csv(self.history, self.curve_path)
         writer = self._summary_writer()
         if writer is None:
@@ -296,7 +390,8 @@ class SupervisedTrainer:
                 if log_now or evaluate_now:
                     self._record(evaluated)
                     row = self.history[-1]
-                    postfix = {"loss": f"{row['loss']:.4f}", metric: f"{row[metric]:.4f}"}
+                    self._warn_if_diverging(row)
+                    postfix = {name: f"{row[name]:.4f}" for name in ("loss", metric) if name in row}
                     if evaluated is not None:
                         postfix[f"eval_{metric}"] = f"{evaluated[metric]:.4f}"
                     bar.set_postfix(postfix)
@@ -331,6 +426,7 @@ class SupervisedTrainer:
             "settings": self.settings,
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
+            "skipped_steps": self.skipped_steps,
             "train_seconds": self.train_seconds,
             "wall_seconds": self.wall_seconds,
             "history": self.history,
@@ -340,6 +436,7 @@ class SupervisedTrainer:
             "torch_rng": torch.get_rng_state(),
         }
         _atomic_save(record, path)
+        self.checkpoint_step = self.step
 
     @classmethod
     def resume(cls, path: str | os.PathLike, **overrides: Any) -> SupervisedTrainer:
@@ -366,7 +463,8 @@ class SupervisedTrainer:
             **options,
         )
         trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.step = state["step"]
+        trainer.step = trainer.checkpoint_step = state["step"]
+        trainer.skipped_steps = state.get("skipped_steps", 0)
         trainer.train_seconds = state["train_seconds"]
         trainer.wall_seconds = state["wall_seconds"]
         trainer.history = list(state["history"])
@@ -378,8 +476,6 @@ class SupervisedTrainer:
 
 
 def _atomic_save(record: dict[str, Any], path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(record, partial)
-    os.replace(partial, path)
+    """Write ``record`` with the checksum that :func:`_read` verifies, never leaving a half-written file."""
+    with atomic_write(path) as handle:
+        torch.save({**record, "checksum": _checksum(record)}, handle)

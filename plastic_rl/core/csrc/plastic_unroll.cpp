@@ -22,7 +22,9 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -40,6 +42,7 @@
 namespace {
 
 enum Plasticity { kNone = 0, kShared = 1, kFull = 2 };
+// The codes of the rules this kernel runs: the kernel_code of their DecayForm in plastic_rl/core/rules.py.
 enum Rule { kHebb = 0, kOja = 1 };
 constexpr int64_t kBlockElements = 4096;
 constexpr int64_t kGroups = 8;
@@ -788,7 +791,6 @@ double dispatch(bool backward, const std::vector<at::Tensor>& tensors, const at:
     TORCH_CHECK(x.is_contiguous(), "the C++ plastic unroll needs contiguous tensors");
     TORCH_CHECK(x.scalar_type() == dtype, "the C++ plastic unroll needs tensors of one floating dtype");
   }
-  TORCH_CHECK(plasticity >= kNone && plasticity <= kFull, "unknown plasticity mode ", plasticity);
   double result = 0;
   AT_DISPATCH_FLOATING_TYPES(dtype, "plastic_unroll", [&] {
     const Buffers<scalar_t> p(tensors, starts, pre_reset_index);
@@ -803,15 +805,78 @@ double dispatch(bool backward, const std::vector<at::Tensor>& tensors, const at:
   return result;
 }
 
+// Shape checks of every buffer the kernels are handed: they index raw pointers with T, B and N taken from the drive,
+// so a buffer of any other shape would be read or written past its end. No caller, Python or C++, gets around them.
+enum class Presence { kRequired, kOptional };
+
+void check_buffer(const at::Tensor& x, const char* name, at::IntArrayRef shape, Presence presence) {
+  if (presence == Presence::kOptional && (!x.defined() || x.numel() == 0)) return;
+  TORCH_CHECK(x.defined(), "plastic unroll: ", name, " is required");
+  TORCH_CHECK(x.sizes() == shape, "plastic unroll: ", name, " must have shape ", shape, "; got ", x.sizes());
+}
+
+// starts (T, B) bool and pre_reset_index (T, B) int64 with every slot in [-1, slots).
+void check_reset_buffers(const at::Tensor& starts, const at::Tensor& pre_reset_index, int64_t T, int64_t B,
+                         int64_t slots) {
+  if (starts.defined() && starts.numel()) {
+    TORCH_CHECK(starts.scalar_type() == at::kBool && starts.device().is_cpu() && starts.is_contiguous(),
+                "plastic unroll: episode starts must be a contiguous CPU bool tensor");
+    check_buffer(starts, "episode starts", {T, B}, Presence::kRequired);
+  }
+  if (pre_reset_index.defined() && pre_reset_index.numel()) {
+    TORCH_CHECK(pre_reset_index.scalar_type() == at::kLong && pre_reset_index.device().is_cpu() &&
+                    pre_reset_index.is_contiguous(),
+                "plastic unroll: pre_reset_index must be a contiguous CPU int64 tensor");
+    check_buffer(pre_reset_index, "pre_reset_index", {T, B}, Presence::kRequired);
+    const int64_t lowest = pre_reset_index.min().item<int64_t>(), highest = pre_reset_index.max().item<int64_t>();
+    TORCH_CHECK(lowest >= -1 && highest < slots, "plastic unroll: pre_reset_index must lie in [-1, ", slots,
+                "); got [", lowest, ", ", highest, "]");
+  }
+}
+
+// The checks both kernels share: the parameters and the plasticity-dependent buffers, given the sizes.
+void check_parameters(const at::Tensor& weight, const at::Tensor& alpha, int64_t plasticity, int64_t N) {
+  check_buffer(weight, "weight", {N, N}, Presence::kRequired);
+  if (plasticity == kFull) check_buffer(alpha, "alpha", {N, N}, Presence::kRequired);
+  if (plasticity == kShared) check_buffer(alpha, "alpha", {1}, Presence::kRequired);
+}
+
+Sizes checked_sizes(const at::Tensor& drive, int64_t every, int64_t slices) {
+  TORCH_CHECK(drive.defined() && drive.dim() == 3, "plastic unroll: drive must have shape (T, B, N)");
+  TORCH_CHECK(every >= 1, "plastic unroll: checkpoint spacing must be >= 1; got ", every);
+  TORCH_CHECK(slices >= 1, "plastic unroll: slices must be >= 1; got ", slices);
+  return {drive.size(0), drive.size(1), drive.size(2), every, drive.size(1), false};
+}
+
 // tensors: drive, x0, h0, weight, alpha, bias, reset_activation, then the caller's preallocated outputs and
 // buffers: outputs, pre, plastic_part, trace (the final trace on return), checkpoints, pre_reset.
 void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                     double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
                     int64_t slices) {
-  const auto& drive = tensors[0];
-  const int64_t B = drive.size(1);
-  const Options o{
-      {drive.size(0), B, drive.size(2), every, B, false}, eta, clip, clamp_input, bias_neuron, false, slices};
+  TORCH_CHECK(tensors.size() == 13, "plastic unroll forward: expected 13 tensors; got ", tensors.size());
+  TORCH_CHECK(plasticity >= kNone && plasticity <= kFull, "unknown plasticity mode ", plasticity);
+  TORCH_CHECK(rule == kHebb || rule == kOja, "unknown plasticity rule ", rule);
+  const Sizes sizes = checked_sizes(tensors[0], every, slices);
+  const int64_t T = sizes.T, B = sizes.B, N = sizes.N;
+  const bool plastic = plasticity != kNone;
+  const auto traces = plastic ? Presence::kRequired : Presence::kOptional;
+  const int64_t checkpoints = plastic ? (T - 1) / every : 0;
+  check_buffer(tensors[1], "x0", {B, N}, Presence::kRequired);
+  check_buffer(tensors[2], "h0", {B, N, N}, traces);
+  check_parameters(tensors[3], tensors[4], plasticity, N);
+  check_buffer(tensors[5], "bias", {N}, Presence::kOptional);
+  check_buffer(tensors[6], "reset_activation", {N}, Presence::kRequired);
+  check_buffer(tensors[7], "outputs", {T, B, N}, Presence::kRequired);
+  check_buffer(tensors[8], "pre", {T, B, N}, Presence::kRequired);
+  check_buffer(tensors[9], "plastic_part", {T, B, N},
+               plasticity == kShared ? Presence::kRequired : Presence::kOptional);
+  check_buffer(tensors[10], "trace", {B, N, N}, traces);
+  check_buffer(tensors[11], "checkpoints", {checkpoints, B, N, N},
+               checkpoints ? Presence::kRequired : Presence::kOptional);
+  const int64_t slots = tensors[12].defined() && tensors[12].numel() ? tensors[12].size(0) : 0;
+  check_buffer(tensors[12], "pre_reset", {slots, N, N}, Presence::kOptional);
+  check_reset_buffers(starts, pre_reset_index, T, B, slots);
+  const Options o{sizes, eta, clip, clamp_input, bias_neuron, false, slices};
   dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o);
 }
 
@@ -821,10 +886,40 @@ void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tens
 double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                        double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
                        int64_t slices, bool reverse) {
-  const auto& drive = tensors[2];
-  const int64_t B = drive.size(1);
-  const Options o{
-      {drive.size(0), B, drive.size(2), every, B, false}, eta, clip, clamp_input, bias_neuron, reverse, slices};
+  TORCH_CHECK(tensors.size() == 17, "plastic unroll backward: expected 17 tensors; got ", tensors.size());
+  TORCH_CHECK(plasticity >= kNone && plasticity <= kFull, "unknown plasticity mode ", plasticity);
+  TORCH_CHECK(rule == kHebb || rule == kOja, "unknown plasticity rule ", rule);
+  const Sizes sizes = checked_sizes(tensors[2], every, slices);
+  const int64_t T = sizes.T, B = sizes.B, N = sizes.N;
+  const bool plastic = plasticity != kNone;
+  const auto traces = plastic ? Presence::kRequired : Presence::kOptional;
+  const int64_t checkpoints = plastic ? (T - 1) / every : 0;
+  check_buffer(tensors[0], "grad_outputs", {T, B, N}, Presence::kOptional);
+  check_buffer(tensors[1], "grad_final_activation", {B, N}, Presence::kOptional);
+  check_buffer(tensors[3], "outputs", {T, B, N}, Presence::kRequired);
+  check_buffer(tensors[4], "pre", {T, B, N}, Presence::kRequired);
+  check_buffer(tensors[5], "h0", {B, N, N}, traces);
+  check_buffer(tensors[6], "final_trace", {B, N, N}, traces);
+  check_buffer(tensors[7], "checkpoints", {checkpoints, B, N, N},
+               checkpoints ? Presence::kRequired : Presence::kOptional);
+  const int64_t slots = tensors[8].defined() && tensors[8].numel() ? tensors[8].size(0) : 0;
+  check_buffer(tensors[8], "pre_reset", {slots, N, N}, Presence::kOptional);
+  check_parameters(tensors[9], tensors[10], plasticity, N);
+  check_buffer(tensors[11], "grad_pre_activation", {T, B, N}, Presence::kRequired);
+  check_buffer(tensors[12], "grad_drive", {T, B, N}, Presence::kRequired);
+  check_buffer(tensors[13], "grad_x0", {B, N}, Presence::kRequired);
+  check_buffer(tensors[14], "grad_trace", {B, N, N}, traces);
+  check_buffer(tensors[15], "grad_alpha", {N, N}, plasticity == kFull ? Presence::kRequired : Presence::kOptional);
+  // The reverse rebuild needs one trace of workspace; segment recomputation one per step of a segment but the first.
+  if (plastic) {
+    const auto& workspace = tensors[16];
+    if (reverse)
+      check_buffer(workspace, "workspace", {B, N, N}, Presence::kRequired);
+    else
+      check_buffer(workspace, "workspace", {std::max<int64_t>(every - 1, 1), B, N, N}, Presence::kRequired);
+  }
+  check_reset_buffers(starts, pre_reset_index, T, B, slots);
+  const Options o{sizes, eta, clip, clamp_input, bias_neuron, reverse, slices};
   return dispatch(true, tensors, starts, pre_reset_index, plasticity, rule, o);
 }
 
@@ -833,6 +928,10 @@ double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::T
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &unroll_forward, "fused forward unroll of the plastic recurrent layer");
   m.def("backward", &unroll_backward, "hand-written backward of the fused unroll");
+  // The registry (plastic_rl/core/rules.py) names the kernel code of each rule; Python checks this against it.
+  m.def(
+      "rule_codes", [] { return std::map<std::string, int64_t>{{"hebb", kHebb}, {"oja", kOja}}; },
+      "the plasticity rules this kernel runs, by name, with their codes");
   m.def(
       "multithreaded",
       [] {

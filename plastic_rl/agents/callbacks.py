@@ -1,0 +1,127 @@
+"""SB3 callbacks of the suite: :class:`TraceVideoCallback` shows an RL run's memory forming in TensorBoard.
+
+The supervised trainer logs ``w`` and ``alpha`` images; this is the RL side's picture: every ``video_freq`` env
+steps, one episode of the current policy on the maze, drawn with the trace panel
+(:mod:`plastic_rl.agents.trace_panel`), goes to TensorBoard as an animation (``trace/episode``, in the Images
+tab) and its last frame as an image (``trace/last_frame``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Image
+
+from plastic_rl.agents.trace_panel import TracePanel, play_episode
+from plastic_rl.core.options import check_positive_int
+
+
+class TraceVideoCallback(BaseCallback):
+    """Log an episode of the current policy, with its trace panel, to TensorBoard every ``video_freq`` steps.
+
+    Parameters
+    ----------
+    env_id : the maze env id (its env must take ``show_trace_panel``).
+    video_freq : env steps between two videos (counted over all envs, as ``num_timesteps``).
+    env_kwargs : keywords of the env (as in training).
+    panel : what the panel shows: ``"trace"``, ``"plastic"`` or ``"effective"`` (see :class:`TracePanel`).
+    pixel_stride : keep every ``pixel_stride``-th pixel row and column (TensorBoard holds every frame).
+    seed : the env seed of the logged episodes (the same episode each time, so that videos compare).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        video_freq: int,
+        env_kwargs: dict[str, Any] | None = None,
+        panel: str = "plastic",
+        pixel_stride: int = 2,
+        seed: int = 0,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        self.env_id = env_id
+        self.video_freq = check_positive_int("video_freq", video_freq)
+        self.env_kwargs = dict(env_kwargs or {})
+        self.panel_content = panel
+        self.pixel_stride = check_positive_int("pixel_stride", pixel_stride)
+        self.seed = seed
+        self._next_video = video_freq
+        self._panel: TracePanel | None = None
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next_video:
+            self._next_video += self.video_freq
+            self.log_episode()
+        return True
+
+    def log_episode(self) -> None:
+        """Play and log one episode now."""
+        import torch as th
+
+        policy = self.model.policy
+        plastic = getattr(policy, "plasticity", "none") != "none"
+        # The weights change between videos: the neuron order is the first video's, so that videos compare.
+        if plastic and self._panel is None:
+            self._panel = TracePanel(policy, self.panel_content)
+        env = gym.make(self.env_id, render_mode="rgb_array", show_trace_panel=plastic, **self.env_kwargs)
+        episodes: list[list[Any]] = []
+        recorder = FrameCollector(env, episodes)
+        rng_state = th.get_rng_state()  # the logged episode must not change the training's random draws
+        try:
+            silent = gym.make(self.env_id, **self.env_kwargs)
+            _, scales = play_episode(self.model, silent, self.seed, False, self._panel)
+            silent.close()
+            reward, _ = play_episode(self.model, recorder, self.seed, False, self._panel, scales)
+        finally:
+            th.set_rng_state(rng_state)
+            env.close()
+        video = np.stack(episodes[-1])[:, :: self.pixel_stride, :: self.pixel_stride]
+        self._write_animation("trace/episode", video, env.metadata.get("render_fps", 10))
+        exclude = ("stdout", "log", "json", "csv")
+        self.logger.record("trace/last_frame", Image(video[-1], "HWC"), exclude=exclude)
+        self.logger.record("trace/episode_reward", reward)
+        self.logger.dump(self.num_timesteps)
+
+    def _write_animation(self, tag: str, frames: np.ndarray, fps: int) -> None:
+        # An animated GIF in an image summary: what TensorBoard shows as a video. SB3's Video goes through
+        # torch's add_video, which needs moviepy 1's moviepy.editor (gone in moviepy 2) and skips the video
+        # without it; Pillow encodes the GIF here instead.
+        import io
+
+        from PIL import Image as PillowImage
+        from stable_baselines3.common.logger import TensorBoardOutputFormat
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        images = [PillowImage.fromarray(frame) for frame in frames]
+        buffer = io.BytesIO()
+        images[0].save(
+            buffer, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+        )
+        height, width = frames.shape[1:3]
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        for output in self.logger.output_formats:
+            if isinstance(output, TensorBoardOutputFormat) and output.writer.file_writer is not None:
+                output.writer.file_writer.add_summary(summary, self.num_timesteps)
+
+
+class FrameCollector(gym.Wrapper):
+    """Keeps every frame rendered after ``reset`` and each step, one list per episode, in ``episodes``."""
+
+    def __init__(self, env: gym.Env, episodes: list[list[Any]]) -> None:
+        super().__init__(env)
+        self.episodes = episodes
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        result = self.env.reset(**kwargs)
+        self.episodes.append([self.env.render()])
+        return result
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
+        result = self.env.step(action)
+        self.episodes[-1].append(self.env.render())
+        return result

@@ -1,0 +1,107 @@
+"""RL Baselines3 Zoo integration (the ``plastic-rl[zoo]`` extra): ``plastic_a2c`` and ``plastic_ppo`` in the Zoo.
+
+The Zoo has no plug-in entry point for algorithms: its scripts check ``--algo`` against ``rl_zoo3.ALGOS`` before
+they import ``--gym-packages``. The Zoo's own way to add algorithms (its ``train_sbx.py``) is a launcher that adds
+them to ``ALGOS`` and then runs the Zoo's script; this module is that launcher::
+
+    python -m plastic_rl.agents.zoo train --algo plastic_a2c --env PlasticMaze-v0 --gym-packages plastic_rl
+    python -m plastic_rl.agents.zoo enjoy --algo plastic_a2c --env PlasticMaze-v0 -f logs
+    python -m plastic_rl.agents.zoo record_video --algo plastic_a2c --env PlasticMaze-v0 -f logs -n 250
+    python -m plastic_rl.agents.zoo plot_train --algo plastic_a2c --env PlasticMaze-v0 -f logs
+
+Everything after the script name is the Zoo's own command line. Without ``--conf-file``, ``train`` reads the
+hyperparameters of ``plastic-rl train`` (``plastic_rl/agents/hyperparams/<algo>.yml``, which name the policy the
+Zoo builds). Runs of ``plastic-rl train`` carry the Zoo's ``<env>/config.yml`` and ``<env>/args.yml``
+(:func:`write_run_files`), so the Zoo's ``enjoy``, ``record_video`` and ``plot_train`` work on them too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import runpy
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plastic_rl.core.files import atomic_write_text
+
+ZOO_ALGORITHMS = ("plastic_a2c", "plastic_ppo")
+# launcher script name -> the Zoo's "module:function", or its module when the script is only a __main__ block
+ZOO_SCRIPTS: dict[str, str] = {
+    "train": "rl_zoo3.train:train",
+    "enjoy": "rl_zoo3.enjoy:enjoy",
+    "record_video": "rl_zoo3.record_video",
+    "plot_train": "rl_zoo3.plots.plot_train:plot_train",
+}
+
+
+def register() -> None:
+    """Add ``plastic_a2c`` and ``plastic_ppo`` to ``rl_zoo3.ALGOS`` (the dict every Zoo script reads; idempotent)."""
+    from rl_zoo3 import ALGOS
+
+    from plastic_rl.agents.configuration import algorithm_class
+
+    for algo in ZOO_ALGORITHMS:
+        ALGOS[algo] = algorithm_class(algo)
+
+
+def hyperparameter_file(algo: str) -> str:
+    """The path of ``plastic-rl train``'s hyperparameter file for ``algo``, which the Zoo reads as ``--conf-file``."""
+    return str(resources.files("plastic_rl.agents").joinpath("hyperparams").joinpath(f"{algo}.yml"))
+
+
+def zoo_arguments(script: str, arguments: Sequence[str]) -> list[str]:
+    """The Zoo's command line for ``script``: ``arguments``, plus ``--gym-packages plastic_rl`` (so that the Zoo's
+    env checks see our envs) and, for ``train`` of one of our algorithms, our ``--conf-file`` unless given."""
+    arguments = list(arguments)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--algo", "-a")
+    parser.add_argument("--conf-file", "-conf")
+    parser.add_argument("--gym-packages", nargs="*", default=[])
+    known, _ = parser.parse_known_args(arguments)
+    if script in ("train", "enjoy") and "plastic_rl" not in known.gym_packages:
+        arguments += ["--gym-packages", "plastic_rl"]
+    if script == "train" and known.conf_file is None and known.algo in ZOO_ALGORITHMS:
+        arguments += ["--conf-file", hyperparameter_file(known.algo)]
+    return arguments
+
+
+def write_run_files(
+    folder: str | Path, env_id: str, hyperparameters: dict[str, Any], policy: str, arguments: dict[str, Any]
+) -> None:
+    """Write ``folder/<env_id>/config.yml`` and ``args.yml`` as the Zoo does for its runs.
+
+    ``config.yml``: the hyperparameters, keys sorted, with ``policy`` the policy alias that was built;
+    ``args.yml``: the command line's arguments, keys sorted (``env_kwargs`` as a dict, as the Zoo's ``enjoy``
+    reads it). Plain YAML (the Zoo writes an ``OrderedDict`` with a Python tag; its loader reads both).
+    """
+    run_files = Path(folder) / env_id
+    run_files.mkdir(parents=True, exist_ok=True)
+    config = {**hyperparameters, "policy": policy}
+    atomic_write_text(run_files / "config.yml", yaml.safe_dump(dict(sorted(config.items())), sort_keys=False))
+    atomic_write_text(run_files / "args.yml", yaml.safe_dump(dict(sorted(arguments.items())), sort_keys=False))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ZOO_SCRIPTS:
+        print(f"usage: python -m plastic_rl.agents.zoo {{{','.join(ZOO_SCRIPTS)}}} [RL Zoo options]", file=sys.stderr)
+        return 2
+    script, arguments = argv[0], zoo_arguments(argv[0], argv[1:])
+    register()
+    module_name, _, function_name = ZOO_SCRIPTS[script].partition(":")
+    sys.argv = [module_name, *arguments]
+    if function_name:
+        getattr(importlib.import_module(module_name), function_name)()
+    else:
+        runpy.run_module(module_name, run_name="__main__", alter_sys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

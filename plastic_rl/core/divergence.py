@@ -1,0 +1,51 @@
+"""Detecting a training run that diverged: a loss, gradient or parameter that is no longer finite.
+
+Both trainers (the supervised trainer and PlasticA2C / PlasticPPO) check after every backward pass,
+before the optimizer step, so that a diverged run stops at the step where it diverged with its
+parameters still those of the last good step, or skips that step when asked to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+# What a trainer does at a non-finite loss or gradient: stop with TrainingDiverged, or skip the step.
+NON_FINITE_ACTIONS = ("raise", "skip")
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training produced a NaN or infinite loss, gradient or parameter; the message says where and why."""
+
+
+def find_non_finite(
+    loss: Tensor | None, named_parameters: Iterable[tuple[str, Tensor]], *, gradients: bool
+) -> str | None:
+    """The first non-finite quantity (``"loss"``, ``"gradient of NAME"``, ``"parameter NAME"``), or ``None``.
+
+    ``gradients`` selects whether the parameters' ``.grad`` or the parameters themselves are checked.
+    """
+    if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+        return "loss"
+    candidates = [(name, parameter.grad if gradients else parameter) for name, parameter in named_parameters]
+    named = [(name, tensor.detach()) for name, tensor in candidates if tensor is not None and tensor.numel() > 0]
+    if not named:
+        return None
+    # One reduction and one synchronisation in the usual, finite case; only then find the culprit.
+    if bool(torch.isfinite(torch.stack([tensor.float().sum() for _, tensor in named]).sum())):
+        return None
+    kind = "gradient of" if gradients else "parameter"
+    for name, tensor in named:
+        if not bool(torch.isfinite(tensor).all()):
+            return f"{kind} {name}"
+    return None  # the sum overflowed, yet every value is finite
+
+
+def divergence_message(where: str, quantity: str, learning_rate: float, advice: str = "") -> str:
+    """The error message of :class:`TrainingDiverged`: where, what, the likely cause and what to do."""
+    return (
+        f"training diverged at {where}: the {quantity} is NaN or infinite. The learning rate ({learning_rate:g}) "
+        f"is the likely cause: lower it (or clip the gradients){advice}"
+    )

@@ -1,0 +1,317 @@
+"""A memory-lean unroll of the plastic recurrent layer, with a hand-written backward pass.
+
+Plain autograd keeps about three ``B x N x N`` tensors per step. :func:`fused_unroll` is one
+:class:`torch.autograd.Function` over the whole sequence: the forward keeps the activations of every
+step and the trace only at checkpoints, and the backward rebuilds the trace of each step on the way back
+(:mod:`~plastic_rl.core.fused.plan`). Two backends run the same algorithm on the same buffers: a C++ kernel
+(:mod:`~plastic_rl.core.fused.cpp_backend`) and a PyTorch one that runs on any device
+(:mod:`~plastic_rl.core.fused.torch_backend`). Each runs the rules of :mod:`plastic_rl.core.rules` that have a
+:class:`~plastic_rl.core.rules.DecayForm` (the C++ one those with a kernel code); any other rule is a
+``ValueError`` here, and :func:`plastic_rl.core.functional.recurrent_unroll` with ``implementation="auto"`` runs it
+on the autograd loop instead.
+
+Gradients are those of :func:`plastic_rl.core.functional.recurrent_unroll` (tests compare them in
+float64 to about 1e-10). The episode-start reset at step 0 happens before the function, in plain
+autograd, so the kernels only see resets at steps ``t >= 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from plastic_rl.core.fused.cpp_backend import (
+    NO_CPP_ENVIRONMENT_VARIABLE,
+    batch_slices,
+    cpp_available,
+    cpp_backward,
+    cpp_extension_module,
+    cpp_forward,
+)
+from plastic_rl.core.fused.plan import (
+    CheckpointPlan,
+    UnrollBuffers,
+    UnrollGradients,
+    UnrollInputs,
+    UnrollOptions,
+    allocate_buffers,
+    plan_checkpoints,
+    post_bound,
+)
+from plastic_rl.core.fused.torch_backend import torch_backward, torch_forward
+from plastic_rl.core.rules import get_rule
+
+__all__ = [
+    "BACKENDS",
+    "IMPLEMENTATIONS",
+    "NO_CPP_ENVIRONMENT_VARIABLE",
+    "CheckpointPlan",
+    "UnrollOptions",
+    "available_backends",
+    "batch_slices",
+    "cpp_available",
+    "cpp_extension_module",
+    "fused_unroll",
+    "plan_checkpoints",
+    "prepare_unroll",
+    "unroll_inputs",
+    "resolve_backend",
+]
+
+IMPLEMENTATIONS = ("auto", "fused", "autograd")
+BACKENDS = ("cpp", "torch")
+
+Forward = Callable[[UnrollBuffers], None]
+Backward = Callable[[UnrollBuffers, UnrollGradients, "Tensor | None"], None]
+_BACKEND_FUNCTIONS: dict[str, tuple[Forward, Backward]] = {
+    "cpp": (cpp_forward, cpp_backward),
+    "torch": (torch_forward, torch_backward),
+}
+
+
+def available_backends() -> tuple[str, ...]:
+    return BACKENDS if cpp_available() else ("torch",)
+
+
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """``"cpp"`` where asked for (or ``"auto"``) on the CPU, in float32 or float64, with the kernel built; else
+    ``"torch"``."""
+    if backend == "torch":
+        return "torch"
+    if device.type == "cpu" and dtype in (torch.float32, torch.float64) and cpp_available():
+        return "cpp"
+    if backend == "cpp":
+        raise RuntimeError("the C++ plastic kernel is not available (see the warning above)")
+    return "torch"
+
+
+def prepare_unroll(
+    inputs: UnrollInputs, options: UnrollOptions, backend: str, keep_for_backward: bool
+) -> UnrollBuffers:
+    """Plan (checkpoints only when ``keep_for_backward``), allocate and run the forward of ``backend``."""
+    steps = inputs.drive.shape[0]
+    if keep_for_backward:
+        bound = post_bound(inputs.drive, options)
+        plan = plan_checkpoints(
+            steps, inputs.hebbian_learning_rate, options, inputs.drive.dtype, bound, inputs.episode_starts
+        )
+    else:
+        plan = CheckpointPlan(max(steps, 1), False, None, 0)
+    buffers = allocate_buffers(inputs, options, plan)
+    _BACKEND_FUNCTIONS[backend][0](buffers)
+    return buffers
+
+
+def unroll_inputs(
+    drive: Tensor,
+    activation: Tensor,
+    trace: Tensor | None,
+    weight: Tensor,
+    plasticity_coefficient: Tensor | None,
+    hebbian_learning_rate: Tensor | None,
+    bias: Tensor | None,
+    episode_starts: Tensor | None,
+    reset_activation: Tensor,
+) -> UnrollInputs:
+    """The arguments of :func:`fused_unroll`, detached, in ``drive``'s dtype and contiguous."""
+    dtype = drive.dtype
+
+    def prepared(tensor: Tensor) -> Tensor:
+        return tensor.detach().to(dtype).contiguous()
+
+    def optional(tensor: Tensor | None) -> Tensor | None:
+        return None if tensor is None else prepared(tensor)
+
+    return UnrollInputs(
+        drive=prepared(drive),
+        initial_activation=prepared(activation),
+        initial_trace=optional(trace),
+        weight=prepared(weight),
+        plasticity_coefficient=optional(plasticity_coefficient),
+        hebbian_learning_rate=0.0 if hebbian_learning_rate is None else float(hebbian_learning_rate),
+        bias=optional(bias),
+        episode_starts=None if episode_starts is None else episode_starts.contiguous(),
+        reset_activation=prepared(reset_activation),
+    )
+
+
+@dataclass(frozen=True)
+class _StaticArguments:
+    """The arguments of :class:`_FusedUnrollFunction` that take no gradient."""
+
+    episode_starts: Tensor | None
+    reset_activation: Tensor
+    options: UnrollOptions
+    backend: str
+
+
+class _FusedUnrollFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        drive: Tensor,
+        activation: Tensor,
+        trace: Tensor | None,
+        weight: Tensor,
+        plasticity_coefficient: Tensor | None,
+        hebbian_learning_rate: Tensor | None,
+        bias: Tensor | None,
+        static: _StaticArguments,
+    ) -> tuple[Tensor, Tensor | None]:
+        inputs = unroll_inputs(
+            drive,
+            activation,
+            trace,
+            weight,
+            plasticity_coefficient,
+            hebbian_learning_rate,
+            bias,
+            static.episode_starts,
+            static.reset_activation,
+        )
+        buffers = prepare_unroll(inputs, static.options, static.backend, keep_for_backward=True)
+        ctx.backend = static.backend
+        ctx.plasticity_coefficient_shape = None if plasticity_coefficient is None else plasticity_coefficient.shape
+        ctx.hebbian_learning_rate = hebbian_learning_rate
+        # The outputs go through save_for_backward: a plain reference from ctx to an output is a reference
+        # cycle through the autograd graph that nothing frees; this way autograd also notices in-place changes.
+        outputs, final_trace = buffers.outputs, buffers.trace
+        ctx.save_for_backward(*((outputs,) if final_trace is None else (outputs, final_trace)))
+        kept = [field.name for field in fields(buffers) if field.name not in ("outputs", "trace")]
+        ctx.buffer_fields = {name: getattr(buffers, name) for name in kept}
+        return outputs, final_trace
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_outputs: Tensor | None, grad_final_trace: Tensor | None) -> tuple[Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        buffers = UnrollBuffers(**ctx.buffer_fields, outputs=saved[0], trace=saved[1] if len(saved) > 1 else None)
+        options = buffers.options
+        grad_trace = None
+        if buffers.trace is not None:
+            grad_trace = (
+                torch.zeros_like(buffers.trace) if grad_final_trace is None else grad_final_trace.contiguous().clone()
+            )
+        gradients = UnrollGradients(
+            grad_outputs=None if grad_outputs is None else grad_outputs.contiguous(),
+            grad_pre_activation=torch.empty_like(buffers.drive),
+            grad_drive=torch.empty_like(buffers.drive),
+            grad_initial_activation=torch.empty_like(buffers.initial_activation),
+            grad_trace=grad_trace,
+            grad_plasticity_coefficient=torch.zeros_like(buffers.weight) if options.plasticity == "full" else None,
+        )
+        workspace = None
+        if buffers.trace is not None:
+            workspace = buffers.drive.new_empty((max(buffers.plan.workspace_traces, 1), *buffers.trace.shape))
+            if buffers.plan.reverse:
+                workspace = workspace[0]
+        _BACKEND_FUNCTIONS[ctx.backend][1](buffers, gradients, workspace)
+        size = buffers.presynaptic.shape[-1]
+        flat_presynaptic = buffers.presynaptic.reshape(-1, size)
+        flat_grad_pre_activation = gradients.grad_pre_activation.reshape(-1, size)
+        (
+            needs_drive,
+            needs_activation,
+            needs_trace,
+            needs_weight,
+            needs_plasticity_coefficient,
+            needs_learning_rate,
+            needs_bias,
+            _,
+        ) = ctx.needs_input_grad
+        grad_plasticity_coefficient = None
+        if needs_plasticity_coefficient:
+            if options.plasticity == "full":
+                grad_plasticity_coefficient = gradients.grad_plasticity_coefficient
+            else:
+                assert buffers.trace_matvec is not None, "shared plasticity keeps x H"
+                grad_plasticity_coefficient = (
+                    (gradients.grad_pre_activation * buffers.trace_matvec)
+                    .sum()
+                    .reshape(ctx.plasticity_coefficient_shape)
+                )
+        return (
+            gradients.grad_drive if needs_drive else None,
+            gradients.grad_initial_activation if needs_activation else None,
+            gradients.grad_trace if needs_trace else None,
+            flat_presynaptic.T @ flat_grad_pre_activation if needs_weight else None,
+            grad_plasticity_coefficient,
+            torch.full_like(ctx.hebbian_learning_rate, gradients.grad_hebbian_learning_rate)
+            if needs_learning_rate
+            else None,
+            gradients.grad_pre_activation.sum((0, 1)) if needs_bias else None,
+            None,
+        )
+
+
+def fused_unroll(
+    drive: Tensor,
+    activation: Tensor,
+    trace: Tensor | None,
+    weight: Tensor,
+    plasticity_coefficient: Tensor | None,
+    hebbian_learning_rate: Tensor | None,
+    bias: Tensor | None,
+    episode_starts: Tensor | None,
+    reset_activation: Tensor,
+    *,
+    rule: str,
+    input_mode: str,
+    trace_clip: float | None,
+    bias_neuron: bool,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The fused equivalent of :func:`plastic_rl.core.functional.recurrent_unroll` (same arguments and results,
+    the final trace as a tensor), for the rules that the backend runs (a ``ValueError`` for any other).
+
+    ``backend``: ``"cpp"``, ``"torch"`` or ``"auto"`` (the C++ kernel on the CPU when it builds).
+    """
+    from plastic_rl.core.functional import check_unroll_arguments, reset_where
+
+    get_rule(rule)  # an unknown rule: the same ValueError as on every path
+    if plasticity_coefficient is None:
+        plasticity = "none"
+    else:
+        plasticity = "shared" if plasticity_coefficient.numel() == 1 else "full"
+    backend = resolve_backend(backend, drive.device, drive.dtype)
+    if plasticity != "none":
+        get_rule(rule, backend)  # a rule this backend does not run
+    check_unroll_arguments(
+        drive,
+        activation,
+        trace,
+        weight,
+        plasticity_coefficient,
+        hebbian_learning_rate,
+        bias,
+        episode_starts,
+        reset_activation,
+        rule=rule,
+    )
+    options = UnrollOptions(plasticity, rule, input_mode, trace_clip, bias_neuron)
+    if episode_starts is not None:  # the reset at step 0, in autograd; the kernels handle t >= 1
+        first = episode_starts[0]
+        if bool(first.all()):
+            activation = reset_activation.expand_as(activation)
+            trace = None if trace is None else torch.zeros_like(trace, requires_grad=False)
+        elif bool(first.any()):
+            activation = reset_where(first, activation, reset_activation)
+            trace = None if trace is None else reset_where(first, trace, 0.0)
+    if plasticity == "none":
+        trace = None
+    elif trace is None:
+        trace = weight.new_zeros(activation.shape[0], *weight.shape)
+    differentiable = (drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in differentiable):
+        static = _StaticArguments(episode_starts, reset_activation, options, backend)
+        outputs, final_trace = _FusedUnrollFunction.apply(*differentiable, static)
+    else:
+        buffers = prepare_unroll(
+            unroll_inputs(*differentiable, episode_starts, reset_activation), options, backend, False
+        )
+        outputs, final_trace = buffers.outputs, buffers.trace
+    return outputs, outputs[-1], final_trace

@@ -1,0 +1,189 @@
+"""The fused unroll's C++ backend: building ``csrc/plastic_unroll.cpp`` and handing it the buffers.
+
+The kernel is built with the machine's compiler on first use: one pass over the trace per step, the time loop in
+C++, threads over slices of the batch (:func:`batch_slices`), or over the rows of each step for a single episode.
+It runs the rules whose :class:`~plastic_rl.core.rules.DecayForm` has a ``kernel_code``; the kernel reports the
+codes it was compiled with, and a kernel whose codes differ from the registry's is not used.
+``PLASTIC_RL_NO_CPP=1`` forces the PyTorch backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from plastic_rl.core.fused.plan import UnrollBuffers, UnrollGradients
+from plastic_rl.core.rules import kernel_rule_codes
+
+NO_CPP_ENVIRONMENT_VARIABLE = "PLASTIC_RL_NO_CPP"
+# PLASTIC_RL_SANITIZE=address builds the kernel with AddressSanitizer (a separately cached build); run Python with
+# LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)" ASAN_OPTIONS=detect_leaks=0, so
+# that the runtime comes first and finds the C++ exception functions it intercepts (TORCH_CHECK throws).
+SANITIZE_ENVIRONMENT_VARIABLE = "PLASTIC_RL_SANITIZE"
+SANITIZERS = ("address",)
+KERNEL_SOURCE = Path(__file__).parent.parent / "csrc" / "plastic_unroll.cpp"
+PLASTICITY_CODES = {"none": 0, "shared": 1, "full": 2}
+MAX_BATCH_SLICES = 8
+
+
+@functools.cache
+def cpp_extension_module() -> ModuleType | None:
+    """The compiled C++ kernel, built on first use; ``None`` (after a one-line warning) when unavailable."""
+    if os.environ.get(NO_CPP_ENVIRONMENT_VARIABLE, "") not in ("", "0"):
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        _put_pip_ninja_on_path()
+        try:
+            module = _build(cpp_extension, openmp=True)
+        except Exception:  # a compiler without OpenMP (Apple's clang): the kernel runs on one thread
+            module = _build(cpp_extension, openmp=False)
+        compiled_codes = dict(module.rule_codes())
+        if compiled_codes != kernel_rule_codes():
+            raise RuntimeError(f"its rule codes {compiled_codes} differ from the registry's {kernel_rule_codes()}")
+        return module
+    except Exception as error:  # no compiler, no ninja, a failed build: all mean the PyTorch path
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        warnings.warn(f"plastic_rl: C++ plastic kernel unavailable, using the PyTorch path ({reason})", stacklevel=2)
+        return None
+
+
+def _build(cpp_extension: ModuleType, openmp: bool) -> ModuleType:
+    # Without -fopenmp, at::parallel_for compiles to a plain loop: the kernel's threads come from this flag, and at
+    # run time from torch's own OpenMP library (same soname, already loaded), so torch.set_num_threads applies.
+    threads = ["-fopenmp"] if openmp else ["-fopenmp-simd"]
+    name = "plastic_rl_plastic_unroll" if openmp else "plastic_rl_plastic_unroll_serial"
+    sanitizer = os.environ.get(SANITIZE_ENVIRONMENT_VARIABLE, "")
+    sanitize = []
+    if sanitizer:
+        if sanitizer not in SANITIZERS:
+            raise ValueError(
+                f"{SANITIZE_ENVIRONMENT_VARIABLE} must be one of {', '.join(SANITIZERS)}; got {sanitizer!r}"
+            )
+        sanitize = [f"-fsanitize={sanitizer}", "-fno-omit-frame-pointer", "-g"]
+        name += f"_{sanitizer}_sanitized"
+    if not (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+        print(f"plastic_rl: building the C++ plastic kernel {name} (first use, about a minute)", file=sys.stderr)
+    return cpp_extension.load(
+        name=name,
+        sources=[str(KERNEL_SOURCE)],
+        extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", *threads, *sanitize],
+        extra_ldflags=(threads if openmp else []) + sanitize,
+        verbose=False,
+    )
+
+
+def _put_pip_ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; the pip package's binary is not on it when the venv is not activated."""
+    if shutil.which("ninja") is not None:
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def cpp_available() -> bool:
+    """Whether the C++ kernel is (or can be) built on this machine."""
+    return cpp_extension_module() is not None
+
+
+def batch_slices(batch: int) -> int:
+    """Into how many slices the C++ kernel cuts a batch, each unrolled whole by one thread (1: no cut; the threads
+    share the rows of every step instead, which a single episode needs).
+
+    Slices need no synchronisation between steps and keep each thread on its own traces; they re-read ``w``
+    and ``alpha`` once per slice and step, which measured cheaper at every size from N = 200 to 1,001 on the
+    development machine (RESULTS.md). The count depends on the batch size only, never on the number of
+    threads, so that results do not either.
+    """
+    return min(batch, MAX_BATCH_SLICES)
+
+
+def _or_empty(tensor: Tensor | None, like: Tensor) -> Tensor:
+    """The kernels take an empty tensor for an absent buffer."""
+    return like.new_empty(0) if tensor is None else tensor
+
+
+def _kernel_options(buffers: UnrollBuffers) -> tuple[Tensor, Tensor, float, float, int, int, bool, bool, int, int]:
+    """The non-buffer arguments that the C++ forward and backward kernels share, in their order."""
+    options, plan = buffers.options, buffers.plan
+    # Without plasticity the kernel has no trace to update and ignores the rule: any code will do.
+    rule_code = kernel_rule_codes()[options.rule] if options.plastic else 0
+    return (
+        torch.empty(0, dtype=torch.bool) if buffers.episode_starts is None else buffers.episode_starts,
+        torch.empty(0, dtype=torch.int64) if plan.pre_reset_index is None else plan.pre_reset_index,
+        buffers.hebbian_learning_rate,
+        buffers.clip,
+        PLASTICITY_CODES[options.plasticity],
+        rule_code,
+        options.input_mode == "clamp",
+        options.bias_neuron,
+        plan.every,
+        batch_slices(buffers.drive.shape[1]),
+    )
+
+
+def cpp_forward(buffers: UnrollBuffers) -> None:
+    """:func:`~plastic_rl.core.fused.torch_backend.torch_forward` in the C++ kernel."""
+    module = cpp_extension_module()
+    assert module is not None, "the C++ backend runs only where the kernel is built"
+    like = buffers.drive
+    module.forward(
+        [
+            buffers.drive,
+            buffers.initial_activation,
+            _or_empty(buffers.initial_trace, like),
+            buffers.weight,
+            _or_empty(buffers.plasticity_coefficient, like),
+            _or_empty(buffers.bias, like),
+            buffers.reset_activation,
+            buffers.outputs,
+            buffers.presynaptic,
+            _or_empty(buffers.trace_matvec, like),
+            _or_empty(buffers.trace, like),
+            _or_empty(buffers.checkpoints, like),
+            _or_empty(buffers.pre_reset_traces, like),
+        ],
+        *_kernel_options(buffers),
+    )
+
+
+def cpp_backward(buffers: UnrollBuffers, gradients: UnrollGradients, workspace: Tensor | None) -> None:
+    """:func:`~plastic_rl.core.fused.torch_backend.torch_backward` in the C++ kernel."""
+    module = cpp_extension_module()
+    assert module is not None, "the C++ backend runs only where the kernel is built"
+    like = buffers.drive
+    gradients.grad_hebbian_learning_rate = module.backward(
+        [
+            _or_empty(gradients.grad_outputs, like),
+            like.new_empty(0),
+            buffers.drive,
+            buffers.outputs,
+            buffers.presynaptic,
+            _or_empty(buffers.initial_trace, like),
+            _or_empty(buffers.trace, like),
+            _or_empty(buffers.checkpoints, like),
+            _or_empty(buffers.pre_reset_traces, like),
+            buffers.weight,
+            _or_empty(buffers.plasticity_coefficient, like),
+            gradients.grad_pre_activation,
+            gradients.grad_drive,
+            gradients.grad_initial_activation,
+            _or_empty(gradients.grad_trace, like),
+            _or_empty(gradients.grad_plasticity_coefficient, like),
+            _or_empty(workspace, like),
+        ],
+        *_kernel_options(buffers),
+        buffers.plan.reverse,
+    )

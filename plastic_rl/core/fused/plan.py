@@ -1,0 +1,218 @@
+"""The checkpoint plan of the fused unroll, and the buffers that both backends fill.
+
+The forward keeps the activations of every step, ``O(T B N)``, and the trace only at checkpoints; the backward walks
+the sequence in reverse and rebuilds the trace of each step on the way, either
+
+* by inverting the decay, ``H(t) = (H(t+1) - eta pre post^T) / decay`` (``decay = 1 - eta q(post)``: see
+  :class:`plastic_rl.core.rules.DecayForm`), which is exact without clipping; each inverted step multiplies rounding
+  errors by ``1 / decay``, so a checkpoint restarts it from the stored trace before the amplification exceeds
+  ``exp(AMPLIFICATION_LOG_BUDGET)``; or
+* by recomputing the traces of a segment forward from its checkpoint (``sqrt(T)`` steps apart), which is what
+  clipping needs, and what very large ``eta`` falls back to.
+
+The plan with the smaller memory is chosen per call (:func:`plan_checkpoints`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from plastic_rl.core.rules import DecayForm, get_rule
+
+# exp(7) ~ 1e3 amplification keeps float64 at ~1e-13; float32 gets exp(1), about its own rounding.
+AMPLIFICATION_LOG_BUDGET = {torch.float64: 7.0, torch.float32: 1.0}
+
+
+@dataclass(frozen=True)
+class UnrollOptions:
+    """The static options of an unroll (those of :func:`plastic_rl.core.functional.recurrent_step`).
+
+    ``plasticity``: ``"none"``, ``"shared"`` (one plasticity coefficient) or ``"full"`` (one per connection).
+    """
+
+    plasticity: str
+    rule: str
+    input_mode: str
+    trace_clip: float | None
+    bias_neuron: bool
+
+    @property
+    def plastic(self) -> bool:
+        return self.plasticity != "none"
+
+    @property
+    def decay_form(self) -> DecayForm:
+        """The rule's :class:`~plastic_rl.core.rules.DecayForm` (the fused unroll only runs rules that have one)."""
+        form = get_rule(self.rule).decay_form
+        if form is None:
+            raise ValueError(f"rule {self.rule!r} has no fused form")
+        return form
+
+
+@dataclass
+class CheckpointPlan:
+    """Where the forward keeps the trace, and how the backward rebuilds it.
+
+    ``every``: checkpoint spacing ``K`` (checkpoints hold the trace entering steps ``K, 2K, ... < T``);
+    ``reverse``: rebuild by inverting the decay (else recompute segments forward);
+    ``pre_reset_index``: ``(T, B)`` slot of the trace saved just before a reset that the reverse
+    rebuild must go through, ``-1`` elsewhere; ``pre_reset_slots``: how many such traces.
+    """
+
+    every: int
+    reverse: bool
+    pre_reset_index: Tensor | None
+    pre_reset_slots: int
+
+    @property
+    def workspace_traces(self) -> int:
+        """``B x N x N`` traces the backward needs besides the checkpoints: the one being rebuilt, or a segment."""
+        return 1 if self.reverse else self.every - 1
+
+
+def plan_checkpoints(
+    steps: int,
+    eta: float,
+    options: UnrollOptions,
+    dtype: torch.dtype,
+    post_bound: float,
+    starts: Tensor | None,
+) -> CheckpointPlan:
+    """Choose reverse rebuild or segment recomputation, whichever keeps fewer ``B x N x N`` traces.
+
+    ``post_bound`` bounds ``|post|`` (1 for tanh; clamped inputs can be larger), which bounds the decay of a rule
+    whose forgetting grows with ``|post|`` (Oja's).
+    """
+    recompute_every = max(1, math.ceil(math.sqrt(steps)))
+    recompute = CheckpointPlan(recompute_every, False, None, 0)
+    if not options.plastic:
+        return CheckpointPlan(steps, False, None, 0)
+    if options.trace_clip is not None:
+        return recompute
+    smallest_decay = 1.0 - max(eta, 0.0) * options.decay_form.largest_forgetting(post_bound)
+    if smallest_decay <= 1e-3:
+        return recompute
+    growth = -math.log(min(smallest_decay, 1.0))
+    budget = AMPLIFICATION_LOG_BUDGET.get(dtype, AMPLIFICATION_LOG_BUDGET[torch.float32])
+    every = steps if growth == 0.0 else max(1, min(steps, int(budget / growth)))
+    index, slots = None, 0
+    batch = 1
+    if starts is not None:
+        batch = starts.shape[1]
+        needs_saving = starts.clone()
+        needs_saving[0] = False
+        needed_at = torch.arange(steps, device=starts.device)
+        needs_saving &= ((needed_at - 1) % every != 0).unsqueeze(1)
+        slots = int(needs_saving.sum())
+        if slots:
+            index = torch.full(starts.shape, -1, dtype=torch.int64, device=starts.device)
+            index[needs_saving] = torch.arange(slots, device=starts.device)
+    reverse_cost = (steps - 1) // every + 1 + slots / batch
+    recompute_cost = (steps - 1) // recompute_every + recompute_every - 1
+    if reverse_cost <= recompute_cost:
+        return CheckpointPlan(every, True, index, slots)
+    return recompute
+
+
+def post_bound(drive: Tensor, options: UnrollOptions) -> float:
+    """A bound on ``|post|``: 1 (tanh), or the largest clamped input where the rule's forgetting depends on it."""
+    if options.input_mode == "clamp" and options.decay_form.forgetting_derivative is not None and drive.numel():
+        return max(1.0, float(drive.abs().max()))
+    return 1.0
+
+
+@dataclass(frozen=True)
+class UnrollInputs:
+    """The inputs of one fused unroll, detached, in one dtype and contiguous (see :func:`fused_unroll`)."""
+
+    drive: Tensor
+    initial_activation: Tensor
+    initial_trace: Tensor | None
+    weight: Tensor
+    plasticity_coefficient: Tensor | None
+    hebbian_learning_rate: float
+    bias: Tensor | None
+    episode_starts: Tensor | None
+    reset_activation: Tensor
+
+
+@dataclass
+class UnrollBuffers:
+    """Inputs, outputs and buffers of one unroll: the argument lists of both backends.
+
+    ``presynaptic[t]`` is the activation entering step ``t`` (after any reset), ``outputs[t]`` the one it gives;
+    ``trace_matvec[t]`` is ``x H`` of step ``t`` (shared plasticity only: the plasticity coefficient's gradient);
+    ``trace`` is the running trace, the final one after the forward; ``checkpoints`` and ``pre_reset_traces`` are
+    the traces kept as the plan says.
+    """
+
+    drive: Tensor
+    initial_activation: Tensor
+    initial_trace: Tensor | None
+    weight: Tensor
+    plasticity_coefficient: Tensor | None
+    hebbian_learning_rate: float
+    bias: Tensor | None
+    episode_starts: Tensor | None
+    reset_activation: Tensor
+    options: UnrollOptions
+    plan: CheckpointPlan
+    outputs: Tensor
+    presynaptic: Tensor
+    trace_matvec: Tensor | None
+    trace: Tensor | None
+    checkpoints: Tensor | None
+    pre_reset_traces: Tensor | None
+
+    @property
+    def clip(self) -> float:
+        """The trace clip as the kernels take it: 0 for none."""
+        return 0.0 if self.options.trace_clip is None else self.options.trace_clip
+
+    @property
+    def steps(self) -> int:
+        return self.drive.shape[0]
+
+
+def allocate_buffers(inputs: UnrollInputs, options: UnrollOptions, plan: CheckpointPlan) -> UnrollBuffers:
+    """The buffers of an unroll of ``inputs`` under ``plan``, uninitialised."""
+    drive = inputs.drive
+    steps, batch, size = drive.shape
+    trace_shape = (batch, size, size)
+    checkpoint_count = (steps - 1) // plan.every if options.plastic else 0
+    return UnrollBuffers(
+        drive=drive,
+        initial_activation=inputs.initial_activation,
+        initial_trace=inputs.initial_trace,
+        weight=inputs.weight,
+        plasticity_coefficient=inputs.plasticity_coefficient,
+        hebbian_learning_rate=inputs.hebbian_learning_rate,
+        bias=inputs.bias,
+        episode_starts=inputs.episode_starts,
+        reset_activation=inputs.reset_activation,
+        options=options,
+        plan=plan,
+        outputs=drive.new_empty(drive.shape),
+        presynaptic=drive.new_empty(drive.shape),
+        trace_matvec=drive.new_empty(drive.shape) if options.plasticity == "shared" else None,
+        trace=drive.new_empty(trace_shape) if options.plastic else None,
+        checkpoints=drive.new_empty((checkpoint_count, *trace_shape)) if checkpoint_count else None,
+        pre_reset_traces=drive.new_empty((plan.pre_reset_slots, size, size)) if plan.pre_reset_slots else None,
+    )
+
+
+@dataclass
+class UnrollGradients:
+    """The gradients the backward fills (``grad_trace``: ``dL/dH_T`` on entry, ``dL/dH_0`` on return)."""
+
+    grad_outputs: Tensor | None
+    grad_pre_activation: Tensor
+    grad_drive: Tensor
+    grad_initial_activation: Tensor
+    grad_trace: Tensor | None
+    grad_plasticity_coefficient: Tensor | None
+    grad_hebbian_learning_rate: float = 0.0

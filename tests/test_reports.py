@@ -1,0 +1,80 @@
+"""SB3 parity of PlasticA2C / PlasticPPO (keywords, log keys) and the run reports: curves and TensorBoard videos."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+
+import plastic_rl  # noqa: F401  (registers the envs)
+from plastic_rl.agents import PlasticA2C, PlasticPPO
+from plastic_rl.agents.callbacks import TraceVideoCallback
+from plastic_rl.agents.curves import monitor_episodes, rolling_mean, write_learning_curve
+
+TINY_MAZE = dict(size=5, episode_length=10)
+
+
+def tiny_maze():
+    return make_vec_env("PlasticMaze-v0", n_envs=2, seed=0, env_kwargs=TINY_MAZE)
+
+
+def test_a2c_takes_sb3_a2c_keywords():
+    model = PlasticA2C(
+        "PlasticRecurrentPolicy", tiny_maze(), n_steps=10, policy_kwargs=dict(hidden_size=8),
+        use_sde=False, sde_sample_freq=-1, rollout_buffer_class=RolloutBuffer, rollout_buffer_kwargs={},
+    )  # fmt: skip
+    assert type(model.rollout_buffer) is RolloutBuffer and model.use_sde is False
+    with pytest.raises(ValueError, match="use_sde"):
+        PlasticA2C("PlasticRecurrentPolicy", tiny_maze(), use_sde=True)
+    with pytest.raises(ValueError, match="rollout_buffer_class"):
+        PlasticA2C("PlasticRecurrentPolicy", tiny_maze(), rollout_buffer_class=DictRolloutBuffer)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "policy_loss_key"), [(PlasticA2C, "policy_loss"), (PlasticPPO, "policy_gradient_loss")]
+)
+def test_log_keys_are_sb3s(tmp_path, algorithm, policy_loss_key):
+    model = algorithm("PlasticRecurrentPolicy", tiny_maze(), n_steps=10, policy_kwargs=dict(hidden_size=8))
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(40)
+    with open(tmp_path / "progress.csv", newline="") as file:
+        keys = set(next(csv.reader(file)))
+    assert {f"train/{policy_loss_key}", "train/value_loss", "train/entropy_loss", "train/explained_variance"} <= keys
+
+
+def write_monitor(path, rows):
+    with open(path, "w") as file:
+        file.write("#" + json.dumps({"t_start": 0.0, "env_id": "PlasticMaze-v0"}) + "\n")
+        file.write("r,l,t\n" + "".join(f"{r},{length},{t}\n" for r, length, t in rows))
+
+
+def test_learning_curve_from_monitor_files(tmp_path):
+    assert write_learning_curve(tmp_path) is None  # no episode yet
+    write_monitor(tmp_path / "0.monitor.csv", [(1.0, 10, 0.5), (3.0, 10, 2.5)])
+    write_monitor(tmp_path / "1.monitor.csv", [(2.0, 10, 1.5)])
+    steps, rewards = monitor_episodes(tmp_path)
+    assert steps.tolist() == [10, 20, 30] and rewards.tolist() == [1.0, 2.0, 3.0]  # in the order they ended
+    png = write_learning_curve(tmp_path)
+    assert png == tmp_path / "learning_curve.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    values = np.array([4.0, 2.0, 0.0, 6.0])
+    np.testing.assert_allclose(rolling_mean(values, 2), [4.0, 3.0, 1.0, 3.0])
+
+
+def test_trace_video_callback_logs_an_animation(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = PlasticA2C("PlasticRecurrentPolicy", tiny_maze(), n_steps=10, policy_kwargs=dict(hidden_size=8))
+    model.set_logger(configure(str(tmp_path), ["tensorboard"]))
+    model.learn(40, callback=TraceVideoCallback("PlasticMaze-v0", 20, TINY_MAZE, pixel_stride=4))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    animations = events.Images("trace/episode")
+    assert [image.step for image in animations] == [20, 40]
+    assert animations[0].encoded_image_string[:6] == b"GIF89a"
+    assert (animations[0].height, animations[0].width) == (96, 140)  # the 5 x 5 maze's (384, 560) frames / 4
+    assert "trace/episode_reward" in events.Tags()["scalars"]
