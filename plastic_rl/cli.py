@@ -30,9 +30,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "a resumable grid of runs of any task (maze, patterns, ...), local or on Ray, with statistics",
     ),
     ("supervised", "patterns"): ("plastic_rl.supervised.cli_patterns", "train on pattern memorization"),
+    ("supervised", "images"): ("plastic_rl.supervised.cli_images", "train on natural-image completion (CIFAR-10)"),
     ("supervised",): (
         "plastic_rl.supervised.command",
-        "train on a supervised task: supervised TASK (patterns, omniglot)",
+        "train on a supervised task: supervised TASK (patterns, omniglot, images)",
     ),
     ("evaluate", "omniglot"): (
         "plastic_rl.supervised.cli_omniglot",
@@ -42,6 +43,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "core"): ("plastic_rl.core.bench", "time the plastic core's unroll against autograd"),
     ("bench", "a2c"): ("plastic_rl.agents.bench", "time PlasticA2C's learn() loop on the maze"),
     ("bench", "patterns"): ("plastic_rl.supervised.bench", "time pattern-memory training per episode"),
+    ("bench", "images"): ("plastic_rl.supervised.bench_images", "time image-completion training per episode"),
     ("bench", "omniglot"): ("plastic_rl.supervised.bench_omniglot", "time Omniglot training per episode"),
 }
 

@@ -47,4 +47,5 @@ def cache_dir() -> Path:
 # dataset name -> the module that reads it and defines download(data_dir); one line per dataset.
 DATASETS: dict[str, str] = {
     "omniglot": "plastic_rl.data.omniglot",
+    "cifar": "plastic_rl.data.cifar",
 }

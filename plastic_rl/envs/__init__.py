@@ -9,6 +9,7 @@ ENTRY_POINTS: dict[str, str] = {
     "PlasticMaze-v0": "plastic_rl.envs.maze:PlasticMazeEnv",
     "PlasticPatternMemory-v0": "plastic_rl.envs.pattern_memory:PatternMemoryEnv",
     "PlasticOmniglot-v0": "plastic_rl.envs.omniglot:OmniglotEnv",
+    "PlasticImageCompletion-v0": "plastic_rl.envs.image_completion:ImageCompletionEnv",
 }
 
 
@@ -17,7 +18,11 @@ ENTRY_POINTS: dict[str, str] = {
 # defaults; an env made with a LONGER episode needs max_episode_steps given to gym.make as well. The episodic
 # classification tasks have none: their length is N x K + 1 of the keywords chosen. No reward_threshold: no task has
 # a "solved" level (the maze's reward keeps growing with skill).
-MAX_EPISODE_STEPS: dict[str, int] = {"PlasticMaze-v0": 250, "PlasticPatternMemory-v0": 205}
+MAX_EPISODE_STEPS: dict[str, int] = {
+    "PlasticMaze-v0": 250,
+    "PlasticPatternMemory-v0": 205,
+    "PlasticImageCompletion-v0": 210,
+}
 
 
 def register_envs() -> None:

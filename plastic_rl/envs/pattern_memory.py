@@ -11,6 +11,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from plastic_rl.core.options import check_choice, check_positive_int
+from plastic_rl.envs.presentation import PresentationSchedule
 
 RENDER_COLUMNS = 40
 RENDER_CELL_PIXELS = 8
@@ -40,15 +41,19 @@ class PatternMemoryProtocol:
     query_steps: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("pattern_count", "pattern_size", "steps_shown", "repetitions"):
+        for name in ("pattern_count", "pattern_size"):
             check_positive_int(name, getattr(self, name))
-        if isinstance(self.gap_steps, bool) or not isinstance(self.gap_steps, int) or self.gap_steps < 0:
-            raise ValueError(f"gap_steps must be an integer >= 0; got {self.gap_steps!r}")
-        if self.query_steps is not None:
-            check_positive_int("query_steps", self.query_steps)
+        _ = self.schedule  # building it validates the schedule's numbers
         fraction = self.degraded_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
             raise ValueError(f"degraded_fraction must be a number in [0, 1); got {fraction!r}")
+
+    @property
+    def schedule(self) -> PresentationSchedule:
+        """When each pattern and the query are shown."""
+        return PresentationSchedule(
+            self.pattern_count, self.steps_shown, self.gap_steps, self.repetitions, self.query_length
+        )
 
     @property
     def query_length(self) -> int:
@@ -57,11 +62,11 @@ class PatternMemoryProtocol:
     @property
     def query_start(self) -> int:
         """Index of the first query step."""
-        return self.pattern_count * (self.steps_shown + self.gap_steps) * self.repetitions
+        return self.schedule.query_start
 
     @property
     def episode_length(self) -> int:
-        return self.query_start + self.query_length
+        return self.schedule.episode_length
 
     @property
     def degraded_count(self) -> int:
@@ -78,13 +83,7 @@ class PatternMemoryProtocol:
         is what makes them produce the same episodes from the same seed.
         """
         patterns = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(self.pattern_count, self.pattern_size))
-        inputs = np.zeros((self.episode_length, self.pattern_size), dtype=np.float32)
-        block = self.steps_shown + self.gap_steps
-        step = 0
-        for _ in range(self.repetitions):
-            for index in rng.permutation(self.pattern_count):
-                inputs[step : step + self.steps_shown] = patterns[index]
-                step += block
+        inputs = self.schedule.present(patterns, rng)
         target = patterns[rng.integers(self.pattern_count)]
         query = target.copy()
         query[rng.permutation(self.pattern_size)[: self.degraded_count]] = 0.0

@@ -1,4 +1,4 @@
-"""``plastic-rl bench patterns``: seconds per episode and peak memory of pattern-memory training.
+"""``plastic-rl bench TASK`` (patterns, images): seconds per episode and peak memory of a supervised task's training.
 
 Each batch size runs in a fresh process, so that its peak memory is its own: one warm-up step, then
 ``--repeats`` timed training steps (sampling, forward, backward, Adam), each timed on its own; the median
@@ -24,15 +24,18 @@ from plastic_rl.core.fused import IMPLEMENTATIONS
 from plastic_rl.core.options import check_choice, non_negative_int, positive_int, reported_as_bad_input
 from plastic_rl.supervised.command import describe
 from plastic_rl.supervised.models import select_device
-from plastic_rl.supervised.patterns import PatternMemoryTask
+from plastic_rl.supervised.task import SupervisedTask, get_task_class
 from plastic_rl.supervised.trainer import SupervisedTrainer, write_history_csv
 
 GIB = 1024**3
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_task_arguments(parser: argparse.ArgumentParser, task_name: str) -> None:
+    """All the options of ``plastic-rl bench <task_name>``."""
+    task_class = get_task_class(task_name)
+    parser.set_defaults(task=task_name)
     parser.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32], help="batch sizes to time")
-    parser.add_argument("--model", choices=PatternMemoryTask.model_names, default="plastic")
+    parser.add_argument("--model", choices=task_class.model_names, default=task_class.model_names[0])
     parser.add_argument(
         "--repeats", type=positive_int, default=5, help="timed steps per batch size (the median is reported)"
     )
@@ -45,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the core's unroll for the recurrent layer (default: the layer's own)",
     )
     parser.add_argument("--csv", help="also write the table to this CSV file")
-    PatternMemoryTask.add_arguments(parser)
+    parser.add_argument("--data-dir", help="dataset folder of the image and Omniglot tasks (default: $PLASTIC_RL_DATA)")
+    task_class.add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_task_arguments(parser, "patterns")
 
 
 def _available_bytes(device: torch.device) -> int:
@@ -110,8 +118,8 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
     )
 
 
-def _build(args: argparse.Namespace) -> tuple[PatternMemoryTask, torch.nn.Module]:
-    task, model_options = PatternMemoryTask.from_args(args)
+def _build(args: argparse.Namespace) -> tuple[SupervisedTask, torch.nn.Module]:
+    task, model_options = get_task_class(args.task).from_args(args)
     model = task.build_model(args.model, **model_options)
     if args.implementation is not None:
         layer = getattr(model, "recurrent", None)

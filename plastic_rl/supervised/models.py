@@ -6,11 +6,20 @@ rebuilt by :func:`plastic_rl.supervised.load_model` with one call.
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
-from plastic_rl.core.options import check_positive_float, check_positive_int
+from plastic_rl.core.options import INPUT_MODES, check_choice, check_positive_float, check_positive_int, positive_float
+from plastic_rl.core.rules import rule_names
+
+# The paper's models of a memory task (patterns, images), whose input and output are the same vector.
+MEMORY_MODELS = ("plastic", "shared", "rnn", "lstm")
+# The authors' code adds 20 x the input to the pre-activation; clamping needs no gain.
+DEFAULT_INPUT_GAIN = {"clamp": 1.0, "add": 20.0}
 
 
 class PlasticRecurrentNetwork(nn.Module):
@@ -112,6 +121,69 @@ class SequenceLSTM(nn.Module):
     def forward(self, inputs: Tensor) -> Tensor:
         hidden, _ = self.lstm(inputs.to(self.readout.weight.dtype))
         return self.readout(hidden)
+
+
+def build_memory_model(
+    model_name: str,
+    size: int,
+    *,
+    input_mode: str = "clamp",
+    input_gain: float | None = None,
+    rule: str = "hebb",
+    hebbian_learning_rate: float = 0.01,
+    extra_neurons: int = 2000,
+    lstm_hidden_size: int = 2000,
+) -> nn.Module:
+    """One of the paper's models for a memory task whose inputs and outputs have ``size`` elements.
+
+    - ``"plastic"``: ``size + 1`` neurons (one per element and a bias neuron), per-connection
+      plasticity (alpha), decaying Hebb, learned eta;
+    - ``"shared"``: the same with one alpha shared by all connections (the paper's Figure 6);
+    - ``"rnn"``: the same network without plasticity and with ``extra_neurons`` more neurons, which
+      get no input; the output is still read from the first ``size``;
+    - ``"lstm"``: an LSTM of ``lstm_hidden_size`` cells with a linear readout.
+    """
+    check_choice("model_name", model_name, MEMORY_MODELS)
+    if model_name == "lstm":
+        return SequenceLSTM(size, size, lstm_hidden_size)
+    check_choice("input_mode", input_mode, INPUT_MODES)
+    if isinstance(extra_neurons, bool) or not isinstance(extra_neurons, int) or extra_neurons < 0:
+        raise ValueError(f"extra_neurons must be an integer >= 0; got {extra_neurons!r}")
+    plasticity = {"plastic": "full", "shared": "shared", "rnn": "none"}[model_name]
+    return PlasticRecurrentNetwork(
+        size,
+        size,
+        size + 1 + (extra_neurons if plasticity == "none" else 0),
+        plasticity=plasticity,
+        rule=rule,
+        input_mode=input_mode,
+        input_gain=DEFAULT_INPUT_GAIN[input_mode] if input_gain is None else input_gain,
+        bias="neuron",
+        hebbian_learning_rate=hebbian_learning_rate,
+    )
+
+
+def add_memory_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of :func:`build_memory_model`."""
+    group = parser.add_argument_group("models")
+    group.add_argument("--input-mode", choices=INPUT_MODES, default="clamp", help="how inputs reach the neurons")
+    group.add_argument("--input-gain", type=positive_float, help="input factor (default: 1 with clamp, 20 with add)")
+    group.add_argument("--rule", choices=rule_names(), default="hebb", help="Hebbian rule of the plastic models")
+    group.add_argument("--eta", type=positive_float, default=0.01, help="initial Hebbian learning rate")
+    group.add_argument("--extra-neurons", type=int, default=2000, help="extra neurons of the 'rnn' baseline")
+    group.add_argument("--lstm-hidden-size", type=int, default=2000, help="cells of the 'lstm' baseline")
+
+
+def memory_model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of :func:`build_memory_model` from the options of :func:`add_memory_model_arguments`."""
+    return dict(
+        input_mode=args.input_mode,
+        input_gain=args.input_gain,
+        rule=args.rule,
+        hebbian_learning_rate=args.eta,
+        extra_neurons=args.extra_neurons,
+        lstm_hidden_size=args.lstm_hidden_size,
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

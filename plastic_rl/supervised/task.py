@@ -102,6 +102,7 @@ class SupervisedTask(ABC):
 TASKS: dict[str, str] = {
     "patterns": "plastic_rl.supervised.patterns:PatternMemoryTask",
     "omniglot": "plastic_rl.supervised.omniglot:OmniglotTask",
+    "images": "plastic_rl.supervised.images:ImageCompletionTask",
 }
 
 

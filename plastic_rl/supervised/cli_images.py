@@ -1,0 +1,14 @@
+"""``plastic-rl supervised images``: train on image completion (see :mod:`plastic_rl.supervised.command`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from plastic_rl.supervised.command import add_task_arguments, run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_task_arguments(parser, "images")
+
+
+__all__ = ["add_arguments", "run"]

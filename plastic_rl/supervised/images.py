@@ -1,0 +1,148 @@
+"""The natural-image completion task (the paper's Experiment 2) for the supervised trainer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from plastic_rl.core.options import check_choice
+from plastic_rl.envs.image_completion import DEGRADATIONS, ImageCompletionProtocol, sample_image_episodes
+from plastic_rl.supervised.models import (
+    MEMORY_MODELS,
+    add_memory_model_arguments,
+    build_memory_model,
+    memory_model_options,
+)
+from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
+
+# Completions that need no training, as references for the trained models.
+REFERENCE_COMPLETIONS = ("zero", "mean", "nearest")
+
+
+class ImageCompletionTask(SupervisedTask):
+    """Complete the hidden half of one of the CIFAR-10 images shown earlier in the episode.
+
+    Episodes follow an :class:`~plastic_rl.envs.image_completion.ImageCompletionProtocol` (the
+    keywords here are its fields) and come from the same sampler as ``PlasticImageCompletion-v0``:
+    training episodes from the training batches' images, the trainer's evaluation episodes
+    (:meth:`sample_validation`) from the test batch's only (CIFAR-10 has no validation split; these
+    curves are reported, never used to choose settings). ``data_dir`` is the data directory
+    (:func:`plastic_rl.data.resolve_data_dir`); ``images`` — ``{"train": array, "test": array}`` of
+    ``(N, 1024)`` images in [-1, 1] — replaces the dataset (it is not saved with a model).
+
+    Only the hidden pixels at the query's last step are scored. Loss and ``hidden_mse``: the mean
+    squared error there. ``closer_fraction``: the fraction of queries whose completion is closer,
+    on the hidden pixels, to the queried image than to each of the other images shown.
+
+    Models: those of :func:`~plastic_rl.supervised.models.build_memory_model` — ``"plastic"`` (the
+    paper's 1,025 neurons, per-connection alpha), ``"shared"`` (one alpha), ``"rnn"``, ``"lstm"``.
+    References that need no training (:meth:`reference_completions`): ``"zero"`` (fill with 0),
+    ``"mean"`` (the mean of the shown images) and ``"nearest"`` (the shown image whose visible
+    pixels are closest to the query's: the best a pure look-up can do).
+    """
+
+    name = "images"
+    primary_metric = "hidden_mse"
+    model_names = MEMORY_MODELS
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike | None = None,
+        images: dict[str, np.ndarray] | None = None,
+        **protocol: Any,
+    ) -> None:
+        self.protocol = ImageCompletionProtocol(**protocol)
+        self.data_dir = None if data_dir is None else str(data_dir)
+        self._images = {split: self.protocol.check_images(array) for split, array in (images or {}).items()}
+
+    def config(self) -> dict[str, Any]:
+        return {"data_dir": self.data_dir, **self.protocol.as_dict()}
+
+    def images(self, split: str) -> np.ndarray:
+        """The ``"train"`` or ``"test"`` image pool, read from the data directory on first use."""
+        if split not in self._images:
+            from plastic_rl.data.cifar import load_grayscale
+
+            self._images[split] = self.protocol.check_images(load_grayscale(split, self.data_dir))
+        return self._images[split]
+
+    def _episodes(self, split: str, batch_size: int, rng: np.random.Generator) -> Episodes:
+        inputs, images, hidden = sample_image_episodes(self.protocol, self.images(split), rng, batch_size)
+        inputs = torch.from_numpy(inputs)
+        targets = torch.zeros_like(inputs)
+        targets[-1] = torch.from_numpy(images)
+        mask = torch.zeros(inputs.shape, dtype=torch.bool)
+        mask[-1] = torch.from_numpy(hidden)
+        return Episodes(inputs, targets, mask)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Episodes:
+        return self._episodes("train", batch_size, rng)
+
+    def sample_validation(self, batch_size: int, rng: np.random.Generator) -> Episodes:
+        return self._episodes("test", batch_size, rng)
+
+    def loss(self, outputs: Tensor, episodes: Episodes) -> Tensor:
+        return masked_mean((outputs - episodes.targets).square(), episodes.mask)
+
+    def episode_scores(self, completions: Tensor, episodes: Episodes) -> dict[str, Tensor]:
+        """Per-episode scores of ``completions`` ``(B, 1024)`` of the queries: ``hidden_mse`` and ``closer``."""
+        hidden = episodes.mask[-1].to(completions.dtype)
+        target = episodes.targets[-1].to(completions.dtype)
+        shown = self.protocol.schedule.first_showing(episodes.inputs).to(completions.dtype)  # (K, B, size)
+        pixels = hidden.sum(-1)
+        hidden_mse = ((completions - target).square() * hidden).sum(-1) / pixels
+        distances = ((completions - shown).square() * hidden).sum(-1)  # (K, B)
+        is_target = (shown == target).all(-1)
+        to_target = torch.where(is_target, distances, torch.inf).amin(0)
+        to_others = torch.where(is_target, torch.inf, distances).amin(0)
+        return {"hidden_mse": hidden_mse, "closer": to_target < to_others}
+
+    def metrics(self, outputs: Tensor, episodes: Episodes) -> dict[str, float]:
+        scores = self.episode_scores(outputs[-1], episodes)
+        return {
+            "hidden_mse": self.loss(outputs, episodes).item(),
+            "closer_fraction": scores["closer"].float().mean().item(),
+        }
+
+    def reference_completions(self, episodes: Episodes) -> dict[str, Tensor]:
+        """The completions ``(B, 1024)`` of the references in :data:`REFERENCE_COMPLETIONS`."""
+        query = episodes.inputs[-1]
+        visible = (~episodes.mask[-1]).to(query.dtype)
+        shown = self.protocol.schedule.first_showing(episodes.inputs)
+        nearest = ((shown - query).square() * visible).sum(-1).argmin(0)  # (B,)
+        return {
+            "zero": torch.zeros_like(query),
+            "mean": shown.mean(0),
+            "nearest": shown[nearest, torch.arange(query.shape[0])],
+        }
+
+    def build_model(self, model_name: str = "plastic", **options: Any) -> nn.Module:
+        check_choice("model_name", model_name, self.model_names)
+        return build_memory_model(model_name, self.protocol.image_size, **options)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("image protocol (defaults: the paper's, 210 steps)")
+        defaults = ImageCompletionProtocol()
+        for field in ("image_count", "steps_shown", "gap_steps", "repetitions", "query_steps"):
+            group.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(defaults, field))
+        group.add_argument("--degradation", choices=DEGRADATIONS, default=defaults.degradation)
+        group.add_argument(
+            "--degraded-fraction",
+            type=float,
+            default=defaults.degraded_fraction,
+            help="fraction of pixels hidden with --degradation random_pixels",
+        )
+        add_memory_model_arguments(parser)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> tuple[ImageCompletionTask, dict[str, Any]]:
+        fields = ("image_count", "steps_shown", "gap_steps", "repetitions", "query_steps", "degradation")
+        protocol = {field: getattr(args, field) for field in fields}
+        task = cls(data_dir=args.data_dir, degraded_fraction=args.degraded_fraction, **protocol)
+        return task, memory_model_options(args)

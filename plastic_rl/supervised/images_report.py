@@ -1,0 +1,225 @@
+"""Measure trained image-completion models on held-out test images and draw the paper's Figures 4-6.
+
+    python -m plastic_rl.supervised.images_report --models plastic=runs/.../model.pt [shared=...] \\
+        --curves plastic=runs/.../curve.csv [shared=...] --episodes 1000 --out docs/results/images
+
+Every model (a model file or a checkpoint of ``plastic-rl supervised images``) and the three
+references that need no training (zero fill, mean of the shown images, nearest-image recall) are
+scored on the same ``--episodes`` test episodes per image count (``--image-counts``; the models keep
+the protocol they were trained on otherwise). Scores per episode: the mean squared error on the
+hidden pixels, and whether the completion is closer there to the queried image than to every other
+shown image; the table gives their means with 95% confidence intervals (normal approximation,
+1.96 standard errors, over episodes). Written to ``--out``:
+
+- ``summary.csv``: one row per image count and method;
+- ``fig4_completions.png``: test episodes (the shown images, the degraded query, each model's
+  completion, the truth), like the paper's Figure 4;
+- ``fig5_matrices.png``: the first plastic model's ``w`` and ``alpha`` (all 1,025 neurons, a zoom
+  on the first 96 pixels, where neighbouring pixels' connections show as diagonals at offsets 1 and
+  32, and the mean connection by pixel offset), like Figure 5;
+- ``fig6_curves.png``: the held-out error during training of each ``--curves`` run (Figure 6);
+- ``tensorboard/``: the same figures for TensorBoard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plastic_rl.core.files import atomic_write_bytes, atomic_write_text
+from plastic_rl.data import DataError
+from plastic_rl.supervised.images import REFERENCE_COMPLETIONS, ImageCompletionTask
+from plastic_rl.supervised.models import plastic_layers
+from plastic_rl.supervised.trainer import load_model, load_task
+
+Z_95 = 1.96
+
+
+def _labelled(pairs: list[str], option: str) -> dict[str, Path]:
+    labelled = {}
+    for pair in pairs:
+        label, separator, path = pair.partition("=")
+        if not separator or not label or not path:
+            raise ValueError(f"{option} takes LABEL=PATH pairs; got {pair!r}")
+        labelled[label] = Path(path)
+    return labelled
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", required=True, help="LABEL=PATH of trained model files or checkpoints")
+    parser.add_argument("--curves", nargs="*", default=[], help="LABEL=PATH of curve.csv files for Figure 6")
+    parser.add_argument("--episodes", type=int, default=1000, help="test episodes per image count")
+    parser.add_argument("--image-counts", nargs="+", type=int, default=[3], help="images per episode to score")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
+    parser.add_argument("--batch-size", type=int, default=32, help="test episodes per forward pass")
+    parser.add_argument("--data-dir", help="dataset folder (default: the one the first model was trained with)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", default="docs/results/images", help="output folder")
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval."""
+    return float(values.mean()), float(Z_95 * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def score(
+    task: ImageCompletionTask, models: dict[str, torch.nn.Module], episodes: int, seed: int, batch_size: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-episode ``hidden_mse`` and ``closer`` of every model and reference on the same test episodes."""
+    rng = np.random.default_rng([seed, task.protocol.image_count])
+    scores: dict[str, dict[str, list[np.ndarray]]] = {}
+    remaining = episodes
+    while remaining > 0:
+        batch = task.sample_validation(min(batch_size, remaining), rng)
+        completions = dict(task.reference_completions(batch))
+        with torch.no_grad():
+            completions.update({label: model(batch.inputs)[-1] for label, model in models.items()})
+        for label, completion in completions.items():
+            for name, values in task.episode_scores(completion, batch).items():
+                scores.setdefault(label, {}).setdefault(name, []).append(values.numpy())
+        remaining -= len(batch.targets[-1])
+    return {
+        label: {name: np.concatenate(parts) for name, parts in by_name.items()} for label, by_name in scores.items()
+    }
+
+
+def _figure_bytes(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def completion_grid(task: ImageCompletionTask, models: dict[str, torch.nn.Module], seed: int, rows: int = 4):
+    """Figure 4: per test episode, the shown images, the degraded query, each completion and the truth."""
+    import matplotlib.pyplot as plt
+
+    batch = task.sample_validation(rows, np.random.default_rng([seed, 4]))
+    side = task.protocol.image_side
+    with torch.no_grad():
+        completions = {label: model(batch.inputs)[-1] for label, model in models.items()}
+    shown = task.protocol.schedule.first_showing(batch.inputs)
+    columns = [f"shown {index + 1}" for index in range(len(shown))] + ["query", *completions, "truth"]
+    figure, axes = plt.subplots(
+        rows, len(columns), figsize=(1.4 * len(columns), 1.5 * rows), squeeze=False, layout="constrained"
+    )
+    for row in range(rows):
+        pictures = [
+            *shown[:, row],
+            batch.inputs[-1, row],
+            *(c[row] for c in completions.values()),
+            batch.targets[-1, row],
+        ]
+        for column, (title, picture) in enumerate(zip(columns, pictures, strict=True)):
+            axis = axes[row, column]
+            axis.imshow(picture.reshape(side, side).numpy(), cmap="gray", vmin=-1, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(title, fontsize=8)
+    figure.suptitle("Test images (never seen in training): completion of the hidden half", fontsize=9)
+    return figure
+
+
+def matrix_figure(model: torch.nn.Module, zoom: int = 96, offsets: int = 70):
+    """Figure 5: ``w`` and ``alpha`` of the model's plastic layer: whole, zoomed, and by pixel offset.
+
+    The third panel is the mean connection from pixel ``i`` to pixel ``i + d`` against ``d``: a
+    neighbourhood structure shows as peaks at ``d = ±1`` (left/right neighbours) and ``±32`` (above/below).
+    """
+    import matplotlib.pyplot as plt
+
+    layer = next(iter(plastic_layers(model).values()))
+    matrices = {"w": layer.weight, "alpha": layer.plasticity_coefficient}
+    matrices = {name: m.detach().float().numpy() for name, m in matrices.items() if m is not None and m.dim() == 2}
+    figure, axes = plt.subplots(
+        len(matrices), 3, figsize=(15, 4.5 * len(matrices)), squeeze=False, layout="constrained"
+    )
+    pixels = min(len(matrix) for matrix in matrices.values()) - 1  # without the bias neuron
+    shifts = np.concatenate([np.arange(-offsets, 0), np.arange(1, offsets + 1)])  # d = 0 (self) left out
+    for row, (name, matrix) in enumerate(matrices.items()):
+        scale = np.percentile(np.abs(matrix), 99.5) or 1.0
+        for column, (part, title) in enumerate(((matrix, "all neurons"), (matrix[:zoom, :zoom], f"first {zoom}"))):
+            image = axes[row, column].imshow(part, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+            axes[row, column].set_title(f"{name} ({title}; from row to column)", fontsize=9)
+            figure.colorbar(image, ax=axes[row, column], fraction=0.046)
+        profile = [np.diagonal(matrix[:pixels, :pixels], offset=int(d)).mean() for d in shifts]
+        axes[row, 2].plot(shifts, profile, marker=".", linestyle="none")
+        axes[row, 2].axhline(0, color="grey", lw=0.5)
+        axes[row, 2].set_title(f"mean {name} from pixel i to pixel i + d", fontsize=9)
+        axes[row, 2].set_xlabel("d (±1: left/right neighbour, ±32: above/below)")
+    return figure
+
+
+def curve_figure(curves: dict[str, Path]):
+    """Figure 6: held-out hidden-pixel error against training episodes, per run."""
+    import csv
+
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, path in curves.items():
+        with open(path) as file:
+            rows = [row for row in csv.DictReader(file) if row.get("eval_hidden_mse")]
+        axis.plot([int(r["episodes"]) for r in rows], [float(r["eval_hidden_mse"]) for r in rows], label=label)
+    axis.set_xlabel("training episodes")
+    axis.set_ylabel("hidden-half MSE, held-out test images")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return figure
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    try:
+        paths = _labelled(args.models, "--models")
+        curves = _labelled(args.curves, "--curves")
+        first = load_task(next(iter(paths.values())))
+        protocol = first.protocol
+        data_dir = args.data_dir or first.data_dir
+        models = {label: load_model(path) for label, path in paths.items()}
+        rows = ["image_count,method,episodes,hidden_mse,hidden_mse_ci95,closer_fraction,closer_fraction_ci95"]
+        tasks = {}
+        for count in args.image_counts:
+            tasks[count] = ImageCompletionTask(data_dir=data_dir, **replace(protocol, image_count=count).as_dict())
+            for label, values in score(tasks[count], models, args.episodes, args.seed, args.batch_size).items():
+                mse, mse_ci = _interval(values["hidden_mse"])
+                closer, closer_ci = _interval(values["closer"].astype(np.float64))
+                kind = "reference" if label in REFERENCE_COMPLETIONS else "model"
+                rows.append(
+                    f"{count},{label},{len(values['closer'])},{mse:.5f},{mse_ci:.5f},{closer:.4f},{closer_ci:.4f}"
+                )
+                print(f"{count} images, {label:>8} ({kind}): hidden MSE {mse:.4f} ± {mse_ci:.4f}, "
+                      f"closer to the right image {closer:.3f} ± {closer_ci:.3f}", flush=True)  # fmt: skip
+    except (ValueError, DataError) as error:
+        print(f"images_report: error: {error}", file=sys.stderr)
+        return 2
+    atomic_write_text(out / "summary.csv", "\n".join(rows) + "\n")
+    task = tasks.get(protocol.image_count) or ImageCompletionTask(data_dir=data_dir, **protocol.as_dict())
+    figures = {"fig4_completions": completion_grid(task, models, args.seed)}
+    plastic = [model for model in models.values() if plastic_layers(model)]
+    if plastic:
+        figures["fig5_matrices"] = matrix_figure(plastic[0])
+    if curves:
+        figures["fig6_curves"] = curve_figure(curves)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tensorboard"))
+    for name, figure in figures.items():
+        atomic_write_bytes(out / f"{name}.png", _figure_bytes(figure))
+        writer.add_figure(name, figure)
+    writer.close()
+    print(f"written: {out / 'summary.csv'}, {', '.join(f'{name}.png' for name in figures)}, {out / 'tensorboard'}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m plastic_rl.supervised.images_report", description=__doc__)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

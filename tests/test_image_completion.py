@@ -1,0 +1,304 @@
+"""CIFAR-10 reader, PlasticImageCompletion-v0 and the 'images' supervised task, on tiny data written here."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import plastic_rl  # noqa: F401  (registers the envs)
+from plastic_rl.cli import main
+from plastic_rl.data import DataError
+from plastic_rl.data.cifar import FOLDER, load_grayscale, read_batch, to_grayscale
+from plastic_rl.envs.image_completion import ImageCompletionEnv, ImageCompletionProtocol, sample_image_episodes
+from plastic_rl.envs.pattern_memory import make_rng
+from plastic_rl.supervised import SupervisedTrainer, make_task
+
+SMALL = dict(image_count=3, steps_shown=2, gap_steps=1, repetitions=2, query_steps=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write_batch(path, count: int, seed: int) -> np.ndarray:
+    """A batch file in the official format (a protocol-2 pickle of a dict with bytes keys)."""
+    data = np.random.default_rng(seed).integers(0, 256, size=(count, 3072), dtype=np.uint8)
+    record = {
+        b"batch_label": b"tiny batch",
+        b"labels": [int(label) for label in np.arange(count) % 10],
+        b"data": data,
+        b"filenames": [f"image_{index}.png".encode() for index in range(count)],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(record, protocol=2))
+    return data
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data"
+    _write_batch(folder / FOLDER / "data_batch_1", 6, seed=1)
+    _write_batch(folder / FOLDER / "data_batch_3", 4, seed=3)
+    _write_batch(folder / FOLDER / "test_batch", 5, seed=9)
+    return folder
+
+
+def test_reader_and_grayscale(data_dir):
+    images, labels = read_batch(data_dir / FOLDER / "test_batch")
+    assert images.shape == (5, 3, 32, 32) and images.dtype == np.uint8 and labels.tolist() == [0, 1, 2, 3, 4]
+    raw = pickle.loads((data_dir / FOLDER / "test_batch").read_bytes())[b"data"]
+    # Channel planes: the first 1,024 values of a row are red, row-major.
+    assert images[2, 0, 1, 3] == raw[2, 32 + 3] and images[2, 2, 0, 0] == raw[2, 2048]
+    gray = load_grayscale("test", data_dir)
+    summed = raw.reshape(5, 3, 1024).astype(np.float64).sum(1)
+    centred = summed - summed.mean(1, keepdims=True)
+    np.testing.assert_allclose(gray, centred / np.abs(centred).max(1, keepdims=True), atol=1e-6)
+    assert np.abs(gray).max(1) == pytest.approx(1.0) and np.abs(gray.mean(1)).max() < 1e-6
+    # Whichever training batches exist (here 1 and 3), in order.
+    assert load_grayscale("train", data_dir).shape == (10, 1024)
+    flat = np.full((1, 3, 32, 32), 7, dtype=np.uint8)
+    assert (to_grayscale(flat) == 0).all()
+
+
+def test_missing_and_corrupt_files_say_which_where_and_how(tmp_path, data_dir):
+    with pytest.raises(DataError, match=r"test_batch not found in .*cifar-10-batches-py.*plastic-rl download cifar"):
+        load_grayscale("test", tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"no CIFAR-10 training batch .* found in .*nowhere"):
+        load_grayscale("train", tmp_path / "nowhere")
+    (data_dir / FOLDER / "test_batch").write_bytes(b"\x80\x02truncated")
+    with pytest.raises(DataError, match=r"test_batch is corrupt"):
+        load_grayscale("test", data_dir)
+    (data_dir / FOLDER / "test_batch").write_bytes(pickle.dumps({b"data": [1, 2, 3]}, protocol=2))
+    with pytest.raises(DataError, match=r"test_batch has no \(N, 3072\) uint8"):
+        load_grayscale("test", data_dir)
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_grayscale("validation", data_dir)
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_tampered_pickle_cannot_run_code(tmp_path, data_dir):
+    marker = tmp_path / "pwned"
+    path = data_dir / FOLDER / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": _Exploit(marker), b"labels": []}, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_1 is corrupt .*refusing to load the global (posix|os|nt)\.system"):
+        load_grayscale("train", data_dir)
+    assert not marker.exists()
+
+
+def test_download_is_registered():
+    from plastic_rl.data import DATASETS
+
+    assert DATASETS["cifar"] == "plastic_rl.data.cifar"
+
+
+def test_protocol_lengths_and_degradations():
+    assert ImageCompletionProtocol().episode_length == 3 * 23 * 3 + 3 == 210
+    protocol = ImageCompletionProtocol(**SMALL)
+    assert (protocol.query_start, protocol.episode_length) == (18, 20)
+    rng = np.random.default_rng(0)
+    halves = {tuple(ImageCompletionProtocol().hidden_pixels(rng)) for _ in range(20)}
+    assert len(halves) == 2  # top and bottom both drawn
+    for hidden in map(np.array, halves):
+        rows = hidden.reshape(32, 32).all(1)
+        assert hidden.sum() == 512 and (rows[:16].all() != rows[16:].all())
+    columns = ImageCompletionProtocol(degradation="left_right").hidden_pixels(rng).reshape(32, 32).all(0)
+    assert columns.sum() == 16 and (columns[:16].all() or columns[16:].all())
+    scattered = ImageCompletionProtocol(degradation="random_pixels", degraded_fraction=0.25).hidden_pixels(rng)
+    assert scattered.sum() == 256 and not scattered.reshape(32, 32).all(1).any()
+    for keyword, value in (("image_count", 0), ("gap_steps", -1), ("degradation", "blur"), ("degraded_fraction", 1)):
+        with pytest.raises(ValueError, match=keyword):
+            ImageCompletionProtocol(**{keyword: value})
+
+
+def test_episode_layout_env_and_sampler_agree(data_dir):
+    env = gym.make("PlasticImageCompletion-v0", **SMALL, data_dir=data_dir, split="test")
+    assert isinstance(env.unwrapped, ImageCompletionEnv)
+    check_env(env.unwrapped, skip_render_check=True)
+    protocol, pool = env.unwrapped.protocol, env.unwrapped.images
+    inputs, targets, hidden = sample_image_episodes(protocol, pool, make_rng(4), 2)
+    for column in range(2):
+        observation, info = env.reset(seed=4 if column == 0 else None)
+        observations, rewards = [observation], []
+        while True:
+            action = info.get("target", np.zeros(1024, np.float32))
+            observation, reward, terminated, _, info = env.step(action)
+            rewards.append(reward)
+            if terminated:
+                break
+            observations.append(observation)
+        np.testing.assert_array_equal(np.stack(observations), inputs[:, column])
+        np.testing.assert_array_equal(info["target"], targets[column])
+        np.testing.assert_array_equal(info["hidden"], hidden[column])
+        assert rewards == [0.0] * len(rewards)  # the perfect completion
+    # Each repetition shows three distinct test images, then the query hides half of one of them.
+    episode = inputs[:, 0]
+    shown = {tuple(episode[step]) for step in range(0, 18, 3)}
+    assert len(shown) == 3 and all(any((image == pool).all(1)) for image in map(np.array, shown))
+    assert (episode[2::3][:6] == 0).all()  # the gaps
+    query = episode[protocol.query_start]
+    assert (query[hidden[0]] == 0).all() and (query[~hidden[0]] == targets[0][~hidden[0]]).all()
+    env.reset(seed=1)
+    for _ in range(protocol.episode_length - 1):
+        env.step(np.zeros(1024, np.float32))
+    _, reward, terminated, _, info = env.step(np.zeros(1024, np.float32))
+    assert terminated and reward == pytest.approx(-np.mean(info["target"][info["hidden"]] ** 2))
+
+
+def test_scores_and_references(data_dir):
+    task = make_task("images", data_dir=str(data_dir), **SMALL)
+    episodes = task.sample_validation(16, np.random.default_rng(0))
+    truth = episodes.targets[-1]
+    perfect = task.episode_scores(truth, episodes)
+    assert (perfect["hidden_mse"] == 0).all() and perfect["closer"].all()
+    references = {name: task.episode_scores(c, episodes) for name, c in task.reference_completions(episodes).items()}
+    zero_mse = (truth.square() * episodes.mask[-1]).sum(-1) / episodes.mask[-1].sum(-1)
+    torch.testing.assert_close(references["zero"]["hidden_mse"], zero_mse)
+    assert (references["nearest"]["hidden_mse"] == 0).all()  # the visible half identifies the image
+    assert references["mean"]["hidden_mse"].mean() < references["zero"]["hidden_mse"].mean()
+    # Held-out episodes use test images only; training episodes the training batches only.
+    test_pool, train_pool = task.images("test"), task.images("train")
+    assert all((image == test_pool).all(1).any() for image in truth.numpy())
+    assert all((image == train_pool).all(1).any() for image in task.sample(8, np.random.default_rng(1)).targets[-1])
+
+
+def test_paper_models():
+    task = make_task("images", images={"train": np.zeros((3, 1024)), "test": np.zeros((3, 1024))})
+    plastic = task.build_model("plastic")
+    assert plastic.recurrent.hidden_size == 1025 and plastic.recurrent.plasticity == "full"
+    assert task.build_model("shared").recurrent.plasticity == "shared"
+    assert task.build_model("rnn", extra_neurons=7).recurrent.hidden_size == 1032
+
+
+def test_short_training_beats_zero_fill():
+    # 8 x 8 images drawn from a smooth family: a few steps teach w the pixels' neighbourhood.
+    rng = np.random.default_rng(0)
+    grid = np.linspace(0, 1, 8)
+    images = np.stack([np.cos(np.pi * (f * grid[:, None] + g * grid[None, :]) + p).ravel()
+                       for f, g, p in rng.uniform(0, 1.5, size=(40, 3))]).astype(np.float32)  # fmt: skip
+    protocol = dict(image_count=2, steps_shown=2, gap_steps=1, repetitions=1, query_steps=2, image_side=8)
+    task = make_task("images", images={"train": images[:30], "test": images[30:]}, **protocol)
+    torch.manual_seed(0)
+    trainer = SupervisedTrainer(task, task.build_model("plastic"), batch_size=8, eval_interval=0, progress=False)
+    held_out = task.sample_validation(64, np.random.default_rng(7))
+    zero_fill = task.episode_scores(task.reference_completions(held_out)["zero"], held_out)["hidden_mse"].mean()
+    for _ in range(40):
+        trainer.train_step()
+    with torch.no_grad():
+        completion = trainer.model(held_out.inputs)[-1]
+    assert task.episode_scores(completion, held_out)["hidden_mse"].mean() < 0.8 * zero_fill  # untrained: ~zero fill
+
+
+def test_cli_trains_and_reports_missing_data(tmp_path, data_dir, capsys):
+    args = ["supervised", "images", *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()], "--threads=1"]
+    run_dir = tmp_path / "run"
+    common = ["--steps=2", "--eval-interval=2", "--eval-episodes=2", "--no-progress", "--run-dir", str(run_dir)]
+    assert main([*args, *common, "--data-dir", str(data_dir)]) == 0
+    assert (run_dir / "model.pt").exists() and "eval_hidden_mse" in (run_dir / "curve.csv").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, *common[:-1], str(tmp_path / "run2"), "--data-dir", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    assert "plastic-rl supervised images: error: no CIFAR-10 training batch" in capsys.readouterr().err
+
+
+def test_bench_builds_the_image_task(data_dir):
+    # The timing loop itself is the one tested with `bench patterns`; here: its options reach the image task.
+    import argparse
+
+    from plastic_rl.supervised import bench_images
+    from plastic_rl.supervised.task import get_task_class
+
+    parser = argparse.ArgumentParser()
+    bench_images.add_arguments(parser)
+    args = parser.parse_args(["--model", "shared", "--image-count", "5", "--data-dir", str(data_dir)])
+    task, options = get_task_class(args.task).from_args(args)
+    assert (task.name, task.protocol.image_count, task.data_dir, args.batch_sizes) == (
+        "images",
+        5,
+        str(data_dir),
+        [1, 8, 32],
+    )
+    assert task.build_model(args.model, **options).recurrent.plasticity == "shared"
+
+
+def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, data_dir):
+    import argparse
+
+    from plastic_rl.supervised import images_report
+
+    task = make_task("images", data_dir=str(data_dir), **SMALL)
+    trainer = SupervisedTrainer(task, task.build_model("plastic"), eval_interval=0, progress=False)
+    trainer.save_model(tmp_path / "model.pt")
+    curve = tmp_path / "curve.csv"
+    curve.write_text("step,episodes,eval_hidden_mse\n1,1,0.2\n2,2,0.1\n")
+    parser = argparse.ArgumentParser()
+    images_report.add_arguments(parser)
+    out = tmp_path / "report"
+    arguments = ["--models", f"net={tmp_path / 'model.pt'}", "--curves", f"net={curve}", "--episodes", "6"]
+    assert images_report.run(parser.parse_args([*arguments, "--image-counts", "2", "3", "--out", str(out)])) == 0
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert [row.split(",")[:3] for row in rows[1:5]] == [
+        ["2", name, "6"] for name in ("zero", "mean", "nearest", "net")
+    ]
+    assert len(rows) == 9 and all(
+        (out / f"{name}.png").stat().st_size > 0 for name in ("fig4_completions", "fig5_matrices", "fig6_curves")
+    )
+    assert images_report.run(parser.parse_args(["--models", "no-label"])) == 2
+
+
+def _archive(members: dict[str, bytes], link: str | None = None) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if link is not None:
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def test_download_checks_the_md5_and_unpacks_only_the_batch_folder(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import urllib.request
+
+    from plastic_rl.data import cifar
+
+    served = {}
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(served["archive"]))
+    served["archive"] = _archive({f"{FOLDER}/test_batch": b"t", f"{FOLDER}/data_batch_1": b"d"})
+    with pytest.raises(DataError, match="not the published c58f30108f718f92721af3b95e74349a"):
+        cifar.download(tmp_path / "a")
+    assert not (tmp_path / "a" / FOLDER).exists()
+    monkeypatch.setattr(cifar, "ARCHIVE_MD5", hashlib.md5(served["archive"]).hexdigest())
+    cifar.download(tmp_path / "a")
+    assert (tmp_path / "a" / FOLDER / "test_batch").read_bytes() == b"t"
+    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == [FOLDER]  # the archive is gone
+    for evil in (_archive({f"{FOLDER}/../escaped": b"x"}), _archive({}, link=f"{FOLDER}/test_batch")):
+        served["archive"] = evil
+        monkeypatch.setattr(cifar, "ARCHIVE_MD5", hashlib.md5(evil).hexdigest())
+        with pytest.raises(DataError, match="unexpected member"):
+            cifar.download(tmp_path / "b")
+        assert not (tmp_path / "escaped").exists() and not (tmp_path / "b" / FOLDER / "test_batch").exists()
