@@ -51,7 +51,7 @@ def _numpy_reconstruct():
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import _reconstruct
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     return _reconstruct
 
 
@@ -167,6 +167,7 @@ def _extract(archive: Path, data_dir: Path) -> None:
             if not member.isfile() or len(parts) != 2 or parts[0] != FOLDER or parts[1] in ("..", "."):
                 raise DataError(f"{archive} holds an unexpected member {member.name!r}; refusing to unpack it")
             source = tar.extractfile(member)
+            assert source is not None, "a regular file member has contents"
             target = data_dir / FOLDER / parts[1]
             target.parent.mkdir(parents=True, exist_ok=True)
             with source, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as partial:

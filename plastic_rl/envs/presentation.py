@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from plastic_rl.core.options import check_positive_int
+
+if TYPE_CHECKING:
+    import torch
+
+# numpy arrays (the envs) and torch tensors (the trainer) slice alike.
+ArrayLike = TypeVar("ArrayLike", np.ndarray, "torch.Tensor")
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class PresentationSchedule:
                 step += block
         return inputs
 
-    def first_showing(self, inputs: np.ndarray) -> np.ndarray:
+    def first_showing(self, inputs: ArrayLike) -> ArrayLike:
         """The items as first shown in ``inputs`` ``(T, ..., size)``: ``(item_count, ..., size)``.
 
         Every repetition shows every item once, so these are all the episode's items (in the

@@ -72,8 +72,8 @@ class ImageCompletionTask(SupervisedTask):
         return self._images[split]
 
     def _episodes(self, split: str, batch_size: int, rng: np.random.Generator) -> Episodes:
-        inputs, images, hidden = sample_image_episodes(self.protocol, self.images(split), rng, batch_size)
-        inputs = torch.from_numpy(inputs)
+        input_array, images, hidden = sample_image_episodes(self.protocol, self.images(split), rng, batch_size)
+        inputs = torch.from_numpy(input_array)
         targets = torch.zeros_like(inputs)
         targets[-1] = torch.from_numpy(images)
         mask = torch.zeros(inputs.shape, dtype=torch.bool)

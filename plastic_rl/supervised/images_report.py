@@ -135,8 +135,8 @@ def matrix_figure(model: torch.nn.Module, zoom: int = 96, offsets: int = 70):
     import matplotlib.pyplot as plt
 
     layer = next(iter(plastic_layers(model).values()))
-    matrices = {"w": layer.weight, "alpha": layer.plasticity_coefficient}
-    matrices = {name: m.detach().float().numpy() for name, m in matrices.items() if m is not None and m.dim() == 2}
+    parameters = {"w": layer.weight, "alpha": layer.plasticity_coefficient}
+    matrices = {name: m.detach().float().numpy() for name, m in parameters.items() if m is not None and m.dim() == 2}
     figure, axes = plt.subplots(
         len(matrices), 3, figsize=(15, 4.5 * len(matrices)), squeeze=False, layout="constrained"
     )
@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         paths = _labelled(args.models, "--models")
         curves = _labelled(args.curves, "--curves")
         first = load_task(next(iter(paths.values())))
+        assert isinstance(first, ImageCompletionTask), "--models are image-completion models"
         protocol = first.protocol
         data_dir = args.data_dir or first.data_dir
         models = {label: load_model(path) for label, path in paths.items()}
