@@ -79,7 +79,7 @@ def test_plasticity_parameters_get_their_own_learning_rate():
         id(model.policy.core.plasticity_coefficient),
         id(model.policy.core.hebbian_learning_rate),
     }
-    with pytest.raises(ValueError, match="plasticity_lr_scale must be a number > 0"):
+    with pytest.raises(ValueError, match="plasticity_lr_scale must be a finite number > 0"):
         PlasticA2C("PlasticRecurrentPolicy", env, plasticity_lr_scale=0)
     with pytest.raises(ValueError, match="entropy_bonus must be one of"):
         PlasticA2C("PlasticRecurrentPolicy", env, entropy_bonus="gini")

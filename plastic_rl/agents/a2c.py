@@ -361,8 +361,9 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 logs.setdefault("clip_fraction", []).append(((ratio - 1).abs() > clip_range).float().mean().item())
             value_loss = F.mse_loss(batch["returns"], values)
             if self.entropy_bonus == "sum_squares":
-                # The distribution of evaluate_actions() stays on the policy's SB3 action distribution.
-                entropy_loss = self.policy.action_dist.distribution.probs.square().sum(dim=-1).mean()
+                probabilities = self.policy.last_action_probabilities  # of the evaluate_actions() above
+                assert probabilities is not None, "sum_squares is checked to need a Discrete action space"
+                entropy_loss = probabilities.square().sum(dim=-1).mean()
             else:
                 entropy_loss = -th.mean(-log_prob if entropy is None else entropy)
             with th.no_grad():

@@ -127,6 +127,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         # Discrete actions are sampled from the logits directly: SB3's distribution object (validation, lazy
         # properties) cost more than the maths on the per-step rollout path.
         self._discrete_actions = isinstance(self.action_dist, CategoricalDistribution)
+        self.last_action_probabilities: th.Tensor | None = None
         # A flat float Box through the default extractor is its own features: skip the per-step module calls.
         self._observations_are_features = (
             features_extractor_class is FlattenExtractor
@@ -223,15 +224,19 @@ class RecurrentActorCriticPolicy(BasePolicy):
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, RecurrentState]:
         """Re-run whole sequences: observations (T, B, ...), actions (T * B, ...) in the same order.
 
-        Returns the values, log-probabilities and entropies, each flat (T * B,), and the final state.
+        Returns the values, log-probabilities and entropies, each flat (T * B,), and the final state. For discrete
+        actions the probabilities of every action, (T * B, n), stay in ``last_action_probabilities`` (as SB3 keeps
+        them on its distribution object) for losses that need them, e.g. the authors' sum of squares.
         """
         latent, state = self.unroll(obs, state, episode_starts)
         latent = latent.reshape(-1, self.hidden_size)
         values = self.value_net(latent).flatten()
         if not self._discrete_actions:
             distribution = self._distribution(latent)
+            self.last_action_probabilities = None
             return values, distribution.log_prob(actions), distribution.entropy(), state
         log_probs, probs = self._categorical(self.action_net(latent))
+        self.last_action_probabilities = probs
         # Categorical.entropy's expression, clamp included (it keeps 0 * -inf out of the sum).
         entropy = -(log_probs.clamp(min=th.finfo(log_probs.dtype).min) * probs).sum(dim=-1)
         return values, log_probs.gather(1, actions.long().reshape(-1, 1))[:, 0], entropy, state
