@@ -842,7 +842,14 @@ void check_parameters(const at::Tensor& weight, const at::Tensor& alpha, int64_t
   if (plasticity == kShared) check_buffer(alpha, "alpha", {1}, Presence::kRequired);
 }
 
-Sizes checked_sizes(const at::Tensor& drive, int64_t every, int64_t slices) {
+// The checks both entries start with: the argument count, the modes, and the sizes T, B, N read from the drive.
+Sizes checked_sizes(const std::vector<at::Tensor>& tensors, size_t expected_count, size_t drive_index,
+                    int64_t plasticity, int64_t rule, int64_t every, int64_t slices) {
+  TORCH_CHECK(tensors.size() == expected_count, "plastic unroll: expected ", expected_count, " tensors; got ",
+              tensors.size());
+  TORCH_CHECK(plasticity >= kNone && plasticity <= kFull, "unknown plasticity mode ", plasticity);
+  TORCH_CHECK(rule == kHebb || rule == kOja, "unknown plasticity rule ", rule);
+  const auto& drive = tensors[drive_index];
   TORCH_CHECK(drive.defined() && drive.dim() == 3, "plastic unroll: drive must have shape (T, B, N)");
   TORCH_CHECK(every >= 1, "plastic unroll: checkpoint spacing must be >= 1; got ", every);
   TORCH_CHECK(slices >= 1, "plastic unroll: slices must be >= 1; got ", slices);
@@ -854,10 +861,7 @@ Sizes checked_sizes(const at::Tensor& drive, int64_t every, int64_t slices) {
 void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                     double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
                     int64_t slices) {
-  TORCH_CHECK(tensors.size() == 13, "plastic unroll forward: expected 13 tensors; got ", tensors.size());
-  TORCH_CHECK(plasticity >= kNone && plasticity <= kFull, "unknown plasticity mode ", plasticity);
-  TORCH_CHECK(rule == kHebb || rule == kOja, "unknown plasticity rule ", rule);
-  const Sizes sizes = checked_sizes(tensors[0], every, slices);
+  const Sizes sizes = checked_sizes(tensors, 13, 0, plasticity, rule, every, slices);
   const int64_t T = sizes.T, B = sizes.B, N = sizes.N;
   const bool plastic = plasticity != kNone;
   const auto traces = plastic ? Presence::kRequired : Presence::kOptional;
@@ -887,10 +891,7 @@ void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tens
 double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                        double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
                        int64_t slices, bool reverse) {
-  TORCH_CHECK(tensors.size() == 17, "plastic unroll backward: expected 17 tensors; got ", tensors.size());
-  TORCH_CHECK(plasticity >= kNone && plasticity <= kFull, "unknown plasticity mode ", plasticity);
-  TORCH_CHECK(rule == kHebb || rule == kOja, "unknown plasticity rule ", rule);
-  const Sizes sizes = checked_sizes(tensors[2], every, slices);
+  const Sizes sizes = checked_sizes(tensors, 17, 2, plasticity, rule, every, slices);
   const int64_t T = sizes.T, B = sizes.B, N = sizes.N;
   const bool plastic = plasticity != kNone;
   const auto traces = plastic ? Presence::kRequired : Presence::kOptional;
