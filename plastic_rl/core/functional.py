@@ -269,22 +269,30 @@ def recurrent_unroll(
     the fused unroll does not run takes this loop with gradient checkpointing (segments of ``sqrt(T)`` steps
     recomputed in the backward), so that its memory stays ``O(sqrt(T))`` traces instead of ``O(T)``.
     """
-    check_unroll_arguments(
-        drive,
-        activation,
-        trace,
-        weight,
-        plasticity_coefficient,
-        hebbian_learning_rate,
-        bias,
-        episode_starts,
-        reset_activation,
-        rule=rule,
-        eligibility_trace=eligibility_trace,
-        modulator=modulator,
-    )
     plastic = plasticity_coefficient is not None
-    if implementation != "autograd" and drive.shape[0] > 0 and use_fused(implementation, drive, rule, plastic):
+    fused_path = (
+        implementation != "autograd"
+        and drive.dim() == 3
+        and drive.shape[0] > 0
+        and use_fused(implementation, drive, rule, plastic)
+    )
+    if not fused_path or eligibility_trace is not None or modulator is not None:
+        # fused_unroll checks its own arguments: checking them here too cost as much again on every rollout step
+        check_unroll_arguments(
+            drive,
+            activation,
+            trace,
+            weight,
+            plasticity_coefficient,
+            hebbian_learning_rate,
+            bias,
+            episode_starts,
+            reset_activation,
+            rule=rule,
+            eligibility_trace=eligibility_trace,
+            modulator=modulator,
+        )
+    if fused_path:
         outputs, final_activation, final_trace = fused.fused_unroll(
             drive,
             activation,
