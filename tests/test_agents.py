@@ -248,3 +248,15 @@ def test_dict_observations_are_refused_at_construction():
         PlasticA2C("PlasticRecurrentPolicy", DictEnv())
     with pytest.raises(ValueError, match="observation_space must be one of"):
         PlasticPPO("LstmPolicy", DictEnv())
+
+
+def test_the_lstm_leaves_out_plasticity_keys_that_a_study_passes_to_every_condition():
+    from plastic_rl.agents.configuration import policy_settings
+
+    shared = {"hidden_size": 16, "rule": "oja", "trace_clip": 1.0}
+    with pytest.warns(UserWarning, match="policy 'lstm' has no plasticity: ignoring policy_kwargs rule, trace_clip"):
+        assert policy_settings("plastic_a2c", "lstm", shared) == ("LstmPolicy", {"hidden_size": 16})
+    with pytest.warns(UserWarning, match="ignoring policy_kwargs rule"):
+        _, ppo_kwargs = policy_settings("recurrent_ppo", "lstm", shared)
+    assert ppo_kwargs["lstm_hidden_size"] == 16 and "rule" not in ppo_kwargs
+    assert policy_settings("plastic_a2c", "plastic", shared)[1] == {**shared, "plasticity": "full"}

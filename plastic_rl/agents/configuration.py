@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,17 @@ POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
     "retroneuromod": ("PlasticRecurrentPolicy", {"plasticity": "full", "rule": "retroneuromod", "trace_clip": 1.0}),
     "lstm": ("LstmPolicy", {}),
 }
+# policy_kwargs that configure plasticity. A study passes one -params to all its conditions, so the LSTM, which has
+# no plasticity, leaves these out (with a warning) instead of refusing them; its own keys are still checked.
+PLASTICITY_KEYS = (
+    "plasticity",
+    "rule",
+    "hebbian_learning_rate",
+    "trace_clip",
+    "init_scale",
+    "modulation",
+    "init_distribution",
+)
 # Keys of a hyperparameter entry that configure the run rather than the algorithm.
 RUN_KEYS = ("n_envs", "n_timesteps", "env_kwargs", "policy_kwargs")
 
@@ -91,8 +103,14 @@ def policy_settings(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> tu
 
     ``policy_kwargs`` (from the hyperparameter file and ``-params``) may set ``hidden_size``; for
     sb3-contrib's ``RecurrentPPO`` it becomes one shared LSTM of that size, heads directly on it.
+    For ``"lstm"``, the :data:`PLASTICITY_KEYS` are left out with a warning.
     """
     check_choice("policy", policy, POLICIES)
+    if policy == "lstm":
+        ignored = sorted(set(policy_kwargs) & set(PLASTICITY_KEYS))
+        if ignored:
+            warnings.warn(f"policy 'lstm' has no plasticity: ignoring policy_kwargs {', '.join(ignored)}", stacklevel=2)
+        policy_kwargs = {key: value for key, value in policy_kwargs.items() if key not in PLASTICITY_KEYS}
     if algo == "recurrent_ppo":
         if policy != "lstm":
             raise ValueError(f"policy must be 'lstm' with algo 'recurrent_ppo'; got {policy!r}")
