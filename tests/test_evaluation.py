@@ -146,6 +146,16 @@ def test_maze_agent_and_random_policy_on_the_same_held_out_episodes(tmp_path):
     assert again.hit_steps == random.hit_steps
     deterministic = [evaluate(model, "PlasticMaze-v0", env_kwargs, n_episodes=6, deterministic=True) for _ in "ab"]
     assert deterministic[0].hit_steps == deterministic[1].hit_steps
+    # Sampled actions too are the same every time (the sampling is seeded from the episodes), and the caller's
+    # random state is left as it was.
+    torch.manual_seed(1)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(1)
+    sampled = [evaluate(model, "PlasticMaze-v0", env_kwargs, n_episodes=6).rewards for _ in "ab"]
+    np.testing.assert_array_equal(sampled[0], sampled[1])
+    assert torch.equal(torch.rand(3), expected_draw)
+    other_episodes = evaluate(model, "PlasticMaze-v0", env_kwargs, seeds=[5, 6, 7, 8, 9, 10])
+    assert other_episodes.seeds != agent.seeds[:6]
     assert "trained agent" in format_table([agent, random])
     write_results([agent, random], tmp_path / "out.json", {"note": "test"})
     document = json.loads((tmp_path / "out.json").read_text())

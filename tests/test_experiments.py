@@ -100,6 +100,26 @@ def test_maze_study_runs_skips_checks_its_configuration_and_reports(tmp_path, ca
     assert "n_timesteps is 40 there, 60 now" in error
 
 
+def test_held_out_scores_tabulate_the_signature_and_each_model_is_evaluated_once(tmp_path, capsys, monkeypatch):
+    from plastic_rl.agents import evaluation
+
+    folder = tmp_path / "maze"
+    arguments = [*MAZE, "--seeds", "2", "--jobs", "1", "--conditions", "plastic", "rnn", "--score", "heldout"]
+    assert main([*arguments, "-f", str(folder)]) == 0
+    summary = (folder / "summary.md").read_text()
+    assert "| condition | later gap / first hit | steps to first hit |" in summary
+    assert "Their two-sided rank-sum p-values:" in summary and "| plastic vs rnn |" in summary
+    rows = _read_csv(folder / "finals.csv")
+    record = json.loads((folder / "plastic" / "seed_0" / "train" / "heldout.json").read_text())
+    plastic_0 = next(row for row in rows if row["condition"] == "plastic" and row["seed"] == "0")
+    assert float(plastic_0["final_score"]) == pytest.approx(record["statistics"]["reward_mean"], rel=1e-5)
+    assert float(plastic_0["hits"]) == pytest.approx(record["statistics"]["hits_mean"], rel=1e-5)
+    # Summarizing again reads the kept evaluations: no model is evaluated a second time.
+    monkeypatch.setattr(evaluation, "evaluate", lambda *args, **kwargs: pytest.fail("evaluated again"))
+    assert main([*arguments, "-f", str(folder), "--summarize-only"]) == 0
+    assert _read_csv(folder / "finals.csv") == rows
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [("--seeds", "0", "--seeds must be"), ("--jobs", "0", "--jobs must be"), ("--timesteps", "0", "--timesteps must")],

@@ -30,6 +30,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from scipy import stats
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
@@ -216,7 +217,8 @@ def evaluate(
     n_episodes : number of episodes (default :data:`DEFAULT_EPISODES`, or ``len(seeds)``).
     seeds : the env seed of each episode (default: :func:`held_out_seeds`, never used in training).
     deterministic : take the most likely actions instead of sampling them (the default: a meta-learner
-        explores by sampling).
+        explores by sampling). Sampling uses torch's generator seeded with ``seeds[0]``: the same call gives the
+        same result.
     name : the label of the results.
     max_parallel : at most this many envs at a time (more is slower per episode: each plastic env holds an
         ``N x N`` trace).
@@ -240,13 +242,17 @@ def evaluate(
     lengths: list[int] = []
     bumps: list[int] = []
     hit_steps: list[list[int]] = []
-    for start in range(0, len(seeds), max_parallel):
-        batch = _run_batch(model, make_env(env_id, env_kwargs, seeds[start : start + max_parallel]), deterministic)
-        batch_rewards, batch_lengths, batch_bumps, batch_hit_steps = batch
-        rewards.extend(batch_rewards)
-        lengths.extend(batch_lengths)
-        bumps.extend(batch_bumps)
-        hit_steps.extend(batch_hit_steps)
+    # Sampled actions come from torch's generator: seeded from the episodes, so that an evaluation is repeatable
+    # (and not a draw that depends on what ran before), without disturbing the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds[0])
+        for start in range(0, len(seeds), max_parallel):
+            batch_env = make_env(env_id, env_kwargs, seeds[start : start + max_parallel])
+            batch_rewards, batch_lengths, batch_bumps, batch_hit_steps = _run_batch(model, batch_env, deterministic)
+            rewards.extend(batch_rewards)
+            lengths.extend(batch_lengths)
+            bumps.extend(batch_bumps)
+            hit_steps.extend(batch_hit_steps)
     return EvaluationResult(
         name=name,
         seeds=seeds,

@@ -101,6 +101,11 @@ class TaskAdapter(ABC):
     def final_score(self, folder: Path, options: dict[str, Any]) -> float:
         """The score of a finished run that the summary's statistics compare."""
 
+    def final_details(self, folder: Path, options: dict[str, Any]) -> dict[str, float]:
+        """Further measurements of a finished run, ``{label: value}``, that the summary tabulates per condition
+        beside the score (none unless a task has them)."""
+        return {}
+
     @abstractmethod
     def describe(self, options: dict[str, Any], swept: set[str]) -> str:
         """What a run with ``options`` does, for plot titles and the summary (e.g. the env id and algorithm).

@@ -23,6 +23,8 @@ from plastic_rl.experiments.statistics import (
     SIGNIFICANCE,
     Estimate,
     condition_statistics,
+    estimate,
+    median_score,
     rank_sum_tests,
     seeds_needed,
 )
@@ -66,15 +68,22 @@ def write_summary(
     """Write the summary files of ``runs`` into ``root``; returns ``summary.md``'s text.
 
     Each run is a dict with ``group`` (condition, with its overrides), ``seed``, ``score``,
-    ``curve`` (a :class:`Curve`), ``wall_s`` and ``folder``.
+    ``curve`` (a :class:`Curve`), ``wall_s``, ``folder`` and optionally ``details`` (``{label: value}``:
+    tabulated per condition, and as columns of ``finals.csv``).
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(run["group"], []).append(run)
     scores = {group: [run["score"] for run in members] for group, members in groups.items()}
 
-    finals = [[run["group"], run["seed"], f"{run['score']:.6g}", run["wall_s"], run["folder"]] for run in runs]
-    atomic_write_text(root / "finals.csv", _csv_text(["condition", "seed", "final_score", "wall_s", "folder"], finals))
+    detail_labels = list(dict.fromkeys(label for run in runs for label in run.get("details", {})))
+    finals = [
+        [run["group"], run["seed"], f"{run['score']:.6g}", run["wall_s"], run["folder"]]
+        + [f"{run['details'][label]:.6g}" if label in run.get("details", {}) else "" for label in detail_labels]
+        for run in runs
+    ]
+    finals_header = ["condition", "seed", "final_score", "wall_s", "folder", *detail_labels]
+    atomic_write_text(root / "finals.csv", _csv_text(finals_header, finals))
     curve_rows, aggregated = [], {}
     for group, members in groups.items():
         x, (median, q25, q75) = aggregated[group] = aggregate_curves([run["curve"] for run in members])
@@ -109,9 +118,34 @@ def write_summary(
                 f"with so few runs (the smallest p they can give is in the last column), so they cannot show "
                 f"a difference: use at least {seeds_needed()} seeds per condition.",
             ]
+    if detail_labels:
+        lines += _details_table(groups, detail_labels)
     text = "\n".join(lines) + "\n"
     atomic_write_text(root / "summary.md", text)
     return text
+
+
+def _details_table(groups: dict[str, list[dict[str, Any]]], labels: list[str]) -> list[str]:
+    """The runs' further measurements per condition (median over runs [95% CI]) and their rank-sum p-values."""
+    values = {
+        label: {group: [run["details"][label] for run in members if label in run.get("details", {})]
+                for group, members in groups.items()}
+        for label in labels
+    }  # fmt: skip
+    lines = ["", "Further measurements of each run: median over runs [95% CI].", ""]
+    lines += ["| condition | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for group in groups:
+        cells = [_with_interval(estimate(values[label][group], median_score)) if values[label][group] else "—"
+                 for label in labels]  # fmt: skip
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    tests = {label: rank_sum_tests(values[label]) for label in labels}
+    pairs = [f"{test.first} vs {test.second}" for test in tests[labels[0]]]
+    if pairs:
+        lines += ["", "Their two-sided rank-sum p-values:", ""]
+        lines += ["| conditions | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for index, pair in enumerate(pairs):
+            lines.append(f"| {pair} | " + " | ".join(f"{tests[label][index].p_value:.3g}" for label in labels) + " |")
+    return lines
 
 
 def _plot(

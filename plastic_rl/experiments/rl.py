@@ -43,24 +43,63 @@ def final_training_reward(train_folder: Path, options: dict[str, Any], args: arg
 
 # Held-out episodes per run for --score heldout: enough that one run's 95% CI is a few reward units.
 HELD_OUT_EPISODES = 300
+# The held-out evaluation of a run's final model, kept beside it: a summary evaluates each model once.
+HELD_OUT_RECORD = "heldout.json"
+#: What the summary tabulates per condition from each run's held-out evaluation: the learning-to-learn
+#: signature (later gap / first hit, each over episodes with two hits or more; a memoryless policy scores about 1).
+HELD_OUT_DETAILS = {
+    "ratio_of_means": "later gap / first hit",
+    "first_hit_steps_mean_of_two_hit_episodes": "steps to first hit",
+    "later_gap_mean": "later gap",
+    "hits_mean": "hits",
+    "no_hit_episodes": f"episodes with no hit (of {HELD_OUT_EPISODES})",
+    "wall_bumps_mean": "wall bumps",
+}
 
 
-def held_out_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
-    """Mean reward of the run's final model on :data:`HELD_OUT_EPISODES` held-out episodes (env seeds never used
-    in training, :func:`plastic_rl.agents.evaluation.evaluate`), sampled actions."""
+def held_out_evaluation(train_folder: Path, options: dict[str, Any]) -> dict[str, float]:
+    """The statistics (:meth:`~plastic_rl.agents.evaluation.EvaluationResult.statistics`) of the run's final
+    model on :data:`HELD_OUT_EPISODES` held-out episodes (env seeds never used in training), sampled actions.
+
+    Read from ``heldout.json`` beside the model when it was made from the same model file, else measured and
+    written there."""
+    import hashlib
+    import json
+
     import yaml
 
     from plastic_rl.agents.configuration import algorithm_class
-    from plastic_rl.agents.evaluation import evaluate
+    from plastic_rl.agents.evaluation import evaluate, held_out_seeds
+    from plastic_rl.core.files import atomic_write_text
 
     models = sorted(train_folder.rglob(f"{options['env']}.zip"))
     if not models:
         raise ValueError(f"no final model {options['env']}.zip under {train_folder}")
+    seeds = held_out_seeds(HELD_OUT_EPISODES)
+    key = {
+        "model_sha256": hashlib.sha256(models[0].read_bytes()).hexdigest(),
+        "first_seed": seeds[0],
+        "episodes": len(seeds),
+    }
+    record_path = models[0].parent / HELD_OUT_RECORD
+    if record_path.exists():
+        try:
+            record = json.loads(record_path.read_text())
+            if record["key"] == key:
+                return record["statistics"]
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable or from another model: measured again below
     config = yaml.safe_load((models[0].parent / "config.yml").read_text())
     model = algorithm_class(options["algo"]).load(models[0], device="cpu")
     env_kwargs = config["hyperparameters"].get("env_kwargs") or {}
-    result = evaluate(model, options["env"], env_kwargs, n_episodes=HELD_OUT_EPISODES)
-    return float(result.summary["reward_mean"])
+    statistics = evaluate(model, options["env"], env_kwargs, seeds=seeds).summary
+    atomic_write_text(record_path, json.dumps({"key": key, "statistics": statistics}, indent=1) + "\n")
+    return statistics
+
+
+def held_out_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
+    """Mean reward of the run's final model on the held-out episodes of :func:`held_out_evaluation`."""
+    return float(held_out_evaluation(train_folder, options)["reward_mean"])
 
 
 #: ``--score`` name -> ``score(train_folder, run_options, experiment_args) -> float``. ``train_folder``
@@ -156,6 +195,12 @@ class RLAdapter(TaskAdapter):
 
     def final_score(self, folder: Path, options: dict[str, Any]) -> float:
         return SCORES[self.args.score](folder / TRAIN_FOLDER, options, self.args)
+
+    def final_details(self, folder: Path, options: dict[str, Any]) -> dict[str, float]:
+        if self.args.score != "heldout":
+            return {}
+        statistics = held_out_evaluation(folder / TRAIN_FOLDER, options)
+        return {label: float(statistics[key]) for key, label in HELD_OUT_DETAILS.items()}
 
     def describe(self, options: dict[str, Any], swept: set[str]) -> str:
         return f"{options['env']} ({options['algo']}, {options['n_timesteps']:,} env steps per run)"

@@ -26,7 +26,8 @@ def iqm(scores: np.ndarray, axis: int = -1) -> np.ndarray:
     return stats.trim_mean(scores, 0.25, axis=axis)
 
 
-def _median(scores: np.ndarray, axis: int = -1) -> np.ndarray:
+def median_score(scores: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The median (a statistic for :func:`estimate`)."""
     return np.median(scores, axis=axis)
 
 
@@ -68,7 +69,9 @@ class ConditionStatistics(NamedTuple):
 
 def condition_statistics(scores: list[float]) -> ConditionStatistics:
     """Median and IQM (with 95% CIs) and mean of one condition's final scores."""
-    return ConditionStatistics(len(scores), estimate(scores, _median), estimate(scores, iqm), float(np.mean(scores)))
+    return ConditionStatistics(
+        len(scores), estimate(scores, median_score), estimate(scores, iqm), float(np.mean(scores))
+    )
 
 
 def smallest_p_value(first_runs: int, second_runs: int) -> float:

@@ -294,6 +294,7 @@ def summarize(adapter: TaskAdapter, runs: list[Run], root: Path, header_lines: l
             "group": run.group,
             "seed": run.seed,
             "score": adapter.final_score(run.folder, run.options),
+            "details": adapter.final_details(run.folder, run.options),
             "curve": adapter.curve(run.folder, run.options),
             "wall_s": _wall_seconds(run),
             "folder": str(run.folder),
