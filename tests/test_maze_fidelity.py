@@ -40,7 +40,10 @@ def test_named_hyperparameter_sets_are_selected_by_name():
     assert authors["n_envs"] == 1 and authors["learning_rate"] == 1e-4 and authors["max_grad_norm"] is None
     assert authors["entropy_bonus"] == "sum_squares" and authors["policy_kwargs"]["rule"] == "oja"
     assert load_hyperparameters("plastic_a2c", "PlasticMaze-v0")["n_envs"] == 32  # the default entry is unchanged
-    with pytest.raises(ValueError, match="hyperparams_set must be one of 'authors'"):
+    backpropamine = load_hyperparameters("plastic_a2c", "PlasticMaze-v0", "backpropamine")
+    assert backpropamine["n_envs"] == 30 and backpropamine["max_grad_norm"] == 4.0
+    assert backpropamine["env_kwargs"]["size"] == 11 and backpropamine["policy_kwargs"]["hidden_size"] == 100
+    with pytest.raises(ValueError, match="hyperparams_set must be one of 'authors', 'backpropamine'"):
         load_hyperparameters("plastic_a2c", "PlasticMaze-v0", "nobody")
 
 

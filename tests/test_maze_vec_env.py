@@ -150,6 +150,20 @@ def test_bad_actions_and_kwargs_raise(actions, match):
         BatchedMazeVecEnv(2, size=4)
     with pytest.raises(ValueError, match="n_envs"):
         BatchedMazeVecEnv(0)
+    with pytest.raises(ValueError, match="max_episode_steps must be at least episode_length = 20"):
+        BatchedMazeVecEnv(2, episode_length=20, max_episode_steps=19)
+
+
+def test_gym_makes_time_limit_is_accepted_where_it_never_acts():
+    # The same env_kwargs serve the training env and gym.make (the evaluation): Backpropamine's variant.
+    env_kwargs = dict(size=7, episode_length=20, max_episode_steps=20)
+    batched = make_training_env("PlasticMaze-v0", 2, seed=3, env_kwargs=env_kwargs)
+    single = make_vec_env("PlasticMaze-v0", n_envs=2, seed=3, env_kwargs=env_kwargs)
+    np.testing.assert_array_equal(batched.reset(), single.reset())
+    for step in range(25):
+        actions = np.array([step % 4, (step + 1) % 4])
+        for got, expected in zip(batched.step(actions)[:3], single.step(actions)[:3], strict=True):
+            np.testing.assert_array_equal(got, expected)
 
 
 def test_other_envs_go_through_make_vec_env():

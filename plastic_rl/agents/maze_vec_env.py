@@ -45,14 +45,29 @@ class BatchedMazeVecEnv(VecEnv):
     n_envs : number of mazes.
     monitor_dir : folder of the Monitor CSVs (``<rank>.monitor.csv``, as ``make_vec_env`` names them), or
         ``None`` for none.
+    max_episode_steps : ``gym.make``'s time limit, accepted so that the same ``env_kwargs`` serve both; the mazes
+        end their episodes at ``episode_length`` themselves, so it must be at least that (or ``None``).
     **env_kwargs : the :class:`PlasticMazeEnv` keywords (``size``, ``episode_length``, ``render_mode``, ...),
         validated by it.
     """
 
-    def __init__(self, n_envs: int, monitor_dir: str | os.PathLike | None = None, **env_kwargs: Any) -> None:
+    def __init__(
+        self,
+        n_envs: int,
+        monitor_dir: str | os.PathLike | None = None,
+        max_episode_steps: int | None = None,
+        **env_kwargs: Any,
+    ) -> None:
         check_positive_int("n_envs", n_envs)
         self.env_kwargs = dict(env_kwargs)
         maze = PlasticMazeEnv(**env_kwargs)  # validates every keyword as the single env does
+        if max_episode_steps is not None:
+            check_positive_int("max_episode_steps", max_episode_steps)
+            if max_episode_steps < maze.episode_length:
+                raise ValueError(
+                    f"max_episode_steps must be at least episode_length = {maze.episode_length} (the batched maze "
+                    f"never truncates an episode; shorten episode_length instead); got {max_episode_steps}"
+                )
         self._maze = maze
         self._views: list[PlasticMazeEnv | None] = [None] * n_envs
         self._free_squares = maze.free_squares

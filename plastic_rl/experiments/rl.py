@@ -137,6 +137,9 @@ class RLAdapter(TaskAdapter):
             "--save-freq", type=int, default=100_000, help="checkpoint every F env steps, to resume interrupted runs"
         )
         parser.add_argument(
+            "--hyperparams-set", default=None, metavar="NAME", help="a named entry <env>:NAME of the YAML, every run"
+        )
+        parser.add_argument(
             "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run"
         )
         parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run")
@@ -153,6 +156,8 @@ class RLAdapter(TaskAdapter):
         argv += ["--threads", "1", "--no-progress-bar"]
         if args.n_envs:
             argv += ["--n-envs", str(args.n_envs)]
+        if args.hyperparams_set:
+            argv += ["--hyperparams-set", args.hyperparams_set]
         hyperparameters = [*(args.hyperparams or []), *(f"{key}:{value}" for key, value in overrides.items())]
         if hyperparameters:
             argv += ["-params", *hyperparameters]
