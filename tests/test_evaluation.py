@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -13,6 +14,7 @@ import torch
 from gymnasium import spaces
 from scipy import stats
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 import plastic_rl  # noqa: F401  (registers the envs)
 from plastic_rl.agents import PlasticA2C
@@ -155,6 +157,16 @@ def test_maze_agent_and_random_policy_on_the_same_held_out_episodes(tmp_path):
     np.testing.assert_array_equal(sampled[0], sampled[1])
     assert torch.equal(torch.rand(3), expected_draw)
     other_episodes = evaluate(model, "PlasticMaze-v0", env_kwargs, seeds=[5, 6, 7, 8, 9, 10])
+
+    # The batched maze that evaluation uses gives the episodes that single envs give.
+    def single_envs(env_id, kwargs, seeds):
+        env = DummyVecEnv([functools.partial(gym.make, env_id, **kwargs)] * len(seeds))
+        env._seeds = list(seeds)
+        return env
+
+    through_single_envs = evaluate(model, "PlasticMaze-v0", env_kwargs, seeds=[5, 6, 7, 8, 9, 10], make_env=single_envs)
+    assert through_single_envs.hit_steps == other_episodes.hit_steps
+    np.testing.assert_array_equal(through_single_envs.rewards, other_episodes.rewards)
     assert other_episodes.seeds != agent.seeds[:6]
     assert "trained agent" in format_table([agent, random])
     write_results([agent, random], tmp_path / "out.json", {"note": "test"})

@@ -45,9 +45,15 @@ BOOTSTRAP_RESAMPLES = 2000
 def make_evaluation_env(env_id: str, env_kwargs: dict[str, Any], seeds: Sequence[int]) -> VecEnv:
     """A VecEnv of ``len(seeds)`` copies of ``env_id`` whose env ``i`` starts its next episode from ``seeds[i]``.
 
-    The one place that builds evaluation envs: a batched VecEnv can replace this ``DummyVecEnv``.
+    The maze gets :class:`~plastic_rl.agents.maze_vec_env.BatchedMazeVecEnv` (the same episodes as single
+    envs, several times faster to step and to build); any other env a ``DummyVecEnv``.
     """
-    env = DummyVecEnv([functools.partial(gym.make, env_id, **env_kwargs)] * len(seeds))
+    if env_id.removeprefix("plastic_rl:") == "PlasticMaze-v0":
+        from plastic_rl.agents.maze_vec_env import BatchedMazeVecEnv
+
+        env: VecEnv = BatchedMazeVecEnv(len(seeds), **env_kwargs)
+    else:
+        env = DummyVecEnv([functools.partial(gym.make, env_id, **env_kwargs)] * len(seeds))
     # VecEnv.seed() only takes the first of consecutive seeds; reset() consumes this per-env list.
     env._seeds = [int(seed) for seed in seeds]
     return env
