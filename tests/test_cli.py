@@ -168,3 +168,22 @@ def test_trained_agent_continues_from_the_saved_parameters_and_bad_resume_paths(
     assert main(["train", "--resume", str(tmp_path / "rl_checkpoint_5_steps.pt")]) == 2
     errors = capsys.readouterr().err
     assert "plastic-rl train: error: --resume: no checkpoint at" in errors and "not a readable" in errors
+
+
+def test_held_out_signature_is_measured_during_training_without_changing_it(tmp_path):
+    common = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "100", "--seed", "3", *TINY]
+    measured = train_run(tmp_path / "measured", [*common, "--heldout-freq", "40", "--heldout-episodes", "6"])
+    plain = train_run(tmp_path / "plain", common)
+    torch.testing.assert_close(final_parameters(measured), final_parameters(plain), rtol=0, atol=0)
+    with open(measured.parent / "progress.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("heldout/episodes")]
+    # Rollouts of 2 x 10 steps: measured after the rollouts that pass 40 and 80 steps.
+    assert [row["heldout/total_timesteps"] for row in rows] == ["40", "80"]
+    assert all(float(row["heldout/episodes"]) == 6 and float(row["heldout/hits_mean"]) >= 0 for row in rows)
+
+
+def test_checkpoints_of_older_versions_get_the_defaults_of_options_added_since():
+    from plastic_rl.agents.cli_train import stored_arguments
+
+    arguments = stored_arguments({"arguments": {"policy": "rnn", "seed": 4}})
+    assert arguments["policy"] == "rnn" and arguments["seed"] == 4 and arguments["heldout_freq"] is None

@@ -105,6 +105,7 @@ def test_held_out_scores_tabulate_the_signature_and_each_model_is_evaluated_once
 
     folder = tmp_path / "maze"
     arguments = [*MAZE, "--seeds", "2", "--jobs", "1", "--conditions", "plastic", "rnn", "--score", "heldout"]
+    arguments += ["--heldout-freq", "20"]
     assert main([*arguments, "-f", str(folder)]) == 0
     summary = (folder / "summary.md").read_text()
     assert "| condition | later gap / first hit | steps to first hit |" in summary
@@ -114,6 +115,8 @@ def test_held_out_scores_tabulate_the_signature_and_each_model_is_evaluated_once
     plastic_0 = next(row for row in rows if row["condition"] == "plastic" and row["seed"] == "0")
     assert float(plastic_0["final_score"]) == pytest.approx(record["statistics"]["reward_mean"], rel=1e-5)
     assert float(plastic_0["hits"]) == pytest.approx(record["statistics"]["hits_mean"], rel=1e-5)
+    progress = _read_csv(folder / "rnn" / "seed_1" / "train" / "progress.csv")
+    assert [row["heldout/total_timesteps"] for row in progress if row.get("heldout/total_timesteps")] == ["20", "40"]
     # Summarizing again reads the kept evaluations: no model is evaluated a second time.
     monkeypatch.setattr(evaluation, "evaluate", lambda *args, **kwargs: pytest.fail("evaluated again"))
     assert main([*arguments, "-f", str(folder), "--summarize-only"]) == 0
@@ -122,7 +125,12 @@ def test_held_out_scores_tabulate_the_signature_and_each_model_is_evaluated_once
 
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("--seeds", "0", "--seeds must be"), ("--jobs", "0", "--jobs must be"), ("--timesteps", "0", "--timesteps must")],
+    [
+        ("--seeds", "0", "--seeds must be"),
+        ("--jobs", "0", "--jobs must be"),
+        ("--timesteps", "0", "--timesteps must"),
+        ("--heldout-freq", "0", "--heldout-freq must be a positive integer"),
+    ],
 )
 def test_bad_study_options_exit_2_with_a_clear_error(tmp_path, capsys, option, value, message):
     assert main([*MAZE, "-f", str(tmp_path), option, value]) == 2

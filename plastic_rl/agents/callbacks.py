@@ -1,4 +1,5 @@
-"""SB3 callbacks of the suite: :class:`TraceVideoCallback` shows an RL run's memory forming in TensorBoard.
+"""SB3 callbacks of the suite: :class:`TraceVideoCallback` shows an RL run's memory forming in TensorBoard,
+:class:`HeldOutEvaluationCallback` measures its learning-to-learn signature as it trains.
 
 The supervised trainer logs ``w`` and ``alpha`` images; this is the RL side's picture: every ``video_freq`` env
 steps, one episode of the current policy on the maze, drawn with the trace panel
@@ -17,6 +18,42 @@ from stable_baselines3.common.logger import Image
 
 from plastic_rl.agents.trace_panel import TracePanel, play_episode
 from plastic_rl.core.options import check_positive_int
+
+
+class HeldOutEvaluationCallback(BaseCallback):
+    """Every ``eval_freq`` env steps (at the end of a rollout), the current policy on ``n_episodes`` held-out
+    episodes (:func:`plastic_rl.agents.evaluation.evaluate`: env seeds never used in training, sampled actions,
+    its own random stream), logged as ``heldout/*`` (reward, hits, first-hit steps, later gaps and their ratio)
+    to every output of the model's logger: TensorBoard and the run's ``progress.csv``.
+
+    The same episodes each time, so that the values form a curve of the signature over training; a run
+    resumed from a checkpoint measures the same points as an uninterrupted one.
+    """
+
+    def __init__(
+        self, env_id: str, eval_freq: int, n_episodes: int, env_kwargs: dict[str, Any] | None = None, verbose: int = 0
+    ) -> None:
+        super().__init__(verbose)
+        self.env_id = env_id
+        self.eval_freq = check_positive_int("eval_freq", eval_freq)
+        self.n_episodes = check_positive_int("n_episodes", n_episodes)
+        self.env_kwargs = dict(env_kwargs or {})
+        self._measured = 0  # evaluations done: one per multiple of eval_freq passed
+
+    def _init_callback(self) -> None:
+        self._measured = self.num_timesteps // self.eval_freq
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.num_timesteps // self.eval_freq > self._measured:
+            from plastic_rl.agents.evaluation import evaluate, log_summary
+
+            self._measured = self.num_timesteps // self.eval_freq
+            result = evaluate(self.model, self.env_id, self.env_kwargs, n_episodes=self.n_episodes)
+            self.logger.record("heldout/total_timesteps", self.num_timesteps)  # the CSV row's x
+            log_summary(self.logger, result, self.num_timesteps)
 
 
 class TraceVideoCallback(BaseCallback):

@@ -51,6 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation")
     parser.add_argument(
+        "--heldout-freq",
+        type=positive_int,
+        default=None,
+        help="measure the learning-to-learn signature on held-out episodes every F env steps (heldout/* in "
+        "progress.csv and TensorBoard; default: never)",
+    )
+    parser.add_argument(
+        "--heldout-episodes", type=positive_int, default=100, help="held-out episodes per --heldout-freq measurement"
+    )
+    parser.add_argument(
         "--save-freq",
         type=positive_int,
         default=None,
@@ -135,6 +145,13 @@ KEPT_CHECKPOINTS = 2
 DISPLAY_OPTIONS = ("no_progress_bar", "verbose", "resume", "log_folder")
 
 
+def stored_arguments(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``plastic-rl train`` options, with today's defaults for options added since it was written."""
+    parser = argparse.ArgumentParser(prog="plastic-rl train")
+    add_arguments(parser)
+    return {**vars(parser.parse_args([])), **payload["arguments"]}
+
+
 def run(args: argparse.Namespace) -> int:
     from plastic_rl.agents.checkpoints import latest_checkpoint, read_checkpoint
     from plastic_rl.agents.configuration import next_run_folder
@@ -159,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"plastic-rl train: error: --resume: {error}", file=sys.stderr)
         return 2
-    stored = argparse.Namespace(**payload["arguments"])
+    stored = argparse.Namespace(**stored_arguments(payload))
     for name in DISPLAY_OPTIONS:
         setattr(stored, name, getattr(args, name))
     print(f"Resuming {checkpoint}")
@@ -201,7 +218,7 @@ def train_run(run_folder: str | Path, arguments: Sequence[str] = ()) -> Path:
         except ValueError:
             continue
     if payload is not None:
-        stored, given = dict(payload["arguments"]), vars(args)
+        stored, given = stored_arguments(payload), vars(args)
         differing = sorted(name for name in given if name not in DISPLAY_OPTIONS and stored.get(name) != given[name])
         if differing:
             raise ValueError(
@@ -318,6 +335,10 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     callbacks: list = [ProgressCSVCallback(folder / "progress.csv")]
     if eval_callback is not None:
         callbacks.append(eval_callback)
+    if args.heldout_freq is not None:
+        from plastic_rl.agents.callbacks import HeldOutEvaluationCallback
+
+        callbacks.append(HeldOutEvaluationCallback(args.env, args.heldout_freq, args.heldout_episodes, env_kwargs))
     if args.save_freq is not None:
         arguments = {**vars(args), "resume": None}
         callbacks.append(ResumeCheckpointCallback(folder, args.save_freq, arguments, eval_callback, KEPT_CHECKPOINTS))

@@ -144,6 +144,13 @@ class RLAdapter(TaskAdapter):
         )
         parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run")
         parser.add_argument("--score", default="training", choices=list(SCORES), help="each run's final score")
+        parser.add_argument(
+            "--heldout-freq",
+            type=int,
+            default=None,
+            help="each run measures its learning-to-learn signature on 100 held-out episodes every F env steps "
+            "(heldout/* in its progress.csv)",
+        )
         parser.add_argument("--final-fraction", type=float, default=0.1, help="last fraction of episodes scored")
         parser.add_argument("--bin-episodes", type=int, default=None, help="episodes per curve point (default: auto)")
 
@@ -158,6 +165,8 @@ class RLAdapter(TaskAdapter):
             argv += ["--n-envs", str(args.n_envs)]
         if args.hyperparams_set:
             argv += ["--hyperparams-set", args.hyperparams_set]
+        if args.heldout_freq:
+            argv += ["--heldout-freq", str(args.heldout_freq)]
         hyperparameters = [*(args.hyperparams or []), *(f"{key}:{value}" for key, value in overrides.items())]
         if hyperparameters:
             argv += ["-params", *hyperparameters]
@@ -187,6 +196,8 @@ class RLAdapter(TaskAdapter):
             raise ValueError(f"--save-freq must be a positive integer; got {args.save_freq}")
         if not 0 < args.final_fraction <= 1:
             raise ValueError(f"--final-fraction must be in (0, 1]; got {args.final_fraction}")
+        if args.heldout_freq is not None and args.heldout_freq < 1:
+            raise ValueError(f"--heldout-freq must be a positive integer; got {args.heldout_freq}")
         if args.bin_episodes is not None and args.bin_episodes < 1:
             raise ValueError(f"--bin-episodes must be a positive integer; got {args.bin_episodes}")
         super().check_options(args)
