@@ -240,3 +240,16 @@ def test_bad_input_shapes_raise_value_error():
         layer(torch.zeros(3, 2, 5))
     with pytest.raises(ValueError, match="episode_starts"):
         layer(torch.zeros(3, 2, 2), episode_starts=torch.zeros(3, 1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("rule", ["hebb", "oja"])
+def test_a_learned_eta_below_zero_is_read_as_zero(rule):
+    # A negative eta makes the decay 1 - eta q exceed 1: the trace would grow without bound.
+    torch.manual_seed(0)
+    layer = PlasticRecurrentLayer(6, 3, rule=rule)
+    with torch.no_grad():
+        layer.hebbian_learning_rate.fill_(-0.5)
+    outputs, state = layer(torch.randn(40, 2, 3))
+    assert torch.count_nonzero(state.hebbian_trace) == 0 and torch.isfinite(outputs).all()
+    outputs.square().sum().backward()
+    assert layer.hebbian_learning_rate.grad == 0

@@ -99,6 +99,17 @@ class _PlasticParameters(nn.Module):
     def is_plastic(self) -> bool:
         return self.plasticity != "none"
 
+    def _learning_rate(self) -> Tensor | None:
+        """``eta`` as the rule reads it: the learned value, kept from going below 0.
+
+        A negative ``eta`` turns every decaying rule's decay ``1 - eta q`` above 1, so the trace grows without
+        bound: on the maze, homogeneous-plasticity runs whose ``eta`` crossed zero saw their trace norm go from
+        ~10 to 10^3-10^5 and collapsed into bumping walls (RESULTS.md, Experiment 4). A learned ``eta`` above 0
+        passes unchanged, with its gradient.
+        """
+        eta = self.hebbian_learning_rate
+        return None if eta is None else eta.clamp(min=0.0)
+
     def zero_trace(self, batch_size: int) -> Tensor | None:
         if not self.is_plastic:
             return None
@@ -266,7 +277,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
             state.traces(),
             self.weight,
             self.plasticity_coefficient,
-            self.hebbian_learning_rate,
+            self._learning_rate(),
             self.bias,
             **self._static_options(),
         )
@@ -310,7 +321,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
             state.hebbian_trace,
             self.weight,
             self.plasticity_coefficient,
-            self.hebbian_learning_rate,
+            self._learning_rate(),
             self.bias,
             episode_starts,
             self._reset_activation(),
@@ -413,7 +424,7 @@ class PlasticLinear(_PlasticParameters):
             modulator = self._modulator()
             modulation = None if modulator is None else functional.neuromodulation(post, modulator)
             traces = functional.update_trace(
-                traces, features, post, self.hebbian_learning_rate, self.rule, self.trace_clip, modulation
+                traces, features, post, self._learning_rate(), self.rule, self.trace_clip, modulation
             )
         return logits, PlasticState(state.activation, *(traces or ()))
 
