@@ -151,6 +151,12 @@ def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys):
         final_parameters(killed / "PlasticMaze-v0.zip"), final_parameters(uninterrupted), rtol=0, atol=0
     )
     assert monitor_rows(killed) == monitor_rows(uninterrupted.parent)
+    # The per-update log continues from the checkpoint: the same updates, none lost or repeated.
+    steps = [
+        [row["time/total_timesteps"] for row in csv.DictReader(open(folder / "progress.csv", newline=""))]
+        for folder in (killed, uninterrupted.parent)
+    ]
+    assert steps[0] == steps[1] and len(steps[0]) == 800 // 20
     assert len(monitor_rows(killed)[0]) == 800 // 2 // 10 and stopped_at < 800
     # Once finished, the function returns the final model without training again.
     assert train_run(killed, arguments) == killed / "PlasticMaze-v0.zip"
