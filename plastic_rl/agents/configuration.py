@@ -36,17 +36,26 @@ POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
     "retroneuromod": ("PlasticRecurrentPolicy", {"plasticity": "full", "rule": "retroneuromod", "trace_clip": 1.0}),
     "lstm": ("LstmPolicy", {}),
 }
-# policy_kwargs that configure plasticity. A study passes one -params to all its conditions, so the LSTM, which has
-# no plasticity, leaves these out (with a warning) instead of refusing them; its own keys are still checked.
-PLASTICITY_KEYS = (
-    "plasticity",
-    "rule",
-    "hebbian_learning_rate",
-    "trace_clip",
-    "init_scale",
-    "modulation",
-    "init_distribution",
-)
+
+
+def plasticity_keys() -> set[str]:
+    """The ``policy_kwargs`` that configure plasticity: those :class:`PlasticRecurrentPolicy` takes beyond the
+    recurrent policy's own. A study passes one ``-params`` to all its conditions, so the LSTM, which has no
+    plasticity, leaves these out (with a warning) instead of refusing them; its own keys are still checked."""
+    import inspect
+
+    from plastic_rl.agents.policies import PlasticRecurrentPolicy, RecurrentActorCriticPolicy
+
+    def named(function: Any) -> set[str]:
+        return {
+            name
+            for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+        }
+
+    return named(PlasticRecurrentPolicy.__init__) - named(RecurrentActorCriticPolicy.__init__)
+
+
 # Keys of a hyperparameter entry that configure the run rather than the algorithm.
 RUN_KEYS = ("n_envs", "n_timesteps", "env_kwargs", "policy_kwargs")
 
@@ -103,14 +112,15 @@ def policy_settings(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> tu
 
     ``policy_kwargs`` (from the hyperparameter file and ``-params``) may set ``hidden_size``; for
     sb3-contrib's ``RecurrentPPO`` it becomes one shared LSTM of that size, heads directly on it.
-    For ``"lstm"``, the :data:`PLASTICITY_KEYS` are left out with a warning.
+    For ``"lstm"``, the :func:`plasticity_keys` are left out with a warning.
     """
     check_choice("policy", policy, POLICIES)
     if policy == "lstm":
-        ignored = sorted(set(policy_kwargs) & set(PLASTICITY_KEYS))
+        plastic_only = plasticity_keys()
+        ignored = sorted(set(policy_kwargs) & plastic_only)
         if ignored:
             warnings.warn(f"policy 'lstm' has no plasticity: ignoring policy_kwargs {', '.join(ignored)}", stacklevel=2)
-        policy_kwargs = {key: value for key, value in policy_kwargs.items() if key not in PLASTICITY_KEYS}
+        policy_kwargs = {key: value for key, value in policy_kwargs.items() if key not in plastic_only}
     if algo == "recurrent_ppo":
         if policy != "lstm":
             raise ValueError(f"policy must be 'lstm' with algo 'recurrent_ppo'; got {policy!r}")

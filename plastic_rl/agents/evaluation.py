@@ -21,7 +21,6 @@ callback with ``seed + 10_000 + i``; the held-out episodes here use seeds from :
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from scipy import stats
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import VecEnv
 
 from plastic_rl.core.options import check_positive_int
 
@@ -45,15 +44,12 @@ BOOTSTRAP_RESAMPLES = 2000
 def make_evaluation_env(env_id: str, env_kwargs: dict[str, Any], seeds: Sequence[int]) -> VecEnv:
     """A VecEnv of ``len(seeds)`` copies of ``env_id`` whose env ``i`` starts its next episode from ``seeds[i]``.
 
-    The maze gets :class:`~plastic_rl.agents.maze_vec_env.BatchedMazeVecEnv` (the same episodes as single
-    envs, several times faster to step and to build); any other env a ``DummyVecEnv``.
+    Built as training builds its envs (:func:`~plastic_rl.agents.make_env.make_training_env`: the batched maze for
+    the maze, the same episodes as single envs), without monitor files.
     """
-    if env_id.removeprefix("plastic_rl:") == "PlasticMaze-v0":
-        from plastic_rl.agents.maze_vec_env import BatchedMazeVecEnv
+    from plastic_rl.agents.make_env import make_training_env
 
-        env: VecEnv = BatchedMazeVecEnv(len(seeds), **env_kwargs)
-    else:
-        env = DummyVecEnv([functools.partial(gym.make, env_id, **env_kwargs)] * len(seeds))
+    env = make_training_env(env_id, len(seeds), env_kwargs=env_kwargs)
     # VecEnv.seed() only takes the first of consecutive seeds; reset() consumes this per-env list.
     env._seeds = [int(seed) for seed in seeds]
     return env
