@@ -163,7 +163,7 @@ def test_episode_layout_env_and_sampler_agree(data_dir):
 
 def test_scores_and_references(data_dir):
     task = make_task("images", data_dir=str(data_dir), **SMALL)
-    episodes = task.sample_validation(16, np.random.default_rng(0))
+    episodes = task.sample_part("test", 16, np.random.default_rng(0))
     truth = episodes.targets[-1]
     perfect = task.episode_scores(truth, episodes)
     assert (perfect["hidden_mse"] == 0).all() and perfect["closer"].all()
@@ -172,10 +172,21 @@ def test_scores_and_references(data_dir):
     torch.testing.assert_close(references["zero"]["hidden_mse"], zero_mse)
     assert (references["nearest"]["hidden_mse"] == 0).all()  # the visible half identifies the image
     assert references["mean"]["hidden_mse"].mean() < references["zero"]["hidden_mse"].mean()
-    # Held-out episodes use test images only; training episodes the training batches only.
-    test_pool, train_pool = task.images("test"), task.images("train")
-    assert all((image == test_pool).all(1).any() for image in truth.numpy())
-    assert all((image == train_pool).all(1).any() for image in task.sample(8, np.random.default_rng(1)).targets[-1])
+
+    # Test episodes use test images only; training and validation episodes disjoint parts of the training batches.
+    def drawn_from(pool, episodes):
+        return all((image == pool).all(1).any() for image in episodes.targets[-1].numpy())
+
+    train_file = task.images("train")
+    validation_pool, train_pool = train_file[-3:], train_file[:-3]  # 10 images: 10% is fewer than image_count=3
+    assert (task.pool("validation") == validation_pool).all() and (task.pool("train") == train_pool).all()
+    assert drawn_from(task.images("test"), episodes)
+    assert drawn_from(train_pool, task.sample(64, np.random.default_rng(1)))
+    assert drawn_from(validation_pool, task.sample_validation(64, np.random.default_rng(2)))
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        make_task("images", data_dir=str(data_dir), validation_fraction=1.0, **SMALL)
+    with pytest.raises(ValueError, match="10 training images cannot be split"):
+        make_task("images", data_dir=str(data_dir), validation_fraction=0.8, **SMALL).sample(1, np.random.default_rng())
 
 
 def test_paper_models():
@@ -196,7 +207,7 @@ def test_short_training_beats_zero_fill():
     task = make_task("images", images={"train": images[:30], "test": images[30:]}, **protocol)
     torch.manual_seed(0)
     trainer = SupervisedTrainer(task, task.build_model("plastic"), batch_size=8, eval_interval=0, progress=False)
-    held_out = task.sample_validation(64, np.random.default_rng(7))
+    held_out = task.sample_part("test", 64, np.random.default_rng(7))
     zero_fill = task.episode_scores(task.reference_completions(held_out)["zero"], held_out)["hidden_mse"].mean()
     for _ in range(40):
         trainer.train_step()

@@ -22,18 +22,22 @@ from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
 # Completions that need no training, as references for the trained models.
 REFERENCE_COMPLETIONS = ("zero", "mean", "nearest")
+# The image pools of an episode: training and validation images both come from the training batches.
+PARTS = ("train", "validation", "test")
 
 
 class ImageCompletionTask(SupervisedTask):
     """Complete the hidden half of one of the CIFAR-10 images shown earlier in the episode.
 
     Episodes follow an :class:`~plastic_rl.envs.image_completion.ImageCompletionProtocol` (the
-    keywords here are its fields) and come from the same sampler as ``PlasticImageCompletion-v0``:
-    training episodes from the training batches' images, the trainer's evaluation episodes
-    (:meth:`sample_validation`) from the test batch's only (CIFAR-10 has no validation split; these
-    curves are reported, never used to choose settings). ``data_dir`` is the data directory
-    (:func:`plastic_rl.data.resolve_data_dir`); ``images`` — ``{"train": array, "test": array}`` of
-    ``(N, 1024)`` images in [-1, 1] — replaces the dataset (it is not saved with a model).
+    keywords here are its fields) and come from the same sampler as ``PlasticImageCompletion-v0``.
+    CIFAR-10 has no validation split, so the last ``validation_fraction`` of the training batches'
+    images (at least ``image_count``) are held out as one: training episodes draw from the others,
+    the trainer's evaluations (:meth:`sample_validation`) from these, and test episodes
+    (``sample_part("test", ...)``, what results report) from the test batch's only. ``data_dir`` is
+    the data directory (:func:`plastic_rl.data.resolve_data_dir`); ``images`` —
+    ``{"train": array, "test": array}`` of ``(N, 1024)`` images in [-1, 1] — replaces the dataset
+    (it is not saved with a model).
 
     Only the hidden pixels at the query's last step are scored. Loss and ``hidden_mse``: the mean
     squared error there. ``closer_fraction``: the fraction of queries whose completion is closer,
@@ -54,14 +58,22 @@ class ImageCompletionTask(SupervisedTask):
         self,
         data_dir: str | os.PathLike | None = None,
         images: dict[str, np.ndarray] | None = None,
+        validation_fraction: float = 0.1,
         **protocol: Any,
     ) -> None:
         self.protocol = ImageCompletionProtocol(**protocol)
+        if (
+            isinstance(validation_fraction, bool)
+            or not isinstance(validation_fraction, (int, float))
+            or not (0 < validation_fraction < 1)
+        ):
+            raise ValueError(f"validation_fraction must be in (0, 1); got {validation_fraction!r}")
+        self.validation_fraction = float(validation_fraction)
         self.data_dir = None if data_dir is None else str(data_dir)
         self._images = {split: self.protocol.check_images(array) for split, array in (images or {}).items()}
 
     def config(self) -> dict[str, Any]:
-        return {"data_dir": self.data_dir, **self.protocol.as_dict()}
+        return {"data_dir": self.data_dir, "validation_fraction": self.validation_fraction, **self.protocol.as_dict()}
 
     def images(self, split: str) -> np.ndarray:
         """The ``"train"`` or ``"test"`` image pool, read from the data directory on first use."""
@@ -71,8 +83,23 @@ class ImageCompletionTask(SupervisedTask):
             self._images[split] = self.protocol.check_images(load_grayscale(split, self.data_dir))
         return self._images[split]
 
-    def _episodes(self, split: str, batch_size: int, rng: np.random.Generator) -> Episodes:
-        input_array, images, hidden = sample_image_episodes(self.protocol, self.images(split), rng, batch_size)
+    def pool(self, part: str) -> np.ndarray:
+        """The images of ``part``: ``"train"``, ``"validation"`` (the training batches' last ones) or ``"test"``."""
+        check_choice("part", part, PARTS)
+        if part == "test":
+            return self.images("test")
+        images = self.images("train")
+        held_out = max(round(self.validation_fraction * len(images)), self.protocol.image_count)
+        if len(images) - held_out < self.protocol.image_count:
+            raise ValueError(
+                f"{len(images)} training images cannot be split into training and validation images of at least "
+                f"image_count={self.protocol.image_count} each (validation_fraction={self.validation_fraction})"
+            )
+        return images[-held_out:] if part == "validation" else images[:-held_out]
+
+    def sample_part(self, part: str, batch_size: int, rng: np.random.Generator) -> Episodes:
+        """``batch_size`` episodes of the images of ``part`` (see :meth:`pool`)."""
+        input_array, images, hidden = sample_image_episodes(self.protocol, self.pool(part), rng, batch_size)
         inputs = torch.from_numpy(input_array)
         targets = torch.zeros_like(inputs)
         targets[-1] = torch.from_numpy(images)
@@ -81,10 +108,10 @@ class ImageCompletionTask(SupervisedTask):
         return Episodes(inputs, targets, mask)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Episodes:
-        return self._episodes("train", batch_size, rng)
+        return self.sample_part("train", batch_size, rng)
 
     def sample_validation(self, batch_size: int, rng: np.random.Generator) -> Episodes:
-        return self._episodes("test", batch_size, rng)
+        return self.sample_part("validation", batch_size, rng)
 
     def loss(self, outputs: Tensor, episodes: Episodes) -> Tensor:
         return masked_mean((outputs - episodes.targets).square(), episodes.mask)
@@ -138,11 +165,22 @@ class ImageCompletionTask(SupervisedTask):
             default=defaults.degraded_fraction,
             help="fraction of pixels hidden with --degradation random_pixels",
         )
+        group.add_argument(
+            "--validation-fraction",
+            type=float,
+            default=0.1,
+            help="fraction of the training images held out for the evaluations during training",
+        )
         add_memory_model_arguments(parser)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> tuple[ImageCompletionTask, dict[str, Any]]:
         fields = ("image_count", "steps_shown", "gap_steps", "repetitions", "query_steps", "degradation")
         protocol = {field: getattr(args, field) for field in fields}
-        task = cls(data_dir=args.data_dir, degraded_fraction=args.degraded_fraction, **protocol)
+        task = cls(
+            data_dir=args.data_dir,
+            validation_fraction=args.validation_fraction,
+            degraded_fraction=args.degraded_fraction,
+            **protocol,
+        )
         return task, memory_model_options(args)

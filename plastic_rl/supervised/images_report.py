@@ -76,7 +76,7 @@ def score(
     scores: dict[str, dict[str, list[np.ndarray]]] = {}
     remaining = episodes
     while remaining > 0:
-        batch = task.sample_validation(min(batch_size, remaining), rng)
+        batch = task.sample_part("test", min(batch_size, remaining), rng)
         completions = dict(task.reference_completions(batch))
         with torch.no_grad():
             completions.update({label: model(batch.inputs)[-1] for label, model in models.items()})
@@ -99,7 +99,7 @@ def completion_grid(task: ImageCompletionTask, models: dict[str, torch.nn.Module
     """Figure 4: per test episode, the shown images, the degraded query, each completion and the truth."""
     import matplotlib.pyplot as plt
 
-    batch = task.sample_validation(rows, np.random.default_rng([seed, 4]))
+    batch = task.sample_part("test", rows, np.random.default_rng([seed, 4]))
     side = task.protocol.image_side
     with torch.no_grad():
         completions = {label: model(batch.inputs)[-1] for label, model in models.items()}
