@@ -425,3 +425,20 @@ def test_a_kill_during_a_write_leaves_the_old_file_or_the_new_one(kind, tmp_path
     _, errors = writer.communicate()
     assert writer.returncode == -signal.SIGKILL, errors.decode()
     _load_written(kind, path)
+
+
+def test_a_cached_measurement_is_redone_when_its_record_is_corrupt_or_for_other_inputs(tmp_path):
+    from plastic_rl.core.files import cached_json
+
+    record, calls = tmp_path / "record.json", []
+
+    def measure():
+        calls.append(1)
+        return {"score": len(calls)}
+
+    assert cached_json(record, {"model": "a"}, measure) == {"score": 1}
+    assert cached_json(record, {"model": "a"}, measure) == {"score": 1}  # reused
+    assert cached_json(record, {"model": "b"}, measure) == {"score": 2}  # another model
+    record.write_text('{"key": {"model": "b"}, "val')  # truncated by hand
+    assert cached_json(record, {"model": "b"}, measure) == {"score": 3}
+    assert cached_json(record, {"model": "b"}, measure) == {"score": 3}

@@ -113,8 +113,8 @@ def test_held_out_scores_tabulate_the_signature_and_each_model_is_evaluated_once
     rows = _read_csv(folder / "finals.csv")
     record = json.loads((folder / "plastic" / "seed_0" / "train" / "heldout.json").read_text())
     plastic_0 = next(row for row in rows if row["condition"] == "plastic" and row["seed"] == "0")
-    assert float(plastic_0["final_score"]) == pytest.approx(record["statistics"]["reward_mean"], rel=1e-5)
-    assert float(plastic_0["hits"]) == pytest.approx(record["statistics"]["hits_mean"], rel=1e-5)
+    assert float(plastic_0["final_score"]) == pytest.approx(record["value"]["reward_mean"], rel=1e-5)
+    assert float(plastic_0["hits"]) == pytest.approx(record["value"]["hits_mean"], rel=1e-5)
     progress = _read_csv(folder / "rnn" / "seed_1" / "train" / "progress.csv")
     assert [row["heldout/total_timesteps"] for row in progress if row.get("heldout/total_timesteps")] == ["20", "40"]
     # Summarizing again reads the kept evaluations: no model is evaluated a second time.

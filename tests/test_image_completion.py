@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import pickle
 
@@ -249,8 +251,6 @@ def test_bench_builds_the_image_task(data_dir):
 
 
 def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, data_dir):
-    import argparse
-
     from plastic_rl.supervised import images_report
 
     task = make_task("images", data_dir=str(data_dir), **SMALL)
@@ -313,3 +313,33 @@ def test_download_checks_the_md5_and_unpacks_only_the_batch_folder(tmp_path, mon
         with pytest.raises(DataError, match="unexpected member"):
             cifar.download(tmp_path / "b")
         assert not (tmp_path / "escaped").exists() and not (tmp_path / "b" / FOLDER / "test_batch").exists()
+
+
+def test_study_scores_final_models_on_test_images_once(tmp_path, data_dir, capsys, monkeypatch):
+    from plastic_rl.supervised.images import ImageCompletionTask
+
+    protocol = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+    folder = tmp_path / "study"
+    study = ["experiment", "images", "--conditions", "plastic", "shared", "--seeds", "1", "--steps", "2", "--jobs", "1"]
+    study += [*protocol, "--eval-interval", "0", "--log-interval", "1", "--data-dir", str(data_dir), "-f", str(folder)]
+    assert main([*study, "--score", "test", "--test-episodes", "6"]) == 0
+    finals = {row.split(",")[0]: row.split(",") for row in (folder / "finals.csv").read_text().splitlines()}
+    assert "test closer_fraction" in finals["condition"]
+    record = json.loads((folder / "plastic" / "seed_0" / "model.test.json").read_text())
+    assert len(record["value"]["hidden_mse"]) == 6 and record["key"]["episodes"] == 6
+    assert float(finals["plastic"][2]) == pytest.approx(np.mean(record["value"]["hidden_mse"]), rel=1e-5)
+    # A summary again, and a report on the same model, read the record instead of measuring again.
+    monkeypatch.setattr(ImageCompletionTask, "test_scores", lambda *args: pytest.fail("measured again"))
+    assert main([*study, "--score", "test", "--test-episodes", "6", "--summarize-only"]) == 0
+    from plastic_rl.supervised import images_report
+
+    parser = argparse.ArgumentParser()
+    images_report.add_arguments(parser)
+    arguments = ["--models", f"net={folder / 'plastic' / 'seed_0' / 'model.pt'}", "--episodes", "6"]
+    assert images_report.run(parser.parse_args([*arguments, "--out", str(tmp_path / "report")])) == 0
+    net = [row.split(",") for row in (tmp_path / "report" / "summary.csv").read_text().splitlines() if ",net," in row]
+    assert float(net[0][3]) == pytest.approx(np.mean(record["value"]["hidden_mse"]), abs=1e-5)
+    capsys.readouterr()
+    patterns = ["experiment", "patterns", "--score", "test", "-f", str(tmp_path / "p")]
+    assert main(patterns) == 2
+    assert "--score test needs a task with test data; the 'patterns' task has none" in capsys.readouterr().err

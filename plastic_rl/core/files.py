@@ -9,11 +9,13 @@ at any moment leaves either the old file or the new one, never a truncated mix.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -81,3 +83,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of the file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def cached_json(path: str | os.PathLike, key: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """``compute()``'s JSON-serialisable result, kept in ``path`` with ``key`` and reused while ``key`` matches.
+
+    For measurements of a file that are costly to repeat (a model's held-out evaluation): put the
+    file's :func:`file_sha256` in ``key``, so a retrained model is measured again. An unreadable
+    record, or one with another key, is measured again and replaced (atomically).
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            record = json.loads(path.read_text())
+            if record["key"] == key:
+                return record["value"]
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable or for other inputs: measured again below
+    value = compute()
+    atomic_write_text(path, json.dumps({"key": key, "value": value}, indent=1) + "\n")
+    return value

@@ -63,38 +63,25 @@ def held_out_evaluation(train_folder: Path, options: dict[str, Any]) -> dict[str
 
     Read from ``heldout.json`` beside the model when it was made from the same model file, else measured and
     written there."""
-    import hashlib
-    import json
-
     import yaml
 
     from plastic_rl.agents.configuration import algorithm_class
     from plastic_rl.agents.evaluation import evaluate, held_out_seeds
-    from plastic_rl.core.files import atomic_write_text
+    from plastic_rl.core.files import cached_json, file_sha256
 
     models = sorted(train_folder.rglob(f"{options['env']}.zip"))
     if not models:
         raise ValueError(f"no final model {options['env']}.zip under {train_folder}")
     seeds = held_out_seeds(HELD_OUT_EPISODES)
-    key = {
-        "model_sha256": hashlib.sha256(models[0].read_bytes()).hexdigest(),
-        "first_seed": seeds[0],
-        "episodes": len(seeds),
-    }
-    record_path = models[0].parent / HELD_OUT_RECORD
-    if record_path.exists():
-        try:
-            record = json.loads(record_path.read_text())
-            if record["key"] == key:
-                return record["statistics"]
-        except (ValueError, KeyError, TypeError):
-            pass  # unreadable or from another model: measured again below
-    config = yaml.safe_load((models[0].parent / "config.yml").read_text())
-    model = algorithm_class(options["algo"]).load(models[0], device="cpu")
-    env_kwargs = config["hyperparameters"].get("env_kwargs") or {}
-    statistics = evaluate(model, options["env"], env_kwargs, seeds=seeds).summary
-    atomic_write_text(record_path, json.dumps({"key": key, "statistics": statistics}, indent=1) + "\n")
-    return statistics
+    key = {"model_sha256": file_sha256(models[0]), "first_seed": seeds[0], "episodes": len(seeds)}
+
+    def measure() -> dict[str, float]:
+        config = yaml.safe_load((models[0].parent / "config.yml").read_text())
+        model = algorithm_class(options["algo"]).load(models[0], device="cpu")
+        env_kwargs = config["hyperparameters"].get("env_kwargs") or {}
+        return evaluate(model, options["env"], env_kwargs, seeds=seeds).summary
+
+    return cached_json(models[0].parent / HELD_OUT_RECORD, key, measure)
 
 
 def held_out_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:

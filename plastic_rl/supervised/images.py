@@ -113,6 +113,12 @@ class ImageCompletionTask(SupervisedTask):
     def sample_validation(self, batch_size: int, rng: np.random.Generator) -> Episodes:
         return self.sample_part("validation", batch_size, rng)
 
+    has_test_part = True
+
+    def test_scores(self, model: nn.Module, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
+        scores = score_test_episodes(self, {"model": model}, episodes, seed)["model"]
+        return {"hidden_mse": scores["hidden_mse"], "closer_fraction": scores["closer"].astype(np.float64)}
+
     def loss(self, outputs: Tensor, episodes: Episodes) -> Tensor:
         return masked_mean((outputs - episodes.targets).square(), episodes.mask)
 
@@ -184,3 +190,27 @@ class ImageCompletionTask(SupervisedTask):
             **protocol,
         )
         return task, memory_model_options(args)
+
+
+@torch.no_grad()
+def score_test_episodes(
+    task: ImageCompletionTask, models: dict[str, nn.Module], episodes: int, seed: int = 0, batch_size: int = 32
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-episode ``hidden_mse`` and ``closer`` of every model and reference on the same ``episodes`` test episodes.
+
+    The episodes depend on ``seed`` and the image count only, so every model (and every call) sees the same ones.
+    """
+    rng = np.random.default_rng([seed, task.protocol.image_count])
+    scores: dict[str, dict[str, list[np.ndarray]]] = {}
+    remaining = episodes
+    while remaining > 0:
+        batch = task.sample_part("test", min(batch_size, remaining), rng)
+        completions = dict(task.reference_completions(batch))
+        completions.update({label: model(batch.inputs)[-1] for label, model in models.items()})
+        for label, completion in completions.items():
+            for name, values in task.episode_scores(completion, batch).items():
+                scores.setdefault(label, {}).setdefault(name, []).append(values.numpy())
+        remaining -= len(batch.targets[-1])
+    return {
+        label: {name: np.concatenate(parts) for name, parts in by_name.items()} for label, by_name in scores.items()
+    }

@@ -34,9 +34,9 @@ import torch
 
 from plastic_rl.core.files import atomic_write_bytes, atomic_write_text
 from plastic_rl.data import DataError
-from plastic_rl.supervised.images import REFERENCE_COMPLETIONS, ImageCompletionTask
+from plastic_rl.supervised.images import REFERENCE_COMPLETIONS, ImageCompletionTask, score_test_episodes
 from plastic_rl.supervised.models import plastic_layers
-from plastic_rl.supervised.trainer import load_model, load_task
+from plastic_rl.supervised.trainer import cached_test_scores, load_model, load_task
 
 Z_95 = 1.96
 
@@ -57,7 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=1000, help="test episodes per image count")
     parser.add_argument("--image-counts", nargs="+", type=int, default=[3], help="images per episode to score")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
-    parser.add_argument("--batch-size", type=int, default=32, help="test episodes per forward pass")
     parser.add_argument("--data-dir", help="dataset folder (default: the one the first model was trained with)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default="docs/results/images", help="output folder")
@@ -66,27 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _interval(values: np.ndarray) -> tuple[float, float]:
     """Mean and the half-width of its 95% confidence interval."""
     return float(values.mean()), float(Z_95 * values.std(ddof=1) / np.sqrt(len(values)))
-
-
-def score(
-    task: ImageCompletionTask, models: dict[str, torch.nn.Module], episodes: int, seed: int, batch_size: int
-) -> dict[str, dict[str, np.ndarray]]:
-    """Per-episode ``hidden_mse`` and ``closer`` of every model and reference on the same test episodes."""
-    rng = np.random.default_rng([seed, task.protocol.image_count])
-    scores: dict[str, dict[str, list[np.ndarray]]] = {}
-    remaining = episodes
-    while remaining > 0:
-        batch = task.sample_part("test", min(batch_size, remaining), rng)
-        completions = dict(task.reference_completions(batch))
-        with torch.no_grad():
-            completions.update({label: model(batch.inputs)[-1] for label, model in models.items()})
-        for label, completion in completions.items():
-            for name, values in task.episode_scores(completion, batch).items():
-                scores.setdefault(label, {}).setdefault(name, []).append(values.numpy())
-        remaining -= len(batch.targets[-1])
-    return {
-        label: {name: np.concatenate(parts) for name, parts in by_name.items()} for label, by_name in scores.items()
-    }
 
 
 def _figure_bytes(figure) -> bytes:
@@ -180,16 +158,27 @@ def run(args: argparse.Namespace) -> int:
     try:
         paths = _labelled(args.models, "--models")
         curves = _labelled(args.curves, "--curves")
-        first = load_task(next(iter(paths.values())))
-        assert isinstance(first, ImageCompletionTask), "--models are image-completion models"
+        model_tasks = [load_task(path) for path in paths.values()]
+        image_tasks = [task for task in model_tasks if isinstance(task, ImageCompletionTask)]
+        if len(image_tasks) != len(model_tasks):
+            raise ValueError("--models must be image-completion models")
+        first = image_tasks[0]
         protocol = first.protocol
+        if any(task.protocol != protocol for task in image_tasks):
+            raise ValueError("--models must have been trained on one protocol (score other image counts with one)")
         data_dir = args.data_dir or first.data_dir
         models = {label: load_model(path) for label, path in paths.items()}
         rows = ["image_count,method,episodes,hidden_mse,hidden_mse_ci95,closer_fraction,closer_fraction_ci95"]
         tasks = {}
         for count in args.image_counts:
             tasks[count] = ImageCompletionTask(data_dir=data_dir, **replace(protocol, image_count=count).as_dict())
-            for label, values in score(tasks[count], models, args.episodes, args.seed, args.batch_size).items():
+            trained_count = count == protocol.image_count
+            scored = score_test_episodes(tasks[count], {} if trained_count else models, args.episodes, args.seed)
+            if trained_count:  # the models' own protocol: the scores a study's summary measured, if it did
+                for label, path in paths.items():
+                    cached = cached_test_scores(path, args.episodes, args.seed, data_dir)
+                    scored[label] = {"hidden_mse": cached["hidden_mse"], "closer": cached["closer_fraction"] > 0.5}
+            for label, values in scored.items():
                 mse, mse_ci = _interval(values["hidden_mse"])
                 closer, closer_ci = _interval(values["closer"].astype(np.float64))
                 kind = "reference" if label in REFERENCE_COMPLETIONS else "model"

@@ -144,6 +144,14 @@ class OmniglotTask(SupervisedTask):
             self._load()
         return self.sample_part("validation" if "validation" in self._classes else "train", batch_size, rng)
 
+    has_test_part = True
+
+    def test_scores(self, model: nn.Module, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
+        if not isinstance(model, OmniglotClassifier):
+            raise ValueError(f"model must be an OmniglotClassifier; got {type(model).__name__}")
+        hits = episode_hits(model, self, episodes=episodes, seed=seed)
+        return {"error_rate": 1.0 - hits, "accuracy": hits}
+
     def loss(self, outputs: Tensor, episodes: Episodes) -> Tensor:
         log_probabilities = torch.log_softmax(outputs.float(), dim=-1)
         return masked_mean(-(episodes.targets * log_probabilities).sum(-1, keepdim=True), episodes.mask)
@@ -339,7 +347,7 @@ def nearest_neighbour_logits(features: Tensor, labels: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(
+def episode_hits(
     model: OmniglotClassifier,
     task: OmniglotTask,
     *,
@@ -348,11 +356,12 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 100,
     nearest_neighbour: bool = False,
-) -> dict[str, float]:
-    """Accuracy on ``episodes`` fresh episodes of ``part``, with its 95% confidence interval (normal approximation).
+) -> np.ndarray:
+    """Whether the query of each of ``episodes`` fresh episodes of ``part`` was classified right, as 0/1 floats.
 
-    With ``nearest_neighbour`` the model's head is replaced by the nearest labelled drawing in its
-    feature space (baseline (c) of the issue).
+    The episodes depend on ``seed`` only, so every model sees the same ones. With ``nearest_neighbour``
+    the model's head is replaced by the nearest labelled drawing in its feature space (baseline (c) of the
+    issue).
     """
     check_positive_int("episodes", episodes)
     model.eval()
@@ -369,7 +378,12 @@ def evaluate(
             outputs = model(batch.inputs)
         correct.append((outputs[-1].argmax(-1) == batch.targets[-1].argmax(-1)).cpu().numpy())
         remaining -= size
-    hits = np.concatenate(correct).astype(np.float64)
+    return np.concatenate(correct).astype(np.float64)
+
+
+def evaluate(model: OmniglotClassifier, task: OmniglotTask, **options: Any) -> dict[str, float]:
+    """Accuracy of :func:`episode_hits` (same keywords) with its 95% confidence interval (normal approximation)."""
+    hits = episode_hits(model, task, **options)
     accuracy = float(hits.mean())
     half_width = 1.96 * float(hits.std(ddof=1)) / math.sqrt(len(hits)) if len(hits) > 1 else math.nan
     return {"accuracy": accuracy, "ci95": half_width, "episodes": len(hits)}

@@ -68,6 +68,14 @@ class SupervisedTask(ABC):
         """
         return self.sample(batch_size, rng)
 
+    #: Whether the task has held-out test data that :meth:`test_scores` reads (images, classes).
+    has_test_part: ClassVar[bool] = False
+
+    def test_scores(self, model: nn.Module, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """Per-episode scores ``{metric: (episodes,) array}`` of ``model`` on ``episodes`` test episodes drawn with
+        ``seed`` (the same episodes for every model); ``primary_metric`` first. Tasks with a test part only."""
+        raise ValueError(f"the {self.name!r} task has no test part (its episodes are all fresh random data)")
+
     @abstractmethod
     def loss(self, outputs: Tensor, episodes: Episodes) -> Tensor:
         """The training loss of the model's ``outputs`` ``(T, B, output_size)``."""

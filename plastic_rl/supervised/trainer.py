@@ -100,10 +100,42 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
     return _build_model(_read(path)).to(select_device(device)).eval()
 
 
-def load_task(path: str | os.PathLike) -> SupervisedTask:
-    """The task, with its settings, that the model in ``path`` was trained on."""
+def load_task(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> SupervisedTask:
+    """The task, with its settings, that the model in ``path`` was trained on.
+
+    ``data_dir`` replaces the data directory of a task that reads a dataset (the same data elsewhere)."""
     record = _read(path)
-    return make_task(record["task"], **record["task_config"])
+    config = dict(record["task_config"])
+    if data_dir is not None:
+        config["data_dir"] = str(data_dir)
+    return make_task(record["task"], **config)
+
+
+# The test scores of a model file, kept beside it (MODEL.test.json): each model is measured once per setting.
+TEST_RECORD_SUFFIX = ".test.json"
+
+
+def cached_test_scores(
+    path: str | os.PathLike, episodes: int, seed: int = 0, data_dir: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
+    """:meth:`SupervisedTask.test_scores` of the model in ``path`` on its task's test part, per episode.
+
+    ``data_dir`` replaces the data directory the model was trained with (the same dataset elsewhere).
+    Kept in ``path``'s ``.test.json`` sibling, keyed by the model file's SHA-256, so a study's summary and a
+    report measure a model once; a retrained model is measured again.
+    """
+    from plastic_rl.core.files import cached_json, file_sha256
+
+    path = Path(path)
+    check_positive_int("episodes", episodes)
+    key = {"model_sha256": file_sha256(path), "episodes": episodes, "seed": seed}
+
+    def measure() -> dict[str, list[float]]:
+        scores = load_task(path, data_dir).test_scores(load_model(path), episodes, seed)
+        return {name: values.tolist() for name, values in scores.items()}
+
+    record = cached_json(path.with_name(path.stem + TEST_RECORD_SUFFIX), key, measure)
+    return {name: np.asarray(values, dtype=np.float64) for name, values in record.items()}
 
 
 def write_history_csv(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
