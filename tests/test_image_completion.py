@@ -261,7 +261,8 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
     parser = argparse.ArgumentParser()
     images_report.add_arguments(parser)
     out = tmp_path / "report"
-    arguments = ["--models", f"net={tmp_path / 'model.pt'}", "--curves", f"net={curve}", "--episodes", "6"]
+    arguments = ["--models", f"net={tmp_path / 'model.pt'}", "--curves", f"net={curve}", f"net={curve}"]
+    arguments += ["--episodes", "6"]
     assert images_report.run(parser.parse_args([*arguments, "--image-counts", "2", "3", "--out", str(out)])) == 0
     rows = (out / "summary.csv").read_text().splitlines()
     assert [row.split(",")[:3] for row in rows[1:5]] == [
@@ -271,6 +272,8 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
         (out / f"{name}.png").stat().st_size > 0 for name in ("fig4_completions", "fig5_matrices", "fig6_curves")
     )
     assert images_report.run(parser.parse_args(["--models", "no-label"])) == 2
+    twice = ["--models", f"net={tmp_path / 'model.pt'}", f"net={tmp_path / 'model.pt'}"]
+    assert images_report.run(parser.parse_args(twice)) == 2
 
 
 def _archive(members: dict[str, bytes], link: str | None = None) -> bytes:

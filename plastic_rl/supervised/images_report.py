@@ -9,7 +9,9 @@ scored on the same ``--episodes`` test episodes per image count (``--image-count
 the protocol they were trained on otherwise). Scores per episode: the mean squared error on the
 hidden pixels, and whether the completion is closer there to the queried image than to every other
 shown image; the table gives their means with 95% confidence intervals (normal approximation,
-1.96 standard errors, over episodes). Written to ``--out``:
+1.96 standard errors, over episodes). At the models' own image count their scores are those of
+:func:`~plastic_rl.supervised.trainer.cached_test_scores` (a study's ``--score test`` record, reused).
+Written to ``--out``:
 
 - ``summary.csv``: one row per image count and method;
 - ``fig4_completions.png``: test episodes (the shown images, the degraded query, each model's
@@ -17,7 +19,8 @@ shown image; the table gives their means with 95% confidence intervals (normal a
 - ``fig5_matrices.png``: the first plastic model's ``w`` and ``alpha`` (all 1,025 neurons, a zoom
   on the first 96 pixels, where neighbouring pixels' connections show as diagonals at offsets 1 and
   32, and the mean connection by pixel offset), like Figure 5;
-- ``fig6_curves.png``: the held-out error during training of each ``--curves`` run (Figure 6);
+- ``fig6_curves.png``: the error on validation images during training of each ``--curves`` run, a colour per
+  label (Figure 6);
 - ``tensorboard/``: the same figures for TensorBoard.
 """
 
@@ -41,19 +44,22 @@ from plastic_rl.supervised.trainer import cached_test_scores, load_model, load_t
 Z_95 = 1.96
 
 
-def _labelled(pairs: list[str], option: str) -> dict[str, Path]:
-    labelled = {}
+def _labelled(pairs: list[str], option: str) -> dict[str, list[Path]]:
+    """``LABEL=PATH`` pairs as ``{label: [paths]}`` (a label may repeat: one run per seed)."""
+    labelled: dict[str, list[Path]] = {}
     for pair in pairs:
         label, separator, path = pair.partition("=")
         if not separator or not label or not path:
             raise ValueError(f"{option} takes LABEL=PATH pairs; got {pair!r}")
-        labelled[label] = Path(path)
+        labelled.setdefault(label, []).append(Path(path))
     return labelled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", required=True, help="LABEL=PATH of trained model files or checkpoints")
-    parser.add_argument("--curves", nargs="*", default=[], help="LABEL=PATH of curve.csv files for Figure 6")
+    parser.add_argument(
+        "--curves", nargs="*", default=[], help="LABEL=PATH of curve.csv files for Figure 6 (a label may repeat)"
+    )
     parser.add_argument("--episodes", type=int, default=1000, help="test episodes per image count")
     parser.add_argument("--image-counts", nargs="+", type=int, default=[3], help="images per episode to score")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
@@ -134,19 +140,22 @@ def matrix_figure(model: torch.nn.Module, zoom: int = 96, offsets: int = 70):
     return figure
 
 
-def curve_figure(curves: dict[str, Path]):
-    """Figure 6: held-out hidden-pixel error against training episodes, per run."""
+def curve_figure(curves: dict[str, list[Path]]):
+    """Figure 6: the hidden-pixel error on validation images during training, one line per run, a colour per label."""
     import csv
 
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 4))
-    for label, path in curves.items():
-        with open(path) as file:
-            rows = [row for row in csv.DictReader(file) if row.get("eval_hidden_mse")]
-        axis.plot([int(r["episodes"]) for r in rows], [float(r["eval_hidden_mse"]) for r in rows], label=label)
+    for index, (label, paths) in enumerate(curves.items()):
+        for run, path in enumerate(paths):
+            with open(path) as file:
+                rows = [row for row in csv.DictReader(file) if row.get("eval_hidden_mse")]
+            episodes = [int(row["episodes"]) for row in rows]
+            axis.plot(episodes, [float(row["eval_hidden_mse"]) for row in rows], color=f"C{index}",
+                      label=label if run == 0 else None)  # fmt: skip
     axis.set_xlabel("training episodes")
-    axis.set_ylabel("hidden-half MSE, held-out test images")
+    axis.set_ylabel("hidden-half MSE, validation images")
     axis.legend()
     axis.grid(alpha=0.3)
     return figure
@@ -156,7 +165,11 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     try:
-        paths = _labelled(args.models, "--models")
+        paths = {}
+        for label, model_paths in _labelled(args.models, "--models").items():
+            if len(model_paths) > 1:
+                raise ValueError(f"--models label {label!r} is given more than once; each model needs its own label")
+            paths[label] = model_paths[0]
         curves = _labelled(args.curves, "--curves")
         model_tasks = [load_task(path) for path in paths.values()]
         image_tasks = [task for task in model_tasks if isinstance(task, ImageCompletionTask)]
