@@ -373,3 +373,30 @@ def test_overwriting_the_state_steps_as_a_fresh_unroll_does(backend, rule, plast
             torch.testing.assert_close(overwritten.hebbian_trace, fresh.hebbian_trace, rtol=0, atol=0)
             if not bool(starts[t].any()):  # no reset at this call's step 0: the trace was stepped in place
                 assert overwritten.hebbian_trace.data_ptr() == memory
+
+
+def test_the_kernel_build_is_named_by_its_source_text_not_its_path(tmp_path, monkeypatch):
+    # Two checkouts of the same kernel (a clone, a worktree) must share one build rather than take turns rebuilding.
+    import hashlib
+    import types
+
+    from plastic_rl.core.fused import cpp_backend
+
+    loads = []
+    fake = types.SimpleNamespace(
+        _get_build_directory=lambda name, verbose: str(tmp_path / name),
+        load=lambda **options: loads.append(options) or "module",
+    )
+    for checkout in ("a", "b"):
+        copy = tmp_path / checkout / "plastic_unroll.cpp"
+        copy.parent.mkdir()
+        copy.write_bytes(cpp_backend.KERNEL_SOURCE.read_bytes())
+        monkeypatch.setattr(cpp_backend, "KERNEL_SOURCE", copy)
+        assert cpp_backend._build(fake, openmp=True) == "module"
+    digest = hashlib.sha256(copy.read_bytes()).hexdigest()[:12]
+    assert loads[0]["name"] == loads[1]["name"] == f"plastic_rl_plastic_unroll_{digest}"
+    assert loads[0]["sources"] == loads[1]["sources"] == [str(tmp_path / loads[0]["name"] / "plastic_unroll.cpp")]
+    assert (tmp_path / loads[0]["name"] / "plastic_unroll.cpp").read_bytes() == copy.read_bytes()
+    copy.write_bytes(copy.read_bytes() + b"\n// changed\n")  # another kernel: its own build
+    cpp_backend._build(fake, openmp=True)
+    assert loads[2]["name"] != loads[0]["name"]

@@ -223,6 +223,10 @@ def test_cli_trains_and_reports_missing_data(tmp_path, data_dir, capsys):
     run_dir = tmp_path / "run"
     common = ["--steps=2", "--eval-interval=2", "--eval-episodes=2", "--no-progress", "--run-dir", str(run_dir)]
     assert main([*args, *common, "--data-dir", str(data_dir)]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, *common[:-1], str(tmp_path / "split"), "--data-dir", str(data_dir), "--validation-fraction=0.9"])
+    assert exit_info.value.code == 2
+    assert "10 training images cannot be split" in capsys.readouterr().err and not (tmp_path / "split").exists()
     assert (run_dir / "model.pt").exists() and "eval_hidden_mse" in (run_dir / "curve.csv").read_text()
     with pytest.raises(SystemExit) as exit_info:
         main([*args, *common[:-1], str(tmp_path / "run2"), "--data-dir", str(tmp_path / "nowhere")])
@@ -271,9 +275,15 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
     assert len(rows) == 9 and all(
         (out / f"{name}.png").stat().st_size > 0 for name in ("fig4_completions", "fig5_matrices", "fig6_curves")
     )
-    assert images_report.run(parser.parse_args(["--models", "no-label"])) == 2
-    twice = ["--models", f"net={tmp_path / 'model.pt'}", f"net={tmp_path / 'model.pt'}"]
-    assert images_report.run(parser.parse_args(twice)) == 2
+
+    def fails(*arguments):
+        return images_report.run(parser.parse_args([*arguments, "--out", str(tmp_path / "bad")])) == 2
+
+    model = f"net={tmp_path / 'model.pt'}"
+    assert fails("--models", "no-label") and fails("--models", model, model)
+    assert fails("--models", model, "--episodes", "1") and fails("--models", model, "--image-counts", "1")
+    assert fails("--models", model, "--curves", f"net={tmp_path / 'missing.csv'}")
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
 
 
 def _archive(members: dict[str, bytes], link: str | None = None) -> bytes:
@@ -343,6 +353,15 @@ def test_study_scores_final_models_on_test_images_once(tmp_path, data_dir, capsy
     net = [row.split(",") for row in (tmp_path / "report" / "summary.csv").read_text().splitlines() if ",net," in row]
     assert float(net[0][3]) == pytest.approx(np.mean(record["value"]["hidden_mse"]), abs=1e-5)
     capsys.readouterr()
+    # Task settings and data are checked before any run folder is written.
+    for bad in (["--validation-fraction", "1.5"], ["--validation-fraction", "0.9"], ["--data-dir", str(tmp_path)]):
+        try:
+            code = main([*study[:-1], str(tmp_path / "refused"), *bad])
+        except SystemExit as exit_info:  # a data error goes through argparse's error
+            code = exit_info.code
+        assert code == 2
+        assert not (tmp_path / "refused").exists()
+    assert "cannot be split into training and validation images" in capsys.readouterr().err
     patterns = ["experiment", "patterns", "--score", "test", "-f", str(tmp_path / "p")]
     assert main(patterns) == 2
     assert "--score test needs a task with test data; the 'patterns' task has none" in capsys.readouterr().err

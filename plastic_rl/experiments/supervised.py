@@ -79,10 +79,14 @@ class SupervisedAdapter(TaskAdapter):
             "--score",
             choices=SCORES,
             default="validation",
-            help="each run's final score: its last evaluation during training, or its final model on test data",
+            help="each run's final score: its last evaluation during training (validation data; the default), or its "
+            "final model on --test-episodes episodes of test data",
         )
         parser.add_argument(
-            "--test-episodes", type=int, default=TEST_EPISODES, help="test episodes per run for --score test"
+            "--test-episodes",
+            type=int,
+            default=TEST_EPISODES,
+            help=f"test episodes per run for --score test, the same for all runs (at least 2; default {TEST_EPISODES})",
         )
         add_trainer_arguments(parser, single_seed=False)
         self.task_class.add_arguments(parser)
@@ -92,6 +96,8 @@ class SupervisedAdapter(TaskAdapter):
             raise ValueError(f"--score test needs a task with test data; the {self.task!r} task has none")
         if args.test_episodes < 2:
             raise ValueError(f"--test-episodes must be an integer >= 2; got {args.test_episodes}")
+        task, _ = self.task_class.from_args(args)  # the task's settings and data, checked before any run starts
+        task.check_data()
         super().check_options(args)
 
     def budget(self, args: argparse.Namespace) -> int:
@@ -193,6 +199,8 @@ class SupervisedAdapter(TaskAdapter):
     def labels(self) -> dict[str, str]:
         if self.args.score == "test":
             scored = f"{self.metric} of the final model on {self.args.test_episodes:,} test episodes"
-        else:
+        elif self.args.eval_interval:
             scored = f"final eval {self.metric} (validation data)"
+        else:  # --eval-interval 0: the runs never evaluated
+            scored = f"{self.metric} of the last training steps (the runs never evaluated: --eval-interval 0)"
         return {"x": "training episodes", "y": f"{self.metric} (training mean)", "score": scored}

@@ -97,6 +97,7 @@ def build_trainer(args: argparse.Namespace, run_dir: Path, model_name: str) -> S
         return SupervisedTrainer.resume(args.resume, **outputs)
     torch.manual_seed(args.seed)
     task, model_options = get_task_class(args.task).from_args(args)
+    task.check_data()
     return SupervisedTrainer(
         task,
         task.build_model(model_name, **model_options),

@@ -97,6 +97,9 @@ class ImageCompletionTask(SupervisedTask):
             )
         return images[-held_out:] if part == "validation" else images[:-held_out]
 
+    def check_data(self) -> None:
+        self.pool("train")  # the training and validation parts, split and checked
+
     def sample_part(self, part: str, batch_size: int, rng: np.random.Generator) -> Episodes:
         """``batch_size`` episodes of the images of ``part`` (see :meth:`pool`)."""
         input_array, images, hidden = sample_image_episodes(self.protocol, self.pool(part), rng, batch_size)
@@ -175,7 +178,8 @@ class ImageCompletionTask(SupervisedTask):
             "--validation-fraction",
             type=float,
             default=0.1,
-            help="fraction of the training images held out for the evaluations during training",
+            help="the last fraction of the training images (at least --image-count), held out for the evaluations "
+            "during training (default 0.1); test images are read only by test scores and reports",
         )
         add_memory_model_arguments(parser)
 

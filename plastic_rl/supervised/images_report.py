@@ -5,10 +5,10 @@
 
 Every model (a model file or a checkpoint of ``plastic-rl supervised images``) and the three
 references that need no training (zero fill, mean of the shown images, nearest-image recall) are
-scored on the same ``--episodes`` test episodes per image count (``--image-counts``; the models keep
-the protocol they were trained on otherwise). Scores per episode: the mean squared error on the
-hidden pixels, and whether the completion is closer there to the queried image than to every other
-shown image; the table gives their means with 95% confidence intervals (normal approximation,
+scored on the same ``--episodes`` test episodes per image count (``--image-counts``, by default the
+models' own; the models keep the protocol they were trained on otherwise). Scores per episode: the
+mean squared error on the hidden pixels, and whether the completion is closer there to the queried
+image than to every other shown image; the table gives their means with 95% confidence intervals (normal approximation,
 1.96 standard errors, over episodes). At the models' own image count their scores are those of
 :func:`~plastic_rl.supervised.trainer.cached_test_scores` (a study's ``--score test`` record, reused).
 Written to ``--out``:
@@ -60,12 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--curves", nargs="*", default=[], help="LABEL=PATH of curve.csv files for Figure 6 (a label may repeat)"
     )
-    parser.add_argument("--episodes", type=int, default=1000, help="test episodes per image count")
-    parser.add_argument("--image-counts", nargs="+", type=int, default=[3], help="images per episode to score")
+    parser.add_argument("--episodes", type=int, default=1000, help="test episodes per image count (at least 2)")
+    parser.add_argument(
+        "--image-counts", nargs="+", type=int, help="images per episode to score (at least 2; default: the models')"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
     parser.add_argument("--data-dir", help="dataset folder (default: the one the first model was trained with)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", default="docs/results/images", help="output folder")
+    parser.add_argument("--out", required=True, help="output folder")
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -165,12 +167,22 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     try:
+        if args.episodes < 2:
+            raise ValueError(f"--episodes must be an integer >= 2; got {args.episodes}")
+        if args.image_counts is not None and min(args.image_counts) < 2:
+            raise ValueError(f"--image-counts must be integers >= 2 (one image leaves nothing to tell apart); "
+                             f"got {args.image_counts}")  # fmt: skip
         paths = {}
         for label, model_paths in _labelled(args.models, "--models").items():
             if len(model_paths) > 1:
                 raise ValueError(f"--models label {label!r} is given more than once; each model needs its own label")
             paths[label] = model_paths[0]
         curves = _labelled(args.curves, "--curves")
+        for label, curve_paths in curves.items():
+            for path in curve_paths:
+                if not path.is_file() or "eval_hidden_mse" not in path.read_text().partition("\n")[0]:
+                    raise ValueError(f"--curves {label}={path}: not a curve.csv with evaluations (eval_hidden_mse); "
+                                     "runs trained with --eval-interval 0 have none")  # fmt: skip
         model_tasks = [load_task(path) for path in paths.values()]
         image_tasks = [task for task in model_tasks if isinstance(task, ImageCompletionTask)]
         if len(image_tasks) != len(model_tasks):
@@ -183,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         models = {label: load_model(path) for label, path in paths.items()}
         rows = ["image_count,method,episodes,hidden_mse,hidden_mse_ci95,closer_fraction,closer_fraction_ci95"]
         tasks = {}
-        for count in args.image_counts:
+        for count in args.image_counts or [protocol.image_count]:
             tasks[count] = ImageCompletionTask(data_dir=data_dir, **replace(protocol, image_count=count).as_dict())
             trained_count = count == protocol.image_count
             scored = score_test_episodes(tasks[count], {} if trained_count else models, args.episodes, args.seed)

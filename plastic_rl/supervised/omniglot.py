@@ -116,6 +116,10 @@ class OmniglotTask(SupervisedTask):
             self._load()
         return dict(ways=self.ways, shots=self.shots, **self.split_settings, data_dir=self.data_dir, digest=self.digest)
 
+    def check_data(self) -> None:
+        if self._split is None:
+            self._load()  # reads the images and builds the split, checked against the model's digest
+
     def sample_part(self, part: str, batch_size: int, rng: np.random.Generator) -> Episodes:
         """``batch_size`` episodes from the classes of ``part`` (``"train"``, ``"validation"`` or ``"test"``)."""
         check_choice("part", part, PARTS)

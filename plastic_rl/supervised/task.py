@@ -68,6 +68,13 @@ class SupervisedTask(ABC):
         """
         return self.sample(batch_size, rng)
 
+    def check_data(self) -> None:
+        """Load the task's training and validation data and check that they make episodes (a ``ValueError`` or
+        :class:`~plastic_rl.data.DataError` if not), so that a command fails before it writes anything.
+
+        Nothing to check by default (tasks whose episodes are fresh random data)."""
+        return None
+
     #: Whether the task has held-out test data that :meth:`test_scores` reads (images, classes).
     has_test_part: ClassVar[bool] = False
 

@@ -10,6 +10,7 @@ codes it was compiled with, and a kernel whose codes differ from the registry's 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import sys
@@ -20,6 +21,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from plastic_rl.core.files import atomic_write_bytes
 from plastic_rl.core.fused.plan import UnrollBuffers, UnrollGradients
 from plastic_rl.core.rules import kernel_rule_codes
 
@@ -71,11 +73,20 @@ def _build(cpp_extension: ModuleType, openmp: bool) -> ModuleType:
             )
         sanitize = [f"-fsanitize={sanitizer}", "-fno-omit-frame-pointer", "-g"]
         name += f"_{sanitizer}_sanitized"
-    if not (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+    # torch rebuilds whenever the source's path changes (ninja sees a new command), so checkouts of the same kernel
+    # in two places took turns rebuilding it (a minute each). One build per source text instead: its hash names the
+    # build, and the build compiles a copy kept in its own folder.
+    source_text = KERNEL_SOURCE.read_bytes()
+    name += "_" + hashlib.sha256(source_text).hexdigest()[:12]
+    build_directory = Path(cpp_extension._get_build_directory(name, verbose=False))
+    source = build_directory / KERNEL_SOURCE.name
+    if not source.exists() or source.read_bytes() != source_text:
+        atomic_write_bytes(source, source_text)
+    if not (build_directory / f"{name}.so").exists():
         print(f"plastic_rl: building the C++ plastic kernel {name} (first use, about a minute)", file=sys.stderr)
     return cpp_extension.load(
         name=name,
-        sources=[str(KERNEL_SOURCE)],
+        sources=[str(source)],
         extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", *threads, *sanitize],
         extra_ldflags=(threads if openmp else []) + sanitize,
         verbose=False,
