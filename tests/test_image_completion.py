@@ -185,7 +185,7 @@ def test_scores_and_references(data_dir):
     assert drawn_from(task.images("test"), episodes)
     assert drawn_from(train_pool, task.sample(64, np.random.default_rng(1)))
     assert drawn_from(validation_pool, task.sample_validation(64, np.random.default_rng(2)))
-    with pytest.raises(ValueError, match="validation_fraction must be in"):
+    with pytest.raises(ValueError, match=r"validation_fraction must be a number in \(0, 1\)"):
         make_task("images", data_dir=str(data_dir), validation_fraction=1.0, **SMALL)
     with pytest.raises(ValueError, match="10 training images cannot be split"):
         make_task("images", data_dir=str(data_dir), validation_fraction=0.8, **SMALL).sample(1, np.random.default_rng())

@@ -59,11 +59,18 @@ def check_non_negative_float(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_float_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
-    """Return ``value`` as a float if it lies in ``[low, high]`` (``(low, high]`` with ``low_open``), else raise."""
-    inside = _is_number(value) and (low < value if low_open else low <= value) and value <= high
+def check_float_range(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> float:
+    """Return ``value`` as a float if it lies in ``[low, high]`` (open at an end with ``low_open`` / ``high_open``),
+    else raise ``ValueError``."""
+    inside = (
+        _is_number(value)
+        and (low < value if low_open else low <= value)
+        and (value < high if high_open else value <= high)
+    )
     if not inside or not math.isfinite(value):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a number in {interval}; got {value!r}")
     return float(value)
 

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from plastic_rl.core.options import check_choice, check_positive_int
+from plastic_rl.core.options import check_choice, check_float_range, check_positive_int
 from plastic_rl.envs.presentation import PresentationSchedule
 
 DEGRADATIONS = ("top_bottom", "left_right", "random_pixels")
@@ -51,9 +51,7 @@ class ImageCompletionProtocol:
         check_choice("degradation", self.degradation, DEGRADATIONS)
         if self.degradation in ("top_bottom", "left_right") and self.image_side % 2:
             raise ValueError(f"image_side must be even to hide half of the image; got {self.image_side}")
-        fraction = self.degraded_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-            raise ValueError(f"degraded_fraction must be a number in (0, 1); got {fraction!r}")
+        check_float_range("degraded_fraction", self.degraded_fraction, 0, 1, low_open=True, high_open=True)
 
     @property
     def schedule(self) -> PresentationSchedule:

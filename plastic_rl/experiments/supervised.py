@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
-from plastic_rl.supervised.task import get_task_class
+from plastic_rl.supervised.task import SupervisedTask, get_task_class
 
 # Written by ``plastic-rl supervised`` into its run folder.
 CHECKPOINT, CURVE, MODEL, TENSORBOARD = "checkpoint.pt", "curve.csv", "model.pt", "tensorboard"
@@ -92,7 +92,7 @@ class SupervisedAdapter(TaskAdapter):
         self.task_class.add_arguments(parser)
 
     def check_options(self, args: argparse.Namespace) -> None:
-        if args.score == "test" and not self.task_class.has_test_part:
+        if args.score == "test" and self.task_class.test_scores is SupervisedTask.test_scores:  # not overridden
             raise ValueError(f"--score test needs a task with test data; the {self.task!r} task has none")
         if args.test_episodes < 2:
             raise ValueError(f"--test-episodes must be an integer >= 2; got {args.test_episodes}")

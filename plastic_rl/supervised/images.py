@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from plastic_rl.core.options import check_choice
+from plastic_rl.core.options import check_choice, check_float_range
 from plastic_rl.envs.image_completion import DEGRADATIONS, ImageCompletionProtocol, sample_image_episodes
 from plastic_rl.supervised.models import (
     MEMORY_MODELS,
@@ -62,13 +62,9 @@ class ImageCompletionTask(SupervisedTask):
         **protocol: Any,
     ) -> None:
         self.protocol = ImageCompletionProtocol(**protocol)
-        if (
-            isinstance(validation_fraction, bool)
-            or not isinstance(validation_fraction, (int, float))
-            or not (0 < validation_fraction < 1)
-        ):
-            raise ValueError(f"validation_fraction must be in (0, 1); got {validation_fraction!r}")
-        self.validation_fraction = float(validation_fraction)
+        self.validation_fraction = check_float_range(
+            "validation_fraction", validation_fraction, 0, 1, low_open=True, high_open=True
+        )
         self.data_dir = None if data_dir is None else str(data_dir)
         self._images = {split: self.protocol.check_images(array) for split, array in (images or {}).items()}
 
@@ -115,8 +111,6 @@ class ImageCompletionTask(SupervisedTask):
 
     def sample_validation(self, batch_size: int, rng: np.random.Generator) -> Episodes:
         return self.sample_part("validation", batch_size, rng)
-
-    has_test_part = True
 
     def test_scores(self, model: nn.Module, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
         scores = score_test_episodes(self, {"model": model}, episodes, seed)["model"]

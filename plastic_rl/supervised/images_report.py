@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             if trained_count:  # the models' own protocol: the scores a study's summary measured, if it did
                 for label, path in paths.items():
                     cached = cached_test_scores(path, args.episodes, args.seed, data_dir)
-                    scored[label] = {"hidden_mse": cached["hidden_mse"], "closer": cached["closer_fraction"] > 0.5}
+                    scored[label] = {"hidden_mse": cached["hidden_mse"], "closer": cached["closer_fraction"]}
             for label, values in scored.items():
                 mse, mse_ci = _interval(values["hidden_mse"])
                 closer, closer_ci = _interval(values["closer"].astype(np.float64))

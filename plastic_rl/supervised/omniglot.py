@@ -148,8 +148,6 @@ class OmniglotTask(SupervisedTask):
             self._load()
         return self.sample_part("validation" if "validation" in self._classes else "train", batch_size, rng)
 
-    has_test_part = True
-
     def test_scores(self, model: nn.Module, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
         if not isinstance(model, OmniglotClassifier):
             raise ValueError(f"model must be an OmniglotClassifier; got {type(model).__name__}")

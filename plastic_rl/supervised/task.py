@@ -75,12 +75,10 @@ class SupervisedTask(ABC):
         Nothing to check by default (tasks whose episodes are fresh random data)."""
         return None
 
-    #: Whether the task has held-out test data that :meth:`test_scores` reads (images, classes).
-    has_test_part: ClassVar[bool] = False
-
     def test_scores(self, model: nn.Module, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
         """Per-episode scores ``{metric: (episodes,) array}`` of ``model`` on ``episodes`` test episodes drawn with
-        ``seed`` (the same episodes for every model); ``primary_metric`` first. Tasks with a test part only."""
+        ``seed`` (the same episodes for every model); ``primary_metric`` first. Tasks with held-out test data
+        (images, classes) override it."""
         raise ValueError(f"the {self.name!r} task has no test part (its episodes are all fresh random data)")
 
     @abstractmethod
