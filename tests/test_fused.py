@@ -8,9 +8,11 @@ import copy
 import functools
 import gc
 import itertools
+import os
 import sys
 import warnings
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -400,3 +402,20 @@ def test_the_kernel_build_is_named_by_its_source_text_not_its_path(tmp_path, mon
     copy.write_bytes(copy.read_bytes() + b"\n// changed\n")  # another kernel: its own build
     cpp_backend._build(fake, openmp=True)
     assert loads[2]["name"] != loads[0]["name"]
+
+
+def test_the_build_uses_the_pip_ninja_even_with_another_first_on_path(tmp_path, monkeypatch):
+    # ninja 1.11 and 1.12+ hash build-log commands differently: a system ninja and the pip one rebuilt in turns.
+    import shutil
+
+    ninja = pytest.importorskip("ninja")
+    from plastic_rl.core.fused import cpp_backend
+
+    other = tmp_path / "ninja"
+    other.write_text("#!/bin/sh\n")
+    other.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ.get("PATH", ""))
+    cpp_backend._put_pip_ninja_on_path()
+    cpp_backend._put_pip_ninja_on_path()  # idempotent: PATH does not grow
+    assert os.environ["PATH"].split(os.pathsep)[:2] == [ninja.BIN_DIR, str(tmp_path)]
+    assert Path(shutil.which("ninja")).parent == Path(ninja.BIN_DIR)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -94,14 +93,19 @@ def _build(cpp_extension: ModuleType, openmp: bool) -> ModuleType:
 
 
 def _put_pip_ninja_on_path() -> None:
-    """torch runs ``ninja`` from PATH; the pip package's binary is not on it when the venv is not activated."""
-    if shutil.which("ninja") is not None:
-        return
+    """Put the pip package's ``ninja`` first on PATH, where torch looks for it.
+
+    Always the same ninja, whether or not the venv is activated: ninja 1.12 changed how its build log hashes
+    commands, so a system ninja (1.11 on Debian 12) and the pip one (1.13) each read the other's log as "command
+    line changed" and rebuilt the kernel in turns (a minute of CPU at every switch, measured).
+    """
     try:
         import ninja
     except ImportError:
-        return
-    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        return  # torch then uses whatever ninja is on PATH
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != ninja.BIN_DIR:
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
 
 
 def cpp_available() -> bool:
