@@ -163,10 +163,30 @@ def test_episode_layout_labels_the_shown_drawings_and_not_the_query(data_dir):
         episode = draw_episode(classes, ways, shots, rng)
         assert episode.images.shape == (ways * shots + 1, 31, 31) and episode.images.dtype == np.float32
         assert episode.labels[-1] == -1 and sorted(episode.labels[:-1]) == sorted(list(range(ways)) * shots)
-        shown = episode.images[:-1][episode.labels[:-1] == episode.target]
+        shown = episode.images[:-1][episode.labels[:-1] == episode.targets[0]]
         assert not any(np.array_equal(episode.images[-1], image) for image in shown)  # a new drawing
     with pytest.raises(ValueError, match="shots"):
         draw_episode(classes, 2, DRAWINGS, rng)
+    with pytest.raises(ValueError, match="shots \\+ queries"):
+        draw_episode(classes, 2, 1, rng, queries=DRAWINGS)
+
+
+def test_several_queries_are_new_distinct_drawings_of_their_classes():
+    # Each drawing is a constant image whose value names it (character * 20 + drawing), rotations included.
+    characters, drawings = 6, 20
+    ids = np.arange(characters * drawings, dtype=np.uint8).reshape(characters, drawings)
+    classes = OmniglotClasses(np.broadcast_to(ids[..., None, None], (*ids.shape, 31, 31)), np.arange(characters), None)
+    rng = np.random.default_rng(1)
+    queried = []
+    for _ in range(50):
+        episode = draw_episode(classes, 3, 2, rng, queries=10)
+        assert list(episode.labels[6:]) == [-1] * 10 and sorted(episode.labels[:6]) == [0, 0, 1, 1, 2, 2]
+        shown_ids = np.rint(episode.images[:, 0, 0] * 255).astype(int)
+        assert len(set(shown_ids)) == 16  # no drawing twice: the queries are new drawings, distinct
+        character_of = {label: shown_ids[:6][episode.labels[:6] == label][0] // drawings for label in range(3)}
+        assert all(shown_ids[6 + m] // drawings == character_of[target] for m, target in enumerate(episode.targets))
+        queried += list(episode.targets)
+    assert np.bincount(queried).min() > 100  # every class is queried (500 queries, about 167 each)
 
 
 def test_env_passes_both_checkers_and_scores_only_the_query(data_dir):
@@ -201,7 +221,7 @@ def test_batched_sampler_matches_successive_env_resets(data_dir):
     for column, episode in enumerate(episodes):
         np.testing.assert_array_equal(images[:, column], episode.images)
         np.testing.assert_array_equal(labels[:, column], episode.labels)
-        assert targets[column] == episode.target
+        assert targets.shape == (1, 3) and targets[0, column] == episode.targets[0]
 
 
 def test_paper_split_without_validation_characters_validates_on_training_classes(data_dir):
@@ -279,3 +299,23 @@ def test_download_checks_the_published_md5_of_fresh_files(tmp_path, monkeypatch)
     monkeypatch.setattr(data, "ARCHIVES", published)
     data.download(tmp_path)
     assert (tmp_path / "omniglot" / "images_evaluation.zip").read_bytes() == payloads[published["images_evaluation"][0]]
+
+
+@pytest.mark.parametrize("head", ["plastic", "prototypical"])
+def test_queries_read_the_memory_of_the_shown_drawings_and_do_not_write_it(data_dir, head):
+    torch.manual_seed(0)
+    task = tiny_task(data_dir, queries=3)
+    model = task.build_model(head, embedding="conv4").eval()
+    episodes = task.sample(4, np.random.default_rng(0))
+    assert episodes.inputs.shape[0] == 5 + 3 and episodes.mask[:, 0, 0].tolist() == [False] * 5 + [True] * 3
+    assert torch.equal(episodes.targets[-3:].sum(-1), torch.ones(3, 4))
+    together = model(episodes.inputs)
+    for query in range(3):  # each query alone after the shown drawings: the paper's one-query episode
+        alone = model(torch.cat([episodes.inputs[:5], episodes.inputs[5 + query : 6 + query]]))
+        torch.testing.assert_close(together[5 + query], alone[-1])
+    if head == "plastic":  # with one query, the same as the plain unroll of the paper's layer
+        features = model.features(episodes.inputs[:6])
+        unrolled, _ = model.output(features, teacher=episodes.inputs[:6, :, -5:])
+        torch.testing.assert_close(model(episodes.inputs[:6]), unrolled)
+        with pytest.raises(ValueError, match="labelled steps of every episode must come first"):
+            model(torch.cat([episodes.inputs[5:6], episodes.inputs[:5]]))

@@ -75,10 +75,13 @@ def test_episodes_score_only_the_last_query_step():
     assert task.metrics(-perfect, episodes)["wrong_bits"] == 1.0
 
 
-def test_checkpoint_resumes_exactly(tmp_path):
-    straight = _trainer()
+@pytest.mark.parametrize(
+    "schedule", [{}, {"learning_rate_schedule": "cosine", "schedule_steps": 8}], ids=["constant", "cosine"]
+)
+def test_checkpoint_resumes_exactly(tmp_path, schedule):
+    straight = _trainer(**schedule)
     straight.train(8)
-    first = _trainer(tmp_path)
+    first = _trainer(tmp_path, **schedule)
     first.train(4)
     resumed = SupervisedTrainer.resume(tmp_path / "checkpoint.pt", progress=False)
     assert resumed.step == 4
@@ -89,6 +92,21 @@ def test_checkpoint_resumes_exactly(tmp_path):
         assert torch.equal(expected, actual), name
     strip = [{k: v for k, v in row.items() if not k.endswith("_s")} for row in straight.history]
     assert strip == [{k: v for k, v in row.items() if not k.endswith("_s")} for row in resumed.history]
+
+
+def test_cosine_schedule_anneals_the_learning_rate_to_zero_over_its_steps():
+    trainer = _trainer(learning_rate=0.002, learning_rate_schedule="cosine", schedule_steps=4)
+    rates = []
+    for _ in range(6):
+        rates.append(trainer.current_learning_rate())
+        trainer.train_step()
+        assert trainer.optimizer.param_groups[0]["lr"] == rates[-1]  # the step used the scheduled rate
+    np.testing.assert_allclose(rates, [0.002, 0.002 * (0.5 + 0.5**1.5), 0.001, 0.002 * (0.5 - 0.5**1.5), 0, 0])
+    assert _trainer(learning_rate=0.002).current_learning_rate() == 0.002
+    with pytest.raises(ValueError, match="schedule_steps must be"):
+        _trainer(learning_rate_schedule="cosine")
+    with pytest.raises(ValueError, match="learning_rate_schedule must be one of"):
+        _trainer(learning_rate_schedule="linear", schedule_steps=4)
 
 
 def test_model_file_loads_back_in_one_call(tmp_path):

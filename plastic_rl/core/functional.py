@@ -72,15 +72,19 @@ def update_trace(
 
 
 def plastic_matvec(x: Tensor, weight: Tensor, plasticity_coefficient: Tensor | None, trace: Tensor | None) -> Tensor:
-    """``x @ (w + alpha * hebb)`` for a batch: ``(B, N_pre) -> (B, N_post)``."""
+    """``x @ (w + alpha * hebb)`` for a batch: ``(B, N_pre) -> (B, N_post)``, or ``(B, R, N_pre) -> (B, R, N_post)``
+    for ``R`` rows read through the same trace of each batch element."""
     out = x @ weight
     if plasticity_coefficient is None:
         return out
     assert trace is not None, "a plastic layer's step needs its trace"
+    rows = x if x.dim() == 3 else x.unsqueeze(1)
     if plasticity_coefficient.numel() == 1:
         # One shared alpha: scale the (cheap) matvec instead of the whole trace.
-        return out + plasticity_coefficient * torch.bmm(x.unsqueeze(1), trace).squeeze(1)
-    return out + torch.bmm(x.unsqueeze(1), plasticity_coefficient * trace).squeeze(1)
+        plastic = plasticity_coefficient * torch.bmm(rows, trace)
+    else:
+        plastic = torch.bmm(rows, plasticity_coefficient * trace)
+    return out + (plastic if x.dim() == 3 else plastic.squeeze(1))
 
 
 def recurrent_step(

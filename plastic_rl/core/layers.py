@@ -428,6 +428,21 @@ class PlasticLinear(_PlasticParameters):
             )
         return logits, PlasticState(state.activation, *(traces or ()))
 
+    def read(self, features: Tensor, state: PlasticState) -> Tensor:
+        """The logits ``(T, B, out_features)`` of ``(T, B, in_features)`` features through ``state``'s trace, which
+        they do not change: every step reads the same memory (for instance the queries of an episode)."""
+        _check_sequence("features", features, self.in_features, "in_features")
+        expected_trace = (features.shape[1], self.in_features, self.out_features)
+        if state.hebbian_trace is not None and tuple(state.hebbian_trace.shape) != expected_trace:
+            raise ValueError(
+                f"the state's hebbian_trace must have shape {expected_trace}; got {tuple(state.hebbian_trace.shape)}"
+            )
+        rows = features.to(dtype=self.weight.dtype, device=self.weight.device).transpose(0, 1)  # (B, T, in)
+        logits = functional.plastic_matvec(rows, self.weight, self.plasticity_coefficient, state.hebbian_trace)
+        if self.bias is not None:
+            logits = logits + self.bias
+        return logits.transpose(0, 1)
+
     def forward(
         self,
         features: Tensor,

@@ -29,52 +29,64 @@ class OmniglotClasses:
 
 @dataclass(frozen=True)
 class OmniglotEpisode:
-    """One episode: ``images`` ``(T, 31, 31)`` float32 in [0, 1], ``labels`` ``(T,)`` (-1 at the query), ``target``."""
+    """One episode: ``images`` ``(T, 31, 31)`` float32 in [0, 1], ``labels`` ``(T,)`` (-1 at a query), ``targets``
+    ``(queries,)``, the label of each query in order."""
 
     images: np.ndarray
     labels: np.ndarray
-    target: int
+    targets: np.ndarray
 
 
-def draw_episode(classes: OmniglotClasses, ways: int, shots: int, rng: np.random.Generator) -> OmniglotEpisode:
-    """An N-way K-shot episode: ``ways * shots`` labelled drawings in random order, then one unlabelled query.
+def draw_episode(
+    classes: OmniglotClasses, ways: int, shots: int, rng: np.random.Generator, queries: int = 1
+) -> OmniglotEpisode:
+    """An N-way K-shot episode: ``ways * shots`` labelled drawings in random order, then ``queries`` unlabelled ones.
 
-    The draws, in order: the classes (distinct), their rotations (when drawn per episode), the
-    ``shots + 1`` distinct drawings of each class (the last one is the query's, should its class be
-    queried), the queried class, the order of the shown drawings. Label ``i`` is the ``i``-th class
-    drawn, so labels are a fresh random assignment in every episode.
+    The draws, in order: the classes (distinct), their rotations (when drawn per episode), ``shots +
+    queries`` distinct drawings of each class (the first ``shots`` are shown, the others go to its queries
+    in turn), the queried classes (each uniform, independently), the order of the shown drawings. Label
+    ``i`` is the ``i``-th class drawn, so labels are a fresh random assignment in every episode. The
+    paper's protocol is one query; more queries of the same shown drawings give the trainer more scored
+    steps per episode.
     """
+    check_positive_int("queries", queries)
     drawings = classes.images.shape[1]
-    if shots + 1 > drawings:
-        raise ValueError(f"shots must be below the {drawings} drawings per character; got {shots}")
+    if shots + queries > drawings:
+        raise ValueError(
+            f"shots + queries must be at most the {drawings} drawings per character; got {shots} + {queries}"
+        )
     if ways > len(classes.rows):
         raise ValueError(f"ways must be at most the {len(classes.rows)} classes available; got {ways}")
     chosen = rng.choice(len(classes.rows), size=ways, replace=False)
     rotations = rng.integers(ROTATIONS, size=ways) if classes.rotations is None else classes.rotations[chosen]
-    picks = rng.random((ways, drawings)).argsort(axis=1)[:, : shots + 1]
-    target = int(rng.integers(ways))
+    picks = rng.random((ways, drawings)).argsort(axis=1)[:, : shots + queries]
+    targets = rng.integers(ways, size=queries)
     order = rng.permutation(ways * shots)
-    pictures = classes.images[classes.rows[chosen][:, None], picks]  # (ways, shots + 1, 31, 31)
+    pictures = classes.images[classes.rows[chosen][:, None], picks]  # (ways, shots + queries, 31, 31)
     pictures = np.stack([np.rot90(pictures[way], int(rotations[way]), axes=(1, 2)) for way in range(ways)])
     shown_labels = np.repeat(np.arange(ways), shots)[order]
     shown_images = pictures[:, :shots].reshape(ways * shots, IMAGE_SIZE, IMAGE_SIZE)[order]
-    images = np.concatenate([shown_images, pictures[target, shots][None]]).astype(np.float32) / 255.0
-    return OmniglotEpisode(images, np.append(shown_labels, -1), target)
+    # The m-th query of a class takes that class's (shots + m)-th drawing: no drawing is used twice.
+    earlier_queries_of_same_class = (targets[None, :] == targets[:, None]).cumsum(axis=1).diagonal() - 1
+    query_images = pictures[targets, shots + earlier_queries_of_same_class]
+    images = np.concatenate([shown_images, query_images]).astype(np.float32) / 255.0
+    return OmniglotEpisode(images, np.append(shown_labels, np.full(queries, -1)), targets)
 
 
 def sample_omniglot_episodes(
-    classes: OmniglotClasses, ways: int, shots: int, rng: np.random.Generator, batch_size: int
+    classes: OmniglotClasses, ways: int, shots: int, rng: np.random.Generator, batch_size: int, queries: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``batch_size`` episodes as arrays: images ``(T, B, 31, 31)``, labels ``(T, B)`` (-1: query), targets ``(B,)``.
+    """``batch_size`` episodes as arrays: images ``(T, B, 31, 31)``, labels ``(T, B)`` (-1: query), targets
+    ``(queries, B)``.
 
     Column ``b`` is the episode that the ``b``-th ``reset`` of a :class:`OmniglotEnv` seeded like
-    ``rng`` would give.
+    ``rng`` would give (with ``queries=1``, the env's protocol).
     """
     check_positive_int("batch_size", batch_size)
-    episodes = [draw_episode(classes, ways, shots, rng) for _ in range(batch_size)]
+    episodes = [draw_episode(classes, ways, shots, rng, queries) for _ in range(batch_size)]
     images = np.stack([episode.images for episode in episodes], axis=1)
     labels = np.stack([episode.labels for episode in episodes], axis=1)
-    return images, labels, np.array([episode.target for episode in episodes])
+    return images, labels, np.stack([episode.targets for episode in episodes], axis=1)
 
 
 class OmniglotEnv(gym.Env):
@@ -145,15 +157,15 @@ class OmniglotEnv(gym.Env):
         super().reset(seed=seed)
         self._episode = draw_episode(self.classes, self.ways, self.shots, self.np_random)
         self._step = 0
-        return self._observation(), {"target": self._episode.target}
+        return self._observation(), {"target": int(self._episode.targets[0])}
 
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
         if self._episode is None or self._step >= len(self._episode.labels):
             raise RuntimeError("step() called after the episode ended; call reset()")
-        info = {"target": self._episode.target}
+        info = {"target": int(self._episode.targets[0])}
         if self._step == len(self._episode.labels) - 1:
             self._step += 1
-            reward = float(int(action) == self._episode.target)
+            reward = float(int(action) == info["target"])
             final = {"image": np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32), "label": np.zeros(self.ways, np.float32)}
             return final, reward, True, False, info
         self._step += 1

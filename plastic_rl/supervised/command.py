@@ -24,7 +24,7 @@ from plastic_rl.core.options import (
 )
 from plastic_rl.supervised.models import count_parameters
 from plastic_rl.supervised.task import TASKS, get_task_class
-from plastic_rl.supervised.trainer import SupervisedTrainer
+from plastic_rl.supervised.trainer import LEARNING_RATE_SCHEDULES, SupervisedTrainer
 
 
 def add_trainer_arguments(parser: argparse.ArgumentParser, *, single_seed: bool = True) -> None:
@@ -35,6 +35,12 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, *, single_seed: bool 
     )
     group.add_argument("--batch-size", type=positive_int, default=1, help="episodes per step")
     group.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's learning rate")
+    group.add_argument(
+        "--learning-rate-schedule",
+        choices=LEARNING_RATE_SCHEDULES,
+        default="constant",
+        help="constant, or cosine: annealed to zero over --steps",
+    )
     group.add_argument("--gradient-clip", type=positive_float, help="clip the gradient norm to this value")
     group.add_argument(
         "--on-non-finite",
@@ -103,6 +109,8 @@ def build_trainer(args: argparse.Namespace, run_dir: Path, model_name: str) -> S
         task.build_model(model_name, **model_options),
         model_name=model_name,
         learning_rate=args.learning_rate,
+        learning_rate_schedule=args.learning_rate_schedule,
+        schedule_steps=args.steps if args.learning_rate_schedule == "cosine" else None,
         batch_size=args.batch_size,
         seed=args.seed,
         log_interval=args.log_interval,

@@ -32,13 +32,15 @@ def split_digest(split: OmniglotSplit) -> str:
 class OmniglotTask(SupervisedTask):
     """N-way K-shot Omniglot episodes from ``PlasticOmniglot-v0``'s sampler.
 
-    An episode is ``ways * shots + 1`` steps; the input of a step is the 31x31 drawing, flattened,
-    followed by its one-hot label (zeros at the query): ``(T, B, 961 + ways)``. Only the query, the
-    last step, is scored. Loss: cross-entropy of the outputs (logits) there. Metrics: ``error_rate``
-    and ``accuracy``. Training episodes come from the split's training classes, the trainer's
-    evaluations from its validation classes (from the training classes for a paper split
-    with ``validation_characters=0``, the paper's 1,523 training characters); test classes are only
-    read by :func:`evaluate`.
+    An episode is ``ways * shots + queries`` steps; the input of a step is the 31x31 drawing, flattened,
+    followed by its one-hot label (zeros at a query): ``(T, B, 961 + ways)``. Only the queries, the
+    last ``queries`` steps, are scored. Loss: cross-entropy of the outputs (logits) there. Metrics:
+    ``error_rate`` and ``accuracy``. The paper's protocol is one query (``queries=1``); more queries of
+    the same shown drawings are more scored steps per episode for training and for the trainer's
+    evaluations, while test scores (:func:`episode_hits`) always use one query per episode. Training
+    episodes come from the split's training classes, the trainer's evaluations from its validation
+    classes (from the training classes for a paper split with ``validation_characters=0``, the paper's
+    1,523 training characters); test classes are only read by :func:`evaluate`.
 
     The split is rebuilt from its keywords (``split``, ``split_seed``, ``test_characters``,
     ``validation_characters``); ``digest``, which :meth:`config` records, makes a rebuilt task refuse
@@ -59,6 +61,7 @@ class OmniglotTask(SupervisedTask):
         self,
         ways: int = 5,
         shots: int = 1,
+        queries: int = 1,
         split: str = "vinyals",
         split_seed: int = 0,
         test_characters: int = 100,
@@ -68,10 +71,11 @@ class OmniglotTask(SupervisedTask):
     ) -> None:
         check_positive_int("ways", ways)
         check_positive_int("shots", shots)
+        check_positive_int("queries", queries)
         if ways < 2:
             raise ValueError(f"ways must be at least 2; got {ways}")
         check_choice("split", split, SPLITS)
-        self.ways, self.shots = ways, shots
+        self.ways, self.shots, self.queries = ways, shots, queries
         self.split_settings: dict[str, Any] = dict(
             split=split,
             split_seed=split_seed,
@@ -114,29 +118,40 @@ class OmniglotTask(SupervisedTask):
     def config(self) -> dict[str, Any]:
         if self.digest is None:
             self._load()
-        return dict(ways=self.ways, shots=self.shots, **self.split_settings, data_dir=self.data_dir, digest=self.digest)
+        return dict(
+            ways=self.ways,
+            shots=self.shots,
+            queries=self.queries,
+            **self.split_settings,
+            data_dir=self.data_dir,
+            digest=self.digest,
+        )
 
     def check_data(self) -> None:
         if self._split is None:
             self._load()  # reads the images and builds the split, checked against the model's digest
 
-    def sample_part(self, part: str, batch_size: int, rng: np.random.Generator) -> Episodes:
-        """``batch_size`` episodes from the classes of ``part`` (``"train"``, ``"validation"`` or ``"test"``)."""
+    def sample_part(self, part: str, batch_size: int, rng: np.random.Generator, queries: int | None = None) -> Episodes:
+        """``batch_size`` episodes from the classes of ``part`` (``"train"``, ``"validation"`` or ``"test"``),
+        with ``queries`` query steps each (default: the task's)."""
         check_choice("part", part, PARTS)
         if not self._classes:
             self._load()
         if part not in self._classes:
             raise ValueError(f"the {self.split_settings['split']!r} split has no {part} characters")
-        images, labels, targets = sample_omniglot_episodes(self._classes[part], self.ways, self.shots, rng, batch_size)
+        queries = self.queries if queries is None else queries
+        images, labels, targets = sample_omniglot_episodes(
+            self._classes[part], self.ways, self.shots, rng, batch_size, queries
+        )
         steps = images.shape[0]
         inputs = np.zeros((steps, batch_size, PIXELS + self.ways), dtype=np.float32)
         inputs[..., :PIXELS] = images.reshape(steps, batch_size, PIXELS)
         shown = labels >= 0
         inputs[..., PIXELS:][shown] = np.eye(self.ways, dtype=np.float32)[labels[shown]]
         one_hot = np.zeros((steps, batch_size, self.ways), dtype=np.float32)
-        one_hot[-1, np.arange(batch_size), targets] = 1.0
+        one_hot[-queries:] = np.eye(self.ways, dtype=np.float32)[targets]
         mask = torch.zeros(steps, batch_size, 1, dtype=torch.bool)
-        mask[-1] = True
+        mask[-queries:] = True
         return Episodes(torch.from_numpy(inputs), torch.from_numpy(one_hot), mask)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Episodes:
@@ -176,6 +191,7 @@ class OmniglotTask(SupervisedTask):
         fixed_weight: bool = True,
         hebbian_learning_rate: float = 1.0,
         alpha_init: float = 1.0,
+        normalize_features: bool = False,
     ) -> nn.Module:
         check_choice("model_name", model_name, self.model_names)
         return OmniglotClassifier(
@@ -186,6 +202,7 @@ class OmniglotTask(SupervisedTask):
             fixed_weight=fixed_weight,
             hebbian_learning_rate=hebbian_learning_rate,
             alpha_init=alpha_init,
+            normalize_features=normalize_features,
         )
 
     @classmethod
@@ -193,6 +210,12 @@ class OmniglotTask(SupervisedTask):
         group = parser.add_argument_group("omniglot episodes")
         group.add_argument("--ways", type=int, default=5, help="classes per episode (N)")
         group.add_argument("--shots", type=int, default=1, help="labelled drawings per class (K)")
+        group.add_argument(
+            "--queries",
+            type=int,
+            default=1,
+            help="query drawings per training/validation episode, all scored (the paper: 1; test scores always use 1)",
+        )
         group.add_argument("--split", choices=SPLITS, default="vinyals", help="'vinyals' (standard) or 'paper'")
         group.add_argument("--split-seed", type=int, default=0, help="seed of the paper split's held-out characters")
         group.add_argument("--test-characters", type=int, default=100, help="paper split: characters held out for test")
@@ -209,12 +232,16 @@ class OmniglotTask(SupervisedTask):
         group.add_argument(
             "--no-fixed-weight", action="store_true", help="plastic head without fixed weights (alpha * Hebb only)"
         )
+        group.add_argument(
+            "--normalize-features", action="store_true", help="unit-length features (the head reads cosines)"
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> tuple[OmniglotTask, dict[str, Any]]:
         task = cls(
             ways=args.ways,
             shots=args.shots,
+            queries=args.queries,
             split=args.split,
             split_seed=args.split_seed,
             test_characters=args.test_characters,
@@ -227,6 +254,7 @@ class OmniglotTask(SupervisedTask):
             fixed_weight=not args.no_fixed_weight,
             hebbian_learning_rate=args.eta,
             alpha_init=args.alpha_init,
+            normalize_features=args.normalize_features,
         )
         return task, model_options
 
@@ -265,6 +293,10 @@ class OmniglotClassifier(nn.Module):
         training episodes (measured), while at 1 it is at 70% after 5,000.
     fixed_weight : the plastic head's fixed weight ``w``; ``False`` keeps it at zero (alpha * Hebb
         only, the authors' paper-era output layer).
+    normalize_features : scale every drawing's features to unit length, so that the plastic head's
+        ``Hebb . features`` is a cosine similarity: without it a shown drawing with large ReLU features
+        outscores the others for every query (the head has no ``-|prototype|^2`` term, unlike the
+        Prototypical Network's distance). ``alpha`` then sets the softmax's temperature.
     channels : filters per convolution (64), which is also the feature count.
     """
 
@@ -278,6 +310,7 @@ class OmniglotClassifier(nn.Module):
         fixed_weight: bool = True,
         hebbian_learning_rate: float = 1.0,
         alpha_init: float = 1.0,
+        normalize_features: bool = False,
         channels: int = 64,
     ) -> None:
         super().__init__()
@@ -293,9 +326,11 @@ class OmniglotClassifier(nn.Module):
             fixed_weight=fixed_weight,
             hebbian_learning_rate=hebbian_learning_rate,
             alpha_init=alpha_init,
+            normalize_features=normalize_features,
             channels=channels,
         )
         self.ways, self.head = ways, head
+        self.normalize_features = normalize_features
         self.embedding = _embedding(embedding, channels)
         self.output: PlasticLinear | None = None
         if head != "prototypical":
@@ -319,7 +354,8 @@ class OmniglotClassifier(nn.Module):
         """The embedding of every drawing: ``(T, B, channels)``."""
         steps, batch = inputs.shape[:2]
         images = inputs[..., :PIXELS].reshape(steps * batch, 1, IMAGE_SIZE, IMAGE_SIZE)
-        return self.embedding(images).reshape(steps, batch, -1)
+        features = self.embedding(images).reshape(steps, batch, -1)
+        return nn.functional.normalize(features, dim=-1) if self.normalize_features else features
 
     def forward(self, inputs: Tensor) -> Tensor:
         if inputs.dim() != 3 or inputs.shape[-1] != PIXELS + self.ways:
@@ -329,8 +365,16 @@ class OmniglotClassifier(nn.Module):
         features, labels = self.features(inputs), inputs[..., PIXELS:]
         if self.output is None:
             return prototype_logits(features, labels)
-        logits, _ = self.output(features, teacher=labels)
-        return logits
+        labelled = labels.ne(0).any(-1)  # (T, B)
+        shown = int(labelled.all(1).cumprod(0).sum())  # the leading steps labelled in every episode
+        if bool(labelled[shown:].any()):
+            raise ValueError("the labelled steps of every episode must come first, before all its queries")
+        # Queries read the trace that the labelled steps wrote and do not write it, so that every query of an
+        # episode is classified from the same memory (with the paper's one query this is the plain unroll).
+        if shown == 0:
+            return self.output.read(features, self.output.initial_state(features.shape[1]))
+        shown_logits, state = self.output(features[:shown], teacher=labels[:shown])
+        return torch.cat([shown_logits, self.output.read(features[shown:], state)])
 
 
 def prototype_logits(features: Tensor, labels: Tensor) -> Tensor:
@@ -373,7 +417,7 @@ def episode_hits(
     remaining = episodes
     while remaining > 0:
         size = min(batch_size, remaining)
-        batch = task.sample_part(part, size, rng).to(device)
+        batch = task.sample_part(part, size, rng, queries=1).to(device)
         if nearest_neighbour:
             outputs = nearest_neighbour_logits(model.features(batch.inputs), batch.inputs[..., PIXELS:])
         else:

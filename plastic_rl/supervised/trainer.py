@@ -6,6 +6,7 @@ import csv
 import hashlib
 import importlib
 import io
+import math
 import os
 import time
 import warnings
@@ -25,6 +26,7 @@ from plastic_rl.supervised.models import plastic_layers, select_device
 from plastic_rl.supervised.task import Episodes, SupervisedTask, make_task
 
 FILE_FORMAT = "plastic_rl.supervised/1"
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 # A logged training loss this many times the first step's is reported as probable (finite) divergence.
 DIVERGENCE_WARNING_FACTOR = 100.0
 
@@ -170,6 +172,11 @@ class SupervisedTrainer:
     task, model : the task and a model from ``task.build_model``.
     model_name : the model's name in the task (recorded in files).
     learning_rate : Adam's learning rate (0.001 in the paper).
+    learning_rate_schedule : ``"constant"``, or ``"cosine"``: annealed from ``learning_rate`` to zero over
+        ``schedule_steps`` steps (half a cosine), then zero. The rate of a step depends on the step's number
+        only, so a resumed run follows the same schedule.
+    schedule_steps : length of the cosine schedule in steps (required with ``"cosine"``; the command line
+        sets it to ``--steps``).
     batch_size : episodes per step.
     seed : seeds the episodes drawn for training and for evaluation (two separate streams).
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -192,6 +199,8 @@ class SupervisedTrainer:
         *,
         model_name: str | None = None,
         learning_rate: float = 1e-3,
+        learning_rate_schedule: str = "constant",
+        schedule_steps: int | None = None,
         batch_size: int = 1,
         seed: int = 0,
         device: str = "auto",
@@ -207,6 +216,9 @@ class SupervisedTrainer:
         progress: bool = True,
     ) -> None:
         check_positive_float("learning_rate", learning_rate)
+        check_choice("learning_rate_schedule", learning_rate_schedule, LEARNING_RATE_SCHEDULES)
+        if learning_rate_schedule == "cosine" or schedule_steps is not None:
+            check_positive_int("schedule_steps", schedule_steps)
         check_positive_int("batch_size", batch_size)
         check_positive_int("log_interval", log_interval)
         check_positive_int("eval_episodes", eval_episodes)
@@ -223,6 +235,8 @@ class SupervisedTrainer:
         self.model_name = model_name
         self.settings = dict(
             learning_rate=learning_rate,
+            learning_rate_schedule=learning_rate_schedule,
+            schedule_steps=schedule_steps,
             batch_size=batch_size,
             seed=seed,
             log_interval=log_interval,
@@ -232,6 +246,8 @@ class SupervisedTrainer:
             on_non_finite=on_non_finite,
         )
         self.learning_rate = learning_rate
+        self.learning_rate_schedule = learning_rate_schedule
+        self.schedule_steps = schedule_steps
         self.on_non_finite = on_non_finite
         self.skipped_steps = 0
         self.checkpoint_step: int | None = None  # the step of the last checkpoint written or resumed from
@@ -275,6 +291,14 @@ class SupervisedTrainer:
         loss = self.task.loss(outputs, episodes)
         return loss, self.task.metrics(outputs.detach(), episodes)
 
+    def current_learning_rate(self) -> float:
+        """The learning rate of the next step (:attr:`step` + 1) under the schedule."""
+        if self.learning_rate_schedule == "constant":
+            return self.learning_rate
+        assert self.schedule_steps is not None, "checked in __init__"
+        progress = min(self.step / self.schedule_steps, 1.0)
+        return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+
     def train_step(self) -> dict[str, float]:
         """One Adam step on a fresh batch; returns the batch's loss and metrics (nothing for a skipped step).
 
@@ -283,6 +307,8 @@ class SupervisedTrainer:
         """
         started = time.perf_counter()
         self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.current_learning_rate()
         episodes = self.task.sample(self.batch_size, self.train_rng).to(self.device)
         loss, metrics = self._loss_and_metrics(episodes)
         self.optimizer.zero_grad(set_to_none=True)
