@@ -103,6 +103,8 @@ def test_cosine_schedule_anneals_the_learning_rate_to_zero_over_its_steps():
         assert trainer.optimizer.param_groups[0]["lr"] == rates[-1]  # the step used the scheduled rate
     np.testing.assert_allclose(rates, [0.002, 0.002 * (0.5 + 0.5**1.5), 0.001, 0.002 * (0.5 - 0.5**1.5), 0, 0])
     assert _trainer(learning_rate=0.002).current_learning_rate() == 0.002
+    with pytest.raises(ValueError, match="steps must be at most 4, the length of this run's cosine schedule"):
+        trainer.train(5)
     with pytest.raises(ValueError, match="schedule_steps must be"):
         _trainer(learning_rate_schedule="cosine")
     with pytest.raises(ValueError, match="learning_rate_schedule must be one of"):

@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     with reported_as_bad_input():
         run_dir = choose_run_dir(args)
         trainer = build_trainer(args, run_dir, args.model)
+        trainer.check_steps(args.steps)  # a resumed run's schedule may end before --steps
     remove_previous_run(args, run_dir)
     print(describe(trainer))
     try:

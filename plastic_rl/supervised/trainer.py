@@ -428,9 +428,18 @@ class SupervisedTrainer:
             self._write_images(writer)
         writer.flush()
 
+    def check_steps(self, steps: int) -> None:
+        """Refuse a total of ``steps`` that :meth:`train` could not honour."""
+        check_positive_int("steps", steps)
+        if self.learning_rate_schedule == "cosine" and self.schedule_steps is not None and steps > self.schedule_steps:
+            raise ValueError(
+                f"steps must be at most {self.schedule_steps}, the length of this run's cosine schedule (its learning "
+                f"rate is zero after it); got {steps}: start a new run with --steps {steps} rather than extend this one"
+            )
+
     def train(self, steps: int) -> list[dict[str, Any]]:
         """Train until :attr:`step` reaches ``steps`` (a total, so a resumed run continues); returns the history."""
-        check_positive_int("steps", steps)
+        self.check_steps(steps)
         bar = tqdm(
             total=steps, initial=min(self.step, steps), disable=not self.progress, unit="step", dynamic_ncols=True
         )
