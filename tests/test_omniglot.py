@@ -277,6 +277,10 @@ def test_supervised_and_evaluate_commands(data_dir, tmp_path, capsys):
         main(["supervised", "omniglot", "--ways", "1", "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "new")])
     assert exit_info.value.code == 2
     assert "plastic-rl supervised: error: ways must be at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # found from the data, before the run folder is made
+        main(["supervised", "omniglot", "--queries", str(DRAWINGS), *common, "--run-dir", str(tmp_path / "new")])
+    assert exit_info.value.code == 2 and not (tmp_path / "new").exists()
+    assert "error: shots + queries must be at most the 4 drawings per character; got 1 + 4" in capsys.readouterr().err
 
 
 def test_download_checks_the_published_md5_of_fresh_files(tmp_path, monkeypatch):

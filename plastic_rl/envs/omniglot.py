@@ -37,6 +37,18 @@ class OmniglotEpisode:
     targets: np.ndarray
 
 
+def check_episode_size(classes: OmniglotClasses, ways: int, shots: int, queries: int = 1) -> None:
+    """Refuse an episode that ``classes`` cannot fill: more ways than classes, or more drawings than a class has."""
+    check_positive_int("queries", queries)
+    drawings = classes.images.shape[1]
+    if shots + queries > drawings:
+        raise ValueError(
+            f"shots + queries must be at most the {drawings} drawings per character; got {shots} + {queries}"
+        )
+    if ways > len(classes.rows):
+        raise ValueError(f"ways must be at most the {len(classes.rows)} classes available; got {ways}")
+
+
 def draw_episode(
     classes: OmniglotClasses, ways: int, shots: int, rng: np.random.Generator, queries: int = 1
 ) -> OmniglotEpisode:
@@ -49,14 +61,8 @@ def draw_episode(
     paper's protocol is one query; more queries of the same shown drawings give the trainer more scored
     steps per episode.
     """
-    check_positive_int("queries", queries)
+    check_episode_size(classes, ways, shots, queries)
     drawings = classes.images.shape[1]
-    if shots + queries > drawings:
-        raise ValueError(
-            f"shots + queries must be at most the {drawings} drawings per character; got {shots} + {queries}"
-        )
-    if ways > len(classes.rows):
-        raise ValueError(f"ways must be at most the {len(classes.rows)} classes available; got {ways}")
     chosen = rng.choice(len(classes.rows), size=ways, replace=False)
     rotations = rng.integers(ROTATIONS, size=ways) if classes.rotations is None else classes.rotations[chosen]
     picks = rng.random((ways, drawings)).argsort(axis=1)[:, : shots + queries]

@@ -16,7 +16,7 @@ from plastic_rl.core import PlasticLinear
 from plastic_rl.core.options import check_choice, check_positive_int
 from plastic_rl.core.rules import rule_names
 from plastic_rl.data.omniglot import IMAGE_SIZE, PARTS, SPLITS, OmniglotSplit, load_images, make_split
-from plastic_rl.envs.omniglot import OmniglotClasses, sample_omniglot_episodes
+from plastic_rl.envs.omniglot import OmniglotClasses, check_episode_size, sample_omniglot_episodes
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -114,6 +114,8 @@ class OmniglotTask(SupervisedTask):
         self.digest = digest
         self._split = split
         self._classes = {part: OmniglotClasses.of(images, split, part) for part in PARTS if split.parts[part]}
+        for classes in self._classes.values():  # before any run starts, not at its first episode
+            check_episode_size(classes, self.ways, self.shots, self.queries)
 
     def config(self) -> dict[str, Any]:
         if self.digest is None:
