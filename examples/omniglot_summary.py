@@ -25,6 +25,8 @@ from plastic_rl.core.files import atomic_write_bytes, atomic_write_text  # noqa:
 from plastic_rl.supervised import load_model, load_task  # noqa: E402
 from plastic_rl.supervised.omniglot import evaluate  # noqa: E402
 
+VALIDATION_LEVELS = (0.90, 0.95, 0.97, 0.98)
+
 
 def _csv_text(rows: list[dict]) -> str:
     columns: dict[str, None] = {}
@@ -50,11 +52,14 @@ def main() -> None:
     for run in args.runs:
         task, model = load_task(run / "model.pt"), load_model(run / "model.pt")
         row = {"run": run.name, "model": model.config["head"], "embedding": model.config["embedding"]}
-        row.update({name: task.config()[name] for name in ("split", "ways", "shots")})
+        row.update({name: task.config().get(name, 1) for name in ("split", "ways", "shots", "queries")})
         with open(run / "curve.csv") as file:
             history = [line for line in csv.DictReader(file)]
         evaluated = [line for line in history if line.get("eval_accuracy")]
         row["train_s"] = float(history[-1]["train_s"])
+        for level in VALIDATION_LEVELS:  # time to reach each accuracy (first evaluation at or above it)
+            reached = [float(line["train_s"]) for line in evaluated if float(line["eval_accuracy"]) >= level]
+            row[f"s_to_validation_{level:.2f}"] = reached[0] if reached else ""
         row["episodes"] = int(history[-1]["episodes"])
         scores = evaluate(model, task, episodes=args.episodes, seed=args.seed)
         row.update(test_accuracy=round(scores["accuracy"], 4), test_ci95=round(scores["ci95"], 4))
@@ -79,8 +84,9 @@ def main() -> None:
             marker="o",
             label=f"{run.name} (test {scores['accuracy']:.3f})",
         )
-    axes.set_xlabel("training seconds (shared 2-core machine, 1 thread)")
-    axes.set_ylabel("validation accuracy, 5-way 1-shot")
+    settings = sorted({f"{row['ways']}-way {row['shots']}-shot" for row in summary})
+    axes.set_xlabel("training seconds (the trainer's train_s)")
+    axes.set_ylabel(f"validation accuracy, {', '.join(settings)}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     args.out.mkdir(parents=True, exist_ok=True)
