@@ -403,11 +403,7 @@ class PlasticLinear(_PlasticParameters):
             raise ValueError(
                 f"features must have shape (B, in_features={self.in_features}); got {tuple(features.shape)}"
             )
-        expected_trace = (features.shape[0], self.in_features, self.out_features)
-        for name in ("hebbian_trace", "eligibility_trace"):
-            part = getattr(state, name)
-            if part is not None and tuple(part.shape) != expected_trace:
-                raise ValueError(f"the state's {name} must have shape {expected_trace}; got {tuple(part.shape)}")
+        self._check_trace_shapes(state, features.shape[0], ("hebbian_trace", "eligibility_trace"))
         if state.eligibility_trace is not None and not self.has_eligibility_trace:
             raise ValueError("the state's eligibility_trace must be None unless the layer's rule has one")
         state = self._full_traces(state)
@@ -428,15 +424,18 @@ class PlasticLinear(_PlasticParameters):
             )
         return logits, PlasticState(state.activation, *(traces or ()))
 
+    def _check_trace_shapes(self, state: PlasticState, batch_size: int, names: tuple[str, ...]) -> None:
+        expected_trace = (batch_size, self.in_features, self.out_features)
+        for name in names:
+            part = getattr(state, name)
+            if part is not None and tuple(part.shape) != expected_trace:
+                raise ValueError(f"the state's {name} must have shape {expected_trace}; got {tuple(part.shape)}")
+
     def read(self, features: Tensor, state: PlasticState) -> Tensor:
         """The logits ``(T, B, out_features)`` of ``(T, B, in_features)`` features through ``state``'s trace, which
         they do not change: every step reads the same memory (for instance the queries of an episode)."""
         _check_sequence("features", features, self.in_features, "in_features")
-        expected_trace = (features.shape[1], self.in_features, self.out_features)
-        if state.hebbian_trace is not None and tuple(state.hebbian_trace.shape) != expected_trace:
-            raise ValueError(
-                f"the state's hebbian_trace must have shape {expected_trace}; got {tuple(state.hebbian_trace.shape)}"
-            )
+        self._check_trace_shapes(state, features.shape[1], ("hebbian_trace",))
         rows = features.to(dtype=self.weight.dtype, device=self.weight.device).transpose(0, 1)  # (B, T, in)
         logits = functional.plastic_matvec(rows, self.weight, self.plasticity_coefficient, state.hebbian_trace)
         if self.bias is not None:

@@ -431,7 +431,7 @@ class SupervisedTrainer:
     def check_steps(self, steps: int) -> None:
         """Refuse a total of ``steps`` that :meth:`train` could not honour."""
         check_positive_int("steps", steps)
-        if self.learning_rate_schedule == "cosine" and self.schedule_steps is not None and steps > self.schedule_steps:
+        if self.learning_rate_schedule == "cosine" and steps > (self.schedule_steps or 0):
             raise ValueError(
                 f"steps must be at most {self.schedule_steps}, the length of this run's cosine schedule (its learning "
                 f"rate is zero after it); got {steps}: start a new run with --steps {steps} rather than extend this one"
