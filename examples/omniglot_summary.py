@@ -5,7 +5,9 @@
 For each run folder (holding model.pt and curve.csv) the final model is scored on ``--episodes``
 fresh episodes of its own split's test classes (and, for plastic models, nearest neighbour on its
 features); the validation curves (the trainer's evaluations) are drawn against training seconds.
-Writes ``summary.csv``, ``curves.csv`` and ``validation_accuracy.png`` into ``--out``.
+Writes ``summary.csv``, ``curves.csv`` and ``validation_accuracy.png`` into ``--out``. With
+``--settings 5x5 20x1 ...`` (WAYSxSHOTS) every model is also scored in those settings, where its head can
+take them (a plastic head trained on N-way episodes scores up to N ways), into ``settings.csv``.
 """
 
 from __future__ import annotations
@@ -39,15 +41,23 @@ def _csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def _setting(text: str) -> tuple[int, int]:
+    ways, _, shots = text.partition("x")
+    if not (ways.isdigit() and shots.isdigit()):
+        raise argparse.ArgumentTypeError(f"a setting is WAYSxSHOTS, e.g. 20x5; got {text!r}")
+    return int(ways), int(shots)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settings", nargs="*", default=[], type=_setting, help="WAYSxSHOTS, e.g. 5x5 20x1")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    summary, curves = [], []
+    summary, curves, other_settings = [], [], []
     figure, axes = plt.subplots(figsize=(6, 4))
     for run in args.runs:
         task, model = load_task(run / "model.pt"), load_model(run / "model.pt")
@@ -68,6 +78,16 @@ def main() -> None:
             row.update(nn_test_accuracy=round(neighbour["accuracy"], 4), nn_test_ci95=round(neighbour["ci95"], 4))
         summary.append(row)
         print(row, flush=True)
+        for ways, shots in args.settings:
+            if model.output is not None and ways > model.ways:
+                continue
+            scores = evaluate(model, task.like(ways, shots, queries=1), episodes=args.episodes, seed=args.seed)
+            other_settings.append(
+                {**{name: row[name] for name in ("run", "model", "split")}, "trained_ways": row["ways"],
+                 "ways": ways, "shots": shots, "test_accuracy": round(scores["accuracy"], 4),
+                 "test_ci95": round(scores["ci95"], 4)}
+            )  # fmt: skip
+            print(other_settings[-1], flush=True)
         for line in evaluated:
             curves.append(
                 {
@@ -92,6 +112,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "summary.csv", _csv_text(summary))
     atomic_write_text(args.out / "curves.csv", _csv_text(curves))
+    if other_settings:
+        atomic_write_text(args.out / "settings.csv", _csv_text(other_settings))
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=120)

@@ -17,7 +17,7 @@ from plastic_rl.data import DataError
 from plastic_rl.data import omniglot as data
 from plastic_rl.envs.omniglot import OmniglotClasses, draw_episode, sample_omniglot_episodes
 from plastic_rl.supervised import SupervisedTrainer
-from plastic_rl.supervised.omniglot import OmniglotTask, evaluate
+from plastic_rl.supervised.omniglot import OmniglotTask, episode_hits, evaluate
 
 ALPHABETS = {"images_background": ("Alpha", "Beta"), "images_evaluation": ("Gamma",)}
 CHARACTERS_PER_ALPHABET = 6
@@ -273,6 +273,14 @@ def test_supervised_and_evaluate_commands(data_dir, tmp_path, capsys):
     assert main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--episodes", "20", "--nearest-neighbour"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["part"] == "test" and report["head"]["episodes"] == 20 and "nearest_neighbour" in report
+    assert (
+        main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--episodes", "20", "--ways", "3", "--shots", "2"])
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ways"], report["shots"], report["queries"]) == (3, 2, 1)
+    assert main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--ways", "6"]) == 2
+    assert "error: ways must be at most the 5 classes a plastic head was trained with; got 6" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["supervised", "omniglot", "--ways", "1", "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "new")])
     assert exit_info.value.code == 2
@@ -323,3 +331,22 @@ def test_queries_read_the_memory_of_the_shown_drawings_and_do_not_write_it(data_
         torch.testing.assert_close(model(episodes.inputs[:6]), unrolled)
         with pytest.raises(ValueError, match="labelled steps of every episode must come first"):
             model(torch.cat([episodes.inputs[5:6], episodes.inputs[:5]]))
+
+
+def test_a_head_trained_on_more_ways_scores_fewer_on_its_first_output_units(data_dir):
+    torch.manual_seed(0)
+    task = tiny_task(data_dir)
+    model = task.build_model("plastic", embedding="conv4").eval()
+    three_way = task.like(ways=3, shots=2, queries=1)
+    narrow = three_way.build_model("plastic", embedding="conv4").eval()  # the 5-way head's first 3 units, alone
+    narrow.embedding.load_state_dict(model.embedding.state_dict())
+    with torch.no_grad():
+        narrow.output.weight.copy_(model.output.weight[:, :3])
+        narrow.output.plasticity_coefficient.copy_(model.output.plasticity_coefficient[:, :3])
+        narrow.output.hebbian_learning_rate.copy_(model.output.hebbian_learning_rate)
+    hits = episode_hits(model, three_way, part="validation", episodes=60)
+    assert np.array_equal(hits, episode_hits(narrow, three_way, part="validation", episodes=60))
+    with pytest.raises(ValueError, match="ways must be at most the 3 classes a plastic head was trained with; got 5"):
+        episode_hits(narrow, task, part="validation", episodes=1)
+    prototypical = three_way.build_model("prototypical", embedding="conv4")  # no per-class units: any number
+    assert episode_hits(prototypical, task, part="validation", episodes=10).shape == (10,)

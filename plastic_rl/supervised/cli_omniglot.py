@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--part", choices=PARTS, default="test", help="which classes of the model's split")
     parser.add_argument("--episodes", type=int, default=1000, help="fresh episodes (one query each)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    parser.add_argument(
+        "--ways", type=int, help="classes per episode (default: the model's; a plastic or linear head: at most its own)"
+    )
+    parser.add_argument("--shots", type=int, help="labelled drawings per class (default: the model's)")
     parser.add_argument("--nearest-neighbour", action="store_true", help="also score nearest neighbour on its features")
     parser.add_argument("--data-dir", help="dataset folder (default: the one the model was trained with)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -34,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.model} is not an Omniglot model")
         if args.data_dir is not None:
             task.data_dir = args.data_dir
+        task = task.like(args.ways, args.shots, queries=1)  # test scores use one query per episode
         options = dict(part=args.part, episodes=args.episodes, seed=args.seed)
         report = {"model": args.model, **task.config(), **options, "head": evaluate(model, task, **options)}
         if args.nearest_neighbour:

@@ -129,6 +129,13 @@ class OmniglotTask(SupervisedTask):
             digest=self.digest,
         )
 
+    def like(self, ways: int | None = None, shots: int | None = None, queries: int | None = None) -> OmniglotTask:
+        """The same split (checked by its digest) with other episodes: ``ways``-way ``shots``-shot, ``queries``."""
+        settings = self.config()
+        changes = dict(ways=ways, shots=shots, queries=queries)
+        settings.update({name: value for name, value in changes.items() if value is not None})
+        return OmniglotTask(**settings)
+
     def check_data(self) -> None:
         if self._split is None:
             self._load()  # reads the images and builds the split, checked against the model's digest
@@ -363,7 +370,9 @@ class OmniglotClassifier(nn.Module):
         return nn.functional.normalize(features, dim=-1) if self.normalize_features else features
 
     def forward(self, inputs: Tensor) -> Tensor:
-        if inputs.dim() != 3 or inputs.shape[-1] != PIXELS + self.ways:
+        # The prototypical head has no per-class parameters, so it takes episodes of any number of classes.
+        ways = inputs.shape[-1] - PIXELS if self.output is None else self.ways
+        if inputs.dim() != 3 or ways < 2 or inputs.shape[-1] != PIXELS + ways:
             raise ValueError(f"inputs must have shape (T, B, {PIXELS + self.ways}); got {tuple(inputs.shape)}")
         first = next(self.parameters())
         inputs = inputs.to(dtype=first.dtype, device=first.device)
@@ -412,9 +421,17 @@ def episode_hits(
 
     The episodes depend on ``seed`` only, so every model sees the same ones. With ``nearest_neighbour``
     the model's head is replaced by the nearest labelled drawing in its feature space (baseline (c) of the
-    issue).
+    issue). ``task`` may have other ways and shots than the model was trained with (:meth:`OmniglotTask.like`):
+    a plastic or linear head trained on N-way episodes scores episodes of up to N classes on its first
+    output units (the other label inputs stay zero), a prototypical head any number.
     """
     check_positive_int("episodes", episodes)
+    has_class_units = model.output is not None
+    if has_class_units and task.ways > model.ways:
+        raise ValueError(
+            f"ways must be at most the {model.ways} classes a {model.head} head was trained with; got {task.ways}"
+        )
+    unused_label_units = model.ways - task.ways if has_class_units else 0
     model.eval()
     device = next(model.parameters()).device
     rng = np.random.default_rng([seed, 2])
@@ -426,7 +443,7 @@ def episode_hits(
         if nearest_neighbour:
             outputs = nearest_neighbour_logits(model.features(batch.inputs), batch.inputs[..., PIXELS:])
         else:
-            outputs = model(batch.inputs)
+            outputs = model(nn.functional.pad(batch.inputs, (0, unused_label_units)))[..., : task.ways]
         correct.append((outputs[-1].argmax(-1) == batch.targets[-1].argmax(-1)).cpu().numpy())
         remaining -= size
     return np.concatenate(correct).astype(np.float64)
