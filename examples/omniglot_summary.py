@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from plastic_rl.core.files import atomic_write_bytes, atomic_write_text  # noqa: E402
+from plastic_rl.data import DataError  # noqa: E402
 from plastic_rl.supervised import load_model, load_task  # noqa: E402
 from plastic_rl.supervised.omniglot import evaluate  # noqa: E402
 
@@ -48,23 +49,52 @@ def _setting(text: str) -> tuple[int, int]:
     return int(ways), int(shots)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return int(text)
+
+
+def _load_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple]:
+    """Every run's task, model, curve and the settings it can take, checked before any scoring starts."""
+    runs = []
+    for run in args.runs:
+        try:
+            task, model = load_task(run / "model.pt"), load_model(run / "model.pt")
+            with open(run / "curve.csv") as file:
+                history = [line for line in csv.DictReader(file)]
+            own = (task.ways, task.shots)
+            settings = {}
+            for ways, shots in args.settings:
+                if (ways, shots) == own:
+                    continue  # already its summary.csv row
+                if model.output is not None and ways > model.ways:
+                    print(f"{run.name}: {ways}x{shots} skipped (its {model.head} head has {model.ways} class units)")
+                    continue
+                settings[ways, shots] = task.like(ways, shots, queries=1)
+                settings[ways, shots].check_data()
+        except (OSError, ValueError, DataError) as error:
+            parser.error(f"{run}: {error}")
+        if not history:
+            parser.error(f"{run}: its curve.csv has no rows")
+        runs.append((run, task, model, history, settings))
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--episodes", type=_positive, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--settings", nargs="*", default=[], type=_setting, help="WAYSxSHOTS, e.g. 5x5 20x1")
     args = parser.parse_args()
     torch.set_num_threads(1)
     summary, curves, other_settings = [], [], []
     figure, axes = plt.subplots(figsize=(6, 4))
-    for run in args.runs:
-        task, model = load_task(run / "model.pt"), load_model(run / "model.pt")
+    for run, task, model, history, settings in _load_runs(parser, args):
         row = {"run": run.name, "model": model.config["head"], "embedding": model.config["embedding"]}
         row.update({name: task.config().get(name, 1) for name in ("split", "ways", "shots", "queries")})
-        with open(run / "curve.csv") as file:
-            history = [line for line in csv.DictReader(file)]
         evaluated = [line for line in history if line.get("eval_accuracy")]
         row["train_s"] = float(history[-1]["train_s"])
         for level in VALIDATION_LEVELS:  # time to reach each accuracy (first evaluation at or above it)
@@ -78,14 +108,12 @@ def main() -> None:
             row.update(nn_test_accuracy=round(neighbour["accuracy"], 4), nn_test_ci95=round(neighbour["ci95"], 4))
         summary.append(row)
         print(row, flush=True)
-        for ways, shots in args.settings:
-            if model.output is not None and ways > model.ways:
-                continue
-            scores = evaluate(model, task.like(ways, shots, queries=1), episodes=args.episodes, seed=args.seed)
+        for (ways, shots), setting_task in settings.items():
+            other = evaluate(model, setting_task, episodes=args.episodes, seed=args.seed)
             other_settings.append(
                 {**{name: row[name] for name in ("run", "model", "split")}, "trained_ways": row["ways"],
-                 "ways": ways, "shots": shots, "test_accuracy": round(scores["accuracy"], 4),
-                 "test_ci95": round(scores["ci95"], 4)}
+                 "ways": ways, "shots": shots, "test_accuracy": round(other["accuracy"], 4),
+                 "test_ci95": round(other["ci95"], 4)}
             )  # fmt: skip
             print(other_settings[-1], flush=True)
         for line in evaluated:
@@ -104,9 +132,9 @@ def main() -> None:
             marker="o",
             label=f"{run.name} (test {scores['accuracy']:.3f})",
         )
-    settings = sorted({f"{row['ways']}-way {row['shots']}-shot" for row in summary})
+    settings_label = sorted({f"{row['ways']}-way {row['shots']}-shot" for row in summary})
     axes.set_xlabel("training seconds (the trainer's train_s)")
-    axes.set_ylabel(f"validation accuracy, {', '.join(settings)}")
+    axes.set_ylabel(f"validation accuracy, {', '.join(settings_label)}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     args.out.mkdir(parents=True, exist_ok=True)

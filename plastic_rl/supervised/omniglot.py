@@ -114,8 +114,11 @@ class OmniglotTask(SupervisedTask):
         self.digest = digest
         self._split = split
         self._classes = {part: OmniglotClasses.of(images, split, part) for part in PARTS if split.parts[part]}
-        for classes in self._classes.values():  # before any run starts, not at its first episode
-            check_episode_size(classes, self.ways, self.shots, self.queries)
+        for part, classes in self._classes.items():  # before any run starts, not at its first episode
+            try:
+                check_episode_size(classes, self.ways, self.shots, self.queries)
+            except ValueError as error:
+                raise ValueError(f"{error} (the {part} part of the {settings['split']!r} split)") from None
 
     def config(self) -> dict[str, Any]:
         if self.digest is None:
