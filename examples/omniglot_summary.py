@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from plastic_rl.core.files import atomic_write_bytes, atomic_write_text  # noqa: E402
+from plastic_rl.core.options import positive_int  # noqa: E402
 from plastic_rl.data import DataError  # noqa: E402
 from plastic_rl.supervised import load_model, load_task  # noqa: E402
 from plastic_rl.supervised.omniglot import evaluate  # noqa: E402
@@ -49,12 +50,6 @@ def _setting(text: str) -> tuple[int, int]:
     return int(ways), int(shots)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return int(text)
-
-
 def _load_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple]:
     """Every run's task, model, curve and the settings it can take, checked before any scoring starts."""
     runs = []
@@ -68,8 +63,10 @@ def _load_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> lis
             for ways, shots in args.settings:
                 if (ways, shots) == own:
                     continue  # already its summary.csv row
-                if model.output is not None and ways > model.ways:
-                    print(f"{run.name}: {ways}x{shots} skipped (its {model.head} head has {model.ways} class units)")
+                try:
+                    model.check_ways(ways)
+                except ValueError as refusal:
+                    print(f"{run.name}: {ways}x{shots} skipped: {refusal}")
                     continue
                 settings[ways, shots] = task.like(ways, shots, queries=1)
                 settings[ways, shots].check_data()
@@ -85,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--episodes", type=_positive, default=1000)
+    parser.add_argument("--episodes", type=positive_int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--settings", nargs="*", default=[], type=_setting, help="WAYSxSHOTS, e.g. 5x5 20x1")
     args = parser.parse_args()

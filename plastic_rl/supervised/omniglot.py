@@ -365,6 +365,14 @@ class OmniglotClassifier(nn.Module):
                     self.output.weight.zero_()
                 self.output.weight.requires_grad_(False)
 
+    def check_ways(self, ways: int) -> None:
+        """Refuse episodes of ``ways`` classes that the head cannot score: a plastic or linear head has one output
+        unit per class it was trained with; the prototypical head has no per-class parameters."""
+        if self.output is not None and ways > self.ways:
+            raise ValueError(
+                f"ways must be at most the {self.ways} classes a {self.head} head was trained with; got {ways}"
+            )
+
     def features(self, inputs: Tensor) -> Tensor:
         """The embedding of every drawing: ``(T, B, channels)``."""
         steps, batch = inputs.shape[:2]
@@ -429,12 +437,8 @@ def episode_hits(
     output units (the other label inputs stay zero), a prototypical head any number.
     """
     check_positive_int("episodes", episodes)
-    has_class_units = model.output is not None
-    if has_class_units and task.ways > model.ways:
-        raise ValueError(
-            f"ways must be at most the {model.ways} classes a {model.head} head was trained with; got {task.ways}"
-        )
-    unused_label_units = model.ways - task.ways if has_class_units else 0
+    model.check_ways(task.ways)
+    unused_label_units = model.ways - task.ways if model.output is not None else 0
     model.eval()
     device = next(model.parameters()).device
     rng = np.random.default_rng([seed, 2])
