@@ -169,14 +169,16 @@ def test_a_killed_study_resumes_with_the_same_results(tmp_path, patterns_study, 
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     first_checkpoint = folder / "plastic" / "seed_0" / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not first_checkpoint.exists() and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    driver.send_signal(signal.SIGKILL)
+    # The driver and its workers at once, as a session's end kills them: killing the driver alone left its worker
+    # a moment to finish the run on a fast machine.
+    os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    time.sleep(1.5)  # the worker notices that its driver is gone and exits
     assert not (folder / "plastic" / "seed_0" / "result.json").exists(), "the run finished before the kill"
     capsys.readouterr()
     assert main([*PATTERNS, "-f", str(folder), "--status"]) == 0
