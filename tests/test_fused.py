@@ -47,17 +47,19 @@ def _layer(hidden_size, *, scale=0.5, eta=0.3, seed=0, dtype=torch.float64, **kw
     return layer
 
 
-def _gradients(layer, implementation, inputs, state, starts, final_trace_weight=0.7):
-    """Outputs and the gradients of a loss on every output and on the final state, w.r.t. everything."""
-    layer = copy.deepcopy(layer)
-    layer.implementation = implementation
+def _gradients(layer, implementation, inputs, state, starts, final_trace_weight=0.7, recorded=None):
+    """Outputs and the gradients of a loss on every output and on the final state, w.r.t. everything (of the layer
+    itself when differentiating its ``recorded`` unroll, which watches its parameters)."""
+    if recorded is None:
+        layer = copy.deepcopy(layer)
+        layer.implementation = implementation
     inputs = inputs.detach().clone().requires_grad_()
     leaves = [inputs]
     if state is not None:
         trace = None if state.hebbian_trace is None else state.hebbian_trace.detach().clone().requires_grad_()
         state = PlasticState(state.activation.detach().clone().requires_grad_(), trace)
         leaves += [x for x in state if x is not None]
-    outputs, final = layer(inputs, state, starts)
+    outputs, final = layer(inputs, state, starts, recorded=recorded)
     weights = torch.linspace(-1, 1, outputs.numel(), dtype=outputs.dtype).reshape(outputs.shape)
     loss = (outputs * weights).sum() + final.activation.square().sum()
     if final.hebbian_trace is not None:
@@ -375,6 +377,65 @@ def test_overwriting_the_state_steps_as_a_fresh_unroll_does(backend, rule, plast
             torch.testing.assert_close(overwritten.hebbian_trace, fresh.hebbian_trace, rtol=0, atol=0)
             if not bool(starts[t].any()):  # no reset at this call's step 0: the trace was stepped in place
                 assert overwritten.hebbian_trace.data_ptr() == memory
+
+
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
+@pytest.mark.parametrize(
+    "rule, plasticity, clip", [("hebb", "full", None), ("oja", "full", None), ("hebb", "shared", None),
+                               ("hebb", "none", None), ("oja", "full", 0.3)]
+)  # fmt: skip
+def test_a_recorded_rollout_steps_and_differentiates_as_the_whole_unroll(backend, rule, plasticity, clip):
+    """Stepped one call at a time (settled once midway, episodes starting inside it), a recording gives the whole
+    unroll's activations and final state to the bit, steps the caller's trace in place, and its gradients are the
+    whole unroll's."""
+    layer = _layer(5, rule=rule, plasticity=plasticity, trace_clip=clip, eta=0.6, implementation="fused")
+    generator = torch.Generator().manual_seed(4)
+    steps, batch = 12, 3
+    inputs = torch.randn(steps, batch, 5, generator=generator, dtype=torch.float64)
+    starts = torch.rand(steps, batch, generator=generator) < 0.2
+    starts[0] = torch.tensor([True, False, True])
+    starts[5, 1] = starts[9, 0] = True
+    state = _random_state(layer, batch, generator)
+    expected_outputs, expected_final, expected_gradients = _gradients(layer, "fused", inputs, state, starts)
+    live = PlasticState(*(None if part is None else part.clone() for part in state))
+    recording = layer.record(steps, live)
+    for t in range(steps):
+        output = layer.recorded_step(inputs[t], recording, starts[t] if bool(starts[t].any()) else None)
+        torch.testing.assert_close(output, expected_outputs[t], rtol=0, atol=0)
+        if t == 6:
+            recording.state()  # the trace update of step 6 done now (a bootstrap's need), not with step 7's product
+    activation, trace = recording.state()
+    torch.testing.assert_close(activation, expected_final.activation.detach(), rtol=0, atol=0)
+    if plasticity == "none":
+        assert trace is None
+    else:
+        torch.testing.assert_close(trace, expected_final.hebbian_trace.detach(), rtol=0, atol=0)
+        assert trace.data_ptr() == live.hebbian_trace.data_ptr()
+    outputs, _, gradients = _gradients(layer, "fused", inputs, state, starts, recorded=recording)
+    torch.testing.assert_close(outputs, expected_outputs, rtol=0, atol=0)
+    _assert_same_gradients(expected_gradients, gradients, rtol=1e-12)
+
+
+def test_a_recording_is_differentiated_only_finished_and_with_its_parameters():
+    layer = _layer(4, eta=0.2, implementation="fused")
+    inputs = torch.randn(3, 2, 4, dtype=torch.float64)
+    recording = layer.record(3, layer.initial_state(2))
+    for t in range(2):
+        layer.recorded_step(inputs[t], recording)
+    with pytest.raises(ValueError, match="ran 2 of its 3 steps and its last trace update is pending"):
+        layer(inputs.requires_grad_(), layer.initial_state(2), recorded=recording)
+    layer.recorded_step(inputs[2], recording)
+    with pytest.raises(RuntimeError, match="all 3 steps of the recorded unroll have run"):
+        layer.recorded_step(inputs[2], recording)
+    recording.state()
+    with pytest.raises(ValueError, match=r"recorded unroll is of a \(3, 2, 4\) drive; got \(2, 2, 4\)"):
+        layer(inputs[:2], layer.initial_state(2), recorded=recording)
+    with torch.no_grad():
+        layer.weight.add_(1.0)  # an optimizer step
+    with pytest.raises(ValueError, match="the parameters changed since the unroll was recorded"):
+        layer(inputs, layer.initial_state(2), recorded=recording)
+    assert PlasticRecurrentLayer(4, 4, implementation="autograd").record(3, layer.initial_state(2)) is None
+    assert PlasticRecurrentLayer(4, 4, rule="neuromod").record(3, layer.initial_state(2)) is None
 
 
 def test_the_kernel_build_is_named_by_its_source_text_not_its_path(tmp_path, monkeypatch):

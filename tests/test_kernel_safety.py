@@ -174,3 +174,15 @@ def test_the_cpp_kernel_checks_reset_indices():
         cpp_forward(dataclasses.replace(u, episode_starts=short_starts))
     with pytest.raises(RuntimeError, match="episode starts must be a contiguous CPU bool tensor"):
         cpp_forward(dataclasses.replace(u, episode_starts=torch.zeros(u.drive.shape[:2], dtype=torch.int64)))
+
+
+@pytest.mark.skipif(not CPP, reason="the C++ kernel is not built here")
+def test_the_cpp_forward_checks_its_step_range():
+    u = _prepared_unroll()
+    steps = u.drive.shape[0]
+    cpp_forward(u, fused.StepRange(1, 2, True, False))  # a valid middle step runs
+    for bad in [fused.StepRange(0, steps + 1, False, True), fused.StepRange(2, 1, False, True)]:
+        with pytest.raises(RuntimeError, match=rf"steps \[{bad.first}, {bad.last}\) must lie in \[0, {steps}\]"):
+            cpp_forward(u, bad)
+    with pytest.raises(RuntimeError, match="no update can be pending before step 0"):
+        cpp_forward(u, fused.StepRange(0, 1, True, False))

@@ -4,7 +4,9 @@ A rollout threads the recurrent state through the VecEnv and keeps ONE detached 
 at its start (never one per step: a Hebbian trace is ``N x N`` per env). ``train()`` re-runs the policy
 over the stored ``(n_steps, n_envs)`` observations from that snapshot, with the stored episode starts,
 so gradients flow through the whole rollout (full-episode backpropagation through time when episodes
-line up with rollouts, as in the paper).
+line up with rollouts, as in the paper). A plastic core on the fused kernel records its forward as the rollout
+steps it (:class:`~plastic_rl.core.fused.RecordedUnroll`: the activations and the trace checkpoints that the
+backward needs), and the first gradient step differentiates that recording instead of running the forward again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from plastic_rl.agents.diagnostics import PLASTICITY_GROUPS, gradient_norms, par
 from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
 from plastic_rl.agents.saving import AtomicSaveMixin
 from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
+from plastic_rl.core.fused import RecordedUnroll
 from plastic_rl.core.options import (
     check_choice,
     check_device,
@@ -187,6 +190,7 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         # Runtime state: the current recurrent state of each env and the snapshot at the rollout start.
         self._last_recurrent_state: RecurrentState | None = None
         self._rollout_initial_state: RecurrentState | None = None
+        self._recorded_rollout: RecordedUnroll | None = None
         self._warned_truncated_bptt = False
         if _init_setup_model:
             self._setup_model()
@@ -229,7 +233,12 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 group["lr"] *= group.get("lr_scale", 1.0)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_recurrent_state", "_rollout_initial_state"]
+        return [
+            *super()._excluded_save_params(),
+            "_last_recurrent_state",
+            "_rollout_initial_state",
+            "_recorded_rollout",
+        ]
 
     def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, *args, **kwargs):
         result = super()._setup_learn(total_timesteps, callback, *args, **kwargs)
@@ -257,6 +266,9 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             )
         state = self._last_recurrent_state
         self._rollout_initial_state = tuple(part.detach().clone() for part in state)
+        # A plastic core records its forward as it steps (its state stepped in place), and train() differentiates the
+        # recording instead of unrolling the rollout again; a core without one steps forward() on its state.
+        self._recorded_rollout = recording = self.policy.record_rollout(state, n_rollout_steps)
         callback.on_rollout_start()
         # The buffer's arrays are filled in place, one row per step (RolloutBuffer.add copies and converts each
         # argument again); the observations go to the policy without a copy.
@@ -265,9 +277,15 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         for step in range(n_rollout_steps):
             with th.no_grad():
                 obs_tensor = th.as_tensor(self._last_obs, device=self.device)
-                starts = th.as_tensor(self._last_episode_starts, device=self.device)
-                # The state is stepped forward and the old one dropped: the core may reuse its trace's memory.
-                actions, values, log_probs, state = self.policy(obs_tensor, state, starts, overwrite_state=True)
+                if recording is not None:
+                    starts = None
+                    if self._last_episode_starts.any():
+                        starts = th.as_tensor(self._last_episode_starts, device=self.device)
+                    actions, values, log_probs = self.policy.recorded_step(obs_tensor, starts, recording)
+                else:
+                    starts = th.as_tensor(self._last_episode_starts, device=self.device)
+                    # The state is stepped forward and the old one dropped: the core may reuse its trace's memory.
+                    actions, values, log_probs, state = self.policy(obs_tensor, state, starts, overwrite_state=True)
             actions = actions.cpu().numpy()
             if clip_actions:
                 assert isinstance(self.action_space, spaces.Box)
@@ -278,13 +296,14 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             self.num_timesteps += n_envs
             callback.update_locals(locals())
             if not callback.on_step():
-                self._last_recurrent_state = state
+                self._last_recurrent_state = state if recording is None else self.policy.recorded_state(recording)
+                self._recorded_rollout = None
                 return False
             done_indices = np.flatnonzero(dones)
             if len(done_indices):
                 # Episode statistics are only in the infos of the envs that are done.
                 self._update_info_buffer([infos[index] for index in done_indices], dones[done_indices])
-                rewards = self._bootstrap_truncated(rewards, infos, done_indices, state)
+                rewards = self._bootstrap_truncated(rewards, infos, done_indices, state, recording)
             buffer.observations[step] = self._last_obs
             buffer.actions[step] = actions.reshape(n_envs, -1)
             buffer.rewards[step] = rewards
@@ -294,6 +313,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             self._last_obs = new_obs
             self._last_episode_starts = dones
         buffer.pos, buffer.full = n_rollout_steps, True
+        if recording is not None:
+            state = self.policy.recorded_state(recording)
         self._last_recurrent_state = state
         with th.no_grad():
             last_values = self.policy.predict_values(
@@ -305,13 +326,20 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         return True
 
     def _bootstrap_truncated(
-        self, rewards: np.ndarray, infos: list[dict], done_indices: np.ndarray, state: RecurrentState
+        self,
+        rewards: np.ndarray,
+        infos: list[dict],
+        done_indices: np.ndarray,
+        state: RecurrentState,
+        recording: RecordedUnroll | None = None,
     ) -> np.ndarray:
         """``rewards`` plus ``gamma`` times the value of the terminal observation where a time limit truncated an
-        episode, seen from the state that env had reached."""
+        episode, seen from the state that env had reached (in ``recording``, when the rollout records one)."""
         for index in done_indices.tolist():
             info = infos[index]
             if info.get("terminal_observation") is not None and info.get("TimeLimit.truncated", False):
+                if recording is not None:
+                    state = self.policy.recorded_state(recording)
                 terminal_obs = self.policy.obs_to_tensor(info["terminal_observation"])[0]
                 env_state = tuple(part[index : index + 1] for part in state)
                 no_start = th.zeros(1, dtype=th.bool, device=self.device)
@@ -347,9 +375,15 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         if self.normalize_advantage:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         logs: dict[str, list[float]] = {}
+        # Until the first optimizer step the parameters are the rollout's: its recorded forward is this one's.
+        recorded, self._recorded_rollout = self._recorded_rollout, None
         for _ in range(self.n_epochs):
             values, log_prob, entropy, final_state = self.policy.evaluate_actions(
-                batch["observations"], batch["actions"], self._rollout_initial_state, batch["episode_starts"]
+                batch["observations"],
+                batch["actions"],
+                self._rollout_initial_state,
+                batch["episode_starts"],
+                recorded=recorded,
             )
             log_ratio = log_prob - batch["old_log_prob"]
             if clip_range is None:
@@ -383,6 +417,7 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 logs.setdefault("grad_norm", []).append(grad_norm.item())
             self.policy.optimizer.step()
+            recorded = None
             self._check_finite(None, gradients=False)
             self._n_updates += 1
             for name, value in [

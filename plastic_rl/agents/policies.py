@@ -29,6 +29,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from plastic_rl.core import PlasticRecurrentLayer, PlasticState
+from plastic_rl.core.fused import RecordedUnroll
 from plastic_rl.core.options import (
     MODULATION_MODES,
     PLASTICITY_MODES,
@@ -147,11 +148,27 @@ class RecurrentActorCriticPolicy(BasePolicy):
         raise NotImplementedError
 
     def _unroll_core(
-        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, overwrite_state: bool = False
+        self,
+        features: th.Tensor,
+        state: RecurrentState,
+        episode_starts: th.Tensor,
+        overwrite_state: bool = False,
+        recorded: RecordedUnroll | None = None,
     ) -> tuple[th.Tensor, RecurrentState]:
         """``features`` (T, B, F) -> activations (T, B, hidden_size) and the final state; the state
         is reset before step ``t`` where ``episode_starts[t]`` is true. ``overwrite_state``: without gradients, the
-        new state may be written into ``state``'s memory (the caller drops ``state``): see :meth:`forward`."""
+        new state may be written into ``state``'s memory (the caller drops ``state``): see :meth:`forward`.
+        ``recorded``: the :meth:`record_rollout` of this sequence, differentiated instead of unrolled again."""
+        raise NotImplementedError
+
+    def record_rollout(self, state: RecurrentState, steps: int) -> RecordedUnroll | None:
+        """A recording of the core over the next ``steps`` rollout steps from ``state`` (stepped in place), for
+        :meth:`recorded_step` and then :meth:`evaluate_actions`; ``None`` where the core has none (the rollout then
+        steps :meth:`forward`)."""
+        return None
+
+    def recorded_state(self, recording: RecordedUnroll) -> RecurrentState:
+        """The state after the steps of ``recording`` run so far."""
         raise NotImplementedError
 
     def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
@@ -165,17 +182,25 @@ class RecurrentActorCriticPolicy(BasePolicy):
         data.update(hidden_size=self.hidden_size, log_std_init=self.log_std_init)
         return data
 
-    def unroll(
-        self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, overwrite_state: bool = False
-    ) -> tuple[th.Tensor, RecurrentState]:
-        """Observations (T, B, ...) -> hidden activations (T, B, hidden_size) and the final state."""
+    def _features(self, obs: th.Tensor) -> th.Tensor:
+        """Observations (T, B, ...) -> features (T, B, F)."""
         steps, batch = obs.shape[:2]
         if self._observations_are_features:
-            features = obs.to(th.float32)
-        else:
-            features = self.extract_features(obs.reshape(steps * batch, *obs.shape[2:]), self.features_extractor)
+            return obs.to(th.float32)
+        features = self.extract_features(obs.reshape(steps * batch, *obs.shape[2:]), self.features_extractor)
+        return features.reshape(steps, batch, -1)
+
+    def unroll(
+        self,
+        obs: th.Tensor,
+        state: RecurrentState,
+        episode_starts: th.Tensor,
+        overwrite_state: bool = False,
+        recorded: RecordedUnroll | None = None,
+    ) -> tuple[th.Tensor, RecurrentState]:
+        """Observations (T, B, ...) -> hidden activations (T, B, hidden_size) and the final state."""
         starts = episode_starts.to(th.bool)
-        return self._unroll_core(features.reshape(steps, batch, -1), state, starts, overwrite_state)
+        return self._unroll_core(self._features(obs), state, starts, overwrite_state, recorded)
 
     def _distribution(self, latent: th.Tensor) -> Distribution:
         action_output = self.action_net(latent)
@@ -204,15 +229,25 @@ class RecurrentActorCriticPolicy(BasePolicy):
         trace into ``state``'s: the old ``state`` must not be used afterwards.
         """
         latent, state = self.unroll(obs.unsqueeze(0), state, episode_starts.unsqueeze(0), overwrite_state)
-        latent = latent[0]
+        return (*self._act(latent[0], deterministic), state)
+
+    def recorded_step(
+        self, obs: th.Tensor, episode_starts: th.Tensor | None, recording: RecordedUnroll, deterministic: bool = False
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """:meth:`forward` for the next step of ``recording`` (``episode_starts``: ``None`` when none starts):
+        actions, values and log-probabilities; the state stays in the recording."""
+        raise NotImplementedError
+
+    def _act(self, latent: th.Tensor, deterministic: bool) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Actions, values and log-probabilities of one step's activations ``latent`` (B, hidden_size)."""
         values = self.value_net(latent).flatten()
         if not self._discrete_actions:
             distribution = self._distribution(latent)
             actions = distribution.get_actions(deterministic=deterministic)
-            return actions, values, distribution.log_prob(actions), state
+            return actions, values, distribution.log_prob(actions)
         log_probs, probs = self._categorical(self.action_net(latent))
         actions = probs.argmax(dim=1) if deterministic else th.multinomial(probs, 1, True)[:, 0]
-        return actions, values, log_probs.gather(1, actions[:, None])[:, 0], state
+        return actions, values, log_probs.gather(1, actions[:, None])[:, 0]
 
     def predict_values(self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor) -> th.Tensor:
         """Values (B,) of the observations (B, ...) seen from ``state``."""
@@ -220,15 +255,21 @@ class RecurrentActorCriticPolicy(BasePolicy):
         return self.value_net(latent[0]).flatten()
 
     def evaluate_actions(
-        self, obs: th.Tensor, actions: th.Tensor, state: RecurrentState, episode_starts: th.Tensor
+        self,
+        obs: th.Tensor,
+        actions: th.Tensor,
+        state: RecurrentState,
+        episode_starts: th.Tensor,
+        recorded: RecordedUnroll | None = None,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, RecurrentState]:
-        """Re-run whole sequences: observations (T, B, ...), actions (T * B, ...) in the same order.
+        """Re-run whole sequences: observations (T, B, ...), actions (T * B, ...) in the same order; ``recorded``:
+        the rollout's :meth:`record_rollout` of them, whose forward is then reused (the parameters unchanged since).
 
         Returns the values, log-probabilities and entropies, each flat (T * B,), and the final state. For discrete
         actions the probabilities of every action, (T * B, n), stay in ``last_action_probabilities`` (as SB3 keeps
         them on its distribution object) for losses that need them, e.g. the authors' sum of squares.
         """
-        latent, state = self.unroll(obs, state, episode_starts)
+        latent, state = self.unroll(obs, state, episode_starts, recorded=recorded)
         latent = latent.reshape(-1, self.hidden_size)
         values = self.value_net(latent).flatten()
         if not self._discrete_actions:
@@ -374,10 +415,28 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         return tuple(part for part in self.core.initial_state(batch_size) if part is not None)
 
     def _unroll_core(
-        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, overwrite_state: bool = False
+        self,
+        features: th.Tensor,
+        state: RecurrentState,
+        episode_starts: th.Tensor,
+        overwrite_state: bool = False,
+        recorded: RecordedUnroll | None = None,
     ) -> tuple[th.Tensor, RecurrentState]:
-        activations, new_state = self.core(features, PlasticState(*state), episode_starts, overwrite_state)
+        activations, new_state = self.core(features, PlasticState(*state), episode_starts, overwrite_state, recorded)
         return activations, tuple(part for part in new_state if part is not None)
+
+    def record_rollout(self, state: RecurrentState, steps: int) -> RecordedUnroll | None:
+        return self.core.record(steps, PlasticState(*state))
+
+    def recorded_state(self, recording: RecordedUnroll) -> RecurrentState:
+        activation, trace = recording.state()
+        return (activation.clone(),) if trace is None else (activation.clone(), trace)
+
+    def recorded_step(
+        self, obs: th.Tensor, episode_starts: th.Tensor | None, recording: RecordedUnroll, deterministic: bool = False
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        latent = self.core.recorded_step(self._features(obs.unsqueeze(0))[0], recording, episode_starts)
+        return self._act(latent, deterministic)
 
     def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
         """``eta``, the mean ``|alpha|`` and the mean Frobenius norm of the trace in ``state``."""
@@ -405,8 +464,14 @@ class LstmPolicy(RecurrentActorCriticPolicy):
         return zeros, zeros.clone()
 
     def _unroll_core(
-        self, features: th.Tensor, state: RecurrentState, episode_starts: th.Tensor, overwrite_state: bool = False
+        self,
+        features: th.Tensor,
+        state: RecurrentState,
+        episode_starts: th.Tensor,
+        overwrite_state: bool = False,
+        recorded: RecordedUnroll | None = None,
     ) -> tuple[th.Tensor, RecurrentState]:
+        assert recorded is None, "the LSTM records no rollout (record_rollout gives None)"
         # The LSTM runs whole segments between episode starts in one call (the usual case, episodes
         # aligned with rollouts, is a single segment); states are reset at each segment's first step.
         initial = self.initial_state(features.shape[1])

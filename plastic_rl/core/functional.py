@@ -257,6 +257,7 @@ def recurrent_unroll(
     eligibility_trace: Tensor | None = None,
     modulator: Modulator | None = None,
     overwrite_trace: bool = False,
+    recorded: fused.RecordedUnroll | None = None,
 ) -> tuple[Tensor, Tensor, Traces | None]:
     """Run :func:`recurrent_step` over a ``(T, B, N)`` drive.
 
@@ -269,7 +270,8 @@ def recurrent_unroll(
     (:func:`plastic_rl.core.fused.fused_unroll`: the C++ kernel on the CPU when it builds, else its
     PyTorch backend; a ``ValueError`` for a rule it does not run) or ``"auto"`` (the fused unroll where it is
     faster: see :func:`use_fused`). ``overwrite_trace``: the fused unroll may write the final trace into ``trace``'s
-    memory when no gradient is recorded (:func:`plastic_rl.core.fused.fused_unroll`). Under ``"auto"``, a rule that
+    memory when no gradient is recorded, and ``recorded`` (a :class:`~plastic_rl.core.fused.RecordedUnroll` of this
+    sequence) spares it the forward (:func:`plastic_rl.core.fused.fused_unroll`). Under ``"auto"``, a rule that
     the fused unroll does not run takes this loop with gradient checkpointing (segments of ``sqrt(T)`` steps
     recomputed in the backward), so that its memory stays ``O(sqrt(T))`` traces instead of ``O(T)``.
     """
@@ -296,6 +298,8 @@ def recurrent_unroll(
             eligibility_trace=eligibility_trace,
             modulator=modulator,
         )
+    if recorded is not None and not fused_path:
+        raise ValueError("a recorded unroll is differentiated by the fused unroll: implementation 'auto' or 'fused'")
     if fused_path:
         outputs, final_activation, final_trace = fused.fused_unroll(
             drive,
@@ -312,6 +316,7 @@ def recurrent_unroll(
             trace_clip=trace_clip,
             bias_neuron=bias_neuron,
             overwrite_trace=overwrite_trace,
+            recorded=recorded,
         )
         return outputs, final_activation, None if final_trace is None else Traces(final_trace)
     traces = None

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from plastic_rl.core import functional
 from plastic_rl.core.functional import Modulator
-from plastic_rl.core.fused import IMPLEMENTATIONS
+from plastic_rl.core.fused import IMPLEMENTATIONS, RecordedUnroll, resolve_backend
 from plastic_rl.core.options import (
     BIAS_MODES,
     INPUT_MAPPINGS,
@@ -283,12 +283,54 @@ class PlasticRecurrentLayer(_PlasticParameters):
         )
         return activation, PlasticState(activation, *(traces or ()))
 
+    def record(self, steps: int, state: PlasticState) -> RecordedUnroll | None:
+        """A recording of the next ``steps`` steps from ``state`` (a rollout's: see :meth:`recorded_step`), whose
+        trace it steps in place; ``None`` where the fused unroll does not run this layer without gradients (a rule
+        without a fused form, clamped inputs, ``implementation="autograd"``, ``"auto"`` off the C++ kernel)."""
+        plastic = self.is_plastic
+        if (
+            self.implementation == "autograd"
+            or self.input_mode != "add"
+            or (plastic and not get_rule(self.rule).supports("torch"))
+            or (
+                self.implementation == "auto"
+                and resolve_backend("auto", self.weight.device, self.weight.dtype) != "cpp"
+            )
+        ):
+            return None
+        functional.check_state(
+            state.activation, state.hebbian_trace, state.activation.shape[0], self.hidden_size, plastic
+        )
+        with torch.no_grad():
+            return RecordedUnroll(
+                self.weight,
+                self.plasticity_coefficient,
+                self._learning_rate(),
+                self.bias,
+                self._reset_activation(),
+                state.activation,
+                state.hebbian_trace,
+                check_positive_int("steps", steps),
+                rule=self.rule,
+                trace_clip=self.trace_clip,
+                bias_neuron=self.bias_neuron,
+                watched=tuple(self.parameters()),
+            )
+
+    def recorded_step(self, inputs: Tensor, recording: RecordedUnroll, episode_starts: Tensor | None = None) -> Tensor:
+        """The next step of ``recording`` on ``inputs`` ``(B, input_size)``, the episodes where ``episode_starts``
+        ``(B,)`` is true reset first: its activation ``(B, N)``, without gradients. :meth:`forward` on the whole
+        sequence with ``recorded=recording`` then gives these activations and differentiates them."""
+        with torch.no_grad():
+            return recording.step(self._drive(inputs), episode_starts)
+
     def forward(
         self,
         inputs: Tensor,
         state: PlasticState | None = None,
         episode_starts: Tensor | None = None,
         overwrite_state: bool = False,
+        recorded: RecordedUnroll | None = None,
     ) -> tuple[Tensor, PlasticState]:
         """Unroll over a ``(T, B, input_size)`` sequence.
 
@@ -300,6 +342,8 @@ class PlasticRecurrentLayer(_PlasticParameters):
         overwrite_state : when no gradient is recorded, the new trace may be written into ``state``'s trace
             (which then no longer holds the old one): a rollout that steps one state forward saves a ``B x N x N``
             allocation and copy per step.
+        recorded : the finished :meth:`record` of this very sequence (same inputs, state and parameters): its
+            activations are returned and differentiated instead of unrolling the sequence again.
 
         Returns
         -------
@@ -329,6 +373,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
             implementation=self.implementation,
             eligibility_trace=state.eligibility_trace,
             overwrite_trace=overwrite_state,
+            recorded=recorded,
         )
         return outputs, PlasticState(activation, *(traces or ()))
 

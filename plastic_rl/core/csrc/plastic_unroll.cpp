@@ -54,6 +54,12 @@ struct Sizes {
   int64_t every;   // checkpoint spacing K
   int64_t stride;  // the batch size of the buffers: B, or more when this call runs one slice of the batch
   bool sliced;     // one slice of a batch split across threads: run single-threaded, in one row group
+  // The steps a forward call runs (a rollout runs one per call): the products of steps [first, last); `pending`: the
+  // trace update of step first - 1 is still to be done (the previous call left it, to fuse it with this call's
+  // product); `settle`: do the update of step last - 1 before returning, else leave it pending. A whole unroll is
+  // [0, T), not pending, settled.
+  int64_t first = 0, last = 0;
+  bool pending = false, settle = true;
   int64_t time_stride() const { return stride * N; }      // between steps of a (T, B, N) buffer
   int64_t slot_stride() const { return stride * N * N; }  // between the traces of a (K, B, N, N) buffer
 };
@@ -317,16 +323,17 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
                     const S* bias, const bool* starts, const S* reset_activation, S eta, S clip, bool clamp_input,
                     bool bias_neuron, S* outputs, S* pre, S* plastic_part, S* trace, S* checkpoints, S* pre_reset,
                     const int64_t* pre_reset_index) {
-  const int64_t T = z.T, B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride;
+  const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride;
   const S shared_alpha = MODE == kShared ? alpha[0] : S(0);
   Rows rows(N, (MODE == kNone ? 1 : B) * NN, z.sliced);
   const int64_t C = rows.count;
   std::vector<S> acc(C * BN), acc_plastic(MODE == kShared ? C * BN : 0), decay_storage;
   with_team(rows.threads, [&](Team* team) {
     rows.team = team;
-    for (int64_t t = 0; t <= T; ++t) {
-      const bool update = MODE != kNone && t >= 1;  // the (lazy) trace update of step t - 1
-      const bool matvec = t < T;
+    for (int64_t t = z.first; t <= z.last; ++t) {
+      // the (lazy) trace update of step t - 1
+      const bool update = MODE != kNone && t >= 1 && (t > z.first || z.pending) && (t < z.last || z.settle);
+      const bool matvec = t < z.last;
       if (!update && !matvec) break;
       S* x = matvec ? pre + t * TS : nullptr;
       if (matvec) {
@@ -360,7 +367,7 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
             const S* __restrict a = MODE == kFull ? alpha + i * N : nullptr;
             const int64_t row = b * NN + i * N;
             S* __restrict h = trace + row;
-            const bool reset = update && matvec && starts && starts[t * SB + b];
+            const bool reset = matvec && t > 0 && starts && starts[t * SB + b];
             bool fused_matvec = false;
             if (update) {
               const S ex = eta * x_prev[b * N + i];
@@ -383,9 +390,12 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
               } else {
                 for (int64_t j = 0; j < N; ++j) h[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
               }
-            } else {
-              // h0 may be the trace buffer itself (a one-step rollout that overwrites its state): then it is in place.
-              if (h0 != trace) std::copy(h0 + row, h0 + row + N, h);
+            } else if (reset) {  // a reset after a settled update: the trace before it is already in place
+              const int64_t slot = pre_reset_index ? pre_reset_index[t * SB + b] : -1;
+              if (slot >= 0) std::copy(h, h + N, pre_reset + slot * NN + i * N);
+              std::fill_n(h, N, S(0));
+            } else if (t == 0 && h0 != trace) {  // h0 may be the trace buffer itself: then it is in place
+              std::copy(h0 + row, h0 + row + N, h);
             }
             if (checkpoint) std::copy(h, h + N, checkpoint + row);
             if (!matvec || fused_matvec) return;
@@ -753,7 +763,8 @@ double run(bool backward, const Options& o, const Buffers<S>& p) {
   std::vector<S> alpha_parts(grad_alpha ? (slices - 1) * NN : 0, S(0));
   std::vector<double> results(slices, 0.0);
   std::atomic<int64_t> next{0};
-  const int64_t work = o.sizes.T * B * NN;
+  const int64_t steps = backward ? o.sizes.T : std::max<int64_t>(1, o.sizes.last - o.sizes.first);
+  const int64_t work = steps * B * NN;
   const int64_t threads = work < kParallelWork ? 1 : std::min<int64_t>(slices, at::get_num_threads());
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     for (int64_t s; (s = next.fetch_add(1)) < slices;) {
@@ -853,16 +864,24 @@ Sizes checked_sizes(const std::vector<at::Tensor>& tensors, size_t expected_coun
   TORCH_CHECK(drive.defined() && drive.dim() == 3, "plastic unroll: drive must have shape (T, B, N)");
   TORCH_CHECK(every >= 1, "plastic unroll: checkpoint spacing must be >= 1; got ", every);
   TORCH_CHECK(slices >= 1, "plastic unroll: slices must be >= 1; got ", slices);
-  return {drive.size(0), drive.size(1), drive.size(2), every, drive.size(1), false};
+  return {drive.size(0), drive.size(1), drive.size(2), every, drive.size(1), false, 0, drive.size(0), false, true};
 }
 
 // tensors: drive, x0, h0, weight, alpha, bias, reset_activation, then the caller's preallocated outputs and
-// buffers: outputs, pre, plastic_part, trace (the final trace on return), checkpoints, pre_reset.
+// buffers: outputs, pre, plastic_part, trace (the final trace on return), checkpoints, pre_reset. The steps run are
+// [first_step, last_step) of the T in the buffers, with the update pending and settle as in Sizes.
 void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                     double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
-                    int64_t slices) {
-  const Sizes sizes = checked_sizes(tensors, 13, 0, plasticity, rule, every, slices);
+                    int64_t slices, int64_t first_step, int64_t last_step, bool pending, bool settle) {
+  Sizes sizes = checked_sizes(tensors, 13, 0, plasticity, rule, every, slices);
   const int64_t T = sizes.T, B = sizes.B, N = sizes.N;
+  TORCH_CHECK(first_step >= 0 && first_step <= last_step && last_step <= T, "plastic unroll: steps [", first_step,
+              ", ", last_step, ") must lie in [0, ", T, "]");
+  TORCH_CHECK(!pending || first_step >= 1, "plastic unroll: no update can be pending before step 0");
+  sizes.first = first_step;
+  sizes.last = last_step;
+  sizes.pending = pending;
+  sizes.settle = settle;
   const bool plastic = plasticity != kNone;
   const auto traces = plastic ? Presence::kRequired : Presence::kOptional;
   const int64_t checkpoints = plastic ? (T - 1) / every : 0;

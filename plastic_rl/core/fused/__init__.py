@@ -18,7 +18,7 @@ autograd, so the kernels only see resets at steps ``t >= 1``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from plastic_rl.core.fused.cpp_backend import (
 )
 from plastic_rl.core.fused.plan import (
     CheckpointPlan,
+    StepRange,
     UnrollBuffers,
     UnrollGradients,
     UnrollInputs,
@@ -50,6 +51,8 @@ __all__ = [
     "IMPLEMENTATIONS",
     "NO_CPP_ENVIRONMENT_VARIABLE",
     "CheckpointPlan",
+    "RecordedUnroll",
+    "StepRange",
     "UnrollOptions",
     "available_backends",
     "batch_slices",
@@ -65,7 +68,7 @@ __all__ = [
 IMPLEMENTATIONS = ("auto", "fused", "autograd")
 BACKENDS = ("cpp", "torch")
 
-Forward = Callable[[UnrollBuffers], None]
+Forward = Callable[[UnrollBuffers, "StepRange | None"], None]
 Backward = Callable[[UnrollBuffers, UnrollGradients, "Tensor | None"], None]
 _BACKEND_FUNCTIONS: dict[str, tuple[Forward, Backward]] = {
     "cpp": (cpp_forward, cpp_backward),
@@ -103,7 +106,7 @@ def prepare_unroll(
     else:
         plan = CheckpointPlan(max(steps, 1), False, None, 0)
     buffers = allocate_buffers(inputs, options, plan, overwrite_trace and not keep_for_backward)
-    _BACKEND_FUNCTIONS[backend][0](buffers)
+    _BACKEND_FUNCTIONS[backend][0](buffers, None)
     return buffers
 
 
@@ -148,6 +151,7 @@ class _StaticArguments:
     reset_activation: Tensor
     options: UnrollOptions
     backend: str
+    recorded: RecordedUnroll | None = None
 
 
 class _FusedUnrollFunction(torch.autograd.Function):
@@ -174,7 +178,10 @@ class _FusedUnrollFunction(torch.autograd.Function):
             static.episode_starts,
             static.reset_activation,
         )
-        buffers = prepare_unroll(inputs, static.options, static.backend, keep_for_backward=True)
+        if static.recorded is None:
+            buffers = prepare_unroll(inputs, static.options, static.backend, keep_for_backward=True)
+        else:  # the forward of this very sequence ran step by step in a rollout: differentiate what it kept
+            buffers = static.recorded.buffers_for_backward(inputs)
         ctx.backend = static.backend
         ctx.plasticity_coefficient_shape = None if plasticity_coefficient is None else plasticity_coefficient.shape
         ctx.hebbian_learning_rate = hebbian_learning_rate
@@ -266,9 +273,14 @@ def fused_unroll(
     bias_neuron: bool,
     backend: str = "auto",
     overwrite_trace: bool = False,
+    recorded: RecordedUnroll | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The fused equivalent of :func:`plastic_rl.core.functional.recurrent_unroll` (same arguments and results,
     the final trace as a tensor), for the rules that the backend runs (a ``ValueError`` for any other).
+
+    ``recorded``: the :class:`RecordedUnroll` of this very sequence (same drive, state and parameters), whose forward
+    a rollout ran step by step: when a gradient is recorded, its outputs are returned and its buffers differentiated
+    instead of unrolling the sequence again (the drive's values are then the recording's).
 
     ``backend``: ``"cpp"``, ``"torch"`` or ``"auto"`` (the C++ kernel on the CPU when it builds).
     ``overwrite_trace``: when no gradient is recorded, the final trace may be written into ``trace``'s own memory,
@@ -312,10 +324,157 @@ def fused_unroll(
         trace = weight.new_zeros(activation.shape[0], *weight.shape)
     differentiable = (drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias)
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in differentiable):
-        static = _StaticArguments(episode_starts, reset_activation, options, backend)
+        static = _StaticArguments(episode_starts, reset_activation, options, backend, recorded)
         outputs, final_trace = _FusedUnrollFunction.apply(*differentiable, static)
     else:
         inputs = unroll_inputs(*differentiable, episode_starts, reset_activation)
         buffers = prepare_unroll(inputs, options, backend, False, overwrite_trace)
         outputs, final_trace = buffers.outputs, buffers.trace
     return outputs, outputs[-1], final_trace
+
+
+class RecordedUnroll:
+    """The fused forward of a ``steps``-long sequence run one step at a time, as a rollout runs it, keeping what the
+    backward needs: the gradient step after the rollout then differentiates the recorded sequence
+    (:func:`fused_unroll` with ``recorded=``) instead of unrolling it again.
+
+    Each :meth:`step` does the previous step's trace update in the same pass over the trace as its own plastic
+    product, as the whole-sequence unroll does between its steps: the update is left pending between calls. A
+    rollout step then reads and writes the ``B x N x N`` trace once, where an unroll of one step reads it for the
+    product and again for the update. The checkpoints (and traces before mid-sequence resets) are those of the
+    whole sequence's plan.
+
+    Parameters
+    ----------
+    weight, plasticity_coefficient, hebbian_learning_rate, bias, reset_activation : as :func:`fused_unroll` takes them.
+    activation, trace : the state before step 0 (before its resets); ``trace`` is then the running trace, written in
+        place (the caller's state is stepped forward).
+    steps : the sequence length ``T``.
+    rule, trace_clip, bias_neuron : as :func:`fused_unroll` (the input mode is ``"add"``).
+    watched : parameters whose change in place (an optimizer step) makes the recording stale: differentiating it is
+        then an error.
+    backend : ``"cpp"``, ``"torch"`` or ``"auto"``.
+    """
+
+    def __init__(
+        self,
+        weight: Tensor,
+        plasticity_coefficient: Tensor | None,
+        hebbian_learning_rate: Tensor | None,
+        bias: Tensor | None,
+        reset_activation: Tensor,
+        activation: Tensor,
+        trace: Tensor | None,
+        steps: int,
+        *,
+        rule: str,
+        trace_clip: float | None,
+        bias_neuron: bool,
+        watched: tuple[Tensor, ...] = (),
+        backend: str = "auto",
+    ) -> None:
+        from plastic_rl.core.functional import check_unroll_arguments
+
+        if plasticity_coefficient is None:
+            plasticity = "none"
+        else:
+            plasticity = "shared" if plasticity_coefficient.numel() == 1 else "full"
+        self.backend = resolve_backend(backend, weight.device, weight.dtype)
+        if plasticity != "none":
+            get_rule(rule, self.backend)
+        batch, size = activation.shape
+        drive = weight.new_zeros(steps, batch, size)
+        starts = torch.zeros(steps, batch, dtype=torch.bool, device=weight.device)
+        if plasticity != "none" and trace is None:
+            trace = weight.new_zeros(batch, size, size)
+        check_unroll_arguments(
+            drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias, starts,
+            reset_activation, rule=rule,
+        )  # fmt: skip
+        options = UnrollOptions(plasticity, rule, "add", trace_clip, bias_neuron)
+        inputs = unroll_inputs(
+            drive,
+            activation.clone(),
+            None if plasticity == "none" or trace is None else trace.detach().clone(),
+            weight,
+            plasticity_coefficient,
+            hebbian_learning_rate,
+            bias,
+            starts,
+            reset_activation,
+        )
+        # Mid-sequence resets get their pre-reset trace slots as they come (the whole-sequence plan knows them ahead).
+        plan = plan_checkpoints(steps, inputs.hebbian_learning_rate, options, drive.dtype, 1.0, None)
+        buffers = allocate_buffers(inputs, options, plan)
+        self.buffers = replace(buffers, trace=None if trace is None or plasticity == "none" else trace.detach())
+        self._starts = starts
+        self.steps_done = 0
+        self._pending = False
+        self._watched = watched
+        self._versions = [tensor._version for tensor in watched]
+
+    def step(self, drive: Tensor, episode_starts: Tensor | None = None) -> Tensor:
+        """Run the next step on ``drive`` ``(B, N)``, the episodes where ``episode_starts`` ``(B,)`` is true reset
+        before it; returns its activation ``(B, N)`` (a view of the recording: do not write to it)."""
+        t, buffers = self.steps_done, self.buffers
+        if t == buffers.steps:
+            raise RuntimeError(f"all {t} steps of the recorded unroll have run")
+        buffers.drive[t].copy_(drive)
+        if episode_starts is not None:
+            if t == 0:  # the whole unroll resets step 0 before its kernels: so does the recording, in its snapshot
+                starts = episode_starts.to(torch.bool)
+                buffers.initial_activation[starts] = buffers.reset_activation
+                if buffers.initial_trace is not None:
+                    buffers.initial_trace[starts] = 0.0
+            else:
+                self._starts[t] = episode_starts
+                if buffers.plan.reverse and buffers.options.plastic and (t - 1) % buffers.plan.every != 0:
+                    self._add_pre_reset_slots(t)
+        _BACKEND_FUNCTIONS[self.backend][0](buffers, StepRange(t, t + 1, self._pending, False))
+        self._pending = buffers.options.plastic
+        self.steps_done = t + 1
+        return buffers.outputs[t]
+
+    def _add_pre_reset_slots(self, t: int) -> None:
+        """Slots for the traces just before the resets at step ``t``, which the reverse rebuild goes through."""
+        buffers, plan = self.buffers, self.buffers.plan
+        rows = self._starts[t].nonzero().flatten()
+        if not len(rows):
+            return
+        if plan.pre_reset_index is None:
+            plan.pre_reset_index = torch.full(self._starts.shape, -1, dtype=torch.int64)
+        first, needed = plan.pre_reset_slots, plan.pre_reset_slots + len(rows)
+        plan.pre_reset_index[t, rows] = torch.arange(first, needed)
+        held = buffers.pre_reset_traces
+        if held is None or held.shape[0] < needed:
+            size = buffers.weight.shape[0]
+            grown = buffers.weight.new_empty(max(needed, 2 * first), size, size)
+            if held is not None:
+                grown[:first] = held[:first]
+            buffers.pre_reset_traces = grown
+        plan.pre_reset_slots = needed
+
+    def state(self) -> tuple[Tensor, Tensor | None]:
+        """The activation ``(B, N)`` and the trace after the steps run so far (with the last step's trace update)."""
+        buffers, t = self.buffers, self.steps_done
+        if self._pending:
+            _BACKEND_FUNCTIONS[self.backend][0](buffers, StepRange(t, t, True, True))
+            self._pending = False
+        return (buffers.initial_activation if t == 0 else buffers.outputs[t - 1]), buffers.trace
+
+    def buffers_for_backward(self, inputs: UnrollInputs) -> UnrollBuffers:
+        """The recording's buffers, for the backward of :func:`fused_unroll` on ``inputs`` (checked to fit)."""
+        buffers = self.buffers
+        if self.steps_done != buffers.steps or self._pending:
+            raise ValueError(
+                f"the recorded unroll ran {self.steps_done} of its {buffers.steps} steps"
+                + (" and its last trace update is pending (call state())" if self._pending else "")
+                + ": only a finished recording can be differentiated"
+            )
+        if tuple(inputs.drive.shape) != tuple(buffers.drive.shape):
+            raise ValueError(
+                f"the recorded unroll is of a {tuple(buffers.drive.shape)} drive; got {tuple(inputs.drive.shape)}"
+            )
+        if [tensor._version for tensor in self._watched] != self._versions:
+            raise ValueError("the parameters changed since the unroll was recorded: unroll the sequence again")
+        return buffers

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from plastic_rl.core.files import atomic_write_bytes
-from plastic_rl.core.fused.plan import UnrollBuffers, UnrollGradients
+from plastic_rl.core.fused.plan import StepRange, UnrollBuffers, UnrollGradients
 from plastic_rl.core.rules import kernel_rule_codes
 
 NO_CPP_ENVIRONMENT_VARIABLE = "PLASTIC_RL_NO_CPP"
@@ -149,8 +149,9 @@ def _kernel_options(buffers: UnrollBuffers) -> tuple[Tensor, Tensor, float, floa
     )
 
 
-def cpp_forward(buffers: UnrollBuffers) -> None:
+def cpp_forward(buffers: UnrollBuffers, steps: StepRange | None = None) -> None:
     """:func:`~plastic_rl.core.fused.torch_backend.torch_forward` in the C++ kernel."""
+    steps = StepRange.whole(buffers.steps) if steps is None else steps
     module = cpp_extension_module()
     assert module is not None, "the C++ backend runs only where the kernel is built"
     like = buffers.drive
@@ -171,6 +172,10 @@ def cpp_forward(buffers: UnrollBuffers) -> None:
             _or_empty(buffers.pre_reset_traces, like),
         ],
         *_kernel_options(buffers),
+        steps.first,
+        steps.last,
+        steps.pending,
+        steps.settle,
     )
 
 

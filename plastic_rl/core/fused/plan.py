@@ -126,6 +126,26 @@ def post_bound(drive: Tensor, options: UnrollOptions) -> float:
 
 
 @dataclass(frozen=True)
+class StepRange:
+    """The steps that one forward call of a backend runs, out of the ``T`` in its buffers.
+
+    The plastic products of steps ``first .. last - 1``. Each step's trace update is done lazily, in the same pass
+    over the trace as the next step's product; ``pending``: the update of step ``first - 1`` is still to be done (a
+    rollout's previous call left it, so that it is fused with this call's product); ``settle``: do the update of
+    step ``last - 1`` before returning (else leave it pending). A whole unroll is :meth:`whole`.
+    """
+
+    first: int
+    last: int
+    pending: bool
+    settle: bool
+
+    @classmethod
+    def whole(cls, steps: int) -> StepRange:
+        return cls(0, steps, False, True)
+
+
+@dataclass(frozen=True)
 class UnrollInputs:
     """The inputs of one fused unroll, detached, in one dtype and contiguous (see :func:`fused_unroll`)."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from plastic_rl.core.fused.plan import UnrollBuffers, UnrollGradients, UnrollOptions
+from plastic_rl.core.fused.plan import StepRange, UnrollBuffers, UnrollGradients, UnrollOptions
 
 
 def _activate(total: Tensor, drive: Tensor, options: UnrollOptions, out: Tensor) -> None:
@@ -37,37 +37,37 @@ def reset_rows(episode_starts: Tensor | None, t: int) -> Tensor | None:
     return None if episode_starts is None or t == 0 else episode_starts[t]
 
 
-def pre_reset_slots(buffers: UnrollBuffers) -> dict[int, list[tuple[int, int]]]:
-    """``{t: [(batch index, slot), ...]}`` for the traces the forward saves just before a reset."""
+def pre_reset_slots(buffers: UnrollBuffers, t: int) -> list[tuple[int, int]]:
+    """``[(batch index, slot), ...]`` of the traces the forward saves just before the resets at step ``t``."""
     index = buffers.plan.pre_reset_index
-    if index is None:
-        return {}
-    slots: dict[int, list[tuple[int, int]]] = {}
-    for t, b in (index >= 0).nonzero().tolist():
-        slots.setdefault(t, []).append((b, int(index[t, b])))
-    return slots
+    if index is None or t >= index.shape[0]:
+        return []
+    row = index[t]
+    return [(b, int(row[b])) for b in (row >= 0).nonzero().flatten().tolist()]
 
 
-def torch_forward(buffers: UnrollBuffers) -> None:
-    """Fill ``outputs``, ``presynaptic``, ``trace_matvec``, the checkpoints and the final trace."""
+def torch_forward(buffers: UnrollBuffers, steps: StepRange | None = None) -> None:
+    """Fill ``outputs``, ``presynaptic``, ``trace_matvec``, the checkpoints and the final trace, over ``steps``
+    (the whole sequence by default)."""
     options, eta = buffers.options, buffers.hebbian_learning_rate
+    steps = StepRange.whole(buffers.steps) if steps is None else steps
     trace = buffers.trace
     scaled_trace = torch.empty_like(trace) if options.plasticity == "full" else None
-    if options.plastic:
+    if options.plastic and steps.first == 0 and steps.last > 0:
         trace.copy_(buffers.initial_trace)
-    resets = pre_reset_slots(buffers)
-    steps = buffers.steps
-    for t in range(steps + 1):
-        rows = reset_rows(buffers.episode_starts, t) if t < steps else None
-        if options.plastic and t >= 1:  # the (lazy) trace update of step t - 1
+    for t in range(steps.first, steps.last + 1):
+        rows = reset_rows(buffers.episode_starts, t) if t < steps.last else None
+        update = (t > steps.first or steps.pending) and (t < steps.last or steps.settle)
+        if options.plastic and t >= 1 and update:  # the (lazy) trace update of step t - 1
             update_trace_in_place(trace, buffers.presynaptic[t - 1], buffers.outputs[t - 1], eta, options)
-            for batch_index, slot in resets.get(t, ()):
-                buffers.pre_reset_traces[slot].copy_(trace[batch_index])
+        if options.plastic and t >= 1 and (update or t < steps.last):
             if rows is not None:
+                for batch_index, slot in pre_reset_slots(buffers, t):
+                    buffers.pre_reset_traces[slot].copy_(trace[batch_index])
                 trace.masked_fill_(rows.view(-1, 1, 1), 0.0)
-            if t < steps and t % buffers.plan.every == 0 and buffers.checkpoints is not None:
+            if t < steps.last and t % buffers.plan.every == 0 and buffers.checkpoints is not None:
                 buffers.checkpoints[t // buffers.plan.every - 1].copy_(trace)
-        if t == steps:
+        if t == steps.last:
             break
         if t == 0:
             buffers.presynaptic[0].copy_(buffers.initial_activation)
@@ -139,7 +139,6 @@ def torch_backward(buffers: UnrollBuffers, gradients: UnrollGradients, workspace
     steps = buffers.steps
     store = TraceStore(buffers, workspace) if options.plastic else None
     decay_form = options.decay_form if options.plastic else None
-    pre_reset = {t: dict(pairs) for t, pairs in pre_reset_slots(buffers).items()}
     alpha = buffers.plasticity_coefficient
     grad_x = torch.zeros_like(buffers.initial_activation)
     grad_eta = buffers.drive.new_zeros(())
@@ -176,7 +175,7 @@ def torch_backward(buffers: UnrollBuffers, gradients: UnrollGradients, workspace
             if trace_previous is None:  # reverse rebuild of H_{t-1} into the workspace, through any reset at t
                 if trace_t is not workspace:
                     workspace.copy_(trace_t)
-                for batch_index, slot in pre_reset.get(t, {}).items():
+                for batch_index, slot in pre_reset_slots(buffers, t):
                     workspace[batch_index].copy_(buffers.pre_reset_traces[slot])
                 workspace.baddbmm_(x_previous.unsqueeze(2), y_previous.unsqueeze(1), alpha=-eta).div_(decay)
                 trace_previous = workspace
