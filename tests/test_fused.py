@@ -439,7 +439,8 @@ def test_a_recording_is_differentiated_only_finished_and_with_its_parameters():
 
 
 def test_the_kernel_build_is_named_by_its_source_text_not_its_path(tmp_path, monkeypatch):
-    # Two checkouts of the same kernel (a clone, a worktree) must share one build rather than take turns rebuilding.
+    # Two checkouts of the same kernel (a clone, a worktree) must share one build rather than take turns rebuilding;
+    # other flags (another vector width) are another build.
     import hashlib
     import types
 
@@ -456,13 +457,16 @@ def test_the_kernel_build_is_named_by_its_source_text_not_its_path(tmp_path, mon
         copy.write_bytes(cpp_backend.KERNEL_SOURCE.read_bytes())
         monkeypatch.setattr(cpp_backend, "KERNEL_SOURCE", copy)
         assert cpp_backend._build(fake, openmp=True) == "module"
-    digest = hashlib.sha256(copy.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(copy.read_bytes() + " ".join(loads[0]["extra_cflags"]).encode()).hexdigest()[:12]
     assert loads[0]["name"] == loads[1]["name"] == f"plastic_rl_plastic_unroll_{digest}"
     assert loads[0]["sources"] == loads[1]["sources"] == [str(tmp_path / loads[0]["name"] / "plastic_unroll.cpp")]
     assert (tmp_path / loads[0]["name"] / "plastic_unroll.cpp").read_bytes() == copy.read_bytes()
     copy.write_bytes(copy.read_bytes() + b"\n// changed\n")  # another kernel: its own build
     cpp_backend._build(fake, openmp=True)
     assert loads[2]["name"] != loads[0]["name"]
+    monkeypatch.setattr(cpp_backend, "_vector_width", lambda: ["-mprefer-vector-width=128"])
+    cpp_backend._build(fake, openmp=True)
+    assert loads[3]["name"] != loads[2]["name"] and "-mprefer-vector-width=128" in loads[3]["extra_cflags"]
 
 
 def test_the_build_uses_the_pip_ninja_even_with_another_first_on_path(tmp_path, monkeypatch):

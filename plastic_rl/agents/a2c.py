@@ -281,7 +281,7 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                     starts = None
                     if self._last_episode_starts.any():
                         starts = th.as_tensor(self._last_episode_starts, device=self.device)
-                    actions, values, log_probs = self.policy.recorded_step(obs_tensor, starts, recording)
+                    actions, log_probs = self.policy.recorded_step(obs_tensor, starts, recording)
                 else:
                     starts = th.as_tensor(self._last_episode_starts, device=self.device)
                     # The state is stepped forward and the old one dropped: the core may reuse its trace's memory.
@@ -308,13 +308,16 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             buffer.actions[step] = actions.reshape(n_envs, -1)
             buffer.rewards[step] = rewards
             buffer.episode_starts[step] = self._last_episode_starts
-            buffer.values[step] = values.cpu().numpy()
+            if recording is None:
+                buffer.values[step] = values.cpu().numpy()
             buffer.log_probs[step] = log_probs.cpu().numpy()
             self._last_obs = new_obs
             self._last_episode_starts = dones
         buffer.pos, buffer.full = n_rollout_steps, True
         if recording is not None:
             state = self.policy.recorded_state(recording)
+            with th.no_grad():
+                buffer.values[:] = self.policy.recorded_values(recording).cpu().numpy()
         self._last_recurrent_state = state
         with th.no_grad():
             last_values = self.policy.predict_values(

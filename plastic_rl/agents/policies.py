@@ -210,10 +210,11 @@ class RecurrentActorCriticPolicy(BasePolicy):
 
     @staticmethod
     def _categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """Normalised log-probabilities and probabilities of ``logits`` (B, n), computed as torch's
-        ``Categorical`` computes them, so that samples and log-probabilities are SB3's to the bit."""
-        log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
-        return log_probs, th.softmax(log_probs, dim=-1)
+        """Normalised log-probabilities and probabilities of ``logits`` (B, n): torch's ``Categorical`` (SB3's
+        distribution) to rounding, in two operations where it takes three (on the rollout's path, a torch operation on
+        a (32, 4) batch costs more than its maths)."""
+        log_probs = logits.log_softmax(dim=-1)
+        return log_probs, log_probs.exp()
 
     def forward(
         self,
@@ -233,21 +234,31 @@ class RecurrentActorCriticPolicy(BasePolicy):
 
     def recorded_step(
         self, obs: th.Tensor, episode_starts: th.Tensor | None, recording: RecordedUnroll, deterministic: bool = False
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    ) -> tuple[th.Tensor, th.Tensor]:
         """:meth:`forward` for the next step of ``recording`` (``episode_starts``: ``None`` when none starts):
-        actions, values and log-probabilities; the state stays in the recording."""
+        actions and log-probabilities (the values of all the steps come after, from :meth:`recorded_values`);
+        the state stays in the recording."""
         raise NotImplementedError
+
+    def recorded_values(self, recording: RecordedUnroll) -> th.Tensor:
+        """The values ``(T, B)`` of the steps of ``recording`` run so far, in one product: no action depends on them."""
+        return self.value_net(recording.outputs)[..., 0]
 
     def _act(self, latent: th.Tensor, deterministic: bool) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Actions, values and log-probabilities of one step's activations ``latent`` (B, hidden_size)."""
         values = self.value_net(latent).flatten()
+        actions, log_probs = self._sample(latent, deterministic)
+        return actions, values, log_probs
+
+    def _sample(self, latent: th.Tensor, deterministic: bool) -> tuple[th.Tensor, th.Tensor]:
+        """Actions and their log-probabilities for one step's activations ``latent`` (B, hidden_size)."""
         if not self._discrete_actions:
             distribution = self._distribution(latent)
             actions = distribution.get_actions(deterministic=deterministic)
-            return actions, values, distribution.log_prob(actions)
+            return actions, distribution.log_prob(actions)
         log_probs, probs = self._categorical(self.action_net(latent))
         actions = probs.argmax(dim=1) if deterministic else th.multinomial(probs, 1, True)[:, 0]
-        return actions, values, log_probs.gather(1, actions[:, None])[:, 0]
+        return actions, log_probs.gather(1, actions[:, None])[:, 0]
 
     def predict_values(self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor) -> th.Tensor:
         """Values (B,) of the observations (B, ...) seen from ``state``."""
@@ -434,9 +445,9 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
 
     def recorded_step(
         self, obs: th.Tensor, episode_starts: th.Tensor | None, recording: RecordedUnroll, deterministic: bool = False
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        latent = self.core.recorded_step(self._features(obs.unsqueeze(0))[0], recording, episode_starts)
-        return self._act(latent, deterministic)
+    ) -> tuple[th.Tensor, th.Tensor]:
+        features = obs if self._observations_are_features else self._features(obs.unsqueeze(0))[0]
+        return self._sample(self.core.recorded_step(features, recording, episode_starts), deterministic)
 
     def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
         """``eta``, the mean ``|alpha|`` and the mean Frobenius norm of the trace in ``state``."""

@@ -454,6 +454,11 @@ class RecordedUnroll:
             buffers.pre_reset_traces = grown
         plan.pre_reset_slots = needed
 
+    @property
+    def outputs(self) -> Tensor:
+        """The activations ``(t, B, N)`` of the steps run so far."""
+        return self.buffers.outputs[: self.steps_done]
+
     def state(self) -> tuple[Tensor, Tensor | None]:
         """The activation ``(B, N)`` and the trace after the steps run so far (with the last step's trace update)."""
         buffers, t = self.buffers, self.steps_done
