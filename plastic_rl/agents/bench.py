@@ -1,9 +1,10 @@
 """``plastic-rl bench a2c``: training throughput of PlasticA2C's whole ``learn()`` loop on the maze.
 
-For each number of envs it times the training path (``make_training_env``: the batched maze, and the lean rollout
-step) and, in the same run, the per-step path it replaced (``DummyVecEnv`` of single mazes, SB3's distribution
-object and ``RolloutBuffer.add`` at every step: :class:`ReferencePlasticA2C`), and prints env steps per second,
-the ratio, where the time goes and the process's peak resident memory.
+For each number of envs it times the training path (``make_training_env``: the batched maze, the lean rollout
+step that records the core's forward, and ``train()`` differentiating the recording) and, in the same run, the
+per-step path it replaced (``DummyVecEnv`` of single mazes, SB3's distribution object and ``RolloutBuffer.add`` at
+every step, a fresh trace per step, ``train()`` unrolling the forward again: :class:`ReferencePlasticA2C`), and prints
+env steps per second, the ratio, where the time goes and the process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from plastic_rl.core.options import non_negative_int, positive_int
 
 class ReferencePlasticA2C(PlasticA2C):
     """PlasticA2C with the rollout path before the lean one: each step builds SB3's action distribution and goes
-    through ``RolloutBuffer.add``, and every env's info is visited. Kept as the benchmark's and the tests'
-    reference: the lean path must give the same rollouts, faster."""
+    through ``RolloutBuffer.add``, and every env's info is visited; nothing is recorded, so ``train()`` unrolls the
+    rollout's forward again. Kept as the benchmark's and the tests' reference: the lean path must give the same
+    episodes and parameters (to rounding), faster."""
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
