@@ -424,6 +424,12 @@ def test_a_recording_is_differentiated_only_finished_and_with_its_parameters():
         layer.recorded_step(inputs[t], recording)
     with pytest.raises(ValueError, match="ran 2 of its 3 steps and its last trace update is pending"):
         layer(inputs.requires_grad_(), layer.initial_state(2), recorded=recording)
+    with pytest.raises(ValueError, match=r"inputs must have shape \(B, input_size=4\); got \(2, 3\)"):
+        layer.recorded_step(inputs[2, :, :3], recording)
+    with pytest.raises(ValueError, match=r"drive must have shape \(B=2, N=4\); got \(1, 4\)"):
+        layer.recorded_step(inputs[2, :1], recording)
+    with pytest.raises(ValueError, match=r"episode_starts must have shape \(B=2,\); got \(3,\)"):
+        layer.recorded_step(inputs[2], recording, torch.ones(3, dtype=torch.bool))
     layer.recorded_step(inputs[2], recording)
     with pytest.raises(RuntimeError, match="all 3 steps of the recorded unroll have run"):
         layer.recorded_step(inputs[2], recording)

@@ -321,6 +321,8 @@ class PlasticRecurrentLayer(_PlasticParameters):
         """The next step of ``recording`` on ``inputs`` ``(B, input_size)``, the episodes where ``episode_starts``
         ``(B,)`` is true reset first: its activation ``(B, N)``, without gradients. :meth:`forward` on the whole
         sequence with ``recorded=recording`` then gives these activations and differentiates them."""
+        if inputs.dim() != 2 or inputs.shape[-1] != self.input_size:
+            raise ValueError(f"inputs must have shape (B, input_size={self.input_size}); got {tuple(inputs.shape)}")
         with torch.no_grad():
             return recording.step(self._drive(inputs), episode_starts)
 

@@ -419,6 +419,11 @@ class RecordedUnroll:
         t, buffers = self.steps_done, self.buffers
         if t == buffers.steps:
             raise RuntimeError(f"all {t} steps of the recorded unroll have run")
+        batch, size = buffers.initial_activation.shape
+        if tuple(drive.shape) != (batch, size):
+            raise ValueError(f"drive must have shape (B={batch}, N={size}); got {tuple(drive.shape)}")
+        if episode_starts is not None and tuple(episode_starts.shape) != (batch,):
+            raise ValueError(f"episode_starts must have shape (B={batch},); got {tuple(episode_starts.shape)}")
         buffers.drive[t].copy_(drive)
         if episode_starts is not None:
             if t == 0:  # the whole unroll resets step 0 before its kernels: so does the recording, in its snapshot
