@@ -422,7 +422,7 @@ def test_a_recording_is_differentiated_only_finished_and_with_its_parameters():
     recording = layer.record(3, layer.initial_state(2))
     for t in range(2):
         layer.recorded_step(inputs[t], recording)
-    with pytest.raises(ValueError, match="ran 2 of its 3 steps and its last trace update is pending"):
+    with pytest.raises(ValueError, match="ran 2 of its 3 steps: only a finished recording can be differentiated"):
         layer(inputs.requires_grad_(), layer.initial_state(2), recorded=recording)
     with pytest.raises(ValueError, match=r"inputs must have shape \(B, input_size=4\); got \(2, 3\)"):
         layer.recorded_step(inputs[2, :, :3], recording)
@@ -433,13 +433,17 @@ def test_a_recording_is_differentiated_only_finished_and_with_its_parameters():
     layer.recorded_step(inputs[2], recording)
     with pytest.raises(RuntimeError, match="all 3 steps of the recorded unroll have run"):
         layer.recorded_step(inputs[2], recording)
-    recording.state()
     with pytest.raises(ValueError, match=r"recorded unroll is of a \(3, 2, 4\) drive; got \(2, 2, 4\)"):
         layer(inputs[:2], layer.initial_state(2), recorded=recording)
     with torch.no_grad():
         layer.weight.add_(1.0)  # an optimizer step
     with pytest.raises(ValueError, match="the parameters changed since the unroll was recorded"):
         layer(inputs, layer.initial_state(2), recorded=recording)
+    fresh = layer.record(3, layer.initial_state(2))
+    stepped = torch.stack([layer.recorded_step(inputs[t].detach(), fresh).clone() for t in range(3)])
+    outputs, final = layer(inputs, layer.initial_state(2), recorded=fresh)  # no state() call needed first
+    torch.testing.assert_close(outputs, stepped, rtol=0, atol=0)
+    torch.testing.assert_close(final.hebbian_trace, fresh.state()[1], rtol=0, atol=0)
     assert PlasticRecurrentLayer(4, 4, implementation="autograd").record(3, layer.initial_state(2)) is None
     assert PlasticRecurrentLayer(4, 4, rule="neuromod").record(3, layer.initial_state(2)) is None
 

@@ -475,12 +475,12 @@ class RecordedUnroll:
     def buffers_for_backward(self, inputs: UnrollInputs) -> UnrollBuffers:
         """The recording's buffers, for the backward of :func:`fused_unroll` on ``inputs`` (checked to fit)."""
         buffers = self.buffers
-        if self.steps_done != buffers.steps or self._pending:
+        if self.steps_done != buffers.steps:
             raise ValueError(
-                f"the recorded unroll ran {self.steps_done} of its {buffers.steps} steps"
-                + (" and its last trace update is pending (call state())" if self._pending else "")
-                + ": only a finished recording can be differentiated"
+                f"the recorded unroll ran {self.steps_done} of its {buffers.steps} steps: only a finished recording "
+                "can be differentiated"
             )
+        self.state()  # the last step's trace update, if still pending: the backward starts from the final trace
         if tuple(inputs.drive.shape) != tuple(buffers.drive.shape):
             raise ValueError(
                 f"the recorded unroll is of a {tuple(buffers.drive.shape)} drive; got {tuple(inputs.drive.shape)}"
