@@ -384,10 +384,11 @@ def test_overwriting_the_state_steps_as_a_fresh_unroll_does(backend, rule, plast
     "rule, plasticity, clip", [("hebb", "full", None), ("oja", "full", None), ("hebb", "shared", None),
                                ("hebb", "none", None), ("oja", "full", 0.3)]
 )  # fmt: skip
-def test_a_recorded_rollout_steps_and_differentiates_as_the_whole_unroll(backend, rule, plasticity, clip):
+@pytest.mark.parametrize("threads", (1, 2))
+def test_a_recorded_rollout_steps_and_differentiates_as_the_whole_unroll(backend, rule, plasticity, clip, threads):
     """Stepped one call at a time (settled once midway, episodes starting inside it), a recording gives the whole
     unroll's activations and final state to the bit, steps the caller's trace in place, and its gradients are the
-    whole unroll's."""
+    whole unroll's; on the C++ kernel with two threads, each step's product runs in the background between calls."""
     layer = _layer(5, rule=rule, plasticity=plasticity, trace_clip=clip, eta=0.6, implementation="fused")
     generator = torch.Generator().manual_seed(4)
     steps, batch = 12, 3
@@ -398,7 +399,14 @@ def test_a_recorded_rollout_steps_and_differentiates_as_the_whole_unroll(backend
     state = _random_state(layer, batch, generator)
     expected_outputs, expected_final, expected_gradients = _gradients(layer, "fused", inputs, state, starts)
     live = PlasticState(*(None if part is None else part.clone() for part in state))
-    recording = layer.record(steps, live)
+    default_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        recording = layer.record(steps, live)
+    finally:
+        torch.set_num_threads(default_threads)
+    sliced = fused.cpp_backend.batch_slices(batch) > 1  # a single slice's threads share each step's rows instead
+    assert recording.overlapped == (backend == "cpp" and threads == 2 and sliced)
     for t in range(steps):
         output = layer.recorded_step(inputs[t], recording, starts[t] if bool(starts[t].any()) else None)
         torch.testing.assert_close(output, expected_outputs[t], rtol=0, atol=0)
@@ -414,6 +422,38 @@ def test_a_recorded_rollout_steps_and_differentiates_as_the_whole_unroll(backend
     outputs, _, gradients = _gradients(layer, "fused", inputs, state, starts, recorded=recording)
     torch.testing.assert_close(outputs, expected_outputs, rtol=0, atol=0)
     _assert_same_gradients(expected_gradients, gradients, rtol=1e-12)
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernel did not build")
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc")
+def test_a_recordings_background_threads_end_with_its_last_step_or_with_it():
+    """The worker's threads run from the recording's creation to its last step; a recording dropped midway (a rollout
+    stopped by a callback) ends them too, after the product it had started."""
+    layer = _layer(6, eta=0.2, dtype=torch.float32, implementation="fused")
+    inputs = torch.randn(4, 4, 6)
+
+    def threads() -> int:
+        return len(list(Path("/proc/self/task").iterdir()))
+
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            layer(inputs, layer.initial_state(4))  # torch's own threads start now, not while counting
+        before = threads()
+        finished = layer.record(4, layer.initial_state(4))
+        dropped = layer.record(4, layer.initial_state(4))
+        assert finished.overlapped and dropped.overlapped and threads() == before + 2
+        for t in range(4):
+            layer.recorded_step(inputs[t], finished)
+        layer.recorded_step(inputs[0], dropped)  # starts step 1's product in the background
+        assert threads() == before + 1
+        del dropped
+        gc.collect()
+        assert threads() == before
+    finally:
+        torch.set_num_threads(default_threads)
+    assert finished.overlapped  # it was; the threads were its own
 
 
 def test_a_recording_is_differentiated_only_finished_and_with_its_parameters():

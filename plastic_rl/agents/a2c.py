@@ -274,45 +274,54 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         # argument again); the observations go to the policy without a copy.
         buffer, n_envs = rollout_buffer, env.num_envs
         clip_actions = isinstance(self.action_space, spaces.Box)
-        for step in range(n_rollout_steps):
-            with th.no_grad():
-                obs_tensor = th.as_tensor(self._last_obs, device=self.device)
-                if recording is not None:
-                    starts = None
-                    if self._last_episode_starts.any():
+        # While the recording's worker runs each next step's product on torch's other threads, the rollout's own
+        # small torch operations run on one: one on two threads wakes OpenMP's second thread, which then spins for
+        # milliseconds on the core that the worker needs.
+        torch_threads = th.get_num_threads()
+        if recording is not None and recording.overlapped:
+            th.set_num_threads(1)
+        try:
+            for step in range(n_rollout_steps):
+                with th.no_grad():
+                    obs_tensor = th.as_tensor(self._last_obs, device=self.device)
+                    if recording is not None:
+                        starts = None
+                        if self._last_episode_starts.any():
+                            starts = th.as_tensor(self._last_episode_starts, device=self.device)
+                        actions, log_probs = self.policy.recorded_step(obs_tensor, starts, recording)
+                    else:
                         starts = th.as_tensor(self._last_episode_starts, device=self.device)
-                    actions, log_probs = self.policy.recorded_step(obs_tensor, starts, recording)
+                        # The state is stepped forward and the old one dropped: the core may reuse its trace's memory.
+                        actions, values, log_probs, state = self.policy(obs_tensor, state, starts, overwrite_state=True)
+                actions = actions.cpu().numpy()
+                if clip_actions:
+                    assert isinstance(self.action_space, spaces.Box)
+                    env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
                 else:
-                    starts = th.as_tensor(self._last_episode_starts, device=self.device)
-                    # The state is stepped forward and the old one dropped: the core may reuse its trace's memory.
-                    actions, values, log_probs, state = self.policy(obs_tensor, state, starts, overwrite_state=True)
-            actions = actions.cpu().numpy()
-            if clip_actions:
-                assert isinstance(self.action_space, spaces.Box)
-                env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
-            else:
-                env_actions = actions
-            new_obs, rewards, dones, infos = env.step(env_actions)
-            self.num_timesteps += n_envs
-            callback.update_locals(locals())
-            if not callback.on_step():
-                self._last_recurrent_state = state if recording is None else self.policy.recorded_state(recording)
-                self._recorded_rollout = None
-                return False
-            done_indices = np.flatnonzero(dones)
-            if len(done_indices):
-                # Episode statistics are only in the infos of the envs that are done.
-                self._update_info_buffer([infos[index] for index in done_indices], dones[done_indices])
-                rewards = self._bootstrap_truncated(rewards, infos, done_indices, state, recording)
-            buffer.observations[step] = self._last_obs
-            buffer.actions[step] = actions.reshape(n_envs, -1)
-            buffer.rewards[step] = rewards
-            buffer.episode_starts[step] = self._last_episode_starts
-            if recording is None:
-                buffer.values[step] = values.cpu().numpy()
-            buffer.log_probs[step] = log_probs.cpu().numpy()
-            self._last_obs = new_obs
-            self._last_episode_starts = dones
+                    env_actions = actions
+                new_obs, rewards, dones, infos = env.step(env_actions)
+                self.num_timesteps += n_envs
+                callback.update_locals(locals())
+                if not callback.on_step():
+                    self._last_recurrent_state = state if recording is None else self.policy.recorded_state(recording)
+                    self._recorded_rollout = None
+                    return False
+                done_indices = np.flatnonzero(dones)
+                if len(done_indices):
+                    # Episode statistics are only in the infos of the envs that are done.
+                    self._update_info_buffer([infos[index] for index in done_indices], dones[done_indices])
+                    rewards = self._bootstrap_truncated(rewards, infos, done_indices, state, recording)
+                buffer.observations[step] = self._last_obs
+                buffer.actions[step] = actions.reshape(n_envs, -1)
+                buffer.rewards[step] = rewards
+                buffer.episode_starts[step] = self._last_episode_starts
+                if recording is None:
+                    buffer.values[step] = values.cpu().numpy()
+                buffer.log_probs[step] = log_probs.cpu().numpy()
+                self._last_obs = new_obs
+                self._last_episode_starts = dones
+        finally:
+            th.set_num_threads(torch_threads)
         buffer.pos, buffer.full = n_rollout_steps, True
         if recording is not None:
             state = self.policy.recorded_state(recording)

@@ -12,7 +12,8 @@
 // is the inner loop, so that the block of w, alpha and dL/dalpha is read from memory once per step for the whole
 // slice and stays in cache while the slice runs through it. A single episode (B = 1) is instead shared by the
 // threads step by step: each takes groups of rows, and column sums are reduced across groups after each pass
-// (N per group: small).
+// (N per group: small). A rollout, which runs one step per call, runs each step's pass over the trace on background
+// threads while the caller steps its envs (ForwardWorker; the pass does not need the step's drive).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -22,7 +23,9 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -44,6 +47,12 @@ namespace {
 enum Plasticity { kNone = 0, kShared = 1, kFull = 2 };
 // The codes of the rules this kernel runs: the kernel_code of their DecayForm in plastic_rl/core/rules.py.
 enum Rule { kHebb = 0, kOja = 1 };
+// A forward call runs whole steps, or one of their two parts: the product (the pass over the trace: the pending
+// update and the plastic product, summed into the step's outputs before the drive) and the activation (the drive
+// added, tanh). A rollout runs the product of step t + 1 in the background while the env steps on step t's actions
+// (ForwardWorker); the product does not depend on the drive. kRedoResets redoes the product of the batch elements
+// that turn out to start an episode at the step (the background product assumed none did).
+enum Phase { kWholeSteps = 0, kProduct = 1, kActivation = 2, kRedoResets = 3 };
 constexpr int64_t kBlockElements = 4096;
 constexpr int64_t kGroups = 8;
 // Below this many trace elements per parallel section, waking the other threads costs more than it saves.
@@ -60,6 +69,7 @@ struct Sizes {
   // [0, T), not pending, settled.
   int64_t first = 0, last = 0;
   bool pending = false, settle = true;
+  int64_t phase = 0;  // a Phase: which part of the steps a forward call runs
   int64_t time_stride() const { return stride * N; }      // between steps of a (T, B, N) buffer
   int64_t slot_stride() const { return stride * N * N; }  // between the traces of a (K, B, N, N) buffer
 };
@@ -69,6 +79,25 @@ inline void spin_pause(int64_t& spins) {
   __builtin_ia32_pause();
 #endif
   if (++spins % 1024 == 0) std::this_thread::yield();  // more threads than free cores: let the others run
+}
+
+// Returns once unchanged() is false: spinning at first (a thread that spins reacts in a cache-line handoff), then,
+// after `idle`, asleep on `wake` (notified under `mutex` by whoever changes it, when `sleepers` says one sleeps).
+template <typename Unchanged>
+void await_change(const Unchanged& unchanged, std::chrono::steady_clock::duration idle, std::mutex& mutex,
+                  std::condition_variable& wake, std::atomic<int64_t>& sleepers) {
+  int64_t spins = 0;
+  std::chrono::steady_clock::time_point start;
+  while (unchanged()) {
+    spin_pause(spins);
+    if (spins % 1024 != 0) continue;
+    if (spins == 1024) start = std::chrono::steady_clock::now();
+    if (std::chrono::steady_clock::now() - start < idle) continue;
+    std::unique_lock<std::mutex> lock(mutex);
+    sleepers.fetch_add(1);
+    wake.wait(lock, [&] { return !unchanged(); });
+    sleepers.fetch_sub(1);
+  }
 }
 
 // The threads of one unroll. Member 0 runs the unroll; the others spin, from the first step to the last, waiting
@@ -150,18 +179,10 @@ class Team {
 
   // The state of the first section after `seen` (or the stop).
   int64_t await(int64_t seen) {
-    int64_t state, spins = 0;
-    Clock::time_point start;
-    while (((state = state_.load(std::memory_order_acquire)) & kGenerationBits) == seen) {
-      spin_pause(spins);
-      if (spins % 1024 != 0) continue;
-      if (spins == 1024) start = Clock::now();
-      if (Clock::now() - start < kIdleBeforeSleep) continue;
-      std::unique_lock<std::mutex> lock(mutex_);
-      sleepers_.fetch_add(1);
-      wake_.wait(lock, [&] { return (state_.load() & kGenerationBits) != seen; });
-      sleepers_.fetch_sub(1);
-    }
+    int64_t state = 0;
+    await_change(
+        [&] { return ((state = state_.load(std::memory_order_acquire)) & kGenerationBits) == seen; },
+        kIdleBeforeSleep, mutex_, wake_, sleepers_);
     return state;
   }
 
@@ -330,13 +351,15 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
   std::vector<S> acc(C * BN), acc_plastic(MODE == kShared ? C * BN : 0), decay_storage;
   with_team(rows.threads, [&](Team* team) {
     rows.team = team;
+    const bool product = z.phase != kActivation, activation = z.phase != kProduct;
     for (int64_t t = z.first; t <= z.last; ++t) {
       // the (lazy) trace update of step t - 1
-      const bool update = MODE != kNone && t >= 1 && (t > z.first || z.pending) && (t < z.last || z.settle);
+      const bool update =
+          product && MODE != kNone && t >= 1 && (t > z.first || z.pending) && (t < z.last || z.settle);
       const bool matvec = t < z.last;
       if (!update && !matvec) break;
-      S* x = matvec ? pre + t * TS : nullptr;
-      if (matvec) {
+      S* x = matvec && product ? pre + t * TS : nullptr;
+      if (x) {
         for (int64_t b = 0; b < B; ++b) {
           const bool reset = t > 0 && starts && starts[t * SB + b];
           const S* source = t == 0 ? x0 + b * N : (reset ? reset_activation : outputs + (t - 1) * TS + b * N);
@@ -347,10 +370,10 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
       const S* y_prev = update ? outputs + (t - 1) * TS : nullptr;
       Decay<S, RULE> decay{};
       if (update) decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
-      S* checkpoint = (MODE != kNone && matvec && t > 0 && t % z.every == 0)
+      S* checkpoint = (product && MODE != kNone && matvec && t > 0 && t % z.every == 0)
                           ? checkpoints + (t / z.every - 1) * z.slot_stride()
                           : nullptr;
-      rows.run([&](int64_t c) {
+      if (product) rows.run([&](int64_t c) {
         S* acc_c = acc.data() + c * BN;
         S* plastic_c = MODE == kShared ? acc_plastic.data() + c * BN : nullptr;
         if (matvec) {
@@ -414,22 +437,27 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
       if (!matvec) break;
       S* y = outputs + t * TS;
       const S* u = drive + t * TS;
-      // The thread partials summed, and the activation, in fixed blocks (so that which elements take the vector tanh
-      // does not depend on the thread count); tanh is worth threads on big batches.
+      // The thread partials summed into y (the product's part), then the drive added and the activation (in fixed
+      // blocks, so that which elements take the vector tanh does not depend on the thread count, or on whether the
+      // two parts ran in one call); tanh is worth threads on big batches.
       auto activate = [&](int64_t block0, int64_t block1) {
         const int64_t k0 = block0 * kActivationBlock, k1 = std::min(BN, block1 * kActivationBlock);
-        for (int64_t k = k0; k < k1; ++k) {
-          S total = acc[k];
-          for (int64_t c = 1; c < C; ++c) total += acc[c * BN + k];
-          if constexpr (MODE == kShared) {
-            S plastic = acc_plastic[k];
-            for (int64_t c = 1; c < C; ++c) plastic += acc_plastic[c * BN + k];
-            plastic_part[t * TS + k] = plastic;
-            total += shared_alpha * plastic;
+        if (product)
+          for (int64_t k = k0; k < k1; ++k) {
+            S total = acc[k];
+            for (int64_t c = 1; c < C; ++c) total += acc[c * BN + k];
+            if constexpr (MODE == kShared) {
+              S plastic = acc_plastic[k];
+              for (int64_t c = 1; c < C; ++c) plastic += acc_plastic[c * BN + k];
+              plastic_part[t * TS + k] = plastic;
+              total += shared_alpha * plastic;
+            }
+            if (bias) total += bias[k % N];
+            y[k] = total;
           }
-          if (bias) total += bias[k % N];
-          y[k] = clamp_input ? total : total + u[k];
-        }
+        if (!activation) return;
+        if (!clamp_input)
+          for (int64_t k = k0; k < k1; ++k) y[k] += u[k];
         tanh_in_place(y + k0, k1 - k0);
         for (int64_t k = k0; k < k1; ++k) {
           if (clamp_input && u[k] != S(0)) y[k] = u[k];
@@ -748,23 +776,137 @@ double run_backward(const Options& o, const Buffers<S>& p) {
   return grad_eta;
 }
 
+// A forward call cut into batch slices, which the threads of a ForwardWorker and the caller of its wait() take in
+// turn.
+struct SliceJob {
+  std::function<void(int64_t)> body;  // runs slice s
+  int64_t slices = 0;
+  std::atomic<int64_t> next{0}, done{0};
+  std::vector<at::Tensor> held;  // the buffers the job reads and writes, alive until it is done
+};
+
+// Background threads for the product of a rollout's next step, which runs while the caller steps the envs: a
+// rollout step then costs about the longer of the two rather than their sum. Between jobs its threads spin for a
+// while (a job comes every rollout step, and waking a sleeping thread costs tens of microseconds on a VM) and then
+// sleep; wait() takes the slices that no thread has started, so a late thread delays nothing.
+class ForwardWorker {
+ public:
+  explicit ForwardWorker(int64_t threads) {
+    for (int64_t k = 0; k < threads; ++k) threads_.emplace_back([this] { serve(); });
+  }
+  ForwardWorker(const ForwardWorker&) = delete;
+  ForwardWorker& operator=(const ForwardWorker&) = delete;
+  ~ForwardWorker() {
+    wait();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopped_ = true;
+      generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    for (auto& thread : threads_) thread.join();
+  }
+
+  // Starts `job` on the threads; the previous job must have been waited for.
+  void post(std::shared_ptr<SliceJob> job) {
+    TORCH_CHECK(!job_, "ForwardWorker: a job is already running; wait() for it first");
+    {
+      std::lock_guard<std::mutex> lock(mutex_);  // orders the job with a thread's look before it sleeps
+      job_ = std::move(job);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    if (sleepers_.load() > 0) wake_.notify_all();
+  }
+
+  // Returns when the job posted last (if any) is done, running its unstarted slices on the calling thread.
+  void wait() {
+    if (!job_) return;
+    SliceJob& job = *job_;
+    take(job);
+    for (int64_t spins = 0; job.done.load(std::memory_order_acquire) != job.slices;) spin_pause(spins);
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_.reset();
+  }
+
+ private:
+  // Longer than a rollout step's Python and env (about 0.3 ms at N = 200 x 32 envs), so that the threads sleep only
+  // when no rollout is stepping.
+  static constexpr auto kIdleBeforeSleep = std::chrono::milliseconds(2);
+
+  void serve() {
+    for (int64_t seen = 0;;) {
+      await_change([&] { return generation_.load(std::memory_order_acquire) == seen; }, kIdleBeforeSleep, mutex_,
+                   wake_, sleepers_);
+      std::shared_ptr<SliceJob> job;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (stopped_) return;
+        seen = generation_.load();
+        job = job_;
+      }
+      if (job) take(*job);
+    }
+  }
+
+  static void take(SliceJob& job) {
+    for (int64_t s; (s = job.next.fetch_add(1)) < job.slices;) {
+      job.body(s);
+      job.done.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::shared_ptr<SliceJob> job_;  // touched by the caller's thread, and under the mutex
+  std::atomic<int64_t> generation_{0}, sleepers_{0};
+  bool stopped_ = false;
+};
+
 // With o.slices > 1 the batch is cut into that many slices, each unrolled whole by one thread: no per-step
 // synchronisation, which is what small traces need. Each slice sums dL/dalpha into its own buffer and the buffers
-// are added in slice order, so the result does not depend on the number of threads.
+// are added in slice order, so the result does not depend on the number of threads. With `job`, a forward's slices
+// are left to it (a ForwardWorker runs them).
 template <typename S, int MODE, int RULE, bool CLIP>
-double run(bool backward, const Options& o, const Buffers<S>& p) {
+double run(bool backward, const Options& o, const Buffers<S>& p, SliceJob* job) {
   auto unroll = [&](const Options& options, const Buffers<S>& buffers) {
     return backward ? run_backward<S, MODE, RULE, CLIP>(options, buffers)
                     : run_forward<S, MODE, RULE, CLIP>(options, buffers);
   };
-  const int64_t B = o.sizes.B, NN = o.sizes.N * o.sizes.N, slices = std::min(o.slices, B);
+  const int64_t B = o.sizes.B, N = o.sizes.N, NN = N * N, slices = std::min(o.slices, B);
+  if (o.sizes.phase == kRedoResets) {
+    // The product of step `first` again, for each element that starts an episode there, alone: its pending update
+    // is already in its trace (the pre-reset trace); the reset, its checkpoint and its product are redone.
+    for (int64_t b = 0; b < B; ++b) {
+      if (!p.starts || !p.starts[o.sizes.first * o.sizes.stride + b]) continue;
+      Options one = o;
+      one.sizes.B = 1;
+      one.sizes.sliced = true;
+      one.sizes.phase = kProduct;
+      one.sizes.pending = false;
+      unroll(one, p.from(b, N, kForwardLayout));
+    }
+    return 0;
+  }
+  if (job) {
+    TORCH_CHECK(!backward && slices > 1, "plastic unroll: only a sliced forward runs on a ForwardWorker");
+    job->slices = slices;
+    job->body = [o, p, B, slices](int64_t s) {
+      const int64_t b0 = s * B / slices, b1 = (s + 1) * B / slices;
+      Options slice = o;
+      slice.sizes.B = b1 - b0;
+      slice.sizes.sliced = true;
+      run_forward<S, MODE, RULE, CLIP>(slice, p.from(b0, slice.sizes.N, kForwardLayout));
+    };
+    return 0;
+  }
   if (slices <= 1) return unroll(o, p);
   S* grad_alpha = backward && MODE == kFull ? p.data[kGradAlpha] : nullptr;
   std::vector<S> alpha_parts(grad_alpha ? (slices - 1) * NN : 0, S(0));
   std::vector<double> results(slices, 0.0);
   std::atomic<int64_t> next{0};
   const int64_t steps = backward ? o.sizes.T : std::max<int64_t>(1, o.sizes.last - o.sizes.first);
-  const int64_t work = steps * B * NN;
+  const int64_t work = o.sizes.phase == kActivation ? 0 : steps * B * NN;  // an activation alone is B x N
   const int64_t threads = work < kParallelWork ? 1 : std::min<int64_t>(slices, at::get_num_threads());
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     for (int64_t s; (s = next.fetch_add(1)) < slices;) {
@@ -787,15 +929,16 @@ double run(bool backward, const Options& o, const Buffers<S>& p) {
 }
 
 template <typename S, int MODE>
-double run_plastic(bool backward, int64_t rule, const Options& o, const Buffers<S>& p) {
+double run_plastic(bool backward, int64_t rule, const Options& o, const Buffers<S>& p, SliceJob* job) {
   const bool clip = o.clip > 0;
   if (rule == kHebb)
-    return clip ? run<S, MODE, kHebb, true>(backward, o, p) : run<S, MODE, kHebb, false>(backward, o, p);
-  return clip ? run<S, MODE, kOja, true>(backward, o, p) : run<S, MODE, kOja, false>(backward, o, p);
+    return clip ? run<S, MODE, kHebb, true>(backward, o, p, job) : run<S, MODE, kHebb, false>(backward, o, p, job);
+  return clip ? run<S, MODE, kOja, true>(backward, o, p, job) : run<S, MODE, kOja, false>(backward, o, p, job);
 }
 
 double dispatch(bool backward, const std::vector<at::Tensor>& tensors, const at::Tensor& starts,
-                const at::Tensor& pre_reset_index, int64_t plasticity, int64_t rule, const Options& o) {
+                const at::Tensor& pre_reset_index, int64_t plasticity, int64_t rule, const Options& o,
+                SliceJob* job = nullptr) {
   const auto dtype = tensors[backward ? 2 : 0].scalar_type();
   for (const auto& x : tensors) {
     if (!x.defined() || x.numel() == 0) continue;
@@ -807,11 +950,11 @@ double dispatch(bool backward, const std::vector<at::Tensor>& tensors, const at:
   AT_DISPATCH_FLOATING_TYPES(dtype, "plastic_unroll", [&] {
     const Buffers<scalar_t> p(tensors, starts, pre_reset_index);
     if (plasticity == kNone) {
-      result = run<scalar_t, kNone, kHebb, false>(backward, o, p);
+      result = run<scalar_t, kNone, kHebb, false>(backward, o, p, job);
     } else if (plasticity == kShared) {
-      result = run_plastic<scalar_t, kShared>(backward, rule, o, p);
+      result = run_plastic<scalar_t, kShared>(backward, rule, o, p, job);
     } else {
-      result = run_plastic<scalar_t, kFull>(backward, rule, o, p);
+      result = run_plastic<scalar_t, kFull>(backward, rule, o, p, job);
     }
   });
   return result;
@@ -870,18 +1013,24 @@ Sizes checked_sizes(const std::vector<at::Tensor>& tensors, size_t expected_coun
 // tensors: drive, x0, h0, weight, alpha, bias, reset_activation, then the caller's preallocated outputs and
 // buffers: outputs, pre, plastic_part, trace (the final trace on return), checkpoints, pre_reset. The steps run are
 // [first_step, last_step) of the T in the buffers, with the update pending and settle as in Sizes.
-void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
+void unroll_forward(const std::vector<at::Tensor>& tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                     double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
-                    int64_t slices, int64_t first_step, int64_t last_step, bool pending, bool settle) {
+                    int64_t slices, int64_t first_step, int64_t last_step, bool pending, bool settle, int64_t phase,
+                    ForwardWorker* worker = nullptr) {
   Sizes sizes = checked_sizes(tensors, 13, 0, plasticity, rule, every, slices);
   const int64_t T = sizes.T, B = sizes.B, N = sizes.N;
   TORCH_CHECK(first_step >= 0 && first_step <= last_step && last_step <= T, "plastic unroll: steps [", first_step,
               ", ", last_step, ") must lie in [0, ", T, "]");
   TORCH_CHECK(!pending || first_step >= 1, "plastic unroll: no update can be pending before step 0");
+  TORCH_CHECK(phase >= kWholeSteps && phase <= kRedoResets, "plastic unroll: unknown phase ", phase);
+  TORCH_CHECK(phase == kWholeSteps || last_step == first_step + 1, "plastic unroll: a phase is of one step");
+  TORCH_CHECK(phase != kRedoResets || first_step >= 1, "plastic unroll: no episode starts again at step 0");
+  TORCH_CHECK(!worker || phase == kProduct, "plastic unroll: a ForwardWorker runs products only");
   sizes.first = first_step;
   sizes.last = last_step;
   sizes.pending = pending;
   sizes.settle = settle;
+  sizes.phase = phase;
   const bool plastic = plasticity != kNone;
   const auto traces = plastic ? Presence::kRequired : Presence::kOptional;
   const int64_t checkpoints = plastic ? (T - 1) / every : 0;
@@ -901,7 +1050,38 @@ void unroll_forward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tens
   check_buffer(tensors[12], "pre_reset", {slots, N, N}, Presence::kOptional);
   check_reset_buffers(starts, pre_reset_index, T, B, slots);
   const Options o{sizes, eta, clip, clamp_input, bias_neuron, false, slices};
-  dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o);
+  if (!worker) {
+    dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o);
+    return;
+  }
+  auto job = std::make_shared<SliceJob>();
+  dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o, job.get());
+  job->held = tensors;
+  job->held.push_back(starts);
+  job->held.push_back(pre_reset_index);
+  worker->post(std::move(job));
+}
+
+// Step t of a recorded rollout on `worker`: the product of step t (started now unless the previous step started it
+// in the background), redone for the episodes that start at t (`redo`: a background product assumed none did), the
+// activation; then, with `start_next`, the product of step t + 1 started in the background. Arguments as forward's.
+void recorded_step(ForwardWorker& worker, const std::vector<at::Tensor>& tensors, at::Tensor starts,
+                   at::Tensor pre_reset_index, double eta, double clip, int64_t plasticity, int64_t rule,
+                   bool clamp_input, bool bias_neuron, int64_t every, int64_t slices, int64_t step, bool pending,
+                   bool product_started, bool redo, bool start_next) {
+  auto forward = [&](int64_t first, bool pending_update, int64_t phase, ForwardWorker* on) {
+    unroll_forward(tensors, starts, pre_reset_index, eta, clip, plasticity, rule, clamp_input, bias_neuron, every,
+                   slices, first, first + 1, pending_update, false, phase, on);
+  };
+  TORCH_CHECK(!redo || product_started, "plastic unroll: only a background product is redone");
+  if (!product_started) forward(step, pending, kProduct, &worker);
+  {
+    pybind11::gil_scoped_release no_gil;
+    worker.wait();
+  }
+  if (redo) forward(step, false, kRedoResets, nullptr);
+  forward(step, false, kActivation, nullptr);
+  if (start_next) forward(step + 1, plasticity != kNone, kProduct, &worker);
 }
 
 // tensors: grad_outputs, grad_final_activation, drive, outputs, pre, h0, final_trace, checkpoints, pre_reset,
@@ -947,7 +1127,20 @@ double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::T
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &unroll_forward, "fused forward unroll of the plastic recurrent layer");
+  m.def(
+      "forward",
+      [](const std::vector<at::Tensor>& tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
+         double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
+         int64_t slices, int64_t first_step, int64_t last_step, bool pending, bool settle) {
+        unroll_forward(tensors, starts, pre_reset_index, eta, clip, plasticity, rule, clamp_input, bias_neuron,
+                       every, slices, first_step, last_step, pending, settle, kWholeSteps);
+      },
+      "fused forward unroll of the plastic recurrent layer");
+  pybind11::class_<ForwardWorker>(m, "ForwardWorker", "background threads for the product of a rollout's next step")
+      .def(pybind11::init<int64_t>(), pybind11::arg("threads"))
+      .def("step", &recorded_step, "one step of a recorded rollout, the next step's product started after it")
+      .def("wait", &ForwardWorker::wait, pybind11::call_guard<pybind11::gil_scoped_release>(),
+           "return when the started product is done, taking part in it");
   m.def("backward", &unroll_backward, "hand-written backward of the fused unroll");
   // The registry (plastic_rl/core/rules.py) names the kernel code of each rule; Python checks this against it.
   m.def(

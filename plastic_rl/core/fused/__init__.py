@@ -31,6 +31,8 @@ from plastic_rl.core.fused.cpp_backend import (
     cpp_backward,
     cpp_extension_module,
     cpp_forward,
+    cpp_recorded_step,
+    forward_worker,
 )
 from plastic_rl.core.fused.plan import (
     CheckpointPlan,
@@ -344,6 +346,11 @@ class RecordedUnroll:
     product and again for the update. The checkpoints (and traces before mid-sequence resets) are those of the
     whole sequence's plan.
 
+    On the C++ kernel with more than one torch thread, that pass (which does not need the next step's drive) runs
+    on the other threads as soon as a step returns, while the caller steps its envs; the next :meth:`step` waits
+    for it, redoes it for the episodes that start there (it assumed none would), and adds the drive. The results
+    are the same to the bit; the trace is then written between calls, so read it through :meth:`state`.
+
     Parameters
     ----------
     weight, plasticity_coefficient, hebbian_learning_rate, bias, reset_activation : as :func:`fused_unroll` takes them.
@@ -410,6 +417,10 @@ class RecordedUnroll:
         self._starts = starts
         self.steps_done = 0
         self._pending = False
+        # The worker runs the product of step steps_done once step steps_done - 1 has returned.
+        self._worker = forward_worker(batch) if self.backend == "cpp" else None
+        self._overlapped = self._worker is not None
+        self._product_started = False
         self._watched = watched
         self._versions = [tensor._version for tensor in watched]
 
@@ -425,6 +436,10 @@ class RecordedUnroll:
         if episode_starts is not None and tuple(episode_starts.shape) != (batch,):
             raise ValueError(f"episode_starts must have shape (B={batch},); got {tuple(episode_starts.shape)}")
         buffers.drive[t].copy_(drive)
+        resets = episode_starts is not None and t > 0 and bool(episode_starts.any())
+        if resets and self._product_started:
+            assert self._worker is not None
+            self._worker.wait()  # the background product reads the episode starts of its step
         if episode_starts is not None:
             if t == 0:  # the whole unroll resets step 0 before its kernels: so does the recording, in its snapshot
                 starts = episode_starts.to(torch.bool)
@@ -435,8 +450,17 @@ class RecordedUnroll:
                 self._starts[t] = episode_starts
                 if buffers.plan.reverse and buffers.options.plastic and (t - 1) % buffers.plan.every != 0:
                     self._add_pre_reset_slots(t)
-        _BACKEND_FUNCTIONS[self.backend][0](buffers, StepRange(t, t + 1, self._pending, False))
-        self._pending = buffers.options.plastic
+        if self._worker is None:
+            _BACKEND_FUNCTIONS[self.backend][0](buffers, StepRange(t, t + 1, self._pending, False))
+            self._pending = buffers.options.plastic
+        else:
+            start_next = t + 1 < buffers.steps
+            redo = resets and self._product_started
+            cpp_recorded_step(buffers, t, self._pending, self._product_started, redo, start_next, self._worker)
+            self._product_started = start_next
+            self._pending = buffers.options.plastic and not start_next
+            if not start_next:
+                self._worker = None  # its threads end: the gradient step that follows has the cores to itself
         self.steps_done = t + 1
         return buffers.outputs[t]
 
@@ -460,6 +484,11 @@ class RecordedUnroll:
         plan.pre_reset_slots = needed
 
     @property
+    def overlapped(self) -> bool:
+        """Whether each step's product runs on background threads between calls (see the class docstring)."""
+        return self._overlapped
+
+    @property
     def outputs(self) -> Tensor:
         """The activations ``(t, B, N)`` of the steps run so far."""
         return self.buffers.outputs[: self.steps_done]
@@ -467,6 +496,9 @@ class RecordedUnroll:
     def state(self) -> tuple[Tensor, Tensor | None]:
         """The activation ``(B, N)`` and the trace after the steps run so far (with the last step's trace update)."""
         buffers, t = self.buffers, self.steps_done
+        if self._product_started:  # the product of step t has done the update of step t - 1
+            assert self._worker is not None
+            self._worker.wait()
         if self._pending:
             _BACKEND_FUNCTIONS[self.backend][0](buffers, StepRange(t, t, True, True))
             self._pending = False

@@ -17,6 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -158,34 +159,54 @@ def _kernel_options(buffers: UnrollBuffers) -> tuple[Tensor, Tensor, float, floa
     )
 
 
+def forward_worker(batch: int) -> Any | None:
+    """Background threads (all of torch's but the caller's) that run a recording's next product while the caller
+    steps its envs, for a batch of ``batch``; ``None`` where there are none to spare or the batch is not sliced."""
+    module = cpp_extension_module()
+    threads = torch.get_num_threads() - 1
+    if module is None or not module.multithreaded() or threads < 1 or batch_slices(batch) < 2:
+        return None
+    return module.ForwardWorker(min(threads, batch_slices(batch) - 1))
+
+
+def _forward_arguments(buffers: UnrollBuffers) -> tuple[Any, ...]:
+    """The C++ forward kernel's arguments before its step range."""
+    like = buffers.drive
+    tensors = [
+        buffers.drive,
+        buffers.initial_activation,
+        _or_empty(buffers.initial_trace, like),
+        buffers.weight,
+        _or_empty(buffers.plasticity_coefficient, like),
+        _or_empty(buffers.bias, like),
+        buffers.reset_activation,
+        buffers.outputs,
+        buffers.presynaptic,
+        _or_empty(buffers.trace_matvec, like),
+        _or_empty(buffers.trace, like),
+        _or_empty(buffers.checkpoints, like),
+        _or_empty(buffers.pre_reset_traces, like),
+    ]
+    return (tensors, *_kernel_options(buffers))
+
+
 def cpp_forward(buffers: UnrollBuffers, steps: StepRange | None = None) -> None:
     """:func:`~plastic_rl.core.fused.torch_backend.torch_forward` in the C++ kernel."""
     steps = StepRange.whole(buffers.steps) if steps is None else steps
     module = cpp_extension_module()
     assert module is not None, "the C++ backend runs only where the kernel is built"
-    like = buffers.drive
-    module.forward(
-        [
-            buffers.drive,
-            buffers.initial_activation,
-            _or_empty(buffers.initial_trace, like),
-            buffers.weight,
-            _or_empty(buffers.plasticity_coefficient, like),
-            _or_empty(buffers.bias, like),
-            buffers.reset_activation,
-            buffers.outputs,
-            buffers.presynaptic,
-            _or_empty(buffers.trace_matvec, like),
-            _or_empty(buffers.trace, like),
-            _or_empty(buffers.checkpoints, like),
-            _or_empty(buffers.pre_reset_traces, like),
-        ],
-        *_kernel_options(buffers),
-        steps.first,
-        steps.last,
-        steps.pending,
-        steps.settle,
-    )
+    module.forward(*_forward_arguments(buffers), steps.first, steps.last, steps.pending, steps.settle)
+
+
+def cpp_recorded_step(
+    buffers: UnrollBuffers, step: int, pending: bool, product_started: bool, redo: bool, start_next: bool, worker: Any
+) -> None:
+    """Step ``step`` of a recording on ``worker`` (:func:`forward_worker`): its product (unless ``product_started``
+    in the background after the previous step; ``redo``: again for the episodes that start at ``step``, which it
+    did not know), its activation, and with ``start_next`` the next step's product started in the background
+    (``worker.wait()`` before the buffers are touched). ``pending``: the previous step's trace update is to be done
+    with this step's product."""
+    worker.step(*_forward_arguments(buffers), step, pending, product_started, redo, start_next)
 
 
 def cpp_backward(buffers: UnrollBuffers, gradients: UnrollGradients, workspace: Tensor | None) -> None:
