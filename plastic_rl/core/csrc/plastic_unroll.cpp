@@ -779,16 +779,18 @@ double run_backward(const Options& o, const Buffers<S>& p) {
 // A forward call cut into batch slices, which the threads of a ForwardWorker and the caller of its wait() take in
 // turn.
 struct SliceJob {
-  std::function<void(int64_t)> body;  // runs slice s
+  std::function<void(int64_t)> body;  // runs slice s (on raw pointers: a job holds no tensor, see ForwardWorker)
   int64_t slices = 0;
   std::atomic<int64_t> next{0}, done{0};
-  std::vector<at::Tensor> held;  // the buffers the job reads and writes, alive until it is done
 };
 
 // Background threads for the product of a rollout's next step, which runs while the caller steps the envs: a
 // rollout step then costs about the longer of the two rather than their sum. Between jobs its threads spin for a
 // while (a job comes every rollout step, and waking a sleeping thread costs tens of microseconds on a VM) and then
-// sleep; wait() takes the slices that no thread has started, so a late thread delays nothing.
+// sleep; wait() takes the slices that no thread has started, so a late thread delays nothing. The buffers of the
+// jobs are held by the worker, not by the jobs: they are let go only on the caller's thread, which holds the GIL
+// (releasing a tensor may release its Python object; a thread of ours that waited for the GIL while the caller
+// waited for it would deadlock), and only after the job is done (in the destructor too: a recording dropped midway).
 class ForwardWorker {
  public:
   explicit ForwardWorker(int64_t threads) {
@@ -807,9 +809,11 @@ class ForwardWorker {
     for (auto& thread : threads_) thread.join();
   }
 
-  // Starts `job` on the threads; the previous job must have been waited for.
-  void post(std::shared_ptr<SliceJob> job) {
+  // Starts `job`, which reads and writes the buffers `held`, on the threads; the previous job must have been waited
+  // for. The caller holds the GIL.
+  void post(std::shared_ptr<SliceJob> job, std::vector<at::Tensor> held) {
     TORCH_CHECK(!job_, "ForwardWorker: a job is already running; wait() for it first");
+    held_ = std::move(held);  // the previous job's buffers let go here
     {
       std::lock_guard<std::mutex> lock(mutex_);  // orders the job with a thread's look before it sleeps
       job_ = std::move(job);
@@ -859,6 +863,7 @@ class ForwardWorker {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::shared_ptr<SliceJob> job_;  // touched by the caller's thread, and under the mutex
+  std::vector<at::Tensor> held_;   // touched by the caller's thread only
   std::atomic<int64_t> generation_{0}, sleepers_{0};
   bool stopped_ = false;
 };
@@ -1056,10 +1061,10 @@ void unroll_forward(const std::vector<at::Tensor>& tensors, at::Tensor starts, a
   }
   auto job = std::make_shared<SliceJob>();
   dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o, job.get());
-  job->held = tensors;
-  job->held.push_back(starts);
-  job->held.push_back(pre_reset_index);
-  worker->post(std::move(job));
+  std::vector<at::Tensor> held = tensors;
+  held.push_back(starts);
+  held.push_back(pre_reset_index);
+  worker->post(std::move(job), std::move(held));
 }
 
 // Step t of a recorded rollout on `worker`: the product of step t (started now unless the previous step started it
