@@ -291,3 +291,20 @@ def test_the_lstm_leaves_out_plasticity_keys_that_a_study_passes_to_every_condit
         _, ppo_kwargs = policy_settings("recurrent_ppo", "lstm", shared)
     assert ppo_kwargs["lstm_hidden_size"] == 16 and "rule" not in ppo_kwargs
     assert policy_settings("plastic_a2c", "plastic", shared)[1] == {**shared, "plasticity": "full"}
+
+
+def test_the_rollouts_categorical_sample_draws_what_torch_multinomial_draws():
+    """The same draws from the same generator state, rows with impossible actions included (never drawn)."""
+    from plastic_rl.agents.policies import sample_categorical
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 5, generator=generator) * 3
+    logits[::7, 2] = -float("inf")
+    probs = logits.log_softmax(dim=-1).exp()
+    torch.manual_seed(1)
+    expected = torch.cat([torch.multinomial(probs[k : k + 50], 1, True)[:, 0] for k in range(0, 200, 50)])
+    torch.manual_seed(1)
+    actual = torch.cat([sample_categorical(probs[k : k + 50]) for k in range(0, 200, 50)])
+    assert torch.equal(actual, expected)
+    assert not bool((actual[::7] == 2).any())
+    assert len(set(actual.tolist())) == 5  # not one action always

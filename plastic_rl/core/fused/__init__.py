@@ -32,6 +32,7 @@ from plastic_rl.core.fused.cpp_backend import (
     cpp_extension_module,
     cpp_forward,
     cpp_recorded_step,
+    forward_arguments,
     forward_worker,
 )
 from plastic_rl.core.fused.plan import (
@@ -420,6 +421,7 @@ class RecordedUnroll:
         # The worker runs the product of step steps_done once step steps_done - 1 has returned.
         self._worker = forward_worker(batch) if self.backend == "cpp" else None
         self._overlapped = self._worker is not None
+        self._arguments: tuple[Any, ...] | None = None  # the kernel's, while the buffers stay the same tensors
         self._product_started = False
         self._watched = watched
         self._versions = [tensor._version for tensor in watched]
@@ -456,7 +458,9 @@ class RecordedUnroll:
         else:
             start_next = t + 1 < buffers.steps
             redo = resets and self._product_started
-            cpp_recorded_step(buffers, t, self._pending, self._product_started, redo, start_next, self._worker)
+            if self._arguments is None:  # built once: a rollout step's Python is the critical path
+                self._arguments = forward_arguments(buffers)
+            cpp_recorded_step(self._arguments, t, self._pending, self._product_started, redo, start_next, self._worker)
             self._product_started = start_next
             self._pending = buffers.options.plastic and not start_next
             if not start_next:
@@ -470,6 +474,7 @@ class RecordedUnroll:
         rows = self._starts[t].nonzero().flatten()
         if not len(rows):
             return
+        self._arguments = None  # the index, and maybe the slots' tensor, change
         if plan.pre_reset_index is None:
             plan.pre_reset_index = torch.full(self._starts.shape, -1, dtype=torch.int64)
         first, needed = plan.pre_reset_slots, plan.pre_reset_slots + len(rows)

@@ -169,8 +169,8 @@ def forward_worker(batch: int) -> Any | None:
     return module.ForwardWorker(min(threads, batch_slices(batch) - 1))
 
 
-def _forward_arguments(buffers: UnrollBuffers) -> tuple[Any, ...]:
-    """The C++ forward kernel's arguments before its step range."""
+def forward_arguments(buffers: UnrollBuffers) -> tuple[Any, ...]:
+    """The C++ forward kernel's arguments before its step range (the same while ``buffers`` hold the same tensors)."""
     like = buffers.drive
     tensors = [
         buffers.drive,
@@ -195,18 +195,24 @@ def cpp_forward(buffers: UnrollBuffers, steps: StepRange | None = None) -> None:
     steps = StepRange.whole(buffers.steps) if steps is None else steps
     module = cpp_extension_module()
     assert module is not None, "the C++ backend runs only where the kernel is built"
-    module.forward(*_forward_arguments(buffers), steps.first, steps.last, steps.pending, steps.settle)
+    module.forward(*forward_arguments(buffers), steps.first, steps.last, steps.pending, steps.settle)
 
 
 def cpp_recorded_step(
-    buffers: UnrollBuffers, step: int, pending: bool, product_started: bool, redo: bool, start_next: bool, worker: Any
+    arguments: tuple[Any, ...],
+    step: int,
+    pending: bool,
+    product_started: bool,
+    redo: bool,
+    start_next: bool,
+    worker: Any,
 ) -> None:
-    """Step ``step`` of a recording on ``worker`` (:func:`forward_worker`): its product (unless ``product_started``
-    in the background after the previous step; ``redo``: again for the episodes that start at ``step``, which it
-    did not know), its activation, and with ``start_next`` the next step's product started in the background
-    (``worker.wait()`` before the buffers are touched). ``pending``: the previous step's trace update is to be done
-    with this step's product."""
-    worker.step(*_forward_arguments(buffers), step, pending, product_started, redo, start_next)
+    """Step ``step`` of a recording, whose buffers' :func:`forward_arguments` are ``arguments``, on ``worker``
+    (:func:`forward_worker`): its product (unless ``product_started`` in the background after the previous step;
+    ``redo``: again for the episodes that start at ``step``, which it did not know), its activation, and with
+    ``start_next`` the next step's product started in the background (``worker.wait()`` before the buffers are
+    touched). ``pending``: the previous step's trace update is to be done with this step's product."""
+    worker.step(*arguments, step, pending, product_started, redo, start_next)
 
 
 def cpp_backward(buffers: UnrollBuffers, gradients: UnrollGradients, workspace: Tensor | None) -> None:
