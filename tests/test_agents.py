@@ -308,3 +308,41 @@ def test_the_rollouts_categorical_sample_draws_what_torch_multinomial_draws():
     assert torch.equal(actual, expected)
     assert not bool((actual[::7] == 2).any())
     assert len(set(actual.tolist())) == 5  # not one action always
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("a callback failed"), KeyboardInterrupt()])
+def test_an_exception_mid_rollout_leaves_the_state_a_stop_there_leaves_and_torchs_threads_as_they_were(failure):
+    """A rollout ended by an exception (a callback's here) leaves the model's state where a callback's stop at the
+    same step leaves it (its background product waited for), and torch's thread count restored."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EndAtStep(BaseCallback):
+        def __init__(self, failure: BaseException | None) -> None:
+            super().__init__()
+            self.failure, self.overlapped = failure, None
+
+        def _on_step(self) -> bool:
+            if self.n_calls < 4:
+                return True
+            self.overlapped = self.locals["recording"].overlapped
+            if self.failure is not None:
+                raise self.failure
+            return False
+
+    (policy, policy_kwargs), states, threads = POLICY_CASES[0], [], torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for ending in [failure, None]:
+            model = PlasticA2C(policy, tiny_maze(), n_steps=10, policy_kwargs=policy_kwargs, seed=1)
+            callback = EndAtStep(ending)
+            if ending is None:
+                model.learn(20, callback=callback)
+            else:
+                with pytest.raises(type(ending)):
+                    model.learn(20, callback=callback)
+            assert callback.overlapped and model._recorded_rollout is None and torch.get_num_threads() == 2
+            states.append(model._last_recurrent_state)
+    finally:
+        torch.set_num_threads(threads)
+    for raised, stopped in zip(*states, strict=True):
+        assert torch.equal(raised, stopped)

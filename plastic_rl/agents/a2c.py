@@ -278,9 +278,9 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         # small torch operations run on one: one on two threads wakes OpenMP's second thread, which then spins for
         # milliseconds on the core that the worker needs.
         torch_threads = th.get_num_threads()
-        if recording is not None and recording.overlapped:
-            th.set_num_threads(1)
         try:
+            if recording is not None and recording.overlapped:
+                th.set_num_threads(1)
             for step in range(n_rollout_steps):
                 with th.no_grad():
                     obs_tensor = th.as_tensor(self._last_obs, device=self.device)
@@ -320,6 +320,13 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 buffer.log_probs[step] = log_probs.cpu().numpy()
                 self._last_obs = new_obs
                 self._last_episode_starts = dones
+        except BaseException:
+            # An exception mid-rollout (a callback's, an env's, Ctrl-C) leaves the state where the policy's steps got
+            # to, as a callback's stop does, with no background product still writing its trace.
+            if recording is not None:
+                self._last_recurrent_state = self.policy.recorded_state(recording)
+                self._recorded_rollout = None
+            raise
         finally:
             th.set_num_threads(torch_threads)
         buffer.pos, buffer.full = n_rollout_steps, True

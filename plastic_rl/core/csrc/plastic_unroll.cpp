@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -181,7 +182,10 @@ class Team {
   int64_t await(int64_t seen) {
     int64_t state = 0;
     await_change(
-        [&] { return ((state = state_.load(std::memory_order_acquire)) & kGenerationBits) == seen; },
+        // Sequentially consistent, as post()'s store and load are: with an acquire load here, the poster's look at
+        // sleepers_ and this look at state_ may both miss the other's write (not on x86; allowed on AArch64), and a
+        // member would sleep through the section or the stop.
+        [&] { return ((state = state_.load()) & kGenerationBits) == seen; },
         kIdleBeforeSleep, mutex_, wake_, sleepers_);
     return state;
   }
@@ -231,7 +235,9 @@ struct Rows {
   Team* team = nullptr;  // set inside with_team
   Rows(int64_t n_, int64_t work_per_step, bool sliced) : n(n_) {
     count = sliced ? 1 : std::min({kGroups, std::max<int64_t>(1, work_per_step / 8192), n});
-    threads = work_per_step < kParallelWork ? 1 : std::min<int64_t>(count, at::get_num_threads());
+    // Not asked of torch in a slice: a slice may run on a ForwardWorker's thread, where torch's first
+    // get_num_threads() sets the process's thread count to its default.
+    threads = sliced || work_per_step < kParallelWork ? 1 : std::min<int64_t>(count, at::get_num_threads());
     block = std::max<int64_t>(1, kBlockElements / n);
   }
   int64_t begin(int64_t c) const { return c * n / count; }
@@ -782,6 +788,8 @@ struct SliceJob {
   std::function<void(int64_t)> body;  // runs slice s (on raw pointers: a job holds no tensor, see ForwardWorker)
   int64_t slices = 0;
   std::atomic<int64_t> next{0}, done{0};
+  std::mutex failure_mutex;
+  std::exception_ptr failure;  // the first exception of a slice (an allocation that failed), rethrown by wait()
 };
 
 // Background threads for the product of a rollout's next step, which runs while the caller steps the envs: a
@@ -794,19 +802,22 @@ struct SliceJob {
 class ForwardWorker {
  public:
   explicit ForwardWorker(int64_t threads) {
-    for (int64_t k = 0; k < threads; ++k) threads_.emplace_back([this] { serve(); });
+    try {
+      for (int64_t k = 0; k < threads; ++k) threads_.emplace_back([this] { serve(); });
+    } catch (...) {  // a thread that could not start: the ones that did must end before the exception leaves
+      stop();
+      throw;
+    }
   }
   ForwardWorker(const ForwardWorker&) = delete;
   ForwardWorker& operator=(const ForwardWorker&) = delete;
   ~ForwardWorker() {
-    wait();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopped_ = true;
-      generation_.fetch_add(1);
+    try {
+      wait();
+    } catch (...) {
+      // A failed job of a recording that is being dropped: nothing will read what it wrote.
     }
-    wake_.notify_all();
-    for (auto& thread : threads_) thread.join();
+    stop();
   }
 
   // Starts `job`, which reads and writes the buffers `held`, on the threads; the previous job must have been waited
@@ -823,13 +834,17 @@ class ForwardWorker {
   }
 
   // Returns when the job posted last (if any) is done, running its unstarted slices on the calling thread.
+  // Rethrows the first exception of its slices, once all of them have ended.
   void wait() {
     if (!job_) return;
-    SliceJob& job = *job_;
-    take(job);
-    for (int64_t spins = 0; job.done.load(std::memory_order_acquire) != job.slices;) spin_pause(spins);
-    std::lock_guard<std::mutex> lock(mutex_);
-    job_.reset();
+    const std::shared_ptr<SliceJob> job = job_;
+    take(*job);
+    for (int64_t spins = 0; job->done.load(std::memory_order_acquire) != job->slices;) spin_pause(spins);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_.reset();
+    }
+    if (job->failure) std::rethrow_exception(job->failure);
   }
 
  private:
@@ -852,9 +867,26 @@ class ForwardWorker {
     }
   }
 
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopped_ = true;
+      generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    for (auto& thread : threads_) thread.join();
+  }
+
+  // An exception must not leave a slice: on one of our threads it would end the process, and a slice not counted
+  // done would keep wait() spinning.
   static void take(SliceJob& job) {
     for (int64_t s; (s = job.next.fetch_add(1)) < job.slices;) {
-      job.body(s);
+      try {
+        job.body(s);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(job.failure_mutex);
+        if (!job.failure) job.failure = std::current_exception();
+      }
       job.done.fetch_add(1, std::memory_order_acq_rel);
     }
   }

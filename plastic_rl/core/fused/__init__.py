@@ -448,7 +448,7 @@ class RecordedUnroll:
                 buffers.initial_activation[starts] = buffers.reset_activation
                 if buffers.initial_trace is not None:
                     buffers.initial_trace[starts] = 0.0
-            else:
+            elif resets:  # not otherwise: they are false already, and the background product may be reading them
                 self._starts[t] = episode_starts
                 if buffers.plan.reverse and buffers.options.plastic and (t - 1) % buffers.plan.every != 0:
                     self._add_pre_reset_slots(t)
