@@ -249,6 +249,12 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             self._last_recurrent_state = self.policy.initial_state(self.n_envs)
         return result
 
+    def _end_rollout_early(self, state: RecurrentState, recording: RecordedUnroll | None) -> None:
+        """Keep the state where the rollout's steps got to (its recording's, with no background product still writing
+        the trace) and drop the unfinished recording."""
+        self._last_recurrent_state = state if recording is None else self.policy.recorded_state(recording)
+        self._recorded_rollout = None
+
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
@@ -303,8 +309,7 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 self.num_timesteps += n_envs
                 callback.update_locals(locals())
                 if not callback.on_step():
-                    self._last_recurrent_state = state if recording is None else self.policy.recorded_state(recording)
-                    self._recorded_rollout = None
+                    self._end_rollout_early(state, recording)
                     return False
                 done_indices = np.flatnonzero(dones)
                 if len(done_indices):
@@ -321,11 +326,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 self._last_obs = new_obs
                 self._last_episode_starts = dones
         except BaseException:
-            # An exception mid-rollout (a callback's, an env's, Ctrl-C) leaves the state where the policy's steps got
-            # to, as a callback's stop does, with no background product still writing its trace.
-            if recording is not None:
-                self._last_recurrent_state = self.policy.recorded_state(recording)
-                self._recorded_rollout = None
+            # An exception mid-rollout (a callback's, an env's, Ctrl-C) ends it as a callback's stop does.
+            self._end_rollout_early(state, recording)
             raise
         finally:
             th.set_num_threads(torch_threads)
