@@ -16,8 +16,8 @@ def _randomise(module: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> No
     with torch.no_grad():
         for parameter in module.parameters():
             parameter.copy_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
-        if getattr(module, "hebbian_learning_rate", None) is not None:
-            module.hebbian_learning_rate.fill_(0.3)
+        if getattr(module, "eta_raw", None) is not None:
+            module.set_hebbian_learning_rate(0.3)
 
 
 def _reference_step(layer, inputs, activation, trace):
@@ -93,12 +93,12 @@ def test_gradcheck_unroll(rule, plasticity):
     layer = PlasticRecurrentLayer(4, input_size=3, plasticity=plasticity, rule=rule, trace_clip=None).double()
     _randomise(layer, scale=0.6)
     inputs = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    parameters = [layer.weight, layer.plasticity_coefficient, layer.hebbian_learning_rate]
+    parameters = [layer.weight, layer.plasticity_coefficient, layer.eta_raw]
 
     def unroll(inputs, weight, alpha, eta):
         outputs, state = torch.func.functional_call(
             layer,
-            {"weight": weight, "plasticity_coefficient": alpha, "hebbian_learning_rate": eta},
+            {"weight": weight, "plasticity_coefficient": alpha, "eta_raw": eta},
             (inputs,),
         )
         return outputs.sum(dim=-1), state.hebbian_trace.sum()
@@ -243,13 +243,33 @@ def test_bad_input_shapes_raise_value_error():
 
 
 @pytest.mark.parametrize("rule", ["hebb", "oja"])
-def test_a_learned_eta_below_zero_is_read_as_zero(rule):
-    # A negative eta makes the decay 1 - eta q exceed 1: the trace would grow without bound.
+def test_eta_stays_positive_and_keeps_its_gradient_near_zero(rule):
+    # A clamp at 0 zeroed eta's gradient below 0, so a run whose eta crossed 0 lost its plasticity for good; a
+    # negative eta would make the decay 1 - eta q exceed 1 and the trace grow without bound.
     torch.manual_seed(0)
     layer = PlasticRecurrentLayer(6, 3, rule=rule)
     with torch.no_grad():
-        layer.hebbian_learning_rate.fill_(-0.5)
+        layer.eta_raw.fill_(-12.0)  # eta ~ 6e-6
+    assert 0 < layer.hebbian_learning_rate.item() < 1e-5
     outputs, state = layer(torch.randn(40, 2, 3))
-    assert torch.count_nonzero(state.hebbian_trace) == 0 and torch.isfinite(outputs).all()
+    assert torch.isfinite(state.hebbian_trace).all() and torch.isfinite(outputs).all()
     outputs.square().sum().backward()
-    assert layer.hebbian_learning_rate.grad == 0
+    assert layer.eta_raw.grad != 0 and torch.isfinite(layer.eta_raw.grad)
+
+
+def test_eta_is_set_and_loaded_as_eta():
+    layer = PlasticRecurrentLayer(4, 2, rule="oja", hebbian_learning_rate=0.25)
+    assert layer.hebbian_learning_rate.item() == pytest.approx(0.25)
+    layer.set_hebbian_learning_rate(1e-3)
+    assert layer.hebbian_learning_rate.item() == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="hebbian_learning_rate must be a finite number > 0"):
+        layer.set_hebbian_learning_rate(0.0)
+    with pytest.raises(ValueError, match="has no eta"):
+        PlasticRecurrentLayer(4, 2, plasticity="none").set_hebbian_learning_rate(0.1)
+    # A file written when eta was stored as itself loads with that eta (a value at or below 0 as a tiny one).
+    legacy = {name: value for name, value in layer.state_dict().items() if name != "eta_raw"}
+    for stored, expected in ((0.3, 0.3), (-0.2, 1e-6)):
+        copy = PlasticRecurrentLayer(4, 2, rule="oja")
+        copy.load_state_dict({**legacy, "hebbian_learning_rate": torch.tensor(stored)})
+        assert copy.hebbian_learning_rate.item() == pytest.approx(expected)
+        assert torch.equal(copy.plasticity_coefficient, layer.plasticity_coefficient)

@@ -105,7 +105,7 @@ def test_held_out_scores_tabulate_the_signature_and_each_model_is_evaluated_once
 
     folder = tmp_path / "maze"
     arguments = [*MAZE, "--seeds", "2", "--jobs", "1", "--conditions", "plastic", "rnn", "--score", "heldout"]
-    arguments += ["--heldout-freq", "20"]
+    arguments += ["--heldout-freq", "20", "--heldout-episodes", "3"]
     assert main([*arguments, "-f", str(folder)]) == 0
     summary = (folder / "summary.md").read_text()
     assert "| condition | later gap / first hit | steps to first hit |" in summary
@@ -117,6 +117,7 @@ def test_held_out_scores_tabulate_the_signature_and_each_model_is_evaluated_once
     assert float(plastic_0["hits"]) == pytest.approx(record["value"]["hits_mean"], rel=1e-5)
     progress = _read_csv(folder / "rnn" / "seed_1" / "train" / "progress.csv")
     assert [row["heldout/total_timesteps"] for row in progress if row.get("heldout/total_timesteps")] == ["20", "40"]
+    assert {row["heldout/episodes"] for row in progress if row.get("heldout/total_timesteps")} == {"3"}
     # Summarizing again reads the kept evaluations: no model is evaluated a second time.
     monkeypatch.setattr(evaluation, "evaluate", lambda *args, **kwargs: pytest.fail("evaluated again"))
     assert main([*arguments, "-f", str(folder), "--summarize-only"]) == 0
@@ -130,6 +131,7 @@ def test_held_out_scores_tabulate_the_signature_and_each_model_is_evaluated_once
         ("--jobs", "0", "--jobs must be"),
         ("--timesteps", "0", "--timesteps must"),
         ("--heldout-freq", "0", "--heldout-freq must be a positive integer"),
+        ("--heldout-episodes", "0", "--heldout-episodes must be a positive integer"),
     ],
 )
 def test_bad_study_options_exit_2_with_a_clear_error(tmp_path, capsys, option, value, message):

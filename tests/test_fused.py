@@ -43,8 +43,8 @@ def _layer(hidden_size, *, scale=0.5, eta=0.3, seed=0, dtype=torch.float64, **kw
     with torch.no_grad():
         for parameter in layer.parameters():
             parameter.copy_(scale * torch.randn(parameter.shape, generator=generator, dtype=dtype))
-        if layer.hebbian_learning_rate is not None:
-            layer.hebbian_learning_rate.fill_(eta)
+        if layer.eta_raw is not None:
+            layer.set_hebbian_learning_rate(eta)
     return layer
 
 

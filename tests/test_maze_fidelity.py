@@ -69,20 +69,33 @@ def test_the_authors_configuration_builds_and_trains(tmp_path):
     assert float(row["plasticity/eta"]) > 0 and float(row["plasticity/trace_norm"]) > 0
 
 
-def test_plasticity_parameters_get_their_own_learning_rate():
+@pytest.mark.parametrize(
+    ("plasticity_lr_scale", "eta_lr_scale", "expected"),
+    [
+        (0.1, 1.0, {"alpha": 1e-4, "eta": 1e-4}),
+        (1.0, 0.1, {"alpha": 1e-3, "eta": 1e-4}),
+        (0.5, 0.1, {"alpha": 5e-4, "eta": 5e-5}),
+    ],
+)
+def test_plasticity_parameters_get_their_own_learning_rate(plasticity_lr_scale, eta_lr_scale, expected):
     env = make_vec_env("PlasticMaze-v0", n_envs=2, env_kwargs=dict(size=5, episode_length=10))
     model = PlasticA2C(
-        "PlasticRecurrentPolicy", env, n_steps=10, learning_rate=1e-3, plasticity_lr_scale=0.1,
-        policy_kwargs=dict(hidden_size=8),
+        "PlasticRecurrentPolicy", env, n_steps=10, learning_rate=1e-3, plasticity_lr_scale=plasticity_lr_scale,
+        eta_lr_scale=eta_lr_scale, policy_kwargs=dict(hidden_size=8),
     )  # fmt: skip
     model.learn(20)
-    others, plasticity = model.policy.optimizer.param_groups
-    assert plasticity["lr"] == pytest.approx(1e-4) and others["lr"] == pytest.approx(1e-3)
-    assert {id(p) for p in plasticity["params"]} == {
-        id(model.policy.core.plasticity_coefficient),
-        id(model.policy.core.hebbian_learning_rate),
+    core = model.policy.core
+    learning_rate_of = {
+        id(parameter): group["lr"] for group in model.policy.optimizer.param_groups for parameter in group["params"]
     }
+    assert len(learning_rate_of) == len(list(model.policy.parameters()))
+    assert learning_rate_of[id(core.plasticity_coefficient)] == pytest.approx(expected["alpha"])
+    assert learning_rate_of[id(core.eta_raw)] == pytest.approx(expected["eta"])
+    assert learning_rate_of[id(core.weight)] == pytest.approx(1e-3)
+    assert learning_rate_of[id(model.policy.action_net.weight)] == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="plasticity_lr_scale must be a finite number > 0"):
         PlasticA2C("PlasticRecurrentPolicy", env, plasticity_lr_scale=0)
+    with pytest.raises(ValueError, match="eta_lr_scale must be a finite number > 0"):
+        PlasticA2C("PlasticRecurrentPolicy", env, eta_lr_scale=-1.0)
     with pytest.raises(ValueError, match="entropy_bonus must be one of"):
         PlasticA2C("PlasticRecurrentPolicy", env, entropy_bonus="gini")

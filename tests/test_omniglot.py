@@ -343,7 +343,7 @@ def test_a_head_trained_on_more_ways_scores_fewer_on_its_first_output_units(data
     with torch.no_grad():
         narrow.output.weight.copy_(model.output.weight[:, :3])
         narrow.output.plasticity_coefficient.copy_(model.output.plasticity_coefficient[:, :3])
-        narrow.output.hebbian_learning_rate.copy_(model.output.hebbian_learning_rate)
+        narrow.output.eta_raw.copy_(model.output.eta_raw)
     hits = episode_hits(model, three_way, part="validation", episodes=60)
     assert np.array_equal(hits, episode_hits(narrow, three_way, part="validation", episodes=60))
     with pytest.raises(ValueError, match="ways must be at most the 3 classes a plastic head was trained with; got 5"):

@@ -86,8 +86,8 @@ def _layer(size=4, *, seed=0, **kwargs):
     with torch.no_grad():
         for parameter in layer.parameters():
             parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
-        if layer.hebbian_learning_rate is not None:
-            layer.hebbian_learning_rate.fill_(0.3)
+        if layer.eta_raw is not None:
+            layer.set_hebbian_learning_rate(0.3)
     return layer
 
 

@@ -27,7 +27,7 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from plastic_rl.agents.diagnostics import PLASTICITY_GROUPS, gradient_norms, parameter_group
+from plastic_rl.agents.diagnostics import gradient_norms, parameter_group
 from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
 from plastic_rl.agents.saving import AtomicSaveMixin
 from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
@@ -77,6 +77,9 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         code: the concentration ``sum_a p_a^2`` of discrete action probabilities, penalised).
     plasticity_lr_scale : the learning rate of the plasticity parameters (alpha and eta) is this times the
         others' (their own optimizer parameter group).
+    eta_lr_scale : eta's learning rate is this times alpha's (``plasticity_lr_scale`` times the others'): a slow
+        eta with alpha at full rate, since eta, one scalar that every trace reads, can carry half of a plastic
+        maze agent's gradient norm.
     stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device : as in SB3.
     """
 
@@ -107,6 +110,7 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         on_non_finite: str = "raise",
         entropy_bonus: str = "entropy",
         plasticity_lr_scale: float = 1.0,
+        eta_lr_scale: float = 1.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -150,6 +154,7 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             )
         self.entropy_bonus = check_choice("entropy_bonus", entropy_bonus, ENTROPY_BONUSES)
         self.plasticity_lr_scale = check_positive_float("plasticity_lr_scale", plasticity_lr_scale)
+        self.eta_lr_scale = check_positive_float("eta_lr_scale", eta_lr_scale)
         super().__init__(
             policy,
             env,
@@ -202,16 +207,22 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 f"load it with {self.algorithm_name}.load"
             )
         super()._setup_model()
-        if self.plasticity_lr_scale != 1.0:
-            groups: dict[bool, list[th.nn.Parameter]] = {False: [], True: []}
+        scales = self.learning_rate_scales()
+        if any(scale != 1.0 for scale in scales.values()):
+            groups: dict[float, list[th.nn.Parameter]] = {}
             for name, parameter in self.policy.named_parameters():
-                groups[parameter_group(name) in PLASTICITY_GROUPS].append(parameter)
+                groups.setdefault(scales.get(parameter_group(name), 1.0), []).append(parameter)
             policy = self.policy
             policy.optimizer = policy.optimizer_class(  # type: ignore[call-arg]  # Adam and RMSprop take lr
-                [{"params": groups[False]}, {"params": groups[True], "lr_scale": self.plasticity_lr_scale}],
+                [{"params": params, "lr_scale": scale} for scale, params in groups.items()],
                 lr=self.lr_schedule(1),
                 **policy.optimizer_kwargs,
             )
+
+    def learning_rate_scales(self) -> dict[str, float]:
+        """The learning rate of each parameter group (:func:`parameter_group`) that differs from the others', as
+        a factor of theirs; a group not named here takes the learning rate itself."""
+        return {"alpha": self.plasticity_lr_scale, "eta": self.plasticity_lr_scale * self.eta_lr_scale}
 
     def _check_finite(self, loss: th.Tensor | None, *, gradients: bool) -> bool:
         """Whether the update may go on: raise at a non-finite value, or (``on_non_finite="skip"``) count it."""

@@ -13,14 +13,11 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat
 
-# Parameter groups of a recurrent policy, for gradient diagnostics and the plasticity learning rate.
-PLASTICITY_GROUPS = ("alpha", "eta")
-
 
 def parameter_group(name: str) -> str:
     """The group of a policy parameter: ``alpha``, ``eta``, ``w`` (recurrent weights), ``heads`` or ``input``
     (input projection, biases and the LSTM's weights)."""
-    groups = {"core.plasticity_coefficient": "alpha", "core.hebbian_learning_rate": "eta", "core.weight": "w"}
+    groups = {"core.plasticity_coefficient": "alpha", "core.eta_raw": "eta", "core.weight": "w"}
     if name in groups:
         return groups[name]
     return "heads" if name.startswith(("action_net", "value_net", "log_std")) else "input"

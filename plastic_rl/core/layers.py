@@ -5,9 +5,11 @@ No gymnasium or Stable-Baselines3 imports here: the core is plain PyTorch.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plastic_rl.core import functional
@@ -52,6 +54,12 @@ class PlasticState(NamedTuple):
         return None if self.hebbian_trace is None else Traces(self.hebbian_trace, self.eligibility_trace)
 
 
+def _inverse_softplus(value: float) -> float:
+    """The ``x`` with ``softplus(x) = value`` (``value`` > 0), computed without overflow."""
+    value = check_positive_float("hebbian_learning_rate", value)
+    return value + math.log(-math.expm1(-value))
+
+
 class _PlasticParameters(nn.Module):
     """The connection parameters common to both layers: ``w``, ``alpha``, ``eta`` (for a rule that reads it) and
     the neuromodulator head ``M(t) = tanh(w_M post + b_M)`` (for a modulated rule: see :mod:`plastic_rl.core.rules`).
@@ -86,9 +94,9 @@ class _PlasticParameters(nn.Module):
         else:
             self.register_parameter("plasticity_coefficient", None)
         if plasticity == "none" or not plasticity_rule.uses_learning_rate:
-            self.register_parameter("hebbian_learning_rate", None)
+            self.register_parameter("eta_raw", None)
         else:
-            self.hebbian_learning_rate = nn.Parameter(torch.tensor(float(hebbian_learning_rate)))
+            self.eta_raw = nn.Parameter(torch.tensor(_inverse_softplus(hebbian_learning_rate)))
         self.has_eligibility_trace = plasticity != "none" and plasticity_rule.eligibility
         self.modulator: nn.Linear | None = None
         if plasticity != "none" and plasticity_rule.modulated:
@@ -99,16 +107,29 @@ class _PlasticParameters(nn.Module):
     def is_plastic(self) -> bool:
         return self.plasticity != "none"
 
-    def _learning_rate(self) -> Tensor | None:
-        """``eta`` as the rule reads it: the learned value, kept from going below 0.
+    @property
+    def hebbian_learning_rate(self) -> Tensor | None:
+        """``eta`` as the rule reads it: ``softplus(eta_raw)``, a scalar tensor (``None`` for a rule without eta).
 
-        A negative ``eta`` turns every decaying rule's decay ``1 - eta q`` above 1, so the trace grows without
-        bound: on the maze, homogeneous-plasticity runs whose ``eta`` crossed zero saw their trace norm go from
-        ~10 to 10^3-10^5 and collapsed into bumping walls (RESULTS.md, Experiment 4). A learned ``eta`` above 0
-        passes unchanged, with its gradient.
-        """
-        eta = self.hebbian_learning_rate
-        return None if eta is None else eta.clamp(min=0.0)
+        ``eta`` must stay above 0: a negative one turns every decaying rule's decay ``1 - eta q`` above 1, and the
+        trace grows without bound (maze runs whose eta crossed 0 reached trace norms of 10^3-10^5). The softplus
+        keeps it positive and, unlike a clamp at 0, never zeroes its gradient, so training can always raise it
+        again (RESULTS.md, Experiment 4)."""
+        return None if self.eta_raw is None else F.softplus(self.eta_raw)
+
+    @torch.no_grad()
+    def set_hebbian_learning_rate(self, value: float) -> None:
+        """Set ``eta`` to ``value`` (> 0): ``eta_raw`` becomes its inverse softplus."""
+        if self.eta_raw is None:
+            raise ValueError(f"this layer has no eta (plasticity={self.plasticity!r}, rule={self.rule!r})")
+        self.eta_raw.fill_(_inverse_softplus(value))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Files written before eta was a softplus hold eta itself (read as 0 below 0) under its old name.
+        legacy = state_dict.pop(prefix + "hebbian_learning_rate", None)
+        if legacy is not None:
+            state_dict[prefix + "eta_raw"] = legacy.new_tensor(_inverse_softplus(max(legacy.item(), 1e-6)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def zero_trace(self, batch_size: int) -> Tensor | None:
         if not self.is_plastic:
@@ -158,7 +179,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
         non-zero outputs that input).
     bias : ``"vector"`` (a learned bias per neuron), ``"neuron"`` (the last neuron is held at 1, so its
         outgoing weights act as a plastic bias) or ``"none"``.
-    hebbian_learning_rate : initial ``eta`` (a learned scalar).
+    hebbian_learning_rate : initial ``eta``, a learned scalar kept positive as ``softplus(eta_raw)``.
     trace_clip : clamp the trace to ``[-trace_clip, trace_clip]``; ``None`` for no clipping.
     init_scale : standard deviation of the initial ``w`` and ``alpha`` (0.01 in the paper).
     implementation : how :meth:`forward` unrolls a sequence: ``"autograd"`` (a plain loop of
@@ -277,7 +298,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
             state.traces(),
             self.weight,
             self.plasticity_coefficient,
-            self._learning_rate(),
+            self.hebbian_learning_rate,
             self.bias,
             **self._static_options(),
         )
@@ -305,7 +326,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
             return RecordedUnroll(
                 self.weight,
                 self.plasticity_coefficient,
-                self._learning_rate(),
+                self.hebbian_learning_rate,
                 self.bias,
                 self._reset_activation(),
                 state.activation,
@@ -367,7 +388,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
             state.hebbian_trace,
             self.weight,
             self.plasticity_coefficient,
-            self._learning_rate(),
+            self.hebbian_learning_rate,
             self.bias,
             episode_starts,
             self._reset_activation(),
@@ -467,7 +488,7 @@ class PlasticLinear(_PlasticParameters):
             modulator = self._modulator()
             modulation = None if modulator is None else functional.neuromodulation(post, modulator)
             traces = functional.update_trace(
-                traces, features, post, self._learning_rate(), self.rule, self.trace_clip, modulation
+                traces, features, post, self.hebbian_learning_rate, self.rule, self.trace_clip, modulation
             )
         return logits, PlasticState(state.activation, *(traces or ()))
 

@@ -135,8 +135,14 @@ class RLAdapter(TaskAdapter):
             "--heldout-freq",
             type=int,
             default=None,
-            help="each run measures its learning-to-learn signature on 100 held-out episodes every F env steps "
+            help="each run measures its learning-to-learn signature on held-out episodes every F env steps "
             "(heldout/* in its progress.csv)",
+        )
+        parser.add_argument(
+            "--heldout-episodes",
+            type=int,
+            default=100,
+            help="held-out episodes per --heldout-freq measurement (the same episodes each time)",
         )
         parser.add_argument("--final-fraction", type=float, default=0.1, help="last fraction of episodes scored")
         parser.add_argument("--bin-episodes", type=int, default=None, help="episodes per curve point (default: auto)")
@@ -153,7 +159,7 @@ class RLAdapter(TaskAdapter):
         if args.hyperparams_set:
             argv += ["--hyperparams-set", args.hyperparams_set]
         if args.heldout_freq:
-            argv += ["--heldout-freq", str(args.heldout_freq)]
+            argv += ["--heldout-freq", str(args.heldout_freq), "--heldout-episodes", str(args.heldout_episodes)]
         hyperparameters = [*(args.hyperparams or []), *(f"{key}:{value}" for key, value in overrides.items())]
         if hyperparameters:
             argv += ["-params", *hyperparameters]
@@ -185,6 +191,8 @@ class RLAdapter(TaskAdapter):
             raise ValueError(f"--final-fraction must be in (0, 1]; got {args.final_fraction}")
         if args.heldout_freq is not None and args.heldout_freq < 1:
             raise ValueError(f"--heldout-freq must be a positive integer; got {args.heldout_freq}")
+        if args.heldout_episodes < 1:
+            raise ValueError(f"--heldout-episodes must be a positive integer; got {args.heldout_episodes}")
         if args.bin_episodes is not None and args.bin_episodes < 1:
             raise ValueError(f"--bin-episodes must be a positive integer; got {args.bin_episodes}")
         super().check_options(args)
