@@ -124,6 +124,29 @@ def test_held_out_scores_tabulate_the_signature_and_each_model_is_evaluated_once
     assert _read_csv(folder / "finals.csv") == rows
 
 
+def test_the_held_out_curve_is_scored_by_its_last_points_and_drawn_per_condition(tmp_path):
+    folder = tmp_path / "maze"
+    arguments = [*MAZE, "--seeds", "2", "--jobs", "1", "--conditions", "plastic", "rnn", "--timesteps", "80"]
+    arguments += ["--score", "heldout_curve", "--heldout-freq", "20", "--heldout-episodes", "4", "-f", str(folder)]
+    assert main(arguments) == 0
+    for row in _read_csv(folder / "finals.csv"):
+        progress = _read_csv(folder / row["condition"] / f"seed_{row['seed']}" / "train" / "progress.csv")
+        rewards = [float(r["heldout/reward_mean"]) for r in progress if r.get("heldout/total_timesteps")]
+        assert len(rewards) == 4
+        assert float(row["final_score"]) == pytest.approx(np.mean(rewards[-3:]), rel=1e-5)
+    curve = _read_csv(folder / "curves_held_out_reward_per_episode.csv")
+    # Measured every 20 env steps of 10-step episodes: at 2, 4, 6 and 8 episodes, median over both seeds.
+    assert [row["episodes"] for row in curve if row["condition"] == "rnn"] == ["2", "4", "6", "8"]
+    assert {row["runs"] for row in curve} == {"2"}
+    assert (folder / "curves_held_out_later_gap_first_hit.png").stat().st_size > 0
+    assert "mean held-out reward (4 episodes) of the last 3 measurements" in (folder / "summary.md").read_text()
+
+
+def test_a_held_out_curve_score_needs_the_measurements(tmp_path, capsys):
+    assert main([*MAZE, "-f", str(tmp_path), "--score", "heldout_curve"]) == 2
+    assert "--score heldout_curve needs --heldout-freq" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [

@@ -101,6 +101,11 @@ class TaskAdapter(ABC):
     def final_score(self, folder: Path, options: dict[str, Any]) -> float:
         """The score of a finished run that the summary's statistics compare."""
 
+    def further_curves(self, folder: Path, options: dict[str, Any]) -> dict[str, Curve]:
+        """Further curves of a finished run, ``{y-axis label: curve}``, that the summary draws beside the learning
+        curve, one figure each (none unless a task has them; NaN values are left out of the percentiles)."""
+        return {}
+
     def final_details(self, folder: Path, options: dict[str, Any]) -> dict[str, float]:
         """Further measurements of a finished run, ``{label: value}``, that the summary tabulates per condition
         beside the score (none unless a task has them)."""

@@ -2,7 +2,8 @@
 
 Writes into the study folder ``finals.csv`` (each run's final score), ``curves.csv`` and
 ``curves.png`` (median and interquartile range across seeds, per condition, like the paper's
-figures) and ``summary.md`` (the table of medians and IQMs with 95% confidence intervals, and the
+figures), the same for each further curve of the task (``curves_<label>.csv/png``: the maze's held-out
+reward and signature) and ``summary.md`` (the table of medians and IQMs with 95% confidence intervals, and the
 rank-sum tests between conditions).
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,11 +52,33 @@ def _with_interval(estimate: Estimate) -> str:
 
 
 def aggregate_curves(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray]:
-    """The x of the runs' common prefix and the median, 25th and 75th percentiles of y there, ``(3, n)``."""
+    """The x of the runs' common prefix and the median, 25th and 75th percentiles of y there, ``(3, n)``, over the
+    runs whose y is not NaN at that point (NaN where none is)."""
     length = min(len(curve.x) for curve in curves)
     x = curves[0].x[:length]
     values = np.stack([curve.y[:length] for curve in curves])
-    return x, np.percentile(values, [50, 25, 75], axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a point where every run is NaN: NaN, said by the plot
+        return x, np.nanpercentile(values, [50, 25, 75], axis=0)
+
+
+def _write_curves(
+    root: Path, stem: str, title: str, labels: dict[str, str], log_scale: bool, groups: dict[str, list[Curve]]
+) -> None:
+    """``<stem>.csv`` and ``<stem>.png``: the median and IQR over each group's runs of their curves."""
+    rows, aggregated = [], {}
+    for group, curves in groups.items():
+        x, (median, q25, q75) = aggregated[group] = aggregate_curves(curves)
+        for point in zip(x, median, q25, q75, strict=True):
+            rows.append([group, f"{point[0]:g}", *(f"{value:.6g}" for value in point[1:]), len(curves)])
+    header = ["condition", "episodes", "median", "q25", "q75", "runs"]
+    atomic_write_text(root / f"{stem}.csv", _csv_text(header, rows))
+    _plot(root / f"{stem}.png", title, labels, log_scale, aggregated, max(len(curves) for curves in groups.values()))
+
+
+def curve_file_stem(label: str) -> str:
+    """The file name (without suffix) of the further curve whose y axis is ``label``."""
+    return "curves_" + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def write_summary(
@@ -69,7 +94,8 @@ def write_summary(
 
     Each run is a dict with ``group`` (condition, with its overrides), ``seed``, ``score``,
     ``curve`` (a :class:`Curve`), ``wall_s``, ``folder`` and optionally ``details`` (``{label: value}``:
-    tabulated per condition, and as columns of ``finals.csv``).
+    tabulated per condition, and as columns of ``finals.csv``) and ``further_curves`` (``{y label: Curve}``: each
+    label's curves aggregated per condition in :func:`curve_file_stem` ``.csv`` and ``.png``).
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
@@ -84,14 +110,22 @@ def write_summary(
     ]
     finals_header = ["condition", "seed", "final_score", "wall_s", "folder", *detail_labels]
     atomic_write_text(root / "finals.csv", _csv_text(finals_header, finals))
-    curve_rows, aggregated = [], {}
-    for group, members in groups.items():
-        x, (median, q25, q75) = aggregated[group] = aggregate_curves([run["curve"] for run in members])
-        for point in zip(x, median, q25, q75, strict=True):
-            curve_rows.append([group, f"{point[0]:g}", *(f"{value:.6g}" for value in point[1:]), len(members)])
-    curve_header = ["condition", "episodes", "median", "q25", "q75", "runs"]
-    atomic_write_text(root / "curves.csv", _csv_text(curve_header, curve_rows))
-    _plot(root / "curves.png", title, labels, log_scale, aggregated, max(len(members) for members in groups.values()))
+    _write_curves(
+        root,
+        "curves",
+        title,
+        labels,
+        log_scale,
+        {group: [run["curve"] for run in members] for group, members in groups.items()},
+    )
+    for label in dict.fromkeys(label for run in runs for label in run.get("further_curves", {})):
+        further = {
+            group: [run["further_curves"][label] for run in members if label in run.get("further_curves", {})]
+            for group, members in groups.items()
+        }
+        further = {group: curves for group, curves in further.items() if curves and min(len(c.x) for c in curves)}
+        if further:
+            _write_curves(root, curve_file_stem(label), title, {**labels, "y": label}, False, further)
 
     better = "higher" if higher_is_better else "lower"
     lines = [f"# {title}", "", *header_lines, "", f"Final score: {labels['score']} ({better} is better).", ""]

@@ -89,11 +89,45 @@ def held_out_reward(train_folder: Path, options: dict[str, Any], args: argparse.
     return float(held_out_evaluation(train_folder, options)["reward_mean"])
 
 
+#: Held-out points that ``--score heldout_curve`` averages: the last ones of the run's ``--heldout-freq`` curve.
+CURVE_POINTS_SCORED = 3
+#: The held-out curves the summary draws beside the training curve: ``progress.csv`` column -> axis label.
+HELD_OUT_CURVES = {
+    "reward_mean": "held-out reward per episode",
+    "ratio_of_means": "held-out later gap / first hit",
+}
+
+
+def held_out_curve(train_folder: Path, statistic: str) -> Curve:
+    """The run's ``heldout/<statistic>`` against training episodes (its ``--heldout-freq`` measurements in
+    ``progress.csv``; NaN where a measurement has no finite value, e.g. a ratio without two-hit episodes)."""
+    path = train_folder / "progress.csv"
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    points = [row for row in rows if row.get("heldout/total_timesteps")]
+    rewards, steps = episode_rewards(train_folder)
+    steps_per_episode = steps / len(rewards) if len(rewards) else 1.0
+    x = np.array([float(row["heldout/total_timesteps"]) / steps_per_episode for row in points])
+    y = np.array([float(row.get(f"heldout/{statistic}") or "nan") for row in points])
+    return Curve(x, y)
+
+
+def held_out_curve_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
+    """Mean held-out reward of the last :data:`CURVE_POINTS_SCORED` points of the run's held-out curve."""
+    curve = held_out_curve(train_folder, "reward_mean")
+    if len(curve.y) < CURVE_POINTS_SCORED:
+        raise ValueError(
+            f"{train_folder} has {len(curve.y)} held-out measurements; --score heldout_curve averages the last "
+            f"{CURVE_POINTS_SCORED} (train with a smaller --heldout-freq)"
+        )
+    return float(curve.y[-CURVE_POINTS_SCORED:].mean())
+
+
 #: ``--score`` name -> ``score(train_folder, run_options, experiment_args) -> float``. ``train_folder``
 #: holds the ``plastic-rl train`` run (``<algo>/<env>_1/<env>.zip``); ``run_options`` are its options.
 SCORES: dict[str, Callable[[Path, dict[str, Any], argparse.Namespace], float]] = {
     "training": final_training_reward,
     "heldout": held_out_reward,
+    "heldout_curve": held_out_curve_reward,
 }
 
 
@@ -130,7 +164,13 @@ class RLAdapter(TaskAdapter):
             "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run"
         )
         parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run")
-        parser.add_argument("--score", default="training", choices=list(SCORES), help="each run's final score")
+        parser.add_argument(
+            "--score",
+            default="training",
+            choices=list(SCORES),
+            help="each run's final score: its last training episodes, its final model on 300 held-out episodes, or "
+            f"the mean held-out reward of the last {CURVE_POINTS_SCORED} --heldout-freq measurements",
+        )
         parser.add_argument(
             "--heldout-freq",
             type=int,
@@ -193,6 +233,8 @@ class RLAdapter(TaskAdapter):
             raise ValueError(f"--heldout-freq must be a positive integer; got {args.heldout_freq}")
         if args.heldout_episodes < 1:
             raise ValueError(f"--heldout-episodes must be a positive integer; got {args.heldout_episodes}")
+        if args.score == "heldout_curve" and args.heldout_freq is None:
+            raise ValueError("--score heldout_curve needs --heldout-freq (the held-out measurements it averages)")
         if args.bin_episodes is not None and args.bin_episodes < 1:
             raise ValueError(f"--bin-episodes must be a positive integer; got {args.bin_episodes}")
         super().check_options(args)
@@ -203,6 +245,11 @@ class RLAdapter(TaskAdapter):
         n_bins = len(rewards) // self.bin_episodes
         binned = rewards[: n_bins * self.bin_episodes].reshape(n_bins, self.bin_episodes).mean(axis=1)
         return Curve(self.bin_episodes * np.arange(1, n_bins + 1), binned)
+
+    def further_curves(self, folder: Path, options: dict[str, Any]) -> dict[str, Curve]:
+        if self.args.heldout_freq is None:
+            return {}
+        return {label: held_out_curve(folder / TRAIN_FOLDER, key) for key, label in HELD_OUT_CURVES.items()}
 
     def final_score(self, folder: Path, options: dict[str, Any]) -> float:
         return SCORES[self.args.score](folder / TRAIN_FOLDER, options, self.args)
@@ -219,6 +266,11 @@ class RLAdapter(TaskAdapter):
     def labels(self) -> dict[str, str]:
         if self.args.score == "training":
             scored = f"mean reward of the last {self.args.final_fraction:.0%} of each run's training episodes"
+        elif self.args.score == "heldout_curve":
+            scored = (
+                f"mean held-out reward ({self.args.heldout_episodes} episodes) of the last {CURVE_POINTS_SCORED} "
+                f"measurements, every {self.args.heldout_freq:,} env steps"
+            )
         else:
             scored = f"{self.args.score} score"
         return {

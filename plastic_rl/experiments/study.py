@@ -296,6 +296,7 @@ def summarize(adapter: TaskAdapter, runs: list[Run], root: Path, header_lines: l
             "score": adapter.final_score(run.folder, run.options),
             "details": adapter.final_details(run.folder, run.options),
             "curve": adapter.curve(run.folder, run.options),
+            "further_curves": adapter.further_curves(run.folder, run.options),
             "wall_s": _wall_seconds(run),
             "folder": str(run.folder),
         }
@@ -365,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no finished runs in {root}")
     else:
         print(text)
-        print(f"Wrote {root}/summary.md, finals.csv, curves.csv and curves.png")
+        print(f"Wrote {root}/summary.md, finals.csv and curves.csv/png (more curves_*.csv/png beside them if any)")
     if failures:
         print(f"plastic-rl experiment: {len(failures)} runs failed; re-run the command to retry them", file=sys.stderr)
         return 1
