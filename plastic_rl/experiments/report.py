@@ -119,11 +119,11 @@ def write_summary(
         {group: [run["curve"] for run in members] for group, members in groups.items()},
     )
     for label in dict.fromkeys(label for run in runs for label in run.get("further_curves", {})):
-        further = {
-            group: [run["further_curves"][label] for run in members if label in run.get("further_curves", {})]
-            for group, members in groups.items()
-        }
-        further = {group: curves for group, curves in further.items() if curves and min(len(c.x) for c in curves)}
+        further: dict[str, list[Curve]] = {}
+        for group, members in groups.items():
+            curves = [run["further_curves"][label] for run in members if label in run.get("further_curves", {})]
+            if curves and min(len(curve.x) for curve in curves) > 0:
+                further[group] = curves
         if further:
             _write_curves(root, curve_file_stem(label), title, {**labels, "y": label}, False, further)
 
