@@ -94,6 +94,14 @@ def test_bad_command_line_values_give_clear_errors(tmp_path, capsys):
     assert not (tmp_path / "recurrent_ppo").exists() or not any((tmp_path / "recurrent_ppo").iterdir())
 
 
+def test_key_values_read_exponent_numbers_as_numbers():
+    from plastic_rl.agents.configuration import parse_key_values
+
+    parsed = parse_key_values(["learning_rate:1e-4", "policy_kwargs:{hebbian_learning_rate: 2.5E+2, rule: e1}"], "-p")
+    assert parsed == {"learning_rate": 1e-4, "policy_kwargs": {"hebbian_learning_rate": 250.0, "rule": "e1"}}
+    assert parse_key_values(["names:[1e3, x1e3]"], "-p") == {"names": [1000.0, "x1e3"]}
+
+
 @pytest.mark.filterwarnings("ignore:episodes do not line up")
 def test_bench_reports_throughput_and_memory(capsys):
     assert main(["bench", "a2c", "--n-envs", "2", "--n-steps", "10", "--hidden-size", "8", "--updates", "1"]) == 0

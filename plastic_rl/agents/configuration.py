@@ -96,14 +96,29 @@ def load_hyperparameters(algo: str, env_id: str, hyperparams_set: str | None = N
     return {key: dict(value) if isinstance(value, dict) else value for key, value in entry.items() if key != "policy"}
 
 
+# YAML 1.1 (PyYAML) reads 1e-4 as text, wanting 1.0e-4: a command line means the number.
+_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _exponent_numbers(value: Any) -> Any:
+    """``value`` with every string written like ``1e-4`` read as that float, in nested lists and dicts too."""
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value):
+        return float(value)
+    if isinstance(value, list):
+        return [_exponent_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _exponent_numbers(item) for key, item in value.items()}
+    return value
+
+
 def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
-    """``["key:value", ...]`` -> dict, each value read as YAML (numbers, booleans, lists, dicts)."""
+    """``["key:value", ...]`` -> dict, each value read as YAML (numbers, ``1e-4`` included, booleans, lists, dicts)."""
     result: dict[str, Any] = {}
     for pair in pairs or []:
         key, separator, value = pair.partition(":")
         if not separator or not key:
             raise ValueError(f"{option} takes key:value pairs; got {pair!r}")
-        result[key] = yaml.safe_load(value)
+        result[key] = _exponent_numbers(yaml.safe_load(value))
     return result
 
 
