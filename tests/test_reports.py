@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +79,40 @@ def test_trace_video_callback_logs_an_animation(tmp_path):
     assert animations[0].encoded_image_string[:6] == b"GIF89a"
     assert (animations[0].height, animations[0].width) == (96, 140)  # the 5 x 5 maze's (384, 560) frames / 4
     assert "trace/episode_reward" in events.Tags()["scalars"]
+
+
+def _example(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_maze_stability_counts_spikes_collapses_and_reads_held_out_points(tmp_path):
+    stability = _example("maze_stability")
+    # Rises to 40, falls below 20 (a collapse), recovers, falls again (a second one).
+    assert (
+        stability.collapses(np.array([0, 10, 40, 40, 40, 40, 40, 5, 5, 5, 5, 5, 40, 40, 40, 40, 40, 2, 2, 2, 2, 2]))
+        == 2
+    )
+    assert stability.collapses(np.array([0.0, 5, 10, 15, 10, 5, 1, 1, 1])) == 0  # the peak never passed 20
+    columns = ["time/total_timesteps", "rollout/ep_len_mean", "rollout/ep_rew_mean", "train/grad_norm_total"]
+    columns += ["train/entropy_loss", "plasticity/eta", "plasticity/mean_abs_alpha", "plasticity/trace_norm"]
+    columns += ["heldout/total_timesteps", "heldout/reward_mean", "heldout/ratio_of_means"]
+    lines = [",".join(columns)]
+    for update in range(1, 21):
+        grad = 50.0 if update == 7 else 1.0
+        lines.append(f"{update * 100},10,{update},{grad},-1.2,0.01,0.02,3.0,,,")
+        if update % 10 == 0:
+            lines.append(f",,,,,,,,{update * 100},{update * 2},0.8")
+    run_folder = tmp_path / "study" / "plastic" / "seed_100" / "train"
+    run_folder.mkdir(parents=True)
+    (run_folder / "progress.csv").write_text("\n".join(lines) + "\n")
+    run = stability.read_run(run_folder / "progress.csv")
+    assert run["x"][-1] == 200 and list(run["heldout_x"]) == [100, 200]
+    row = stability.row_of("plastic/seed_100", run)
+    assert row["spikes"] == "1" and row["grad_norm_max"] == "50" and row["entropy_min"] == "1.200"
+    assert row["heldout_100"] == "20.0 / 0.80" and row["heldout_200"] == "40.0 / 0.80"
