@@ -442,3 +442,24 @@ def test_a_cached_measurement_is_redone_when_its_record_is_corrupt_or_for_other_
     record.write_text('{"key": {"model": "b"}, "val')  # truncated by hand
     assert cached_json(record, {"model": "b"}, measure) == {"score": 3}
     assert cached_json(record, {"model": "b"}, measure) == {"score": 3}
+
+
+def test_files_written_atomically_get_the_mode_of_any_new_file(tmp_path):
+    # mkstemp's 0600 made shared results unreadable to other users: a new file follows the umask.
+    from plastic_rl.core import files
+
+    script = textwrap.dedent(
+        f"""
+        import os
+        os.umask(0o027)
+        from plastic_rl.core.files import atomic_path, atomic_write_text
+        atomic_write_text({str(tmp_path / "text")!r}, "x")
+        with atomic_path({str(tmp_path / "named.zip")!r}) as partial:
+            partial.write_bytes(b"y")
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert {(tmp_path / name).stat().st_mode & 0o777 for name in ("text", "named.zip")} == {0o640}
+    files.atomic_write_bytes(tmp_path / "here", b"z")
+    assert (tmp_path / "here").stat().st_mode & 0o777 == files._NEW_FILE_MODE
+    assert not list(tmp_path.glob(".*partial*"))

@@ -18,6 +18,26 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: a new file gets the mode open() gives it (0666 less the umask), not mkstemp's 0600, so a
+# result written on a shared machine is as readable as any other file there.
+_NEW_FILE_MODE = 0o666 & ~_process_umask()
+
+
+def _partial_file(path: Path, suffix: str) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (its folder created if needed), with a new file's usual mode: its open
+    descriptor and name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(descriptor, _NEW_FILE_MODE)
+    return descriptor, partial
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file for writing that replaces ``path`` when the ``with`` block succeeds.
@@ -33,9 +53,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w'; got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    descriptor, partial = _partial_file(Path(path), ".partial")
     try:
         with os.fdopen(descriptor, mode, encoding="utf-8" if mode == "w" else None) as handle:
             yield handle
@@ -68,8 +86,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     is missing). The file is flushed to disk before the rename; on an exception it is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    descriptor, partial = _partial_file(path, f".partial{path.suffix}")
     os.close(descriptor)
     try:
         yield Path(partial)
