@@ -147,6 +147,30 @@ def test_a_held_out_curve_score_needs_the_measurements(tmp_path, capsys):
     assert "--score heldout_curve needs --heldout-freq" in capsys.readouterr().err
 
 
+def test_a_second_command_on_a_study_in_use_exits_2_naming_the_holder(tmp_path, capsys):
+    # Another process holds the folder's lock (as a running study does) until it is killed.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from plastic_rl.experiments.lock import study_lock\n"
+         "with study_lock(Path(sys.argv[1]), 'plastic-rl experiment maze (the first)'):\n"
+         "    print('locked', flush=True)\n    time.sleep(60)\n", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert main([*MAZE, "--seeds", "1", "--conditions", "rnn", "-f", str(tmp_path)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"plastic-rl experiment: error: {tmp_path} is in use by another plastic-rl experiment")
+        assert f"pid {holder.pid} on " in error and "plastic-rl experiment maze (the first)" in error
+        assert not (tmp_path / "rnn").exists()
+        assert main([*MAZE, "--seeds", "1", "--conditions", "rnn", "-f", str(tmp_path), "--status"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    # A killed holder leaves no stale lock.
+    assert main([*MAZE, "--seeds", "1", "--conditions", "rnn", "-f", str(tmp_path)]) == 0
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [

@@ -31,6 +31,7 @@ from typing import Any
 from plastic_rl.core.files import atomic_write_text
 from plastic_rl.experiments.adapter import TaskAdapter
 from plastic_rl.experiments.launchers import LOG, RESULT, Launcher, LocalLauncher, RayLauncher, recover_folder
+from plastic_rl.experiments.lock import study_lock
 from plastic_rl.experiments.statistics import SIGNIFICANCE, seeds_needed
 from plastic_rl.supervised.task import TASKS
 
@@ -333,8 +334,6 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.out)
     try:
         runs = plan(adapter, args)
-        for run in runs:
-            recover_folder(run.folder)
         study_path = root / STUDY
         recorded_jobs = json.loads(study_path.read_text())["jobs"] if study_path.exists() else None
         if len({run.group for run in runs}) > 1 and args.seeds < seeds_needed():
@@ -348,13 +347,21 @@ def run(args: argparse.Namespace) -> int:
             return 0
         failures = []
         if not args.summarize_only:
-            if args.launcher == "ray":
-                launcher: Launcher = RayLauncher(args.jobs, args.address)
-            else:
-                launcher = LocalLauncher(args.jobs or os.cpu_count() or 1)
-            study = {"task": args.task, "command": _command_line(), "jobs": launcher.jobs, "launcher": args.launcher}
-            atomic_write_text(study_path, json.dumps(study, indent=2) + "\n")
-            failures = execute(adapter, runs, launcher, args.task)
+            with study_lock(root, _command_line()):
+                for run in runs:
+                    recover_folder(run.folder)
+                if args.launcher == "ray":
+                    launcher: Launcher = RayLauncher(args.jobs, args.address)
+                else:
+                    launcher = LocalLauncher(args.jobs or os.cpu_count() or 1)
+                study = {
+                    "task": args.task,
+                    "command": _command_line(),
+                    "jobs": launcher.jobs,
+                    "launcher": args.launcher,
+                }
+                atomic_write_text(study_path, json.dumps(study, indent=2) + "\n")
+                failures = execute(adapter, runs, launcher, args.task)
     except ValueError as error:
         print(f"plastic-rl experiment: error: {error}", file=sys.stderr)
         return 2
