@@ -94,6 +94,14 @@ API_CASES = {
     ),
     "ppo n_epochs": (lambda: PlasticPPO("PlasticRecurrentPolicy", "PlasticMaze-v0", n_epochs=0), "n_epochs"),
     "ppo clip_range": (lambda: PlasticPPO("PlasticRecurrentPolicy", "PlasticMaze-v0", clip_range=-1), "clip_range"),
+    "ppo batch_size": (
+        lambda: PlasticPPO("PlasticRecurrentPolicy", "PlasticMaze-v0", batch_size=64),
+        "batch_size: PlasticPPO does not take SB3 PPO's 'batch_size': each epoch is one gradient step",
+    ),
+    "ppo clip_range_vf": (
+        lambda: PlasticPPO("PlasticRecurrentPolicy", "PlasticMaze-v0", clip_range_vf=0.2),
+        "clip_range_vf: .* the value loss is not clipped",
+    ),
     "trainer learning_rate inf": (lambda: trainer(learning_rate=INF), "learning_rate"),
     "trainer batch_size 0": (lambda: trainer(batch_size=0), "batch_size"),
     "trainer on_non_finite": (lambda: trainer(on_non_finite="ignore"), "on_non_finite"),
@@ -109,6 +117,11 @@ def test_constructors_name_the_bad_parameter(case):
     build, name = API_CASES[case]
     with pytest.raises(ValueError, match=name):
         build()
+
+
+def test_plastic_ppo_names_itself_for_an_unknown_keyword():
+    with pytest.raises(TypeError, match="PlasticPPO got unexpected keyword arguments: bogus, n_batches"):
+        PlasticPPO("PlasticRecurrentPolicy", "PlasticMaze-v0", bogus=1, n_batches=2)
 
 
 def test_envs_refuse_bad_actions_and_steps_after_the_end():

@@ -12,6 +12,7 @@ backward needs), and the first gradient step differentiates that recording inste
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from typing import Any, ClassVar, TypeVar
 
@@ -518,8 +519,20 @@ class PlasticPPO(PlasticA2C):
     clip_range : clipping of the probability ratio (a float or a schedule of the remaining progress).
     target_kl : stop the epochs early when the approximate KL divergence exceeds ``1.5 * target_kl``.
     normalize_advantage : standardize the advantages (True, as in SB3's PPO).
-    kwargs : as :class:`PlasticA2C`.
+    kwargs : as :class:`PlasticA2C`, whose defaults (the paper's maze: lr 1e-3, n_steps 250, gamma 0.9, Monte-Carlo
+        returns) are also PlasticPPO's, not SB3 PPO's (lr 3e-4, n_steps 2048, gamma 0.99, gae_lambda 0.95).
+
+    SB3 PPO's ``batch_size`` (minibatches) and ``clip_range_vf`` are refused with a ValueError that says why: an
+    update backpropagates through every sequence from its rollout's first step, so a minibatch of single steps
+    cannot be taken, and the value loss is not clipped.
     """
+
+    #: SB3 PPO keywords this algorithm does not take, and why.
+    unsupported_keywords: ClassVar[dict[str, str]] = {
+        "batch_size": "each epoch is one gradient step on all the rollout's sequences (n_envs x n_steps steps), "
+        "backpropagated through the recurrent state from the rollout's start: there are no minibatches",
+        "clip_range_vf": "the value loss is not clipped",
+    }
 
     def __init__(
         self,
@@ -532,6 +545,12 @@ class PlasticPPO(PlasticA2C):
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
+        for name, reason in self.unsupported_keywords.items():
+            if name in kwargs:
+                raise ValueError(f"{name}: PlasticPPO does not take SB3 PPO's {name!r}: {reason}")
+        unknown = sorted(set(kwargs) - set(inspect.signature(PlasticA2C.__init__).parameters))
+        if unknown:
+            raise TypeError(f"PlasticPPO got unexpected keyword arguments: {', '.join(unknown)}")
         super().__init__(policy, env, normalize_advantage=normalize_advantage, _init_setup_model=False, **kwargs)
         self.n_epochs = check_positive_int("n_epochs", n_epochs)
         if not callable(clip_range):
