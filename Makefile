@@ -30,6 +30,8 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(SDL) $(BIN)/plastic-rl train --algo plastic_a2c --env PlasticMaze-v0 --policy plastic \
 		-n $(RUN_TIMESTEPS) -f logs --compare-random -params "policy_kwargs:{rule: oja}"
+	@echo "The pretrained plastic agent shipped with the package (32,000 episodes), on the same held-out episodes:"
+	$(SDL) $(BIN)/plastic-rl evaluate --pretrained maze --no-random --out logs/pretrained_maze_evaluation.json
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check plastic_rl tests examples

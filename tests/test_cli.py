@@ -58,6 +58,25 @@ def test_enjoy_plays_the_latest_run_and_records_a_gif(tmp_path, capsys):
     assert gif.stat().st_size > 0
 
 
+def test_the_pretrained_maze_agent_loads_plays_and_evaluates(tmp_path, capsys, monkeypatch):
+    from plastic_rl.agents.pretrained import load_pretrained, pretrained_config
+
+    model = load_pretrained("maze")
+    config = pretrained_config("maze")
+    assert model.policy.plasticity == "full" and model.policy.core.rule == "oja"
+    assert {"commit", "episodes", "command", "heldout"} <= set(config["provenance"])
+    # Packaged without Adam's moments: a starting point for train -i, re-made at its first step.
+    assert not model.policy.optimizer.state
+    assert main(["enjoy", "--pretrained", "maze", "--no-render", "--n-episodes", "1"]) == 0
+    assert "episode 1: reward" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--pretrained", "maze", "--n-episodes", "4", "--no-random"]) == 0
+    assert "trained agent" in capsys.readouterr().out
+    assert (tmp_path / "pretrained_maze_evaluation.json").exists()
+    assert main(["evaluate", "--pretrained", "maze", "--model", "x.zip"]) == 2
+    assert "--model and --pretrained each name the model" in capsys.readouterr().err
+
+
 def test_enjoy_records_an_mp4_through_record_video(tmp_path, capsys):
     pytest.importorskip("moviepy")
     assert train(tmp_path, "-n", "20", "--policy", "plastic") == 0

@@ -6,5 +6,14 @@ homogeneous or no plasticity as options) and :class:`LstmPolicy` by backpropagat
 
 from plastic_rl.agents.a2c import PlasticA2C, PlasticPPO
 from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy
+from plastic_rl.agents.pretrained import load_pretrained, pretrained_config
 
-__all__ = ["LstmPolicy", "PlasticA2C", "PlasticPPO", "PlasticRecurrentPolicy", "RecurrentActorCriticPolicy"]
+__all__ = [
+    "LstmPolicy",
+    "PlasticA2C",
+    "PlasticPPO",
+    "PlasticRecurrentPolicy",
+    "RecurrentActorCriticPolicy",
+    "load_pretrained",
+    "pretrained_config",
+]

@@ -1,9 +1,10 @@
 """``plastic-rl enjoy``: watch a trained agent (RL Baselines3 Zoo conventions), with its Hebbian trace.
 
-Loads the latest run (or ``--exp-id N``) of ``--env`` from ``LOGDIR/<algo>/<env>_<N>/`` and plays episodes in
-the pygame window; on PlasticMaze-v0 a plastic agent's trace (``--panel``: the trace, alpha ⊙ Hebb or the
-effective weights, neurons in one clustered order fixed per model, see :mod:`plastic_rl.agents.trace_panel`) is
-shown in the side panel as it changes, with its norm along the bottom and a tick at each reward hit.
+Loads the latest run (or ``--exp-id N``) of ``--env`` from ``LOGDIR/<algo>/<env>_<N>/``, or a pretrained agent
+shipped with the package (``--pretrained maze``), and plays episodes in the pygame window; on PlasticMaze-v0 a
+plastic agent's trace (``--panel``: the trace, alpha ⊙ Hebb or the effective weights, neurons in one clustered order
+fixed per model, see :mod:`plastic_rl.agents.trace_panel`) is shown in the side panel as it changes, with its norm
+along the bottom and a tick at each reward hit.
 
 ``--panel-scale episode`` (the default) keeps the panel's colour scale, and the strip's axis, fixed over each
 episode, so growth shows: the episode is first played once without drawing, with the same env seed and torch seed
@@ -25,6 +26,7 @@ from typing import Any
 import gymnasium as gym
 
 from plastic_rl.agents.configuration import ALGORITHMS
+from plastic_rl.agents.pretrained import PRETRAINED_AGENTS
 from plastic_rl.agents.trace_panel import NEURON_ORDERS, PANEL_CONTENTS
 from plastic_rl.core.options import non_negative_int, positive_int
 
@@ -35,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", default=None, choices=list(ALGORITHMS), help="algorithm (default: the latest run's)")
     parser.add_argument("--exp-id", type=non_negative_int, default=0, help="run number N of <env>_<N> (0: the latest)")
     parser.add_argument("--load-best", action="store_true", help="load best_model.zip instead of the final model")
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        choices=list(PRETRAINED_AGENTS),
+        help="play an agent shipped with the package instead of a run of -f",
+    )
     parser.add_argument("--n-episodes", type=positive_int, default=1, help="episodes to play")
     parser.add_argument("--no-render", action="store_true", help="do not open a window")
     parser.add_argument("--deterministic", action="store_true", help="take the most likely actions")
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     import plastic_rl  # noqa: F401  (registers the envs)
     from plastic_rl.agents.configuration import algorithm_class, check_env_id, find_run_folder
+    from plastic_rl.agents.pretrained import pretrained_folder
     from plastic_rl.agents.trace_panel import TracePanel, play_episode
     from plastic_rl.core.options import check_device, reported_as_bad_input
 
@@ -86,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
         check_device("--device", args.device)
         check_env_id(args.env)
         panel_scale = _panel_scale(args.panel_scale)
-        folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
+        if args.pretrained is not None:
+            folder = pretrained_folder(args.pretrained)
+            args.env = PRETRAINED_AGENTS[args.pretrained]
+        else:
+            folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
         try:
             config = yaml.safe_load((folder / "config.yml").read_text())
             algo = config["algo"]

@@ -1,8 +1,10 @@
 """``plastic-rl evaluate``: a trained agent against a random policy on held-out episodes.
 
-Loads the latest run (or ``--exp-id N``, or ``--model PATH``) of ``--env`` under ``LOGDIR/<algo>/<env>_<N>/``,
-runs it and a uniformly random policy on the same held-out episodes (env seeds never used in training, see
-:mod:`plastic_rl.agents.evaluation`), prints the table and writes the statistics (JSON) and every episode (CSV).
+Loads the latest run (or ``--exp-id N``, or ``--model PATH``) of ``--env`` under ``LOGDIR/<algo>/<env>_<N>/``, or a
+pretrained agent shipped with the package (``--pretrained maze``), runs it and a uniformly random policy on the same
+held-out episodes (env seeds never used in training, see :mod:`plastic_rl.agents.evaluation`), prints the table and
+writes the statistics (JSON; a pretrained agent's to ``pretrained_<name>_evaluation.json`` here) and every episode
+(CSV).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from plastic_rl.agents.configuration import ALGORITHMS
 from plastic_rl.agents.evaluation import DEFAULT_EPISODES, HELD_OUT_FIRST_SEED
+from plastic_rl.agents.pretrained import PRETRAINED_AGENTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load-best", action="store_true", help="load best_model.zip instead of the final model")
     parser.add_argument(
         "--model", default=None, metavar="PATH.zip", help="a model file of a run folder (e.g. a checkpoint)"
+    )
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        choices=list(PRETRAINED_AGENTS),
+        help="an agent shipped with the package instead of a run of -f",
     )
     parser.add_argument("--n-episodes", type=int, default=DEFAULT_EPISODES, help="held-out episodes")
     parser.add_argument(
@@ -51,10 +60,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from plastic_rl.agents.configuration import algorithm_class, find_run_folder
     from plastic_rl.agents.evaluation import evaluate, format_table, held_out_seeds, write_results
+    from plastic_rl.agents.pretrained import pretrained_folder
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.model is not None:
+    if args.model is not None and args.pretrained is not None:
+        raise ValueError("--model and --pretrained each name the model: give one")
+    if args.pretrained is not None:
+        folder = pretrained_folder(args.pretrained)
+        model_path = folder / f"{PRETRAINED_AGENTS[args.pretrained]}.zip"
+    elif args.model is not None:
         model_path = Path(args.model)
         if not model_path.is_file():
             raise ValueError(f"--model must be an existing model file; got {args.model!r}")
@@ -75,7 +90,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not args.no_random:
         results.append(evaluate("random", config["env"], env_kwargs, seeds=seeds, name="random policy"))
     print(format_table(results))
-    out = Path(args.out) if args.out else folder / "evaluation.json"
+    default_out = (
+        Path(f"pretrained_{args.pretrained}_evaluation.json") if args.pretrained else folder / "evaluation.json"
+    )
+    out = Path(args.out) if args.out else default_out
     metadata = {"model": str(model_path), "algo": config["algo"], "env": config["env"], "env_kwargs": env_kwargs,
                 "policy": config["policy"], "training_seed": config["seed"]}  # fmt: skip
     write_results(results, out, metadata)
