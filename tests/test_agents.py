@@ -143,6 +143,24 @@ def test_continuous_actions_and_plasticity_statistics():
     logged = model.logger.name_to_value
     assert {"plasticity/eta", "plasticity/mean_abs_alpha", "plasticity/trace_norm"} <= set(logged)
     assert logged["plasticity/trace_norm"] > 0
+    state = model._last_recurrent_state
+    core = model.policy.core
+    expected = torch.linalg.matrix_norm(core.plasticity_coefficient * state[1]).mean() / core.weight.norm()
+    assert logged["plasticity/plastic_weight_ratio"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_training_warns_once_when_plasticity_has_switched_itself_off(recwarn):
+    env = make_vec_env("PlasticMaze-v0", n_envs=2, env_kwargs=dict(size=5, episode_length=10))
+    model = PlasticA2C("PlasticRecurrentPolicy", env, n_steps=10, learning_rate=1e-3, policy_kwargs=dict(hidden_size=8))
+    model.learn(180)  # 9 updates with alpha at its start: plastic
+    assert not [w for w in recwarn if "switched itself off" in str(w.message)]
+    with torch.no_grad():
+        model.policy.core.plasticity_coefficient.mul_(1e-6)  # what training towards alpha = 0 ends in
+    with pytest.warns(UserWarning, match=r"plasticity has switched itself off: for 10 updates in a row"):
+        model.learn(200, reset_num_timesteps=False)
+    recwarn.clear()
+    model.learn(200, reset_num_timesteps=False)  # once per model
+    assert not [w for w in recwarn if "switched itself off" in str(w.message)]
 
 
 def test_ppo_with_one_epoch_and_no_normalisation_is_a2c():

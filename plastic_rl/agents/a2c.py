@@ -46,6 +46,12 @@ SelfPlasticA2C = TypeVar("SelfPlasticA2C", bound="PlasticA2C")
 ENTROPY_BONUSES = ("entropy", "sum_squares")
 
 
+#: Plasticity counts as switched off when ``|alpha * Hebb| / |w|`` stays below this ...
+PLASTICITY_OFF_RATIO = 1e-3
+#: ... for this many updates in a row (a warning, once per model).
+PLASTICITY_OFF_UPDATES = 10
+
+
 class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
     """Advantage actor-critic with recurrent policies and backpropagation through whole rollouts.
 
@@ -198,6 +204,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         self._rollout_initial_state: RecurrentState | None = None
         self._recorded_rollout: RecordedUnroll | None = None
         self._warned_truncated_bptt = False
+        self._warned_plasticity_off = False
+        self._plasticity_off_updates = 0
         if _init_setup_model:
             self._setup_model()
 
@@ -225,6 +233,25 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         a factor of theirs; a group not named here takes the learning rate itself."""
         return {"alpha": self.plasticity_lr_scale, "eta": self.plasticity_lr_scale * self.eta_lr_scale}
 
+    def _watch_plasticity(self, statistics: dict[str, float]) -> None:
+        """Warn once when plasticity has switched itself off: the plastic part of the weights below
+        :data:`PLASTICITY_OFF_RATIO` of the fixed part for :data:`PLASTICITY_OFF_UPDATES` updates in a row."""
+        ratio = statistics.get("plastic_weight_ratio")
+        if ratio is None or self._warned_plasticity_off:
+            return
+        self._plasticity_off_updates = self._plasticity_off_updates + 1 if ratio < PLASTICITY_OFF_RATIO else 0
+        if self._plasticity_off_updates >= PLASTICITY_OFF_UPDATES:
+            self._warned_plasticity_off = True
+            warnings.warn(
+                f"plasticity has switched itself off: for {PLASTICITY_OFF_UPDATES} updates in a row (up to update "
+                f"{self._n_updates}) the plastic part of the recurrent weights, |alpha * Hebb|, was below "
+                f"{PLASTICITY_OFF_RATIO:.1%} of the fixed part |w| (now {ratio:.2g}; eta "
+                f"{statistics.get('eta', 0):.3g}, mean |alpha| {statistics['mean_abs_alpha']:.3g}): the network "
+                "trains as a plain RNN "
+                "(plasticity/* in the logs)",
+                stacklevel=2,
+            )
+
     def _check_finite(self, loss: th.Tensor | None, *, gradients: bool) -> bool:
         """Whether the update may go on: raise at a non-finite value, or (``on_non_finite="skip"``) count it."""
         problem = find_non_finite(loss, self.policy.named_parameters(), gradients=gradients)
@@ -250,6 +277,8 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             "_last_recurrent_state",
             "_rollout_initial_state",
             "_recorded_rollout",
+            "_warned_plasticity_off",
+            "_plasticity_off_updates",
         ]
 
     def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, *args, **kwargs):
@@ -466,8 +495,10 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             self.logger.record(f"train/{name}", float(np.mean(values_logged)))
         if isinstance(self.action_space, spaces.Box) and hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-        for name, value in self.policy.plasticity_statistics(final_state).items():
+        statistics = self.policy.plasticity_statistics(final_state)
+        for name, value in statistics.items():
             self.logger.record(f"plasticity/{name}", value)
+        self._watch_plasticity(statistics)
         self.logger.record(
             "train/explained_variance",
             explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),

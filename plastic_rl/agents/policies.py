@@ -458,14 +458,21 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         return self._sample(self.core.recorded_step(features, recording, episode_starts), deterministic)
 
     def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
-        """``eta``, the mean ``|alpha|`` and the mean Frobenius norm of the trace in ``state``."""
-        if self.core.plasticity_coefficient is None:
+        """``eta``, the mean ``|alpha|``, the mean Frobenius norm of the trace in ``state`` and the size of the
+        plastic part of the weights against the fixed part: the mean over ``state``'s episodes of
+        ``|alpha ⊙ Hebb| / |w|`` (Frobenius norms; ``plastic_weight_ratio``, near 0 when plasticity is off)."""
+        alpha = self.core.plasticity_coefficient
+        if alpha is None:
             return {}
         eta = self.core.hebbian_learning_rate
+        with th.no_grad():
+            plastic_norm = th.linalg.matrix_norm(alpha * state[1]).mean()
+            ratio = (plastic_norm / th.linalg.matrix_norm(self.core.weight).clamp_min(1e-30)).item()
         return {
             **({} if eta is None else {"eta": eta.item()}),
-            "mean_abs_alpha": self.core.plasticity_coefficient.abs().mean().item(),
+            "mean_abs_alpha": alpha.abs().mean().item(),
             "trace_norm": th.linalg.matrix_norm(state[1]).mean().item(),
+            "plastic_weight_ratio": ratio,
         }
 
 
