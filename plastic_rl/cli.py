@@ -65,6 +65,11 @@ def _run_command(module, parser: argparse.ArgumentParser, args: argparse.Namespa
 
     try:
         return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        if os.environ.get("PLASTIC_RL_TRACEBACK"):
+            raise
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
     except (BadInputError, DataError, TrainingDiverged) as error:
         if os.environ.get("PLASTIC_RL_TRACEBACK"):
             raise

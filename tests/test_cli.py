@@ -144,6 +144,33 @@ def monitor_rows(folder) -> list[list[tuple[str, str]]]:
     return rows
 
 
+def test_ctrl_c_saves_the_model_says_how_to_resume_and_exits_130(tmp_path):
+    folder = tmp_path / "logs"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "plastic_rl.cli", "train", "-f", str(folder), "--n-envs", "2", "--threads", "1",
+         "--no-progress-bar", "-n", "100000", "--save-freq", "40", *TINY],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PLASTIC_RL_TRACEBACK": ""},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run = folder / "plastic_a2c" / "PlasticMaze-v0_1"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None and latest_checkpoint(run) is None:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, errors
+    assert "Traceback" not in errors and errors.rstrip().endswith("plastic-rl train: interrupted")
+    assert f"saved {run / 'PlasticMaze-v0_interrupted.zip'}; continue from its latest checkpoint" in errors
+    assert f"plastic-rl train --resume {run}" in errors
+    from plastic_rl.agents import PlasticA2C
+
+    assert PlasticA2C.load(run / "PlasticMaze-v0_interrupted.zip").num_timesteps > 0
+    assert not (run / "PlasticMaze-v0.zip").exists()  # not taken for a finished run
+
+
 def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys):
     arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "800", "--save-freq", "40", *TINY]
     killed = tmp_path / "killed"

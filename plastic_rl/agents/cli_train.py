@@ -184,6 +184,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_interrupted(model: Any, folder: Path, env_id: str) -> None:
+    """Keep what an interrupted run has learnt, beside its checkpoints, and say how to go on."""
+    from plastic_rl.agents.checkpoints import checkpoints_newest_first
+    from plastic_rl.core.files import atomic_write
+
+    # Not <env>.zip: a folder with its final model counts as finished and would not be resumed.
+    path = folder / f"{env_id}_interrupted.zip"
+    with atomic_write(path) as file:
+        model.save(file)  # a binary file object, as SB3 accepts
+    checkpoints = checkpoints_newest_first(folder)
+    if checkpoints:
+        how = f"continue from its latest checkpoint ({checkpoints[0].name}) with: plastic-rl train --resume {folder}"
+    else:
+        how = "no checkpoint was written yet (--save-freq), so it cannot be resumed"
+    print(f"Interrupted at step {model.num_timesteps:,}: saved {path}; {how}", file=sys.stderr)
+
+
 def train_run(run_folder: str | Path, arguments: Sequence[str] = ()) -> Path:
     """Train one run into exactly ``run_folder``, resuming it from its latest checkpoint if it has one.
 
@@ -362,6 +379,9 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     except TrainingDiverged as error:
         kept = f"{folder} keeps what was saved before it (checkpoints, best model); no final model was written"
         raise TrainingDiverged(f"{error}; {kept}") from error
+    except KeyboardInterrupt:
+        _save_interrupted(model, folder, args.env)
+        raise
     model_path = folder / f"{args.env}.zip"
     with atomic_write(model_path) as file:
         model.save(file)  # type: ignore[arg-type]  # a binary file object, as SB3 accepts

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -123,7 +124,7 @@ def build_trainer(args: argparse.Namespace, run_dir: Path, model_name: str) -> S
 
 
 # What a run writes into its folder; a folder holding any of them holds a run.
-RUN_OUTPUTS = ("model.pt", "checkpoint.pt", "curve.csv", "tensorboard")
+RUN_OUTPUTS = ("model.pt", "model_interrupted.pt", "checkpoint.pt", "curve.csv", "tensorboard")
 
 
 def _run_outputs(folder: Path) -> list[Path]:
@@ -187,6 +188,13 @@ def run(args: argparse.Namespace) -> int:
     print(describe(trainer))
     try:
         trainer.train(args.steps)
+    except KeyboardInterrupt:
+        trainer.save_model(run_dir / "model_interrupted.pt")
+        checkpoint = run_dir / "checkpoint.pt"
+        how = (f"continue from its latest checkpoint with: plastic-rl supervised {args.task} --resume {checkpoint}"
+               if checkpoint.exists() else "no checkpoint was written yet, so it cannot be resumed")  # fmt: skip
+        print(f"Interrupted at step {trainer.step}: saved {run_dir / 'model_interrupted.pt'}; {how}", file=sys.stderr)
+        raise
     finally:
         trainer.close()
     trainer.save_model(run_dir / "model.pt")
