@@ -28,12 +28,14 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: $(VENV)/.installed
+	$(BIN)/plastic-rl build-kernel
 	$(SDL) $(BIN)/plastic-rl train --algo plastic_a2c --env PlasticMaze-v0 --policy plastic \
 		-n $(RUN_TIMESTEPS) -f logs --compare-random -params "policy_kwargs:{rule: oja}"
 	@echo "The pretrained plastic agent shipped with the package (32,000 episodes), on the same held-out episodes:"
 	$(SDL) $(BIN)/plastic-rl evaluate --pretrained maze --no-random --out logs/pretrained_maze_evaluation.json
 
 test: $(VENV)/.installed-dev
+	$(BIN)/plastic-rl build-kernel
 	$(BIN)/ruff check plastic_rl tests examples
 	$(BIN)/ruff format --check plastic_rl tests examples
 	$(BIN)/mypy plastic_rl

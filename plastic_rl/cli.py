@@ -40,6 +40,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "a trained Omniglot model's test accuracy, 95% CI",
     ),
     ("download",): ("plastic_rl.data.download", "fetch a dataset's official files (Omniglot, CIFAR-10)"),
+    ("build-kernel",): ("plastic_rl.core.fused.build_kernel", "build the C++ plastic kernel now (else at first use)"),
     ("bench", "core"): ("plastic_rl.core.bench", "time the plastic core's unroll against autograd"),
     ("bench", "a2c"): ("plastic_rl.agents.bench", "time PlasticA2C's learn() loop on the maze"),
     ("bench", "patterns"): ("plastic_rl.supervised.bench", "time pattern-memory training per episode"),

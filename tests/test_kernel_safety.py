@@ -7,6 +7,11 @@ caller that bypasses them.
 """
 
 import dataclasses
+import fcntl
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,3 +191,33 @@ def test_the_cpp_forward_checks_its_step_range():
             cpp_forward(u, bad)
     with pytest.raises(RuntimeError, match="no update can be pending before step 0"):
         cpp_forward(u, fused.StepRange(0, 1, True, False))
+
+
+def _build_in_a_subprocess() -> subprocess.Popen:
+    script = "from plastic_rl.core.fused.cpp_backend import cpp_available\nassert cpp_available()\nprint('ready')"
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_build_lock_left_by_a_killed_build_is_removed_and_a_live_build_is_waited_for_out_loud():
+    from plastic_rl.core.fused.cpp_backend import BUILD_LOCK_FILE, TORCH_BUILD_LOCK_FILE, cpp_extension_module
+
+    module = cpp_extension_module()
+    if module is None:
+        pytest.skip("no C++ kernel on this machine")
+    folder = Path(module.__file__).parent
+    # A killed build leaves torch's lock file, on which torch waits forever.
+    (folder / TORCH_BUILD_LOCK_FILE).write_text("")
+    out, errors = _build_in_a_subprocess().communicate(timeout=120)
+    assert out.strip() == "ready" and "left by a build that was killed" in errors
+    assert not (folder / TORCH_BUILD_LOCK_FILE).exists()
+    # While another process builds (holds the lock), a second one says it waits, then goes on.
+    with open(folder / BUILD_LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waiting = _build_in_a_subprocess()
+        deadline = time.monotonic() + 60
+        errors = ""
+        while "waiting for another process" not in errors and time.monotonic() < deadline:
+            errors += waiting.stderr.readline()
+        assert waiting.poll() is None and "waiting for another process to finish building" in errors
+    out, _ = waiting.communicate(timeout=120)
+    assert out.strip() == "ready"

@@ -9,12 +9,14 @@ codes it was compiled with, and a kernel whose codes differ from the registry's 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import platform
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,6 +37,8 @@ SANITIZERS = ("address",)
 KERNEL_SOURCE = Path(__file__).parent.parent / "csrc" / "plastic_unroll.cpp"
 PLASTICITY_CODES = {"none": 0, "shared": 1, "full": 2}
 MAX_BATCH_SLICES = 8
+BUILD_LOCK_FILE = "plastic_rl.build.lock"
+TORCH_BUILD_LOCK_FILE = "lock"  # torch.utils.cpp_extension's FileBaton in the build folder
 
 
 @functools.cache
@@ -84,15 +88,42 @@ def _build(cpp_extension: ModuleType, openmp: bool) -> ModuleType:
     source = build_directory / KERNEL_SOURCE.name
     if not source.exists() or source.read_bytes() != source_text:
         atomic_write_bytes(source, source_text)
-    if not (build_directory / f"{name}.so").exists():
-        print(f"plastic_rl: building the C++ plastic kernel {name} (first use, about a minute)", file=sys.stderr)
-    return cpp_extension.load(
-        name=name,
-        sources=[str(source)],
-        extra_cflags=cflags,
-        extra_ldflags=(threads if openmp else []) + sanitize,
-        verbose=False,
-    )
+    with _build_lock(build_directory, name):
+        if not (build_directory / f"{name}.so").exists():
+            print(f"plastic_rl: building the C++ plastic kernel {name} (first use, 1-3 minutes)", file=sys.stderr)
+        return cpp_extension.load(
+            name=name,
+            sources=[str(source)],
+            extra_cflags=cflags,
+            extra_ldflags=(threads if openmp else []) + sanitize,
+            verbose=False,
+        )
+
+
+@contextlib.contextmanager
+def _build_lock(build_directory: Path, name: str) -> Iterator[None]:
+    """Hold the build folder's lock, saying so when another process holds it.
+
+    torch's own build lock is a file that a killed build leaves behind, and torch then waits for it forever, without
+    a word. This one is an ``flock``, released by the OS however its process ends; every build of this kernel takes
+    it first, so a torch lock file found while holding it was left by a killed build, and is removed.
+    """
+    import fcntl  # POSIX: here, not at the top, so that the core still imports where the kernel cannot be built
+
+    descriptor = os.open(build_directory / BUILD_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"plastic_rl: waiting for another process to finish building the C++ kernel {name}", file=sys.stderr)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        stale = build_directory / TORCH_BUILD_LOCK_FILE
+        if stale.exists():
+            print(f"plastic_rl: removing {stale}, left by a build that was killed", file=sys.stderr)
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _vector_width() -> list[str]:
