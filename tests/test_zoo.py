@@ -28,10 +28,19 @@ def zoo(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_zoo_arguments_add_our_package_and_hyperparameters():
     arguments = zoo_arguments("train", ["--algo", "plastic_ppo", "--env", "PlasticMaze-v0"])
-    assert arguments[-4:] == ["--gym-packages", "plastic_rl", "--conf-file", hyperparameter_file("plastic_ppo")]
+    assert arguments[4:8] == ["--gym-packages", "plastic_rl", "--conf-file", hyperparameter_file("plastic_ppo")]
     assert yaml.safe_load(Path(hyperparameter_file("plastic_ppo")).read_text())["PlasticMaze-v0"]["n_steps"] == 250
     given = ["--algo", "plastic_a2c", "--gym-packages", "plastic_rl", "-conf", "mine.yml"]
     assert zoo_arguments("train", given) == given
+    # The file's env_kwargs, for the Zoo's evaluation env and its args.yml, unless the command line has its own.
+    maze = zoo_arguments("train", ["--algo", "plastic_a2c", "--env", "PlasticMaze-v0"])
+    assert maze[maze.index("--env-kwargs") + 1 :] == ["observe_previous_action:True", "observe_time:True"]
+    own = ["--algo", "plastic_a2c", "--env", "PlasticMaze-v0", "--env-kwargs", "size:5"]
+    assert zoo_arguments("train", own).count("--env-kwargs") == 1
+    # --gym-packages is left out for the scripts that do not take it.
+    assert zoo_arguments("plot_train", ["-a", "plastic_a2c", "--gym-packages", "plastic_rl", "-f", "logs"]) == [
+        "-a", "plastic_a2c", "-f", "logs"
+    ]  # fmt: skip
 
 
 def test_zoo_trains_and_enjoys_plastic_a2c(tmp_path):
@@ -64,3 +73,27 @@ def test_zoo_enjoy_and_record_video_read_a_plastic_rl_train_run(tmp_path):
                 "-o", "videos", cwd=tmp_path)  # fmt: skip
     assert video.returncode == 0, video.stdout[-2000:] + video.stderr[-2000:]
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == 1
+
+
+def test_the_readme_zoo_commands_run_as_written_with_the_yaml_env_kwargs(tmp_path):
+    # No --env-kwargs: the maze entry's (previous action, time) reach the Zoo's training, evaluation and video envs.
+    train = zoo("train", "--algo", "plastic_a2c", "--env", "PlasticMaze-v0", "--gym-packages", "plastic_rl",
+                "-n", "160", "-f", "logs", "--eval-freq", "80", "--eval-episodes", "1", "--num-threads", "1",
+                "-params", "n_envs:2", "n_steps:20", "policy_kwargs:dict(hidden_size=8)", cwd=tmp_path)  # fmt: skip
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
+    run = tmp_path / "logs" / "plastic_a2c" / "PlasticMaze-v0_1"
+    assert "observe_time: true" in (run / "PlasticMaze-v0" / "args.yml").read_text()  # the Zoo's own YAML dialect
+    assert (run / "evaluations.npz").is_file()
+    video = zoo("record_video", "--algo", "plastic_a2c", "--env", "PlasticMaze-v0", "--gym-packages", "plastic_rl",
+                "-f", "logs", "-n", "10", "-o", "videos", cwd=tmp_path)  # fmt: skip
+    assert video.returncode == 0, video.stdout[-2000:] + video.stderr[-2000:]
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 1
+    environment_without_display = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
+    plot = subprocess.run(
+        [sys.executable, "-m", "plastic_rl.agents.zoo", "plot_train", "--algo", "plastic_a2c", "--env",
+         "PlasticMaze-v0", "--gym-packages", "plastic_rl", "-f", "logs"],
+        cwd=tmp_path, env={**environment_without_display, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert plot.returncode == 0, plot.stdout[-2000:] + plot.stderr[-2000:]
+    assert (tmp_path / "plot_train.png").stat().st_size > 0 and "Saved plot_train.png" in plot.stdout

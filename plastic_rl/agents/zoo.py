@@ -7,18 +7,21 @@ them to ``ALGOS`` and then runs the Zoo's script; this module is that launcher::
     python -m plastic_rl.agents.zoo train --algo plastic_a2c --env PlasticMaze-v0 --gym-packages plastic_rl
     python -m plastic_rl.agents.zoo enjoy --algo plastic_a2c --env PlasticMaze-v0 -f logs
     python -m plastic_rl.agents.zoo record_video --algo plastic_a2c --env PlasticMaze-v0 -f logs -n 250
-    python -m plastic_rl.agents.zoo plot_train --algo plastic_a2c --env PlasticMaze-v0 -f logs
+    python -m plastic_rl.agents.zoo plot_train --algo plastic_a2c --env PlasticMaze-v0 -f logs [-o curve.png]
 
-Everything after the script name is the Zoo's own command line. Without ``--conf-file``, ``train`` reads the
-hyperparameters of ``plastic-rl train`` (``plastic_rl/agents/hyperparams/<algo>.yml``, which name the policy the
-Zoo builds). Runs of ``plastic-rl train`` carry the Zoo's ``<env>/config.yml`` and ``<env>/args.yml``
-(:func:`write_run_files`), so the Zoo's ``enjoy``, ``record_video`` and ``plot_train`` work on them too.
+Everything after the script name is the Zoo's own command line (``--gym-packages`` may be given to every script;
+``plot_train`` also takes ``-o/--output``, and writes ``plot_train.png`` when there is no display). Without
+``--conf-file``, ``train`` reads the hyperparameters of ``plastic-rl train``
+(``plastic_rl/agents/hyperparams/<algo>.yml``, which name the policy the Zoo builds). Runs of ``plastic-rl train``
+carry the Zoo's ``<env>/config.yml`` and ``<env>/args.yml`` (:func:`write_run_files`), so the Zoo's ``enjoy``,
+``record_video`` and ``plot_train`` work on them too.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import runpy
 import sys
 from collections.abc import Sequence
@@ -28,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from plastic_rl.core.files import atomic_write_text
+from plastic_rl.core.files import atomic_path, atomic_write_text
 
 ZOO_ALGORITHMS = ("plastic_a2c", "plastic_ppo")
 # launcher script name -> the Zoo's "module:function", or its module when the script is only a __main__ block
@@ -55,20 +58,81 @@ def hyperparameter_file(algo: str) -> str:
     return str(resources.files("plastic_rl.agents").joinpath("hyperparams").joinpath(f"{algo}.yml"))
 
 
+# The Zoo scripts that take --gym-packages; the others import nothing from it (this launcher registers our envs).
+TAKE_GYM_PACKAGES = ("train", "enjoy")
+
+
+def _without_gym_packages(arguments: list[str]) -> list[str]:
+    """``arguments`` less ``--gym-packages`` and its values (one README line serves every script)."""
+    kept, skipping = [], False
+    for word in arguments:
+        if word == "--gym-packages":
+            skipping = True
+        elif skipping and word.startswith("-"):
+            skipping = False
+        if not skipping:
+            kept.append(word)
+    return kept
+
+
+def _yaml_env_kwargs(conf_file: str, env_id: str | None) -> dict[str, Any]:
+    """The ``env_kwargs`` of ``env_id``'s entry in a YAML hyperparameter file (none for a file that is missing or
+    a Python module: the Zoo reports or reads those itself)."""
+    path = Path(conf_file)
+    if path.suffix not in (".yml", ".yaml") or not path.is_file():
+        return {}
+    table = yaml.safe_load(path.read_text()) or {}
+    return dict((table.get(env_id) or {}).get("env_kwargs") or {})
+
+
 def zoo_arguments(script: str, arguments: Sequence[str]) -> list[str]:
     """The Zoo's command line for ``script``: ``arguments``, plus ``--gym-packages plastic_rl`` (so that the Zoo's
-    env checks see our envs) and, for ``train`` of one of our algorithms, our ``--conf-file`` unless given."""
+    env checks see our envs) where the script takes it (and without it where it does not), and, for ``train`` of one
+    of our algorithms, our ``--conf-file`` unless given.
+
+    The Zoo gives its evaluation env, and records for its ``enjoy`` and ``record_video``, the ``--env-kwargs`` of the
+    command line, not those of the hyperparameter file: with a file's ``env_kwargs`` (the maze's entry has them) its
+    first evaluation failed on the observation's shape, and its ``enjoy`` built another env than the trained one. So
+    ``train`` passes the file's ``env_kwargs`` as ``--env-kwargs`` when the command line has none.
+    """
     arguments = list(arguments)
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--algo", "-a")
+    parser.add_argument("--env")
     parser.add_argument("--conf-file", "-conf")
     parser.add_argument("--gym-packages", nargs="*", default=[])
+    parser.add_argument("--env-kwargs", nargs="+")
     known, _ = parser.parse_known_args(arguments)
-    if script in ("train", "enjoy") and "plastic_rl" not in known.gym_packages:
+    if script not in TAKE_GYM_PACKAGES:
+        return _without_gym_packages(arguments)
+    if "plastic_rl" not in known.gym_packages:
         arguments += ["--gym-packages", "plastic_rl"]
-    if script == "train" and known.conf_file is None and known.algo in ZOO_ALGORITHMS:
-        arguments += ["--conf-file", hyperparameter_file(known.algo)]
+    if script == "train" and known.algo in ZOO_ALGORITHMS:
+        conf_file = known.conf_file or hyperparameter_file(known.algo)
+        if known.conf_file is None:
+            arguments += ["--conf-file", conf_file]
+        env_kwargs = _yaml_env_kwargs(conf_file, known.env)
+        if env_kwargs and known.env_kwargs is None:
+            arguments += ["--env-kwargs", *(f"{key}:{value!r}" for key, value in env_kwargs.items())]
     return arguments
+
+
+def _save_figures_instead_of_showing(path: Path) -> None:
+    """Make ``plt.show()`` write the open figures to ``path`` (``-1``, ``-2``, ... before the suffix after the
+    first): the Zoo's ``plot_train`` only shows its figure, which a machine without a display never sees."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def save() -> None:
+        for index, number in enumerate(plt.get_fignums()):
+            target = path if index == 0 else path.with_name(f"{path.stem}-{index}{path.suffix}")
+            with atomic_path(target) as partial:
+                plt.figure(number).savefig(partial)
+            print(f"Saved {target}")
+
+    plt.show = save  # type: ignore[assignment]
 
 
 def write_run_files(
@@ -93,6 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usage: python -m plastic_rl.agents.zoo {{{','.join(ZOO_SCRIPTS)}}} [RL Zoo options]", file=sys.stderr)
         return 2
     script, arguments = argv[0], zoo_arguments(argv[0], argv[1:])
+    if script == "plot_train":
+        # Our option, not the Zoo's: where the figure goes when there is no display to show it on.
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--output", "-o")
+        known, arguments = parser.parse_known_args(arguments)
+        if known.output or not os.environ.get("DISPLAY"):
+            _save_figures_instead_of_showing(Path(known.output or "plot_train.png"))
     register()
     module_name, _, function_name = ZOO_SCRIPTS[script].partition(":")
     sys.argv = [module_name, *arguments]
