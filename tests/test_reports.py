@@ -42,10 +42,21 @@ def test_a2c_takes_sb3_a2c_keywords():
 def test_log_keys_are_sb3s(tmp_path, algorithm, policy_loss_key):
     model = algorithm("PlasticRecurrentPolicy", tiny_maze(), n_steps=10, policy_kwargs=dict(hidden_size=8))
     model.set_logger(configure(str(tmp_path), ["csv"]))
-    model.learn(40)
+    model.learn(40, log_interval=1)
     with open(tmp_path / "progress.csv", newline="") as file:
         keys = set(next(csv.reader(file)))
     assert {f"train/{policy_loss_key}", "train/value_loss", "train/entropy_loss", "train/explained_variance"} <= keys
+    # approx_kl is PPO's: A2C's one step from the rollout's own policy would only log rounding.
+    assert ("train/approx_kl" in keys) == (algorithm is PlasticPPO)
+
+
+def test_logs_are_dumped_every_100_updates_for_a2c_and_every_update_for_ppo_unless_told(tmp_path):
+    for algorithm, rows in ((PlasticA2C, 0), (PlasticPPO, 4)):
+        model = algorithm("PlasticRecurrentPolicy", tiny_maze(), n_steps=10, policy_kwargs=dict(hidden_size=8))
+        folder = tmp_path / algorithm.__name__
+        model.set_logger(configure(str(folder), ["csv"]))
+        model.learn(80)  # 4 updates of 2 envs x 10 steps
+        assert len((folder / "progress.csv").read_text().splitlines()[1:]) == rows
 
 
 def write_monitor(path, rows):

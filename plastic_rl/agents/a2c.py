@@ -487,8 +487,9 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
                 ("policy_loss" if clip_range is None else "policy_gradient_loss", policy_loss.item()),
                 ("value_loss", value_loss.item()),
                 ("entropy_loss", entropy_loss.item()),
-                ("approx_kl", approx_kl),
                 ("loss", loss.item()),
+                # PPO's; A2C's single step has the rollout's own policy, where it only measures rounding.
+                *([] if clip_range is None else [("approx_kl", approx_kl)]),
             ]:
                 logs.setdefault(name, []).append(value)
         for name, values_logged in logs.items():
@@ -509,20 +510,25 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         if clip_range is not None:
             self.logger.record("train/clip_range", clip_range)
 
+    #: Updates between two dumps of the logs (printed with ``verbose=1``) when ``learn`` is not told: SB3's A2C's.
+    default_log_interval: ClassVar[int] = 100
+
     def learn(
         self: SelfPlasticA2C,
         total_timesteps: int,
         callback: MaybeCallback = None,
-        log_interval: int = 1,
+        log_interval: int | None = None,
         tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfPlasticA2C:
+        """As SB3's ``learn``; ``log_interval`` defaults to :attr:`default_log_interval` (100 updates for A2C, 1 for
+        PPO, as SB3's), and ``plastic-rl train`` passes 1 so that its ``progress.csv`` has a row per update."""
         try:
             return super().learn(
                 total_timesteps=total_timesteps,
                 callback=callback,
-                log_interval=log_interval,
+                log_interval=self.default_log_interval if log_interval is None else log_interval,
                 tb_log_name=tb_log_name or type(self).__name__,
                 reset_num_timesteps=reset_num_timesteps,
                 progress_bar=progress_bar,
@@ -557,6 +563,8 @@ class PlasticPPO(PlasticA2C):
     update backpropagates through every sequence from its rollout's first step, so a minibatch of single steps
     cannot be taken, and the value loss is not clipped.
     """
+
+    default_log_interval: ClassVar[int] = 1
 
     #: SB3 PPO keywords this algorithm does not take, and why.
     unsupported_keywords: ClassVar[dict[str, str]] = {

@@ -372,6 +372,7 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         model.learn(
             n_timesteps - done,
             callback=callbacks or None,
+            log_interval=1,  # progress.csv: a row per update
             progress_bar=not args.no_progress_bar,
             tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
             reset_num_timesteps=checkpoint is None,
