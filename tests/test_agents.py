@@ -155,7 +155,7 @@ def test_training_warns_once_when_plasticity_has_switched_itself_off(recwarn):
     model.learn(180)  # 9 updates with alpha at its start: plastic
     assert not [w for w in recwarn if "switched itself off" in str(w.message)]
     with torch.no_grad():
-        model.policy.core.plasticity_coefficient.mul_(1e-6)  # what training towards alpha = 0 ends in
+        model.policy.core.eta_raw.fill_(-40.0)  # eta ~ 4e-18: the trace stays ~0, as the clamp at 0 once left it
     with pytest.warns(UserWarning, match=r"plasticity has switched itself off: for 10 updates in a row"):
         model.learn(200, reset_num_timesteps=False)
     recwarn.clear()

@@ -151,6 +151,9 @@ def test_ctrl_c_saves_the_model_says_how_to_resume_and_exits_130(tmp_path):
          "--no-progress-bar", "-n", "100000", "--save-freq", "40", *TINY],
         env={**os.environ, "OMP_NUM_THREADS": "1", "PLASTIC_RL_TRACEBACK": ""},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # A process started in the background by a script inherits SIGINT ignored: Python then never raises
+        # KeyboardInterrupt. Ctrl-C at a terminal reaches a foreground process, whose SIGINT is the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     run = folder / "plastic_a2c" / "PlasticMaze-v0_1"
     try:

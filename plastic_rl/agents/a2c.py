@@ -46,8 +46,8 @@ SelfPlasticA2C = TypeVar("SelfPlasticA2C", bound="PlasticA2C")
 ENTROPY_BONUSES = ("entropy", "sum_squares")
 
 
-#: Plasticity counts as switched off when ``|alpha * Hebb| / |w|`` stays below this ...
-PLASTICITY_OFF_RATIO = 1e-3
+#: Plasticity counts as switched off when ``|alpha * Hebb| / |w|`` stays below this fraction of its peak ...
+PLASTICITY_OFF_FRACTION = 1e-3
 #: ... for this many updates in a row (a warning, once per model).
 PLASTICITY_OFF_UPDATES = 10
 
@@ -206,6 +206,7 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         self._warned_truncated_bptt = False
         self._warned_plasticity_off = False
         self._plasticity_off_updates = 0
+        self._plasticity_peak = 0.0
         if _init_setup_model:
             self._setup_model()
 
@@ -234,21 +235,24 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
         return {"alpha": self.plasticity_lr_scale, "eta": self.plasticity_lr_scale * self.eta_lr_scale}
 
     def _watch_plasticity(self, statistics: dict[str, float]) -> None:
-        """Warn once when plasticity has switched itself off: the plastic part of the weights below
-        :data:`PLASTICITY_OFF_RATIO` of the fixed part for :data:`PLASTICITY_OFF_UPDATES` updates in a row."""
+        """Warn once when plasticity has switched itself off: the plastic part of the weights, against the fixed
+        part, below :data:`PLASTICITY_OFF_FRACTION` of the largest it was in this training, for
+        :data:`PLASTICITY_OFF_UPDATES` updates in a row. Relative to its own peak, since a young network's plastic
+        part can be small (a small trace in short episodes) without being off."""
         ratio = statistics.get("plastic_weight_ratio")
         if ratio is None or self._warned_plasticity_off:
             return
-        self._plasticity_off_updates = self._plasticity_off_updates + 1 if ratio < PLASTICITY_OFF_RATIO else 0
+        self._plasticity_peak = max(self._plasticity_peak, ratio)
+        off = ratio < PLASTICITY_OFF_FRACTION * self._plasticity_peak
+        self._plasticity_off_updates = self._plasticity_off_updates + 1 if off else 0
         if self._plasticity_off_updates >= PLASTICITY_OFF_UPDATES:
             self._warned_plasticity_off = True
             warnings.warn(
                 f"plasticity has switched itself off: for {PLASTICITY_OFF_UPDATES} updates in a row (up to update "
-                f"{self._n_updates}) the plastic part of the recurrent weights, |alpha * Hebb|, was below "
-                f"{PLASTICITY_OFF_RATIO:.1%} of the fixed part |w| (now {ratio:.2g}; eta "
-                f"{statistics.get('eta', 0):.3g}, mean |alpha| {statistics['mean_abs_alpha']:.3g}): the network "
-                "trains as a plain RNN "
-                "(plasticity/* in the logs)",
+                f"{self._n_updates}) the plastic part of the recurrent weights against the fixed part, "
+                f"|alpha * Hebb| / |w|, was below {PLASTICITY_OFF_FRACTION:.1%} of its peak in this training (now "
+                f"{ratio:.2g}, peak {self._plasticity_peak:.2g}; eta {statistics.get('eta', 0):.3g}, mean |alpha| "
+                f"{statistics['mean_abs_alpha']:.3g}): the network trains as a plain RNN (plasticity/* in the logs)",
                 stacklevel=2,
             )
 
@@ -279,6 +283,7 @@ class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
             "_recorded_rollout",
             "_warned_plasticity_off",
             "_plasticity_off_updates",
+            "_plasticity_peak",
         ]
 
     def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, *args, **kwargs):
