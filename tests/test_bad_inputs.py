@@ -336,6 +336,26 @@ def test_corrupt_empty_truncated_and_foreign_model_files_name_the_file(tmp_path,
     assert "truncated.pt is not a readable plastic_rl" in capsys.readouterr().err
 
 
+def test_a_supervised_model_file_can_neither_run_a_function_nor_skip_its_checksum(tmp_path):
+    from plastic_rl.supervised.trainer import _checksum
+
+    path = tmp_path / "model.pt"
+    trainer().save_model(path)
+    record = torch.load(path, weights_only=True)
+    del record["checksum"]
+    # A crafted file naming a function of the package with the file's keywords: it would write this file.
+    target = tmp_path / "written_by_the_file"
+    crafted = {**record, "model_class": "plastic_rl.core.files:atomic_write_text",
+               "model_config": {"path": str(target), "text": "x"}}  # fmt: skip
+    torch.save({**crafted, "checksum": _checksum(crafted)}, path)
+    with pytest.raises(ValueError, match="refusing to build model class 'plastic_rl.core.files:atomic_write_text'"):
+        load_model(path)
+    assert not target.exists()
+    torch.save(record, path)  # without its checksum
+    with pytest.raises(ValueError, match="has no checksum"):
+        load_model(path)
+
+
 def test_sb3_model_files_name_the_file_and_the_algorithm(tmp_path):
     path = tmp_path / "a2c.zip"
     a2c(n_steps=5, policy_kwargs={"hidden_size": 8}).save(tmp_path / "a2c")  # SB3 adds .zip

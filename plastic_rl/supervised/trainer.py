@@ -80,15 +80,29 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("format") != FILE_FORMAT:
         raise ValueError(f"{path} is not a plastic_rl supervised model or checkpoint file")
     stored = record.pop("checksum", None)
-    if stored is not None and stored != _checksum(record):
+    if stored is None:
+        raise ValueError(f"{path} has no checksum: it was not written by plastic_rl, or was altered")
+    if stored != _checksum(record):
         raise ValueError(f"{path} is corrupt: the checksum of its content does not match the one it stores")
     return record
 
 
+#: The classes a model file may name: a file is data, so it can only choose among the suite's own models (a name it
+#: could choose freely would be code it runs, e.g. any function of the package called with the file's keywords).
+MODEL_CLASSES = (
+    "plastic_rl.supervised.models:PlasticRecurrentNetwork",
+    "plastic_rl.supervised.models:SequenceLSTM",
+    "plastic_rl.supervised.omniglot:OmniglotClassifier",
+)
+
+
 def _build_model(record: dict[str, Any]) -> nn.Module:
+    if record["model_class"] not in MODEL_CLASSES:
+        raise ValueError(
+            f"refusing to build model class {record['model_class']!r}: a model file may name one of "
+            f"{', '.join(MODEL_CLASSES)}"
+        )
     module_name, class_name = record["model_class"].split(":")
-    if module_name.split(".")[0] != "plastic_rl":
-        raise ValueError(f"refusing to build model class {record['model_class']!r} from outside plastic_rl")
     model = getattr(importlib.import_module(module_name), class_name)(**record["model_config"])
     model.load_state_dict(record["model_state"])
     return model
