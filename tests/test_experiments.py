@@ -171,6 +171,12 @@ def test_a_second_command_on_a_study_in_use_exits_2_naming_the_holder(tmp_path, 
     assert main([*MAZE, "--seeds", "1", "--conditions", "rnn", "-f", str(tmp_path)]) == 0
 
 
+def test_a_supervised_study_whose_runs_would_log_nothing_is_refused_before_it_runs(tmp_path, capsys):
+    assert main([*PATTERNS, "--steps", "3", "-f", str(tmp_path)]) == 2
+    assert "--steps (3) must be at least --log-interval (5)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [

@@ -96,6 +96,11 @@ class SupervisedAdapter(TaskAdapter):
             raise ValueError(f"--score test needs a task with test data; the {self.task!r} task has none")
         if args.test_episodes < 2:
             raise ValueError(f"--test-episodes must be an integer >= 2; got {args.test_episodes}")
+        if args.steps < args.log_interval:
+            raise ValueError(
+                f"--steps ({args.steps}) must be at least --log-interval ({args.log_interval}): a run that logs no "
+                "step has no curve and no score for the summary"
+            )
         task, _ = self.task_class.from_args(args)  # the task's settings and data, checked before any run starts
         task.check_data()
         super().check_options(args)
