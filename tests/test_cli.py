@@ -174,6 +174,26 @@ def test_ctrl_c_saves_the_model_says_how_to_resume_and_exits_130(tmp_path):
     assert not (run / "PlasticMaze-v0.zip").exists()  # not taken for a finished run
 
 
+def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_resumes(tmp_path, capsys):
+    from plastic_rl.agents.checkpoints import checkpoints_newest_first
+
+    arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "100", "--save-freq", "40", *TINY]
+    run = tmp_path / "run"
+    train_run(run, arguments)
+    (run / "PlasticMaze-v0.zip").unlink()  # as if killed after its last checkpoint
+    newest, older = checkpoints_newest_first(run)
+    payload = torch.load(newest, weights_only=False)
+    model = bytearray(payload["model"])
+    model[len(model) // 2] ^= 0x10  # one flipped bit inside the model's archive
+    torch.save({**payload, "model": bytes(model)}, newest)
+    assert main(["train", "--resume", str(newest), "--no-progress-bar"]) == 2
+    assert f"--resume: {newest} is corrupt:" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--no-progress-bar"]) == 0
+    captured = capsys.readouterr()
+    assert f"skipping a checkpoint that does not read back: {newest} is corrupt" in captured.err
+    assert f"Resuming {older}" in captured.out and (run / "PlasticMaze-v0.zip").is_file()
+
+
 def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys):
     arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "800", "--save-freq", "40", *TINY]
     killed = tmp_path / "killed"

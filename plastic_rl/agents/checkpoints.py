@@ -15,7 +15,9 @@ from __future__ import annotations
 import io
 import random
 import re
+import sys
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +125,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a readable plastic-rl checkpoint ({error})") from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a plastic-rl checkpoint of format {CHECKPOINT_FORMAT}")
+    # The model is a zip archive inside the checkpoint: its CRCs catch a flipped bit there, which would otherwise
+    # surface later as an error about an unnamed in-memory file.
+    try:
+        damaged = zipfile.ZipFile(io.BytesIO(payload["model"])).testzip()
+    except (KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is corrupt: its model is not a readable archive ({error})") from error
+    if damaged is not None:
+        raise ValueError(f"{path} is corrupt: {damaged} in its model archive fails its CRC check")
     return payload
+
+
+def newest_readable_checkpoint(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``folder`` that reads back, with its contents (``None`` when none does); an
+    unreadable newer one is skipped with a note on stderr: it is why the run keeps its last two."""
+    for path in checkpoints_newest_first(folder):
+        try:
+            return path, read_checkpoint(path)
+        except ValueError as error:
+            print(f"plastic-rl: skipping a checkpoint that does not read back: {error}", file=sys.stderr)
+    return None
 
 
 def restore_checkpoint(

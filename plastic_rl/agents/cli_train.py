@@ -153,7 +153,7 @@ def stored_arguments(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plastic_rl.agents.checkpoints import latest_checkpoint, read_checkpoint
+    from plastic_rl.agents.checkpoints import newest_readable_checkpoint, read_checkpoint
     from plastic_rl.agents.configuration import next_run_folder
 
     if args.resume is None:
@@ -167,15 +167,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     checkpoint = Path(args.resume)
     if checkpoint.is_dir():
-        checkpoint = latest_checkpoint(checkpoint) or checkpoint
-    if not checkpoint.is_file():
+        found = newest_readable_checkpoint(checkpoint)
+        if found is None:
+            print(f"plastic-rl train: error: --resume: no readable checkpoint in {args.resume}", file=sys.stderr)
+            return 2
+        checkpoint, payload = found
+    elif not checkpoint.is_file():
         print(f"plastic-rl train: error: --resume: no checkpoint at {args.resume}", file=sys.stderr)
         return 2
-    try:
-        payload = read_checkpoint(checkpoint)
-    except ValueError as error:
-        print(f"plastic-rl train: error: --resume: {error}", file=sys.stderr)
-        return 2
+    else:
+        try:
+            payload = read_checkpoint(checkpoint)
+        except ValueError as error:
+            print(f"plastic-rl train: error: --resume: {error}", file=sys.stderr)
+            return 2
     stored = argparse.Namespace(**stored_arguments(payload))
     for name in DISPLAY_OPTIONS:
         setattr(stored, name, getattr(args, name))
@@ -216,7 +221,7 @@ def train_run(run_folder: str | Path, arguments: Sequence[str] = ()) -> Path:
     -------
     The path of the final model, ``run_folder/<env>.zip``.
     """
-    from plastic_rl.agents.checkpoints import checkpoints_newest_first, read_checkpoint
+    from plastic_rl.agents.checkpoints import newest_readable_checkpoint
 
     parser = argparse.ArgumentParser(prog="plastic-rl train")
     add_arguments(parser)
@@ -227,13 +232,8 @@ def train_run(run_folder: str | Path, arguments: Sequence[str] = ()) -> Path:
     model_path = folder / f"{args.env}.zip"
     if model_path.is_file():
         return model_path
-    payload = None
-    for checkpoint in checkpoints_newest_first(folder):
-        try:
-            payload = read_checkpoint(checkpoint)
-            break
-        except ValueError:
-            continue
+    found = newest_readable_checkpoint(folder)
+    payload = None if found is None else found[1]
     if payload is not None:
         stored, given = stored_arguments(payload), vars(args)
         differing = sorted(name for name in given if name not in DISPLAY_OPTIONS and stored.get(name) != given[name])
