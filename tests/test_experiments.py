@@ -139,7 +139,15 @@ def test_the_held_out_curve_is_scored_by_its_last_points_and_drawn_per_condition
     assert [row["episodes"] for row in curve if row["condition"] == "rnn"] == ["2", "4", "6", "8"]
     assert {row["runs"] for row in curve} == {"2"}
     assert (folder / "curves_held_out_later_gap_first_hit.png").stat().st_size > 0
-    assert "mean held-out reward (4 episodes) of the last 3 measurements" in (folder / "summary.md").read_text()
+    summary = (folder / "summary.md").read_text()
+    assert "mean held-out reward (4 episodes) of the last 3 measurements" in summary
+    # The signature and the other held-out statistics per condition, from the same last 3 points.
+    assert "| condition | later gap / first hit | steps to first hit |" in summary
+    assert "episodes with no hit (of 4)" in summary
+    for row in _read_csv(folder / "finals.csv"):
+        progress = _read_csv(folder / row["condition"] / f"seed_{row['seed']}" / "train" / "progress.csv")
+        hits = [float(r["heldout/hits_mean"]) for r in progress if r.get("heldout/total_timesteps")]
+        assert float(row["hits"]) == pytest.approx(np.mean(hits[-3:]), rel=1e-5)
 
 
 def test_a_held_out_curve_score_needs_the_measurements(tmp_path, capsys):

@@ -255,10 +255,19 @@ class RLAdapter(TaskAdapter):
         return SCORES[self.args.score](folder / TRAIN_FOLDER, options, self.args)
 
     def final_details(self, folder: Path, options: dict[str, Any]) -> dict[str, float]:
-        if self.args.score != "heldout":
-            return {}
-        statistics = held_out_evaluation(folder / TRAIN_FOLDER, options)
-        return {label: float(statistics[key]) for key, label in HELD_OUT_DETAILS.items()}
+        if self.args.score == "heldout":
+            statistics = held_out_evaluation(folder / TRAIN_FOLDER, options)
+            return {label: float(statistics[key]) for key, label in HELD_OUT_DETAILS.items()}
+        if self.args.score == "heldout_curve":
+            # The same points as the score: the mean of the last measurements (NaN ones left out).
+            details = {}
+            for key, label in HELD_OUT_DETAILS.items():
+                if key == "no_hit_episodes":
+                    label = f"episodes with no hit (of {self.args.heldout_episodes})"
+                last = held_out_curve(folder / TRAIN_FOLDER, key).y[-CURVE_POINTS_SCORED:]
+                details[label] = float(np.nanmean(last)) if np.isfinite(last).any() else float("nan")
+            return details
+        return {}
 
     def describe(self, options: dict[str, Any], swept: set[str]) -> str:
         return f"{options['env']} ({options['algo']}, {options['n_timesteps']:,} env steps per run)"
