@@ -270,14 +270,18 @@ def test_supervised_and_evaluate_commands(data_dir, tmp_path, capsys):
     arguments = ["supervised", "omniglot", "--steps", "3", "--batch-size", "2", "--eval-interval", "3", "--no-progress"]
     assert main([*arguments, "--run-dir", str(run_dir), "--threads", "1", *common]) == 0
     capsys.readouterr()
-    assert main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--episodes", "20", "--nearest-neighbour"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    out = tmp_path / "report.json"
+    evaluate = ["evaluate", "omniglot", str(run_dir / "model.pt"), "--episodes", "20", "--out", str(out)]
+    assert main([*evaluate, "--nearest-neighbour"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
     assert report["part"] == "test" and report["head"]["episodes"] == 20 and "nearest_neighbour" in report
-    assert (
-        main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--episodes", "20", "--ways", "3", "--shots", "2"])
-        == 0
-    )
-    report = json.loads(capsys.readouterr().out)
+    # For people: one line per score, a percentage with its interval, no JSON.
+    assert "5-way 1-shot, 20 episodes of the test classes" in printed and "{" not in printed
+    assert f"plastic head       {report['head']['accuracy']:.1%} ± {report['head']['ci95']:.1%} (95% CI)" in printed
+    assert main([*evaluate, "--ways", "3", "--shots", "2"]) == 0
+    assert "3-way 2-shot" in capsys.readouterr().out
+    report = json.loads(out.read_text())
     assert (report["ways"], report["shots"], report["queries"]) == (3, 2, 1)
     assert main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--ways", "6"]) == 2
     assert "error: ways must be at most the 5 classes a plastic head was trained with; got 6" in capsys.readouterr().err

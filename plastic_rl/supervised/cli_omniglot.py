@@ -1,4 +1,7 @@
-"""``plastic-rl evaluate omniglot MODEL``: a trained model's accuracy on its own split's test classes, with a 95% CI."""
+"""``plastic-rl evaluate omniglot MODEL``: a trained model's accuracy on its own split's test classes, with a 95% CI.
+
+Prints a short table; ``--out FILE.json`` also writes the full report (the task's settings and each score).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import sys
 
 import torch
 
+from plastic_rl.core.files import atomic_write_text
 from plastic_rl.data import DataError
 from plastic_rl.data.omniglot import PARTS
 from plastic_rl.supervised.omniglot import OmniglotClassifier, OmniglotTask, evaluate
@@ -27,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="dataset folder (default: the one the model was trained with)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", metavar="FILE.json", help="also write the full report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,5 +51,20 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, DataError) as error:
         print(f"plastic-rl evaluate omniglot: error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=1))
+    print(
+        f"{args.model}: {task.ways}-way {task.shots}-shot, {args.episodes:,} episodes of the {args.part} classes "
+        f"(seed {args.seed})"
+    )
+    for name in ("head", "nearest_neighbour"):
+        if name in report:
+            score = report[name]
+            label = "plastic head" if name == "head" else "nearest neighbour"
+            print(f"  {label:<18} {score['accuracy']:.1%} ± {score['ci95']:.1%} (95% CI)")
+    if args.out:
+        try:
+            atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+        except OSError as error:
+            print(f"plastic-rl evaluate omniglot: error: cannot write {args.out}: {error}", file=sys.stderr)
+            return 2
+        print(f"Saved {args.out}")
     return 0
