@@ -101,13 +101,29 @@ def row_of(name: str, run: dict[str, np.ndarray]) -> dict[str, str]:
     return row
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def plot(runs: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    """A panel per quantity; a colour per study folder, a line style per condition, a line per seed."""
+    studies = list(dict.fromkeys(name.split("/")[0] for name in runs))
+    conditions = list(dict.fromkeys(name.split("/")[1] for name in runs))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     figure, axes = plt.subplots(2, 4, figsize=(18, 7.5), dpi=90)
     for axis, (key, label) in zip(axes.flat, PANELS.items(), strict=True):
+        labelled = set()
         for name, run in runs.items():
+            study, condition = name.split("/")[:2]
             x = run["heldout_x"] if key.startswith("heldout/") else run["x"]
             if len(x) and not np.isnan(run[key]).all():
-                axis.plot(x, run[key], label=name, lw=0.8, marker="o" if key.startswith("heldout/") else None, ms=3)
+                group = f"{study} {condition}"
+                axis.plot(
+                    x, run[key], label=None if group in labelled else group, lw=0.8, ms=3,
+                    color=colours[studies.index(study) % len(colours)],
+                    linestyle=LINE_STYLES[conditions.index(condition) % len(LINE_STYLES)],
+                    marker="o" if key.startswith("heldout/") else None,
+                )  # fmt: skip
+                labelled.add(group)
         axis.set_title(label, fontsize=9)
         axis.set_xlabel("training episodes", fontsize=8)
         if key in ("train/grad_norm_total", "plasticity/trace_norm"):
