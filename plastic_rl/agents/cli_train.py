@@ -256,6 +256,7 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     from plastic_rl.agents.configuration import (
         algorithm_class,
         check_env_id,
+        decided_by_policy,
         load_hyperparameters,
         parse_key_values,
         policy_settings,
@@ -275,6 +276,9 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         check_device("--device", args.device)
         check_env_id(args.env)
         hyperparameters = load_hyperparameters(args.algo, args.env, args.hyperparams_set)
+        decided = decided_by_policy(args.policy)
+        file_policy_kwargs = hyperparameters.get("policy_kwargs") or {}
+        hyperparameters["policy_kwargs"] = {k: v for k, v in file_policy_kwargs.items() if k not in decided}
         overrides = parse_key_values(args.hyperparams, "-params")
         for key in ("env_kwargs", "policy_kwargs"):
             # A dict given with -params completes the file's dict rather than replacing it.

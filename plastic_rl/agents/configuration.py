@@ -122,6 +122,14 @@ def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
     return result
 
 
+def decided_by_policy(policy: str) -> set[str]:
+    """The ``policy_kwargs`` that the ``--policy`` name ``policy`` decides: a hyperparameter file's values for them
+    give way to it (the maze entry's ``rule: oja`` under ``--policy neuromod``), where ``-params`` contradicting it is
+    an error (:func:`policy_settings`)."""
+    check_choice("policy", policy, POLICIES)
+    return plasticity_keys() if policy == "lstm" else set(POLICIES[policy][1])
+
+
 def policy_settings(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The policy alias and keyword arguments for the ``--policy`` name ``policy`` under ``algo``.
 
