@@ -105,6 +105,9 @@ def test_bad_command_line_values_give_clear_errors(tmp_path, capsys):
         (["train", "-f", str(tmp_path), "--n-envs", "2", "--algo", "recurrent_ppo", "--policy", "rnn", *TINY],
          "plastic-rl train: error: policy must be 'lstm' with algo 'recurrent_ppo'"),
         (["train", "-f", str(tmp_path), "-params", "n_steps=10"], "plastic-rl train: error: -params takes key:value"),
+        # The file's rule gives way to --policy neuromod (test_rules trains it); -params saying otherwise is an error.
+        (["train", "-f", str(tmp_path), "--policy", "neuromod", *TINY, "policy_kwargs:{rule: oja}"],
+         "policy_kwargs rule='oja' contradicts the policy 'neuromod'"),
         (["enjoy", "-f", str(tmp_path / "empty"), "--no-render"], "plastic-rl enjoy: error: no run of PlasticMaze-v0"),
     ]:  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
