@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,22 +98,25 @@ HELD_OUT_CURVES = {
 }
 
 
-def held_out_curve(train_folder: Path, statistic: str) -> Curve:
-    """The run's ``heldout/<statistic>`` against training episodes (its ``--heldout-freq`` measurements in
-    ``progress.csv``; NaN where a measurement has no finite value, e.g. a ratio without two-hit episodes)."""
+def held_out_curves(train_folder: Path, statistics: Sequence[str]) -> dict[str, Curve]:
+    """The run's ``heldout/<statistic>`` of each of ``statistics`` against training episodes (its
+    ``--heldout-freq`` measurements in ``progress.csv``, read once; NaN where a measurement has no finite value,
+    e.g. a ratio without two-hit episodes)."""
     path = train_folder / "progress.csv"
     rows = list(csv.DictReader(path.open())) if path.exists() else []
     points = [row for row in rows if row.get("heldout/total_timesteps")]
     rewards, steps = episode_rewards(train_folder)
     steps_per_episode = steps / len(rewards) if len(rewards) else 1.0
     x = np.array([float(row["heldout/total_timesteps"]) / steps_per_episode for row in points])
-    y = np.array([float(row.get(f"heldout/{statistic}") or "nan") for row in points])
-    return Curve(x, y)
+    return {
+        statistic: Curve(x, np.array([float(row.get(f"heldout/{statistic}") or "nan") for row in points]))
+        for statistic in statistics
+    }
 
 
 def held_out_curve_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
     """Mean held-out reward of the last :data:`CURVE_POINTS_SCORED` points of the run's held-out curve."""
-    curve = held_out_curve(train_folder, "reward_mean")
+    curve = held_out_curves(train_folder, ["reward_mean"])["reward_mean"]
     if len(curve.y) < CURVE_POINTS_SCORED:
         raise ValueError(
             f"{train_folder} has {len(curve.y)} held-out measurements; --score heldout_curve averages the last "
@@ -249,7 +252,8 @@ class RLAdapter(TaskAdapter):
     def further_curves(self, folder: Path, options: dict[str, Any]) -> dict[str, Curve]:
         if self.args.heldout_freq is None:
             return {}
-        return {label: held_out_curve(folder / TRAIN_FOLDER, key) for key, label in HELD_OUT_CURVES.items()}
+        curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_CURVES))
+        return {label: curves[key] for key, label in HELD_OUT_CURVES.items()}
 
     def final_score(self, folder: Path, options: dict[str, Any]) -> float:
         return SCORES[self.args.score](folder / TRAIN_FOLDER, options, self.args)
@@ -261,10 +265,11 @@ class RLAdapter(TaskAdapter):
         if self.args.score == "heldout_curve":
             # The same points as the score: the mean of the last measurements (NaN ones left out).
             details = {}
+            curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_DETAILS))
             for key, label in HELD_OUT_DETAILS.items():
                 if key == "no_hit_episodes":
                     label = f"episodes with no hit (of {self.args.heldout_episodes})"
-                last = held_out_curve(folder / TRAIN_FOLDER, key).y[-CURVE_POINTS_SCORED:]
+                last = curves[key].y[-CURVE_POINTS_SCORED:]
                 details[label] = float(np.nanmean(last)) if np.isfinite(last).any() else float("nan")
             return details
         return {}
