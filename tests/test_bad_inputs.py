@@ -22,6 +22,7 @@ import torch
 
 import plastic_rl  # noqa: F401  (registers the envs)
 from plastic_rl.agents import PlasticA2C, PlasticPPO
+from plastic_rl.agents.cli_train import train_run
 from plastic_rl.cli import COMMANDS, main
 from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
 from plastic_rl.core.divergence import TrainingDiverged
@@ -373,6 +374,91 @@ def test_sb3_model_files_name_the_file_and_the_algorithm(tmp_path):
             bad.write_bytes(data)
         with pytest.raises(ValueError, match=f"{bad}: cannot load a PlasticA2C model"):
             PlasticA2C.load(bad)
+
+
+class _Exploit:
+    """Unpickled, it runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _with_pickled_fields(path, fields):
+    """Rewrite the SB3 zip ``path`` with each of ``fields`` (name -> object) pickled into its JSON as SB3 does."""
+    import base64
+    import json
+
+    import cloudpickle
+
+    with zipfile.ZipFile(path) as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(contents["data"])
+    for name, value in fields.items():
+        data[name] = {":type:": "<class 'x'>", ":serialized:": base64.b64encode(cloudpickle.dumps(value)).decode()}
+    contents["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in contents.items():
+            archive.writestr(name, content)
+
+
+def test_an_sb3_model_file_runs_no_code_when_loaded(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "a2c.zip"
+    model = a2c(n_steps=5, policy_kwargs={"hidden_size": 8})
+    model.learn(10)
+    model.save(path)
+    # Every field SB3 pickles is taken from the file's plain data: the pickles in the file are never read.
+    pickled = ("policy_class", "observation_space", "lr_schedule", "_last_obs", "ep_info_buffer")
+    _with_pickled_fields(path, {name: _Exploit(marker) for name in pickled})
+    loaded = PlasticA2C.load(path)
+    assert not marker.exists()
+    assert loaded.observation_space == model.observation_space and np.array_equal(loaded._last_obs, model._last_obs)
+    _with_pickled_fields(path, {"extra": _Exploit(marker)})  # a pickled field the suite cannot supply
+    with pytest.raises(ValueError, match=r"a2c.zip: its field 'extra' is pickled Python.*allow_pickle=True"):
+        PlasticA2C.load(path)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="The space is of type <class 'int'>"):  # os.system's return value
+        PlasticA2C.load(path, allow_pickle=True)  # SB3's own load, for trusted files only: the exploit is real
+    assert marker.exists()
+
+
+def test_a_model_file_saved_without_plain_fields_still_loads(tmp_path):
+    import json
+
+    path = tmp_path / "old.zip"
+    model = a2c(n_steps=5, policy_kwargs={"hidden_size": 8})
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(contents["data"])
+    del data["plain_fields"]  # as files saved before the plain fields existed
+    contents["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in contents.items():
+            archive.writestr(name, content)
+    loaded = PlasticA2C.load(path)  # spaces from SB3's plain listing, the policy class by its module and members
+    assert loaded.observation_space == model.observation_space and loaded.action_space == model.action_space
+    assert loaded.policy_class is model.policy_class
+
+
+def test_an_rl_checkpoint_runs_no_code_when_loaded(tmp_path, capsys):
+    from plastic_rl.agents.checkpoints import latest_checkpoint, read_checkpoint
+
+    run = tmp_path / "run"
+    arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "40", "--save-freq", "20"]
+    train_run(run, [*arguments, "--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10",
+                    "policy_kwargs:{hidden_size: 8}"])  # fmt: skip
+    checkpoint = latest_checkpoint(run)
+    payload = torch.load(checkpoint, weights_only=True)  # tensors and plain data only
+    marker = tmp_path / "pwned"
+    torch.save({**payload, "arguments": _Exploit(marker)}, checkpoint)
+    with pytest.raises(ValueError, match=f"{checkpoint} is not a readable plastic-rl checkpoint"):
+        read_checkpoint(checkpoint)
+    assert main(["train", "--resume", str(checkpoint), "--no-progress-bar"]) == 2
+    assert not marker.exists() and "not a readable plastic-rl checkpoint" in capsys.readouterr().err
 
 
 def test_supervised_run_folder_is_never_overwritten_by_accident(tmp_path, capsys, monkeypatch):

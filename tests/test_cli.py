@@ -185,7 +185,7 @@ def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_resumes(tmp_path
     train_run(run, arguments)
     (run / "PlasticMaze-v0.zip").unlink()  # as if killed after its last checkpoint
     newest, older = checkpoints_newest_first(run)
-    payload = torch.load(newest, weights_only=False)
+    payload = torch.load(newest, weights_only=True)
     model = bytearray(payload["model"])
     model[len(model) // 2] ^= 0x10  # one flipped bit inside the model's archive
     torch.save({**payload, "model": bytes(model)}, newest)

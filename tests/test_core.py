@@ -1,6 +1,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -273,3 +274,33 @@ def test_eta_is_set_and_loaded_as_eta():
         copy.load_state_dict({**legacy, "hebbian_learning_rate": torch.tensor(stored)})
         assert copy.hebbian_learning_rate.item() == pytest.approx(expected)
         assert torch.equal(copy.plasticity_coefficient, layer.plasticity_coefficient)
+
+
+def test_plain_data_round_trips_what_checkpoints_hold_and_refuses_object_arrays():
+    import collections
+    import json
+    import random
+
+    from plastic_rl.core.plain_data import from_plain, to_plain
+
+    value = {
+        "numpy": np.random.default_rng(0).bit_generator.state,
+        "legacy": np.random.RandomState(1).get_state(),
+        "python": random.Random(2).getstate(),
+        "arrays": [np.arange(6, dtype=np.int16).reshape(2, 3), np.array([True, False]), np.float32(0.5)],
+        "episodes": collections.deque([{"r": np.float64(1.5), "l": 3}], maxlen=100),
+    }
+    plain = to_plain(value)
+    json.dumps(plain)  # JSON holds it as it is
+    back = from_plain(plain)
+    assert back["python"] == value["python"] and back["numpy"] == value["numpy"]
+    assert back["legacy"][0] == "MT19937" and np.array_equal(back["legacy"][1], value["legacy"][1])
+    assert back["arrays"][0].dtype == np.int16 and np.array_equal(back["arrays"][0], value["arrays"][0])
+    assert back["arrays"][0].flags.writeable and back["arrays"][2] == 0.5
+    assert back["episodes"] == collections.deque([{"r": 1.5, "l": 3}]) and back["episodes"].maxlen == 100
+    np.random.RandomState().set_state(back["legacy"])
+    random.Random().setstate(back["python"])
+    with pytest.raises(ValueError, match="array of Python objects"):
+        to_plain(np.array([object()]))
+    with pytest.raises(ValueError, match="refusing an array of Python objects"):
+        from_plain({"__ndarray__": "", "dtype": "|O", "shape": [0]})

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from plastic_rl.agents.diagnostics import gradient_norms, parameter_group
 from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
-from plastic_rl.agents.saving import AtomicSaveMixin
+from plastic_rl.agents.saving import ModelFileMixin
 from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
 from plastic_rl.core.fused import RecordedUnroll
 from plastic_rl.core.options import (
@@ -52,7 +52,7 @@ PLASTICITY_OFF_FRACTION = 1e-3
 PLASTICITY_OFF_UPDATES = 10
 
 
-class PlasticA2C(AtomicSaveMixin, OnPolicyAlgorithm):
+class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
     """Advantage actor-critic with recurrent policies and backpropagation through whole rollouts.
 
     One gradient step per rollout on ``n_envs`` sequences of ``n_steps``. The constructor takes SB3 ``A2C``'s

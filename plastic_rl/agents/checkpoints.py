@@ -7,7 +7,8 @@ starts), the recurrent state the next rollout starts from, every random state (t
 action space's), the VecEnv's state where it has one (:class:`~plastic_rl.agents.maze_vec_env.BatchedMazeVecEnv`:
 the mazes, their generators and the monitor files' ends), the evaluation callback's counters and the run's
 ``plastic-rl train`` arguments. Resuming from it on the same machine and thread count gives the parameters of
-the run that was never stopped (tested with SIGKILL).
+the run that was never stopped (tested with SIGKILL). The file holds tensors and plain data only
+(:mod:`plastic_rl.core.plain_data`) and is read with ``torch.load(weights_only=True)``: reading it runs no code.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from plastic_rl.core.files import atomic_write_bytes
+from plastic_rl.core.plain_data import from_plain, to_plain
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 CHECKPOINT_PATTERN = re.compile(r"rl_checkpoint_(\d+)_steps\.pt")
 # What an EvalCallback has to carry over for its evaluations to fall at the same steps and its files to go on.
 EVAL_CALLBACK_FIELDS = (
@@ -101,7 +103,7 @@ def save_checkpoint(
         "eval": None if eval_callback is None else _eval_state(eval_callback),
     }
     buffer = io.BytesIO()
-    th.save(payload, buffer)
+    th.save(to_plain(payload), buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -120,9 +122,13 @@ def _was_reset(env: Any) -> bool:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The contents of a checkpoint file; a ValueError that names the file when it is not one."""
     try:
-        payload = th.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say which, and why
-        raise ValueError(f"{path} is not a readable plastic-rl checkpoint ({error})") from error
+        payload = from_plain(th.load(path, map_location="cpu", weights_only=True))
+    except Exception as error:  # a truncated, foreign or code-carrying file: say which, and why
+        raise ValueError(
+            f"{path} is not a readable plastic-rl checkpoint of format {CHECKPOINT_FORMAT}: checkpoints hold tensors "
+            "and plain data only, and one written before format 2 (with pickled numpy objects) resumes only with "
+            f"the plastic-rl that wrote it ({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a plastic-rl checkpoint of format {CHECKPOINT_FORMAT}")
     # The model is a zip archive inside the checkpoint: its CRCs catch a flipped bit there, which would otherwise

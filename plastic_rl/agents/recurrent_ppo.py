@@ -1,4 +1,4 @@
-"""sb3-contrib's RecurrentPPO with the suite's model files (atomic saves, clear load errors)."""
+"""sb3-contrib's RecurrentPPO with the suite's model files (atomic saves, loads that run no code, clear errors)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from typing import Any
 
 from sb3_contrib import RecurrentPPO as ContribRecurrentPPO
 
-from plastic_rl.agents.saving import AtomicSaveMixin
+from plastic_rl.agents.saving import ModelFileMixin
 from plastic_rl.core.options import check_float_range
 
 
-class RecurrentPPO(AtomicSaveMixin, ContribRecurrentPPO):
-    """:class:`sb3_contrib.RecurrentPPO`, saving atomically and checking ``gamma`` and ``gae_lambda``."""
+class RecurrentPPO(ModelFileMixin, ContribRecurrentPPO):
+    """:class:`sb3_contrib.RecurrentPPO` with the suite's model files (:class:`ModelFileMixin`), checking
+    ``gamma`` and ``gae_lambda``."""
 
     def __init__(self, *args: Any, gamma: float = 0.99, gae_lambda: float = 0.95, **kwargs: Any) -> None:
         check_float_range("gamma", gamma, 0, 1, low_open=True)
