@@ -61,6 +61,7 @@ def _usage(prefix: tuple[str, ...]) -> str:
 
 def _run_command(module, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from plastic_rl.core.divergence import TrainingDiverged
+    from plastic_rl.core.files import file_fault_message
     from plastic_rl.core.options import BadInputError
     from plastic_rl.data import DataError
 
@@ -78,6 +79,10 @@ def _run_command(module, parser: argparse.ArgumentParser, args: argparse.Namespa
             print(f"{parser.prog}: error: {error}", file=sys.stderr)
             return 3
         parser.error(str(error))  # prints the usage line and "plastic-rl CMD: error: ...", exits 2
+    except OSError as error:  # a file-system fault: a read-only or full disk, a file where a folder should be, ...
+        if os.environ.get("PLASTIC_RL_TRACEBACK"):
+            raise
+        parser.error(file_fault_message(error))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -444,7 +444,7 @@ def test_a_model_file_saved_without_plain_fields_still_loads(tmp_path):
     assert loaded.policy_class is model.policy_class
 
 
-def test_an_rl_checkpoint_runs_no_code_when_loaded(tmp_path, capsys):
+def test_an_rl_checkpoint_runs_no_code_and_a_damaged_one_is_named(tmp_path, capsys):
     from plastic_rl.agents.checkpoints import latest_checkpoint, read_checkpoint
 
     run = tmp_path / "run"
@@ -453,6 +453,10 @@ def test_an_rl_checkpoint_runs_no_code_when_loaded(tmp_path, capsys):
                     "policy_kwargs:{hidden_size: 8}"])  # fmt: skip
     checkpoint = latest_checkpoint(run)
     payload = torch.load(checkpoint, weights_only=True)  # tensors and plain data only
+    for field in ("arguments", "model", "random_states"):  # damaged checkpoints: named, no traceback
+        torch.save({key: value for key, value in payload.items() if key != field}, checkpoint)
+        assert main(["train", "--resume", str(checkpoint), "--no-progress-bar"]) == 2
+        assert f"{checkpoint} is corrupt: it lacks {field}" in capsys.readouterr().err
     marker = tmp_path / "pwned"
     torch.save({**payload, "arguments": _Exploit(marker)}, checkpoint)
     with pytest.raises(ValueError, match=f"{checkpoint} is not a readable plastic-rl checkpoint"):
@@ -582,3 +586,54 @@ def test_files_written_atomically_get_the_mode_of_any_new_file(tmp_path):
     files.atomic_write_bytes(tmp_path / "here", b"z")
     assert (tmp_path / "here").stat().st_mode & 0o777 == files._NEW_FILE_MODE
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    from plastic_rl.core.files import atomic_write_bytes
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = tmp_path / f".model.zip.{int(dead.stdout)}.k2j4.partial.zip"
+    writing = tmp_path / f".model.zip.{os.getpid()}.x9q1.partial.zip"  # a live writer's: kept
+    other = tmp_path / f".other.zip.{int(dead.stdout)}.k2j4.partial.zip"  # another file's: left to its next write
+    for path in (abandoned, writing, other):
+        path.write_bytes(b"half")
+    atomic_write_bytes(tmp_path / "model.zip", b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.zip", writing.name, other.name])
+
+
+@pytest.mark.parametrize(
+    "command, written",
+    [
+        ([*TRAIN, "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}", "-f", "{file}"], "{file}/plastic_a2c"),
+        ([*SUPERVISED, "--run-dir", "{file}/run"], "{file}/run"),
+        (["evaluate", "--pretrained", "maze", "--n-episodes", "1", "--no-random", "--out", "{file}/x.json"], "{file}"),
+        (["experiment", "maze", "--conditions", "rnn", "--seeds", "1", "--timesteps", "9", "-f", "{file}/s"], "{file}"),
+    ],
+)
+def test_a_file_where_a_folder_is_needed_is_a_clear_error(tmp_path, capsys, command, written):
+    in_the_way = tmp_path / "in_the_way"
+    in_the_way.write_text("")
+    with pytest.raises(SystemExit) as stopped:
+        main([part.replace("{file}", str(in_the_way)) for part in command])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("plastic-rl ") and ": error: cannot write " in error and "Traceback" not in error
+    assert written.replace("{file}", str(in_the_way)) in error
+    assert "a part of the path is a file" in error or "a file is where a folder is needed" in error
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from plastic_rl.core import files
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(SystemExit) as stopped:
+        main([*SUPERVISED, "--run-dir", str(tmp_path / "run")])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"error: cannot write {tmp_path / 'run'}/" in error and ": no space left on the device" in error
+    assert not [path for path in tmp_path.rglob("*") if "partial" in path.name]

@@ -31,6 +31,7 @@ from plastic_rl.core.files import atomic_write_bytes
 from plastic_rl.core.plain_data import from_plain, to_plain
 
 CHECKPOINT_FORMAT = 2
+CHECKPOINT_FIELDS = {"format", "arguments", "model", "recurrent_state", "random_states", "env_state", "eval"}
 CHECKPOINT_PATTERN = re.compile(r"rl_checkpoint_(\d+)_steps\.pt")
 # What an EvalCallback has to carry over for its evaluations to fall at the same steps and its files to go on.
 EVAL_CALLBACK_FIELDS = (
@@ -131,6 +132,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a plastic-rl checkpoint of format {CHECKPOINT_FORMAT}")
+    if missing := sorted(CHECKPOINT_FIELDS - set(payload)):
+        raise ValueError(f"{path} is corrupt: it lacks {', '.join(missing)}")
+    if not isinstance(payload["arguments"], dict):
+        raise ValueError(f"{path} is corrupt: its arguments are not a mapping")
     # The model is a zip archive inside the checkpoint: its CRCs catch a flipped bit there, which would otherwise
     # surface later as an error about an unnamed in-memory file.
     try:

@@ -9,11 +9,13 @@ at any moment leaves either the old file or the new one, never a truncated mix.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,11 +31,33 @@ def _process_umask() -> int:
 _NEW_FILE_MODE = 0o666 & ~_process_umask()
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove_abandoned_partials(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by processes that were killed while writing it."""
+    prefix = f".{path.name}."
+    for partial in path.parent.glob(f"{glob_escape(prefix)}*.partial*"):
+        pid = partial.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                partial.unlink()
+
+
 def _partial_file(path: Path, suffix: str) -> tuple[int, str]:
     """A new temporary file beside ``path`` (its folder created if needed), with a new file's usual mode: its open
-    descriptor and name."""
+    descriptor and name. Its name holds the writer's process id, so that a later write of ``path`` removes what a
+    killed writer left."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    _remove_abandoned_partials(path)
+    descriptor, partial = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
     os.fchmod(descriptor, _NEW_FILE_MODE)
     return descriptor, partial
 
@@ -60,9 +84,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
+        if isinstance(error, OSError) and error.filename is None:  # e.g. a full disk: say which file
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
 
@@ -96,10 +122,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         finally:
             os.close(descriptor)
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
+        if isinstance(error, OSError) and error.filename is None:  # e.g. a full disk: say which file
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
+
+
+# Errors of writing a file, and what they mean for the path that was being written.
+_WRITE_FAULTS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large",
+    errno.EEXIST: "a file is where a folder is needed",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, where a file is needed",
+}
+
+
+def file_fault_message(error: OSError) -> str:
+    """What went wrong with a file, for an error line: ``cannot write PATH: <reason>`` for a write fault."""
+    path = error.filename if error.filename is not None else "a file"
+    if error.errno in _WRITE_FAULTS:
+        return f"cannot write {path}: {_WRITE_FAULTS[error.errno]}"
+    return f"{path}: {error.strerror or error}"
 
 
 def file_sha256(path: str | os.PathLike) -> str:
