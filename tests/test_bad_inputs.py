@@ -637,3 +637,33 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_file(tmp_path, capsys, monke
     error = capsys.readouterr().err
     assert f"error: cannot write {tmp_path / 'run'}/" in error and ": no space left on the device" in error
     assert not [path for path in tmp_path.rglob("*") if "partial" in path.name]
+
+
+@pytest.mark.parametrize(
+    "command, what",
+    [
+        ([*TRAIN, "-params", "policy_kwargs:{hidden_size: 1000000}"], "a plastic connection of 1000000 x 1000000"),
+        ([*TRAIN, "-params", "n_steps:1000000000"], "a rollout of n_steps=1000000000 x n_envs=2"),
+        ([*TRAIN_FROM_YAML, "-n", "20", "--n-envs", "10000000"], "a rollout of n_steps=250 x n_envs=10000000"),
+        ([*TRAIN, "--env-kwargs", "size:100001"], "a maze of size 100001"),
+        ([*SUPERVISED, "--pattern-size", "1000000000"], "a plastic connection of 1000000001 x 1000000001"),
+        ([*SUPERVISED, "--batch-size", "1000000000"], "a batch of 1000000000 episodes (its plastic traces)"),
+    ],
+)
+def test_sizes_that_cannot_fit_are_refused_with_their_estimate(tmp_path, capsys, command, what):
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, *(["-f", str(tmp_path)] if command[0] == "train" else ["--run-dir", str(tmp_path / "r")])])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"error: {what} needs " in error and " GiB of memory, more than this machine's " in error
+
+
+def test_check_fits_compares_with_all_the_memory_of_the_device(monkeypatch):
+    from plastic_rl.core import memory
+
+    monkeypatch.setattr(memory, "device_bytes", lambda device="cpu": 3 * memory.GIB)
+    memory.check_fits("a thing", 3 * memory.GIB)
+    with pytest.raises(ValueError, match=r"a thing needs 3\.5 GiB of memory, more than this machine's 3\.0 GiB"):
+        memory.check_fits("a thing", int(3.5 * memory.GIB))
+    monkeypatch.undo()
+    assert memory.device_bytes("cpu") is None or memory.device_bytes("cpu") > memory.GIB

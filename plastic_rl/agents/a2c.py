@@ -33,6 +33,7 @@ from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, Recur
 from plastic_rl.agents.saving import ModelFileMixin
 from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
 from plastic_rl.core.fused import RecordedUnroll
+from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
     check_choice,
     check_device,
@@ -50,6 +51,12 @@ ENTROPY_BONUSES = ("entropy", "sum_squares")
 PLASTICITY_OFF_FRACTION = 1e-3
 #: ... for this many updates in a row (a warning, once per model).
 PLASTICITY_OFF_UPDATES = 10
+
+
+def rollout_bytes(n_steps: int, n_envs: int, observation_size: int = 1) -> int:
+    """The bytes of SB3's rollout buffer: per step and env, the observation and seven float32 values (action,
+    reward, return, advantage, value, log-probability, episode start)."""
+    return n_steps * n_envs * (observation_size + 7) * 4
 
 
 class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
@@ -216,6 +223,9 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
                 f"the file holds a {self.algorithm_name} model, not a {type(self).__name__}: "
                 f"load it with {self.algorithm_name}.load"
             )
+        observation_size = spaces.flatdim(self.observation_space)
+        needed = rollout_bytes(self.n_steps, self.n_envs, observation_size)
+        check_fits(f"a rollout of n_steps={self.n_steps} x n_envs={self.n_envs}", needed)
         super()._setup_model()
         scales = self.learning_rate_scales()
         if any(scale != 1.0 for scale in scales.values()):

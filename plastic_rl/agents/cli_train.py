@@ -10,6 +10,7 @@ one monitor CSV per env. ``--resume CHECKPOINT`` (or a run folder: its latest ch
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import shutil
 import sys
@@ -252,6 +253,7 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     import yaml
 
     import plastic_rl  # noqa: F401  (registers the envs)
+    from plastic_rl.agents.a2c import rollout_bytes
     from plastic_rl.agents.checkpoints import ResumeCheckpointCallback, read_checkpoint, restore_checkpoint
     from plastic_rl.agents.configuration import (
         algorithm_class,
@@ -268,6 +270,7 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     from plastic_rl.agents.zoo import write_run_files
     from plastic_rl.core.divergence import TrainingDiverged
     from plastic_rl.core.files import atomic_write, atomic_write_text
+    from plastic_rl.core.memory import check_fits
     from plastic_rl.core.options import check_device, check_positive_int, reported_as_bad_input
 
     if args.threads is not None:
@@ -294,6 +297,11 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         n_timesteps = args.n_timesteps if args.n_timesteps is not None else hyperparameters.get("n_timesteps", 100_000)
         hyperparameters.update(n_envs=check_positive_int("n_envs", n_envs))
         hyperparameters.update(n_timesteps=check_positive_int("n_timesteps", n_timesteps))
+        # Before the envs are made (10**7 of them take minutes): their rollout alone must fit.
+        default_steps = inspect.signature(algorithm_class(args.algo)).parameters["n_steps"].default
+        n_steps = algorithm_arguments(hyperparameters, n_envs).get("n_steps", default_steps)
+        n_steps = check_positive_int("n_steps", n_steps)
+        check_fits(f"a rollout of n_steps={n_steps} x n_envs={n_envs}", rollout_bytes(n_steps, n_envs))
         env = make_training_env(
             args.env, n_envs, seed=args.seed, env_kwargs=env_kwargs, monitor_dir=folder, vec_env=args.vec_env
         )

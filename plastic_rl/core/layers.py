@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from plastic_rl.core import functional
 from plastic_rl.core.functional import Modulator
 from plastic_rl.core.fused import IMPLEMENTATIONS, RecordedUnroll, resolve_backend
+from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
     BIAS_MODES,
     INPUT_MAPPINGS,
@@ -86,6 +87,9 @@ class _PlasticParameters(nn.Module):
         self.rule = rule
         self.modulation = modulation
         self.trace_clip = check_positive_float("trace_clip", trace_clip, allow_none=True)
+        matrices = 2 if plasticity == "full" else 1
+        element = torch.get_default_dtype().itemsize
+        check_fits(f"a plastic connection of {n_pre} x {n_post}", matrices * n_pre * n_post * element)
         self.weight = nn.Parameter(init_scale * torch.randn(n_pre, n_post))
         if plasticity == "full":
             self.plasticity_coefficient = nn.Parameter(init_scale * torch.randn(n_pre, n_post))
@@ -131,9 +135,19 @@ class _PlasticParameters(nn.Module):
             state_dict[prefix + "eta_raw"] = legacy.new_tensor(_inverse_softplus(max(legacy.item(), 1e-6)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def trace_bytes(self, batch_size: int) -> int:
+        """The bytes of this connection's traces (Hebbian and eligibility) for ``batch_size`` episodes."""
+        if not self.is_plastic:
+            return 0
+        traces = 2 if self.has_eligibility_trace else 1
+        return traces * batch_size * self.weight.numel() * self.weight.element_size()
+
     def zero_trace(self, batch_size: int) -> Tensor | None:
         if not self.is_plastic:
             return None
+        n_pre, n_post = self.weight.shape
+        needed = self.trace_bytes(batch_size)
+        check_fits(f"a Hebbian trace of {batch_size} x {n_pre} x {n_post}", needed, self.weight.device)
         return self.weight.new_zeros(batch_size, *self.weight.shape)
 
     def zero_eligibility_trace(self, batch_size: int) -> Tensor | None:

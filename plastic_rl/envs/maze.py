@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int
 from plastic_rl.envs.maze_rendering import MazeRenderer, frame_shape
 
@@ -27,6 +28,7 @@ def maze_walls(size: int) -> np.ndarray:
     when the rule puts a wall there (size 7, 11, ...) it is cleared.
     """
     grid_size = size + 2
+    check_fits(f"a maze of size {size}", 17 * grid_size**2)  # two int64 index grids and the bool wall map
     rows, cols = np.indices((grid_size, grid_size))
     walls = (rows % 2 == 0) & (cols % 2 == 0)
     walls[[0, -1], :] = True

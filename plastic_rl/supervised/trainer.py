@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
 from plastic_rl.core.files import atomic_write, atomic_write_text
+from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int
 from plastic_rl.supervised.models import plastic_layers, select_device
 from plastic_rl.supervised.task import Episodes, SupervisedTask, make_task
@@ -245,6 +246,8 @@ class SupervisedTrainer:
                 raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
         self.task = task
         self.device = select_device(device)
+        traces = sum(layer.trace_bytes(batch_size) for layer in plastic_layers(model).values())
+        check_fits(f"a batch of {batch_size} episodes (its plastic traces)", traces, self.device)
         self.model = model.to(self.device)
         self.model_name = model_name
         self.settings = dict(

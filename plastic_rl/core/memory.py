@@ -1,0 +1,47 @@
+"""Memory checked before it is allocated: a size that cannot fit is refused with its estimate.
+
+Without this, an impossible size (``hidden_size`` 10**6, ``n_steps`` 10**9, a maze of 100,001 squares a side) ends
+in an allocator traceback, or in minutes of swapping. Each check is on one allocation whose size is known exactly
+(or a lower bound of it), against all the memory the device has (RAM and swap, or the GPU's): what it refuses could
+not fit on this machine whatever else was running.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+GIB = 2**30
+
+
+def device_bytes(device: torch.device | str = "cpu") -> int | None:
+    """All the memory of ``device``: the GPU's, or RAM and swap; ``None`` where it cannot be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as file:
+            fields = dict(line.split(":", 1) for line in file)
+        return (int(fields["MemTotal"].split()[0]) + int(fields["SwapTotal"].split()[0])) * 1024
+    except (OSError, KeyError, ValueError):
+        return _sysconf_bytes()
+
+
+def _sysconf_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_fits(what: str, needed_bytes: int, device: torch.device | str = "cpu") -> None:
+    """Raise ``ValueError`` when ``needed_bytes`` (what ``what`` allocates) exceed all the memory of ``device``."""
+    total = device_bytes(device)
+    if total is not None and needed_bytes > total:
+        raise ValueError(
+            f"{what} needs {needed_bytes / GIB:,.1f} GiB of memory, more than this machine's {total / GIB:,.1f} GiB "
+            f"({torch.device(device).type}); choose a smaller size"
+        )
