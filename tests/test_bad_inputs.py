@@ -19,6 +19,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 import plastic_rl  # noqa: F401  (registers the envs)
 from plastic_rl.agents import PlasticA2C, PlasticPPO
@@ -30,7 +31,7 @@ from plastic_rl.core.files import atomic_write
 from plastic_rl.envs.maze import PlasticMazeEnv
 from plastic_rl.envs.pattern_memory import PatternMemoryEnv, PatternMemoryProtocol
 from plastic_rl.supervised import SupervisedTrainer, load_model, make_task
-from plastic_rl.supervised.models import PlasticRecurrentNetwork, SequenceLSTM
+from plastic_rl.supervised.models import PlasticRecurrentNetwork, SequenceLSTM, plastic_layers
 
 TINY_MAZE = {"size": 5, "episode_length": 10}
 TINY_PATTERNS = dict(pattern_count=2, pattern_size=10, steps_shown=2, gap_steps=1, repetitions=1)
@@ -270,6 +271,15 @@ def test_supervised_command_exits_3_on_divergence_without_a_model(tmp_path, caps
     assert not (run_dir / "model.pt").exists()
 
 
+class _NaNValueBias(BaseCallback):
+    def _on_rollout_end(self) -> None:
+        with torch.no_grad():
+            self.model.policy.value_net.bias.fill_(math.nan)
+
+    def _on_step(self) -> bool:
+        return True
+
+
 @pytest.mark.filterwarnings("ignore:episodes do not line up")
 def test_rl_training_stops_at_the_update_that_diverges_or_skips_it():
     for on_non_finite in ("raise", "skip"):
@@ -281,14 +291,13 @@ def test_rl_training_stops_at_the_update_that_diverges_or_skips_it():
             on_non_finite=on_non_finite,
             seed=0,
         )
-        with torch.no_grad():
-            model.policy.value_net.bias.fill_(math.nan)  # NaN values, hence a NaN value loss
         before = {name: p.clone() for name, p in model.policy.named_parameters()}
+        poison = _NaNValueBias()  # NaN values from the first rollout's end on, hence a NaN value loss
         if on_non_finite == "raise":
-            with pytest.raises(TrainingDiverged, match=r"update 1 .*the loss .*learning rate \(0.001\)"):
-                model.learn(5)
+            with pytest.raises(TrainingDiverged, match=r"update 1 .*the loss .*No update had been applied yet"):
+                model.learn(5, callback=poison)
         else:
-            model.learn(10)
+            model.learn(10, callback=poison)
             assert model.skipped_updates == 2
         after = dict(model.policy.named_parameters())
         assert all(
@@ -299,6 +308,27 @@ def test_rl_training_stops_at_the_update_that_diverges_or_skips_it():
             or name == "value_net.bias"
             for name in before
         )
+
+
+def test_training_refuses_non_finite_starting_values_and_does_not_blame_the_learning_rate(tmp_path, capsys):
+    layer = PlasticRecurrentLayer(8, 3)
+    for value in (math.nan, math.inf, -1.0):
+        with pytest.raises(ValueError, match="hebbian_learning_rate must be a finite number > 0"):
+            layer.set_hebbian_learning_rate(value)
+    model = a2c(n_steps=5, policy_kwargs={"hidden_size": 8})
+    with torch.no_grad():
+        model.policy.core.eta_raw.fill_(math.inf)
+    with pytest.raises(ValueError, match="the model's parameter core.eta_raw holds NaN or infinite values"):
+        model.learn(5)
+    run = trainer()
+    with torch.no_grad():
+        next(iter(plastic_layers(run.model).values())).weight[0, 0] = math.nan
+    with pytest.raises(ValueError, match=r"the model's parameter .*weight holds NaN or infinite values"):
+        run.train(1)
+    # A finite eta so large that the first step overflows: the error names the starting values, not the rate.
+    assert main([*SUPERVISED, "--eta", "1e30", "--run-dir", str(tmp_path / "run")]) == 3
+    error = capsys.readouterr().err
+    assert "diverged at step 1" in error and "No update had been applied yet" in error and "eta" in error
 
 
 def test_train_command_exits_3_on_divergence_and_keeps_the_run_folder(tmp_path, capsys, monkeypatch):

@@ -31,7 +31,13 @@ from torch.nn import functional as F
 from plastic_rl.agents.diagnostics import gradient_norms, parameter_group
 from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
 from plastic_rl.agents.saving import ModelFileMixin
-from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
+from plastic_rl.core.divergence import (
+    NON_FINITE_ACTIONS,
+    TrainingDiverged,
+    check_finite_parameters,
+    divergence_message,
+    find_non_finite,
+)
 from plastic_rl.core.fused import RecordedUnroll
 from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
@@ -277,7 +283,8 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
             return False
         where = f"update {self._n_updates + 1} (after {self.num_timesteps} env steps)"
         learning_rate = self.lr_schedule(self._current_progress_remaining)
-        raise TrainingDiverged(divergence_message(where, quantity=problem, learning_rate=learning_rate))
+        updated = self._n_updates > 0 or not gradients  # a parameter check comes after this update's step
+        raise TrainingDiverged(divergence_message(where, problem, learning_rate, updated=updated))
 
     def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
         super()._update_learning_rate(optimizers)
@@ -297,6 +304,7 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
         ]
 
     def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, *args, **kwargs):
+        check_finite_parameters(self.policy.named_parameters())
         result = super()._setup_learn(total_timesteps, callback, *args, **kwargs)
         state = self._last_recurrent_state
         if state is None or state[0].shape[0] != self.n_envs:
@@ -556,7 +564,8 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
             where = f"the rollout after update {self._n_updates} ({self.num_timesteps} env steps)"
             learning_rate = self.lr_schedule(self._current_progress_remaining)
             quantity = "policy's output (its action distribution)"
-            raise TrainingDiverged(divergence_message(where, quantity, learning_rate)) from error
+            updated = self._n_updates > 0
+            raise TrainingDiverged(divergence_message(where, quantity, learning_rate, updated=updated)) from error
 
 
 class PlasticPPO(PlasticA2C):

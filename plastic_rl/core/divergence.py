@@ -43,9 +43,26 @@ def find_non_finite(
     return None  # the sum overflowed, yet every value is finite
 
 
-def divergence_message(where: str, quantity: str, learning_rate: float, advice: str = "") -> str:
-    """The error message of :class:`TrainingDiverged`: where, what, the likely cause and what to do."""
-    return (
-        f"training diverged at {where}: the {quantity} is NaN or infinite. The learning rate ({learning_rate:g}) "
-        f"is the likely cause: lower it (or clip the gradients){advice}"
-    )
+def divergence_message(
+    where: str, quantity: str, learning_rate: float, advice: str = "", *, updated: bool = True
+) -> str:
+    """The error message of :class:`TrainingDiverged`: where, what, the likely cause and what to do.
+
+    ``updated=False``: no update had been applied since the model was made or loaded, so the learning rate cannot
+    be the cause; the model's starting values or the inputs are."""
+    if not updated:
+        cause = (
+            "No update had been applied yet, so the learning rate is not the cause: the model's starting values "
+            "(e.g. too large an eta or init_scale) or its inputs are"
+        )
+    else:
+        cause = f"The learning rate ({learning_rate:g}) is the likely cause: lower it (or clip the gradients)"
+    return f"training diverged at {where}: the {quantity} is NaN or infinite. {cause}{advice}"
+
+
+def check_finite_parameters(named_parameters: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Raise ``ValueError`` naming the first parameter that holds a NaN or an infinity (training from it could only
+    diverge, and the error would blame the learning rate)."""
+    problem = find_non_finite(None, named_parameters, gradients=False)
+    if problem is not None:
+        raise ValueError(f"the model's {problem} holds NaN or infinite values: a model must start from finite ones")

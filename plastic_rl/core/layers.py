@@ -126,7 +126,7 @@ class _PlasticParameters(nn.Module):
         """Set ``eta`` to ``value`` (> 0): ``eta_raw`` becomes its inverse softplus."""
         if self.eta_raw is None:
             raise ValueError(f"this layer has no eta (plasticity={self.plasticity!r}, rule={self.rule!r})")
-        self.eta_raw.fill_(_inverse_softplus(value))
+        self.eta_raw.fill_(_inverse_softplus(check_positive_float("hebbian_learning_rate", value)))
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         # Files written before eta was a softplus hold eta itself (read as 0 below 0) under its old name.

@@ -19,7 +19,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from plastic_rl.core.divergence import NON_FINITE_ACTIONS, TrainingDiverged, divergence_message, find_non_finite
+from plastic_rl.core.divergence import (
+    NON_FINITE_ACTIONS,
+    TrainingDiverged,
+    check_finite_parameters,
+    divergence_message,
+    find_non_finite,
+)
 from plastic_rl.core.files import atomic_write, atomic_write_text
 from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int
@@ -270,6 +276,7 @@ class SupervisedTrainer:
         self.checkpoint_step: int | None = None  # the step of the last checkpoint written or resumed from
         self._first_loss: float | None = None  # of this trainer's first step, for the divergence warning
         self._warned_divergence = False
+        self._updates_applied = 0  # by this trainer: a resumed run starts from values that trained before
         self.batch_size = batch_size
         self.log_interval = log_interval
         self.eval_interval = eval_interval
@@ -332,11 +339,12 @@ class SupervisedTrainer:
         loss.backward()
         problem = find_non_finite(loss, self.model.named_parameters(), gradients=True)
         if problem is not None and self.on_non_finite == "raise":
-            raise TrainingDiverged(self._divergence_message(problem))
+            raise TrainingDiverged(self._divergence_message(problem, updated=self._updates_applied > 0))
         if problem is None:
             if self.gradient_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip)
             self.optimizer.step()
+            self._updates_applied += 1
             problem = find_non_finite(None, self.model.named_parameters(), gradients=False)
             if problem is not None:  # too late to skip: the step has been taken
                 raise TrainingDiverged(self._divergence_message(problem))
@@ -367,12 +375,12 @@ class SupervisedTrainer:
             stacklevel=3,
         )
 
-    def _divergence_message(self, quantity: str) -> str:
+    def _divergence_message(self, quantity: str, updated: bool = True) -> str:
         if self.checkpoint_step is not None:
             kept = f"; the last checkpoint, at step {self.checkpoint_step}, is kept in {self.checkpoint_path}"
         else:
             kept = "; no checkpoint had been written yet"
-        return divergence_message(f"step {self.step + 1}", quantity, self.learning_rate, kept)
+        return divergence_message(f"step {self.step + 1}", quantity, self.learning_rate, kept, updated=updated)
 
     @torch.no_grad()
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
@@ -457,6 +465,7 @@ class SupervisedTrainer:
     def train(self, steps: int) -> list[dict[str, Any]]:
         """Train until :attr:`step` reaches ``steps`` (a total, so a resumed run continues); returns the history."""
         self.check_steps(steps)
+        check_finite_parameters(self.model.named_parameters())
         bar = tqdm(
             total=steps, initial=min(self.step, steps), disable=not self.progress, unit="step", dynamic_ncols=True
         )
