@@ -365,3 +365,15 @@ def test_study_scores_final_models_on_test_images_once(tmp_path, data_dir, capsy
     patterns = ["experiment", "patterns", "--score", "test", "-f", str(tmp_path / "p")]
     assert main(patterns) == 2
     assert "--score test needs a task with test data; the 'patterns' task has none" in capsys.readouterr().err
+
+
+def test_an_official_size_batch_must_have_its_published_md5(data_dir, monkeypatch):
+    from plastic_rl.data import cifar
+
+    monkeypatch.setattr(cifar, "OFFICIAL_BATCH_IMAGES", 6)  # data_batch_1 of the fixture holds 6 images
+    with pytest.raises(DataError, match=r"data_batch_1 is corrupt: its MD5 is [0-9a-f]{32}, not the published c99c"):
+        load_grayscale("train", data_dir)
+    monkeypatch.setattr(
+        cifar, "BATCH_MD5", {**cifar.BATCH_MD5, "data_batch_1": cifar._md5(data_dir / FOLDER / "data_batch_1")}
+    )
+    assert load_grayscale("train", data_dir).shape == (10, 1024)  # the file that has the expected MD5 loads

@@ -37,6 +37,16 @@ FOLDER = "cifar-10-batches-py"
 TRAINING_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
 TEST_BATCH = "test_batch"
 META = "batches.meta"
+# The published MD5 of each file of the official archive (as the CIFAR-10 loaders of torchvision and others check).
+BATCH_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+OFFICIAL_BATCH_IMAGES = 10_000
 SPLITS = ("train", "test")
 IMAGE_SIDE = 32
 PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -104,7 +114,11 @@ def read_pickle(path: Path) -> object:
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One official batch file: its images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` int64."""
+    """One official batch file: its images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` int64.
+
+    A file with an official batch's name and size (10,000 images) must have its published MD5: a flipped bit in
+    the pixels or labels would otherwise load silently. Files of other sizes in the same format (a subset, or the
+    tiny batches the tests write) are read as they are."""
     record = read_pickle(path)
     data = record.get(b"data") if isinstance(record, dict) else None
     labels = record.get(b"labels") if isinstance(record, dict) else None
@@ -112,6 +126,11 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"CIFAR-10 file {path} has no (N, 3072) uint8 b'data' array; {HOW_TO_GET}")
     if not isinstance(labels, list) or len(labels) != len(data):
         raise DataError(f"CIFAR-10 file {path} has no list of {len(data)} b'labels'; {HOW_TO_GET}")
+    if len(data) == OFFICIAL_BATCH_IMAGES and path.name in BATCH_MD5 and (found := _md5(path)) != BATCH_MD5[path.name]:
+        raise DataError(
+            f"CIFAR-10 file {path} is corrupt: its MD5 is {found}, not the published {BATCH_MD5[path.name]}; "
+            f"{HOW_TO_GET}"
+        )
     return data.reshape(-1, 3, IMAGE_SIDE, IMAGE_SIDE), np.asarray(labels, dtype=np.int64)
 
 
