@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -87,6 +88,10 @@ def _run_command(module, parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # A path with a byte that is not UTF-8 (held as a surrogate) is printed escaped, as stderr already does, rather
+    # than stopping the command in a print.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     # Longest command first, so that a command word can also be a command of its own ("evaluate" and "evaluate X").
     for words, (module_name, help_text) in sorted(COMMANDS.items(), key=lambda item: -len(item[0])):
         if tuple(argv[: len(words)]) == words:

@@ -697,3 +697,24 @@ def test_check_fits_compares_with_all_the_memory_of_the_device(monkeypatch):
         memory.check_fits("a thing", int(3.5 * memory.GIB))
     monkeypatch.undo()
     assert memory.device_bytes("cpu") is None or memory.device_bytes("cpu") > memory.GIB
+
+
+def test_a_folder_whose_name_is_not_utf8_works_or_is_refused_where_tensorboard_writes(tmp_path, capsys):
+    folder = str(tmp_path / "study-\udcff")  # the byte 0xff, as Python reads it from the file system
+    tiny = ["-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}", "--env-kwargs", "size:5", "episode_length:10"]
+    assert (
+        main(["experiment", "maze", "--conditions", "rnn", "--seeds", "1", "--timesteps", "20", *tiny, "-f", folder])
+        == 0
+    )
+    assert os.path.isfile(os.path.join(folder, "finals.csv"))
+    for command in (
+        [*SUPERVISED, "--run-dir", folder + "-run"],
+        ["experiment", "patterns", "--conditions", "rnn", "--seeds", "1", "--steps", "10", "-f", folder + "-p"],
+        [*TRAIN, "-tb", folder + "-tb", "-f", str(tmp_path)],
+    ):
+        try:
+            code = main(command)
+        except SystemExit as stopped:
+            code = stopped.code
+        assert code == 2
+        assert "must be a path whose name is valid UTF-8 (TensorBoard cannot write under it)" in capsys.readouterr().err

@@ -271,13 +271,15 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     from plastic_rl.core.divergence import TrainingDiverged
     from plastic_rl.core.files import atomic_write, atomic_write_text
     from plastic_rl.core.memory import check_fits
-    from plastic_rl.core.options import check_device, check_positive_int, reported_as_bad_input
+    from plastic_rl.core.options import check_device, check_positive_int, check_utf8_path, reported_as_bad_input
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     with reported_as_bad_input():
         check_device("--device", args.device)
         check_env_id(args.env)
+        if args.tensorboard_log:
+            check_utf8_path("--tensorboard-log", args.tensorboard_log)
         hyperparameters = load_hyperparameters(args.algo, args.env, args.hyperparams_set)
         decided = decided_by_policy(args.policy)
         file_policy_kwargs = hyperparameters.get("policy_kwargs") or {}

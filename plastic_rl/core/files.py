@@ -79,7 +79,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"mode must be 'wb' or 'w'; got {mode!r}")
     descriptor, partial = _partial_file(Path(path), ".partial")
     try:
-        with os.fdopen(descriptor, mode, encoding="utf-8" if mode == "w" else None) as handle:
+        # surrogateescape: a path read from the file system (a non-UTF-8 folder name) is written back as its bytes
+        text = mode == "w"
+        with os.fdopen(
+            descriptor, mode, encoding="utf-8" if text else None, errors="surrogateescape" if text else None
+        ) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, Literal, overload
 
 PLASTICITY_MODES = ("full", "shared", "none")
@@ -57,6 +59,18 @@ def check_non_negative_float(name: str, value: Any) -> float:
     if not _is_number(value) or not 0 <= value < math.inf:
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     return float(value)
+
+
+def check_utf8_path(name: str, path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path if its name is valid UTF-8, else raise ``ValueError``: TensorBoard's writer cannot
+    write under a folder whose name is not (one read from the file system holds the bytes as surrogates)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{name} must be a path whose name is valid UTF-8 (TensorBoard cannot write under it); got {str(path)!r}"
+        ) from None
+    return Path(path)
 
 
 def check_float_range(

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from plastic_rl.core.options import check_utf8_path
 from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
 from plastic_rl.supervised.task import SupervisedTask, get_task_class
 
@@ -92,6 +93,7 @@ class SupervisedAdapter(TaskAdapter):
         self.task_class.add_arguments(parser)
 
     def check_options(self, args: argparse.Namespace) -> None:
+        check_utf8_path("-f", args.out)  # every run writes TensorBoard events under it
         if args.score == "test" and self.task_class.test_scores is SupervisedTask.test_scores:  # not overridden
             raise ValueError(f"--score test needs a task with test data; the {self.task!r} task has none")
         if args.test_episodes < 2:

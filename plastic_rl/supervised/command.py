@@ -18,6 +18,7 @@ import torch
 from plastic_rl.core.divergence import NON_FINITE_ACTIONS
 from plastic_rl.core.options import (
     BadInputError,
+    check_utf8_path,
     non_negative_int,
     positive_float,
     positive_int,
@@ -138,7 +139,7 @@ def choose_run_dir(args: argparse.Namespace) -> Path:
     :func:`remove_previous_run`), so that two runs never mix their models, curves or TensorBoard events.
     """
     if args.run_dir:
-        run_dir = Path(args.run_dir)
+        run_dir = check_utf8_path("--run-dir", args.run_dir)
     elif args.resume:
         return Path(args.resume).parent
     else:

@@ -28,7 +28,7 @@ from plastic_rl.core.divergence import (
 )
 from plastic_rl.core.files import atomic_write, atomic_write_text
 from plastic_rl.core.memory import check_fits
-from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int
+from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int, check_utf8_path
 from plastic_rl.supervised.models import plastic_layers, select_device
 from plastic_rl.supervised.task import Episodes, SupervisedTask, make_task
 
@@ -294,7 +294,7 @@ class SupervisedTrainer:
         self.wall_seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self._window: dict[str, list[float]] = defaultdict(list)
-        self.log_dir = log_dir
+        self.log_dir = None if log_dir is None else check_utf8_path("log_dir", log_dir)
         self._writer: Any = None  # a torch SummaryWriter, opened on first use
 
     @property
