@@ -273,3 +273,22 @@ def test_checkpoints_of_older_versions_get_the_defaults_of_options_added_since()
 
     arguments = stored_arguments({"arguments": {"policy": "rnn", "seed": 4}})
     assert arguments["policy"] == "rnn" and arguments["seed"] == 4 and arguments["heldout_freq"] is None
+
+
+def test_a_resumed_run_shows_each_step_once_in_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from plastic_rl.agents.checkpoints import checkpoints_newest_first
+
+    run = tmp_path / "run"
+    arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "80", "--save-freq", "40", *TINY]
+    train_run(run, [*arguments, "-tb", str(tmp_path / "tb")])
+    oldest = checkpoints_newest_first(run)[-1]  # at step 40: the stopped run had logged up to step 80
+    (run / "PlasticMaze-v0.zip").unlink()
+    assert main(["train", "--resume", str(oldest), "--no-progress-bar"]) == 0
+    (folder,) = (tmp_path / "tb").iterdir()
+    assert len(list(folder.iterdir())) == 2  # the stopped run's event file and the resumed run's
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("rollout/ep_rew_mean")]
+    assert steps == [20, 40, 60, 80]  # each step once, as if the run had never stopped

@@ -1,5 +1,6 @@
 """SB3 callbacks of the suite: :class:`TraceVideoCallback` shows an RL run's memory forming in TensorBoard,
-:class:`HeldOutEvaluationCallback` measures its learning-to-learn signature as it trains.
+:class:`HeldOutEvaluationCallback` measures its learning-to-learn signature as it trains, and
+:class:`PurgeResumedEvents` keeps a resumed run's TensorBoard curves free of repeated steps.
 
 The supervised trainer logs ``w`` and ``alpha`` images; this is the RL side's picture: every ``video_freq`` env
 steps, one episode of the current policy on the maze, drawn with the trace panel
@@ -65,7 +66,7 @@ class TraceVideoCallback(BaseCallback):
     video_freq : env steps between two videos (counted over all envs, as ``num_timesteps``).
     env_kwargs : keywords of the env (as in training).
     panel : what the panel shows: ``"trace"``, ``"plastic"`` or ``"effective"`` (see :class:`TracePanel`).
-    pixel_stride : keep every ``pixel_stride``-th pixel row and column (TensorBoard holds every frame).
+    pixel_stride : keep every ``pixel_stride``-th pixel row and column (1: full size, where the panel's text reads).
     seed : the env seed of the logged episodes (the same episode each time, so that videos compare).
     """
 
@@ -75,7 +76,7 @@ class TraceVideoCallback(BaseCallback):
         video_freq: int,
         env_kwargs: dict[str, Any] | None = None,
         panel: str = "plastic",
-        pixel_stride: int = 2,
+        pixel_stride: int = 1,
         seed: int = 0,
         verbose: int = 0,
     ) -> None:
@@ -133,7 +134,12 @@ class TraceVideoCallback(BaseCallback):
         from stable_baselines3.common.logger import TensorBoardOutputFormat
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        images = [PillowImage.fromarray(frame) for frame in frames]
+        # One 64-colour palette for the whole episode, without dithering: the maze and the panel are flat colours, so
+        # the GIF stays small (about 2 MB for a full-size 250-step episode; 7 MB with a dithered palette per frame).
+        palette = PillowImage.fromarray(frames[len(frames) // 2]).quantize(colors=64, dither=PillowImage.Dither.NONE)
+        images = [
+            PillowImage.fromarray(frame).quantize(palette=palette, dither=PillowImage.Dither.NONE) for frame in frames
+        ]
         buffer = io.BytesIO()
         images[0].save(
             buffer, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
@@ -144,6 +150,27 @@ class TraceVideoCallback(BaseCallback):
         for output in self.logger.output_formats:
             if isinstance(output, TensorBoardOutputFormat) and output.writer.file_writer is not None:
                 output.writer.file_writer.add_summary(summary, self.num_timesteps)
+
+
+class PurgeResumedEvents(BaseCallback):
+    """For a run resumed from a checkpoint: tell TensorBoard, in the run's event folder, to drop the events that the
+    stopped run wrote after the checkpoint's step, since the resumed run writes those steps again.
+
+    It writes what ``SummaryWriter(purge_step=...)`` writes (a restart marker at that step) into SB3's writer when
+    training starts; TensorBoard then shows each step once, as if the run had never stopped."""
+
+    def _on_training_start(self) -> None:
+        from stable_baselines3.common.logger import TensorBoardOutputFormat
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        for output in self.logger.output_formats:
+            if isinstance(output, TensorBoardOutputFormat) and output.writer.file_writer is not None:
+                # After the checkpoint's step: what was logged at that step came before the checkpoint was written.
+                restart = Event(step=self.num_timesteps + 1, session_log=SessionLog(status=SessionLog.START))
+                output.writer.file_writer.add_event(restart)
+
+    def _on_step(self) -> bool:
+        return True
 
 
 class FrameCollector(gym.Wrapper):

@@ -373,6 +373,10 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     if args.save_freq is not None:
         arguments = {**vars(args), "resume": None}
         callbacks.append(ResumeCheckpointCallback(folder, args.save_freq, arguments, eval_callback, KEPT_CHECKPOINTS))
+    if checkpoint is not None and args.tensorboard_log:
+        from plastic_rl.agents.callbacks import PurgeResumedEvents
+
+        callbacks.append(PurgeResumedEvents())
     if args.video_freq is not None and args.tensorboard_log:
         from plastic_rl.agents.callbacks import TraceVideoCallback
 
