@@ -523,17 +523,22 @@ def test_play_command_waits_for_the_player(monkeypatch, capsys):
     assert "episode over" not in capsys.readouterr().out
 
 
-def test_registered_spec_has_the_episode_length():
-    import gymnasium as gym
-
-    spec = gym.spec("PlasticMaze-v0")
-    assert spec.max_episode_steps == PlasticMazeEnv().episode_length == 250
+def test_the_env_ends_its_own_episodes_without_a_registered_time_limit():
+    assert gym.spec("PlasticMaze-v0").max_episode_steps is None and PlasticMazeEnv().episode_length == 250
     env = gym.make("PlasticMaze-v0")
     env.reset(seed=0)
     for _ in range(249):
         _, _, terminated, truncated, _ = env.step(0)
         assert not (terminated or truncated)
     _, _, terminated, _, _ = env.step(0)
-    assert terminated  # the env's own end; TimeLimit's truncation coincides and SB3 does not bootstrap
+    assert terminated  # the env's own end, which SB3 does not bootstrap
     assert isinstance(env.unwrapped, PlasticMazeEnv)
     env.close()
+
+
+def test_an_episode_longer_than_the_default_is_not_cut():
+    env = gym.make("PlasticMaze-v0", episode_length=300)
+    env.reset(seed=0)
+    for step in range(1, 301):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert not truncated and terminated == (step == 300)
