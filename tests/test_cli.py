@@ -292,3 +292,18 @@ def test_a_resumed_run_shows_each_step_once_in_tensorboard(tmp_path):
     events.Reload()
     steps = [event.step for event in events.Scalars("rollout/ep_rew_mean")]
     assert steps == [20, 40, 60, 80]  # each step once, as if the run had never stopped
+
+
+def test_gif_bytes_keeps_every_frame_and_flat_colours_exactly():
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    from plastic_rl.agents.callbacks import gif_bytes
+
+    colours = np.array([[0, 0, 0], [255, 255, 255], [200, 30, 30], [30, 30, 200]], dtype=np.uint8)
+    frames = [colours[(np.indices((40, 60)).sum(axis=0) + shift) % 4] for shift in range(5)]
+    gif = Image.open(io.BytesIO(gif_bytes(frames, 100)))
+    decoded = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
+    assert len(decoded) == 5 and all(np.array_equal(a, b) for a, b in zip(decoded, frames))

@@ -89,15 +89,16 @@ def test_extracted_folders_read_like_the_zips(tmp_path, monkeypatch):
     np.testing.assert_array_equal(folders.images, zipped.images)
 
 
-def test_cache_is_reused_rebuilt_when_the_source_changes_and_never_trusted_when_corrupt(data_dir, monkeypatch):
+def test_cache_is_reused_rebuilt_when_the_source_changes_and_never_trusted_when_corrupt(data_dir, monkeypatch, capsys):
     first = data.load_images(data_dir)
     cache = data._cache_path()
     assert cache.is_file()
+    assert f"preprocessing Omniglot into {cache} (once" in capsys.readouterr().err  # the wait is announced
     builds = []
     real_build = data._build
     monkeypatch.setattr(data, "_build", lambda sources: builds.append(1) or real_build(sources))
     np.testing.assert_array_equal(data.load_images(data_dir).images, first.images)
-    assert builds == []  # read from the cache
+    assert builds == [] and capsys.readouterr().err == ""  # read from the cache, silently
     cache.write_bytes(cache.read_bytes()[:1000])  # truncated
     np.testing.assert_array_equal(data.load_images(data_dir).images, first.images)
     assert builds == [1]

@@ -10,6 +10,7 @@ tab) and its last frame as an image (``trace/last_frame``).
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import gymnasium as gym
@@ -128,24 +129,12 @@ class TraceVideoCallback(BaseCallback):
         # An animated GIF in an image summary: what TensorBoard shows as a video. SB3's Video goes through
         # torch's add_video, which needs moviepy 1's moviepy.editor (gone in moviepy 2) and skips the video
         # without it; Pillow encodes the GIF here instead.
-        import io
-
-        from PIL import Image as PillowImage
         from stable_baselines3.common.logger import TensorBoardOutputFormat
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        # One 64-colour palette for the whole episode, without dithering: the maze and the panel are flat colours, so
-        # the GIF stays small (about 2 MB for a full-size 250-step episode; 7 MB with a dithered palette per frame).
-        palette = PillowImage.fromarray(frames[len(frames) // 2]).quantize(colors=64, dither=PillowImage.Dither.NONE)
-        images = [
-            PillowImage.fromarray(frame).quantize(palette=palette, dither=PillowImage.Dither.NONE) for frame in frames
-        ]
-        buffer = io.BytesIO()
-        images[0].save(
-            buffer, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
-        )
+        encoded = gif_bytes(frames, round(1000 / fps))
         height, width = frames.shape[1:3]
-        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded)
         summary = Summary(value=[Summary.Value(tag=tag, image=image)])
         for output in self.logger.output_formats:
             if isinstance(output, TensorBoardOutputFormat) and output.writer.file_writer is not None:
@@ -171,6 +160,22 @@ class PurgeResumedEvents(BaseCallback):
 
     def _on_step(self) -> bool:
         return True
+
+
+def gif_bytes(frames: np.ndarray | list[np.ndarray], frame_ms: int) -> bytes:
+    """An animated GIF of ``frames`` (RGB uint8), ``frame_ms`` milliseconds each, looping.
+
+    One 64-colour palette for all frames, without dithering: the maze and its panel are flat colours, so the GIF
+    stays small (about 2 MB for a full-size 250-step episode with the panel; 7 MB with a dithered palette per
+    frame)."""
+    from PIL import Image as PillowImage
+
+    plain = PillowImage.Dither.NONE
+    palette = PillowImage.fromarray(frames[len(frames) // 2]).quantize(colors=64, dither=plain)
+    images = [PillowImage.fromarray(frame).quantize(palette=palette, dither=plain) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    return buffer.getvalue()
 
 
 class FrameCollector(gym.Wrapper):

@@ -178,21 +178,15 @@ class VideoRecorder:
 
     def save(self) -> list[Path]:
         """Write the recorded episodes (call after closing the env); returns the files written."""
-        import io
 
         from plastic_rl.core.files import atomic_write_bytes
 
         written = []
         if self.as_gif:
-            from PIL import Image
+            from plastic_rl.agents.callbacks import gif_bytes
 
             for episode, frames in enumerate(self._frames):
-                images = [Image.fromarray(frame) for frame in frames]
-                buffer = io.BytesIO()
-                images[0].save(
-                    buffer, format="GIF", save_all=True, append_images=images[1:], duration=self._frame_ms, loop=0
-                )
-                atomic_write_bytes(self._target(episode), buffer.getvalue())
+                atomic_write_bytes(self._target(episode), gif_bytes(frames, self._frame_ms))
                 written.append(self._target(episode))
             return written
         assert self._folder is not None

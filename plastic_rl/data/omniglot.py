@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -189,6 +190,8 @@ def load_images(data_dir: str | os.PathLike | None = None) -> OmniglotImages:
     cached = _read_cache(path, fingerprints)
     if cached is not None:
         return cached
+    # Once per machine (and after the data change): say so, or the first gym.make seems to hang for ~20 s.
+    print(f"plastic-rl: preprocessing Omniglot into {path} (once; about 20 s) ...", file=sys.stderr, flush=True)
     built = _build(sources)
     header = dict(
         format=CACHE_FORMAT,
