@@ -307,3 +307,13 @@ def test_gif_bytes_keeps_every_frame_and_flat_colours_exactly():
     gif = Image.open(io.BytesIO(gif_bytes(frames, 100)))
     decoded = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
     assert len(decoded) == 5 and all(np.array_equal(a, b) for a, b in zip(decoded, frames))
+
+
+def test_train_and_supervised_draw_the_same_progress_bar(tmp_path, capsys):
+    assert main(["train", "-f", str(tmp_path), "--n-envs", "2", "-n", "40", *TINY]) == 0
+    rl = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("100%|") and "40/40 [" in line and "step/s]" in line for line in rl)
+    supervised = ["supervised", "patterns", "--steps", "2", "--pattern-count", "2", "--pattern-size", "10"]
+    assert main([*supervised, "--run-dir", str(tmp_path / "s")]) == 0
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("100%|") and "2/2 [" in line and "step/s" in line for line in lines)

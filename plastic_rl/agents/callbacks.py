@@ -1,6 +1,7 @@
 """SB3 callbacks of the suite: :class:`TraceVideoCallback` shows an RL run's memory forming in TensorBoard,
 :class:`HeldOutEvaluationCallback` measures its learning-to-learn signature as it trains, and
-:class:`PurgeResumedEvents` keeps a resumed run's TensorBoard curves free of repeated steps.
+:class:`PurgeResumedEvents` keeps a resumed run's TensorBoard curves free of repeated steps, :class:`ProgressBar`
+draws the commands' progress bar.
 
 The supervised trainer logs ``w`` and ``alpha`` images; this is the RL side's picture: every ``video_freq`` env
 steps, one episode of the current policy on the maze, drawn with the trace panel
@@ -176,6 +177,28 @@ def gif_bytes(frames: np.ndarray | list[np.ndarray], frame_ms: int) -> bytes:
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
     return buffer.getvalue()
+
+
+class ProgressBar(BaseCallback):
+    """A tqdm bar of env steps up to ``total``, drawn as the supervised trainer draws its bar of steps (one progress
+    library for every command; SB3's own ``progress_bar=True`` draws with rich instead)."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self._bar: Any = None
+
+    def _on_training_start(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=self.total, initial=min(self.num_timesteps, self.total), unit="step", dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        self._bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self._bar.close()
 
 
 class FrameCollector(gym.Wrapper):

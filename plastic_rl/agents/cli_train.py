@@ -381,6 +381,10 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         from plastic_rl.agents.callbacks import TraceVideoCallback
 
         callbacks.append(TraceVideoCallback(args.env, args.video_freq, env_kwargs, seed=args.seed + 30_000))
+    if not args.no_progress_bar:
+        from plastic_rl.agents.callbacks import ProgressBar
+
+        callbacks.append(ProgressBar(n_timesteps))
     done = model.num_timesteps if checkpoint is not None else 0
     print(
         f"Training {args.algo} ({args.policy}) on {args.env} for {n_timesteps} steps with {n_envs} envs -> {folder}"
@@ -391,7 +395,6 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
             n_timesteps - done,
             callback=callbacks or None,
             log_interval=1,  # progress.csv: a row per update
-            progress_bar=not args.no_progress_bar,
             tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
             reset_num_timesteps=checkpoint is None,
         )
