@@ -306,7 +306,7 @@ def test_gif_bytes_keeps_every_frame_and_flat_colours_exactly():
     frames = [colours[(np.indices((40, 60)).sum(axis=0) + shift) % 4] for shift in range(5)]
     gif = Image.open(io.BytesIO(gif_bytes(frames, 100)))
     decoded = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
-    assert len(decoded) == 5 and all(np.array_equal(a, b) for a, b in zip(decoded, frames))
+    assert len(decoded) == 5 and all(np.array_equal(a, b) for a, b in zip(decoded, frames, strict=True))
 
 
 def test_train_and_supervised_draw_the_same_progress_bar(tmp_path, capsys):
