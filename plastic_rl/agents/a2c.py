@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import warnings
 from typing import Any, ClassVar, TypeVar
 
@@ -547,9 +548,12 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
     ) -> SelfPlasticA2C:
         """As SB3's ``learn``; ``log_interval`` defaults to :attr:`default_log_interval` (100 updates for A2C, 1 for
         PPO, as SB3's), and ``plastic-rl train`` passes 1 so that its ``progress.csv`` has a row per update."""
+        whole = isinstance(total_timesteps, numbers.Real) and float(total_timesteps).is_integer()
+        if isinstance(total_timesteps, bool) or not whole or total_timesteps < 1:  # 1e5 and numpy ints are fine
+            raise ValueError(f"total_timesteps must be a positive whole number; got {total_timesteps!r}")
         try:
             return super().learn(
-                total_timesteps=total_timesteps,
+                total_timesteps=int(total_timesteps),
                 callback=callback,
                 log_interval=self.default_log_interval if log_interval is None else log_interval,
                 tb_log_name=tb_log_name or type(self).__name__,

@@ -326,6 +326,8 @@ class RecurrentActorCriticPolicy(BasePolicy):
         self.set_training_mode(False)
         obs_tensor, vectorized = self.obs_to_tensor(observation)
         assert isinstance(obs_tensor, th.Tensor), "recurrent policies take Box observations, not Dict ones"
+        if not bool(th.isfinite(obs_tensor).all()):  # it would act on NaN silently (a random action each time)
+            raise ValueError("observation must hold finite values; got NaN or infinite values")
         n_envs = obs_tensor.shape[0]
         with th.no_grad():
             if state is None:
