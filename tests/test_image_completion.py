@@ -377,3 +377,15 @@ def test_an_official_size_batch_must_have_its_published_md5(data_dir, monkeypatc
         cifar, "BATCH_MD5", {**cifar.BATCH_MD5, "data_batch_1": cifar._md5(data_dir / FOLDER / "data_batch_1")}
     )
     assert load_grayscale("train", data_dir).shape == (10, 1024)  # the file that has the expected MD5 loads
+
+
+def test_render_shows_the_input_then_the_answer_and_the_full_image(data_dir):
+    env = gym.make("PlasticImageCompletion-v0", **SMALL, data_dir=data_dir, split="test", render_mode="rgb_array")
+    check_env(env.unwrapped)
+    env.reset(seed=0)
+    assert env.render().shape == (128, 128, 3)  # 32 x 32 pixels, 4 screen pixels each
+    terminated = False
+    while not terminated:
+        _, _, terminated, _, _ = env.step(np.full(1024, -1.0, dtype=np.float32))
+    frame = env.render()
+    assert frame.shape == (128, 3 * 128 + 2 * 8, 3) and (frame[:, 136:264] == 0).all()  # the all-black answer

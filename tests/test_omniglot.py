@@ -355,3 +355,22 @@ def test_a_head_trained_on_more_ways_scores_fewer_on_its_first_output_units(data
         episode_hits(narrow, task, part="validation", episodes=1)
     prototypical = three_way.build_model("prototypical", embedding="conv4")  # no per-class units: any number
     assert episode_hits(prototypical, task, part="validation", episodes=10).shape == (10,)
+
+
+def test_render_shows_the_drawing_its_label_and_after_the_query_the_answer(data_dir):
+    from gymnasium.utils.env_checker import check_env
+
+    kwargs = dict(split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir))
+    env = gym.make("PlasticOmniglot-v0", **kwargs, render_mode="rgb_array")
+    check_env(env.unwrapped)
+    observation, info = env.reset(seed=5)
+    frame = env.render()
+    assert frame.shape == (124, 124 + 8 + 5 * 24, 3)  # the 31 x 31 drawing at 4 pixels, 5 label cells of 24
+    label = int(observation["label"].argmax())
+    assert (frame[:24, 132 + 24 * label : 132 + 24 * (label + 1)] == 0).all()  # the given class, black
+    terminated = False
+    while not terminated:
+        _, _, terminated, _, _ = env.step((info["target"] + 1) % 5)  # a wrong answer
+    rows = env.render()[:72, 132:]
+    answer, right = rows[24:48:24, ::24, 0].ravel(), rows[48:72:24, ::24, 0].ravel()
+    assert answer.argmin() == (info["target"] + 1) % 5 and right.argmin() == info["target"]

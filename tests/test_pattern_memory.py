@@ -106,7 +106,7 @@ def test_bad_protocol_values_name_the_parameter(keyword, value):
         PatternMemoryEnv(**{**SMALL, keyword: value})
 
 
-def test_render_mode_renders_the_current_input_or_is_refused():
+def test_render_mode_renders_the_current_input_then_the_answer_and_target_or_is_refused():
     import gymnasium as gym
 
     env = gym.make("PlasticPatternMemory-v0", render_mode="rgb_array", pattern_size=50)
@@ -115,6 +115,12 @@ def test_render_mode_renders_the_current_input_or_is_refused():
     assert frame.shape == (2 * 8, 40 * 8, 3) and frame.dtype == np.uint8
     # The first element's cell: black for +1, white for -1.
     assert frame[0, 0, 0] == (0 if obs[0] > 0 else 255)
-    assert gym.spec("PlasticPatternMemory-v0").max_episode_steps == PatternMemoryProtocol().episode_length
+    terminated = False
+    while not terminated:
+        _, _, terminated, _, _ = env.step(np.ones(50, dtype=np.float32))
+    input_, output, target = np.split(env.render(), [40 * 8 + 8, 2 * (40 * 8 + 8)], axis=1)  # 8-pixel gaps
+    assert (output[:8, :320] == 0).all() and (output[8:16, :80] == 0).all()  # the all-+1 answer: 50 black cells
+    assert frame.shape[1] * 3 + 16 == env.render().shape[1] and target[0, 0, 0] in (0, 255)
+    assert gym.spec("PlasticPatternMemory-v0").max_episode_steps is None  # the env ends its own episodes
     with pytest.raises(ValueError, match="render_mode"):
         PatternMemoryEnv(render_mode="human")

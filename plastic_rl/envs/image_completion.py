@@ -11,7 +11,10 @@ import numpy as np
 from gymnasium import spaces
 
 from plastic_rl.core.options import check_choice, check_float_range, check_positive_int
+from plastic_rl.envs.frames import grey_cells, side_by_side
 from plastic_rl.envs.presentation import PresentationSchedule
+
+RENDER_PIXELS = 4  # screen pixels a side per image pixel
 
 DEGRADATIONS = ("top_bottom", "left_right", "random_pixels")
 
@@ -152,9 +155,13 @@ class ImageCompletionEnv(gym.Env):
     Info: ``"target"`` (the full image) and ``"hidden"`` (the boolean mask of hidden pixels) whenever
     the returned observation is a query step, and ``"scored"`` (whether the action for the returned
     observation is the scored one).
+
+    Rendering: ``render_mode="rgb_array"`` draws the current input, 4 pixels per image pixel (-1 black, +1 white,
+    hidden pixels and gaps grey), and, once the scored action has been taken, the network's output image and the
+    full image beside it.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(
         self,
@@ -168,7 +175,11 @@ class ImageCompletionEnv(gym.Env):
         split: str = "train",
         data_dir: str | os.PathLike | None = None,
         images: np.ndarray | None = None,
+        render_mode: str | None = None,
     ) -> None:
+        if render_mode is not None:
+            check_choice("render_mode", render_mode, self.metadata["render_modes"])
+        self.render_mode = render_mode
         self.protocol = ImageCompletionProtocol(
             image_count, steps_shown, gap_steps, repetitions, query_steps, degradation, degraded_fraction
         )
@@ -183,6 +194,7 @@ class ImageCompletionEnv(gym.Env):
         self._inputs = np.zeros((self.protocol.episode_length, *shape), dtype=np.float32)
         self._target = np.zeros(shape, dtype=np.float32)
         self._hidden = np.zeros(shape, dtype=bool)
+        self._answer: np.ndarray | None = None  # the scored action, for render()
         self._step = 0
 
     def _info(self) -> dict[str, Any]:
@@ -197,6 +209,7 @@ class ImageCompletionEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self._inputs, self._target, self._hidden = self.protocol.draw_episode(self.images, self.np_random)
+        self._answer = None
         self._step = 0
         return self._inputs[0].copy(), self._info()
 
@@ -206,10 +219,22 @@ class ImageCompletionEnv(gym.Env):
         terminated = self._step == self.protocol.episode_length - 1
         reward = 0.0
         if terminated:
-            error = np.asarray(action, dtype=np.float32) - self._target
+            self._answer = np.asarray(action, dtype=np.float32).copy()
+            error = self._answer - self._target
             reward = -float(np.mean(np.square(error[self._hidden])))
         self._step += 1
         if terminated:
             final = {"target": self._target.copy(), "hidden": self._hidden.copy(), "scored": False}
             return np.zeros_like(self._target), reward, True, False, final
         return self._inputs[self._step].copy(), reward, False, False, self._info()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn(
+                'Calling render without specifying any render mode; construct the env with render_mode="rgb_array".'
+            )
+            return None
+        current = self._inputs[min(self._step, self.protocol.episode_length - 1)]
+        panels = [current] if self._answer is None else [current, self._answer, self._target]
+        side = self.protocol.image_side
+        return side_by_side([grey_cells(panel, side, RENDER_PIXELS, -1.0, 1.0) for panel in panels])

@@ -9,8 +9,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from plastic_rl.core.options import check_positive_int
+from plastic_rl.core.options import check_choice, check_positive_int
 from plastic_rl.data.omniglot import IMAGE_SIZE, ROTATIONS, OmniglotImages, OmniglotSplit, load_images, make_split
+from plastic_rl.envs.frames import grey_cells, side_by_side
+
+RENDER_PIXELS = 4  # screen pixels a side per image pixel
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,10 @@ class OmniglotEnv(gym.Env):
 
     Info: ``"target"`` (the query's label) on every step, for supervised use.
 
+    Rendering: ``render_mode="rgb_array"`` draws the current drawing, 4 pixels per image pixel, and its label as a
+    row of ``ways`` cells (the given class black); once the query is answered, the class named and the right one as
+    two more rows.
+
     Parameters
     ----------
     ways, shots : N and K (5-way 1-shot by default).
@@ -120,7 +127,7 @@ class OmniglotEnv(gym.Env):
     data_dir : the data directory (see :func:`plastic_rl.data.resolve_data_dir`).
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -132,7 +139,11 @@ class OmniglotEnv(gym.Env):
         test_characters: int = 100,
         validation_characters: int = 100,
         data_dir: str | None = None,
+        render_mode: str | None = None,
     ) -> None:
+        if render_mode is not None:
+            check_choice("render_mode", render_mode, self.metadata["render_modes"])
+        self.render_mode = render_mode
         check_positive_int("ways", ways)
         check_positive_int("shots", shots)
         if ways < 2:
@@ -149,19 +160,23 @@ class OmniglotEnv(gym.Env):
         )
         self.action_space = spaces.Discrete(ways)
         self._episode: OmniglotEpisode | None = None
+        self._answer: int | None = None  # the class named at the query, for render()
         self._step = 0
 
-    def _observation(self) -> dict[str, np.ndarray]:
+    def _observation(self, step: int | None = None) -> dict[str, np.ndarray]:
+        """The observation at ``step`` (default: the current one)."""
         episode = self._episode
         assert episode is not None, "reset() draws the episode"
+        step = self._step if step is None else step
         label = np.zeros(self.ways, dtype=np.float32)
-        if episode.labels[self._step] >= 0:
-            label[episode.labels[self._step]] = 1.0
-        return {"image": episode.images[self._step].copy(), "label": label}
+        if episode.labels[step] >= 0:
+            label[episode.labels[step]] = 1.0
+        return {"image": episode.images[step].copy(), "label": label}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         self._episode = draw_episode(self.classes, self.ways, self.shots, self.np_random)
+        self._answer = None
         self._step = 0
         return self._observation(), {"target": int(self._episode.targets[0])}
 
@@ -171,8 +186,26 @@ class OmniglotEnv(gym.Env):
         info = {"target": int(self._episode.targets[0])}
         if self._step == len(self._episode.labels) - 1:
             self._step += 1
-            reward = float(int(action) == info["target"])
+            self._answer = int(action)
+            reward = float(self._answer == info["target"])
             final = {"image": np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32), "label": np.zeros(self.ways, np.float32)}
             return final, reward, True, False, info
         self._step += 1
         return self._observation(), 0.0, False, False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn(
+                'Calling render without specifying any render mode; construct the env with render_mode="rgb_array".'
+            )
+            return None
+        episode = self._episode
+        assert episode is not None, "reset() draws the episode"
+        shown = min(self._step, len(episode.labels) - 1)
+        drawing = grey_cells(episode.images[shown], IMAGE_SIZE, RENDER_PIXELS, 1.0, 0.0)
+        rows = [self._observation(shown)["label"]]
+        if self._answer is not None:
+            rows += [np.eye(self.ways)[self._answer], np.eye(self.ways)[episode.targets[0]]]
+        cell = max(IMAGE_SIZE * RENDER_PIXELS // self.ways, 1)
+        labels = np.concatenate([grey_cells(row, self.ways, cell, 1.0, 0.0) for row in rows])
+        return side_by_side([drawing, labels])

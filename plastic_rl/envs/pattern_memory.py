@@ -11,6 +11,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from plastic_rl.core.options import check_choice, check_positive_int
+from plastic_rl.envs.frames import grey_cells, side_by_side
 from plastic_rl.envs.presentation import PresentationSchedule
 
 RENDER_COLUMNS = 40
@@ -134,7 +135,8 @@ class PatternMemoryEnv(gym.Env):
     supervised learner can use the env directly.
 
     Rendering: ``render_mode="rgb_array"`` draws the current input as a grid of ``ceil(pattern_size / 40)``
-    rows of 40 elements, 8 x 8 pixels each: +1 black, -1 white, 0 (gaps, erased bits) grey.
+    rows of 40 elements, 8 x 8 pixels each: +1 black, -1 white, 0 (gaps, erased bits) grey; once the scored action
+    has been taken, the network's output and the full pattern beside it.
 
     How the input reaches a network is the network's business: the paper clamps a neuron whose
     input element is non-zero to it, the authors' code adds 20 x the input to the pre-activation
@@ -165,6 +167,7 @@ class PatternMemoryEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape, dtype=np.float32)
         self._inputs = np.zeros((self.protocol.episode_length, pattern_size), dtype=np.float32)
         self._target = np.zeros(shape, dtype=np.float32)
+        self._answer: np.ndarray | None = None  # the scored action, for render()
         self._step = 0
 
     def _info(self) -> dict[str, Any]:
@@ -175,6 +178,7 @@ class PatternMemoryEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self._inputs, self._target = self.protocol.draw_episode(self.np_random)
+        self._answer = None
         self._step = 0
         return self._inputs[0].copy(), self._info()
 
@@ -192,6 +196,7 @@ class PatternMemoryEnv(gym.Env):
         if terminated:
             error = action - self._target
             reward = -float(np.mean(np.square(error)))
+            self._answer = action.copy()
         self._step += 1
         if terminated:
             return np.zeros_like(self._target), reward, True, False, {"target": self._target.copy(), "scored": False}
@@ -204,10 +209,5 @@ class PatternMemoryEnv(gym.Env):
             )
             return None
         current = self._inputs[min(self._step, self.protocol.episode_length - 1)]
-        rows = -(-current.size // RENDER_COLUMNS)
-        grid = np.zeros(rows * RENDER_COLUMNS, dtype=np.float32)
-        grid[: current.size] = current
-        # +1 -> 0 (black), 0 -> 128 (grey), -1 -> 255 (white)
-        grey = np.rint(127.5 * (1 - grid.reshape(rows, RENDER_COLUMNS))).astype(np.uint8)
-        pixels = np.kron(grey, np.ones((RENDER_CELL_PIXELS, RENDER_CELL_PIXELS), dtype=np.uint8))
-        return np.repeat(pixels[..., None], 3, axis=-1)
+        panels = [current] if self._answer is None else [current, self._answer, self._target]
+        return side_by_side([grey_cells(panel, RENDER_COLUMNS, RENDER_CELL_PIXELS, 1.0, -1.0) for panel in panels])
