@@ -287,16 +287,16 @@ def test_direct_categorical_equals_sb3_distribution():
     torch.testing.assert_close(entropy, distribution.entropy(), rtol=1e-6, atol=1e-7)
 
 
-def test_dict_observations_are_refused_at_construction():
-    class DictEnv(CueRecallEnv):
+def test_tuple_observations_are_refused_at_construction():
+    class TupleEnv(CueRecallEnv):
         def __init__(self) -> None:
             super().__init__()
-            self.observation_space = spaces.Dict({"image": spaces.Box(0, 1, (2,)), "label": spaces.Discrete(2)})
+            self.observation_space = spaces.Tuple((spaces.Box(0, 1, (2,)), spaces.Discrete(2)))
 
-    with pytest.raises(ValueError, match=r"observation_space must be one of Box, Discrete.*got Dict"):
-        PlasticA2C("PlasticRecurrentPolicy", DictEnv())
+    with pytest.raises(ValueError, match=r"observation_space must be one of Box, Discrete.*Dict; got Tuple"):
+        PlasticA2C("PlasticRecurrentPolicy", TupleEnv())
     with pytest.raises(ValueError, match="observation_space must be one of"):
-        PlasticPPO("LstmPolicy", DictEnv())
+        PlasticPPO("LstmPolicy", TupleEnv())
 
 
 def test_the_lstm_leaves_out_plasticity_keys_that_a_study_passes_to_every_condition():
@@ -364,3 +364,55 @@ def test_an_exception_mid_rollout_leaves_the_state_a_stop_there_leaves_and_torch
         torch.set_num_threads(threads)
     for raised, stopped in zip(*states, strict=True):
         assert torch.equal(raised, stopped)
+
+
+class _DictCueEnv(gym.Env):
+    """A tiny Dict-observation task: a cue shown at the first step, to be named at the last (needs memory)."""
+
+    def __init__(self, length: int = 4) -> None:
+        self.length = length
+        self.observation_space = gym.spaces.Dict(
+            {"cue": gym.spaces.Box(0.0, 1.0, (2,), np.float32), "time": gym.spaces.Box(0.0, 1.0, (1,), np.float32)}
+        )
+        self.action_space = gym.spaces.Discrete(2)
+
+    def _observation(self) -> dict:
+        cue = np.eye(2, dtype=np.float32)[self._cue] if self._step == 0 else np.zeros(2, np.float32)
+        return {"cue": cue, "time": np.array([self._step / self.length], np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._cue, self._step = int(self.np_random.integers(2)), 0
+        return self._observation(), {}
+
+    def step(self, action):
+        self._step += 1
+        done = self._step == self.length
+        reward = float(done and int(action) == self._cue)
+        return self._observation(), reward, done, False, {}
+
+
+@pytest.mark.filterwarnings("ignore:episodes do not line up")
+def test_a_dict_observation_env_trains_saves_loads_and_predicts_with_state(tmp_path):
+    from stable_baselines3.common.env_checker import check_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.torch_layers import CombinedExtractor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    check_env(_DictCueEnv())
+    env = VecNormalize(DummyVecEnv([_DictCueEnv] * 4), norm_reward=False)
+    model = PlasticA2C("PlasticRecurrentPolicy", env, n_steps=4, policy_kwargs={"hidden_size": 8}, seed=0)
+    assert isinstance(model.policy.features_extractor, CombinedExtractor)  # as SB3's MultiInputPolicy
+    model.learn(64)
+    model.save(tmp_path / "dict")
+    loaded = PlasticA2C.load(tmp_path / "dict")
+    observation = env.reset()
+    state, starts = None, np.ones(4, dtype=bool)
+    for _ in range(4):
+        actions, state = loaded.predict(observation, state=state, episode_start=starts)
+        observation, _, starts, _ = env.step(actions)
+    assert actions.shape == (4,) and [part.shape[0] for part in state] == [4] * len(state)
+    single = {name: part[0] for name, part in observation.items()}  # one env's observation, not a batch
+    assert loaded.predict(single)[0].shape == ()
+    mean, _ = evaluate_policy(loaded, env, n_eval_episodes=4)
+    assert 0.0 <= mean <= 1.0

@@ -374,3 +374,18 @@ def test_render_shows_the_drawing_its_label_and_after_the_query_the_answer(data_
     rows = env.render()[:72, 132:]
     answer, right = rows[24:48:24, ::24, 0].ravel(), rows[48:72:24, ::24, 0].ravel()
     assert answer.argmin() == (info["target"] + 1) % 5 and right.argmin() == info["target"]
+
+
+def test_the_omniglot_env_trains_with_plastic_a2c_through_the_dict_observation(data_dir, tmp_path):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from plastic_rl.agents import PlasticA2C
+
+    kwargs = dict(split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir))
+    env = DummyVecEnv([lambda: gym.make("PlasticOmniglot-v0", **kwargs)] * 2)
+    model = PlasticA2C("PlasticRecurrentPolicy", env, n_steps=6, policy_kwargs={"hidden_size": 16}, seed=0)
+    model.learn(24)  # 5 labelled drawings and the query: one episode per rollout and env
+    model.save(tmp_path / "omniglot")
+    loaded = PlasticA2C.load(tmp_path / "omniglot")
+    actions, state = loaded.predict(env.reset(), episode_start=np.ones(2, dtype=bool))
+    assert actions.shape == (2,) and loaded.policy.core.plasticity == "full"

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
@@ -30,7 +30,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from plastic_rl.agents.diagnostics import gradient_norms, parameter_group
-from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy, RecurrentState
+from plastic_rl.agents.policies import (
+    LstmPolicy,
+    PlasticRecurrentPolicy,
+    RecurrentActorCriticPolicy,
+    RecurrentState,
+    check_observation_space,
+    map_observation,
+)
 from plastic_rl.agents.saving import ModelFileMixin
 from plastic_rl.core.divergence import (
     NON_FINITE_ACTIONS,
@@ -88,8 +95,9 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
     use_rms_prop : use RMSprop (SB3's A2C optimizer) instead of Adam, with ``rms_prop_eps``.
     use_sde : must be False: state-dependent exploration needs a feed-forward policy (SB3's keyword, for
         compatibility); ``sde_sample_freq`` is then unused, as in SB3.
-    rollout_buffer_class, rollout_buffer_kwargs : as in SB3; the class must be a :class:`RolloutBuffer` (the
-        rollout is re-read as ``(n_steps, n_envs)`` sequences, which ``DictRolloutBuffer`` does not store).
+    rollout_buffer_class, rollout_buffer_kwargs : as in SB3 (a :class:`RolloutBuffer`, or a
+        :class:`DictRolloutBuffer` for Dict observations, SB3's default for them); the rollout is re-read from it
+        as ``(n_steps, n_envs)`` sequences.
     normalize_advantage : standardize the advantages of each batch.
     on_non_finite : at a NaN or infinite loss or gradient, ``"raise"``
         :class:`~plastic_rl.core.divergence.TrainingDiverged` (naming the update; the parameters stay those
@@ -165,12 +173,10 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
         if use_sde:
             raise ValueError("use_sde must be False: gSDE needs a feed-forward policy, not a recurrent one")
         if rollout_buffer_class is not None and not (
-            isinstance(rollout_buffer_class, type)
-            and issubclass(rollout_buffer_class, RolloutBuffer)
-            and not issubclass(rollout_buffer_class, DictRolloutBuffer)
+            isinstance(rollout_buffer_class, type) and issubclass(rollout_buffer_class, RolloutBuffer)
         ):
             raise ValueError(
-                f"rollout_buffer_class must be RolloutBuffer or a subclass (not DictRolloutBuffer); "
+                "rollout_buffer_class must be RolloutBuffer, DictRolloutBuffer or a subclass; "
                 f"got {rollout_buffer_class!r}"
             )
         self.entropy_bonus = check_choice("entropy_bonus", entropy_bonus, ENTROPY_BONUSES)
@@ -230,6 +236,7 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
                 f"the file holds a {self.algorithm_name} model, not a {type(self).__name__}: "
                 f"load it with {self.algorithm_name}.load"
             )
+        check_observation_space(self.observation_space)  # before SB3's buffer, whose error would not name it
         observation_size = spaces.flatdim(self.observation_space)
         needed = rollout_bytes(self.n_steps, self.n_envs, observation_size)
         check_fits(f"a rollout of n_steps={self.n_steps} x n_envs={self.n_envs}", needed)
@@ -354,7 +361,7 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
                 th.set_num_threads(1)
             for step in range(n_rollout_steps):
                 with th.no_grad():
-                    obs_tensor = th.as_tensor(self._last_obs, device=self.device)
+                    obs_tensor = map_observation(functools.partial(th.as_tensor, device=self.device), self._last_obs)
                     if recording is not None:
                         starts = None
                         if self._last_episode_starts.any():
@@ -381,7 +388,11 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
                     # Episode statistics are only in the infos of the envs that are done.
                     self._update_info_buffer([infos[index] for index in done_indices], dones[done_indices])
                     rewards = self._bootstrap_truncated(rewards, infos, done_indices, state, recording)
-                buffer.observations[step] = self._last_obs
+                if isinstance(self._last_obs, dict):
+                    for key, part in self._last_obs.items():
+                        buffer.observations[key][step] = part
+                else:
+                    buffer.observations[step] = self._last_obs
                 buffer.actions[step] = actions.reshape(n_envs, -1)
                 buffer.rewards[step] = rewards
                 buffer.episode_starts[step] = self._last_episode_starts
@@ -443,7 +454,7 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
         return dict(
-            observations=as_tensor(buffer.observations),
+            observations=map_observation(as_tensor, buffer.observations),
             actions=actions,
             episode_starts=as_tensor(buffer.episode_starts).to(th.bool),
             advantages=as_tensor(buffer.advantages).flatten(),

@@ -10,6 +10,7 @@ sb3-contrib's ``RecurrentPPO``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from stable_baselines3.common.distributions import (
     make_proba_distribution,
 )
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
@@ -40,9 +41,34 @@ from plastic_rl.core.options import (
 from plastic_rl.core.rules import get_rule
 
 RecurrentState = tuple[th.Tensor, ...]
+Observation = th.Tensor | dict[str, th.Tensor]
 
-# Observations a recurrent policy reads as one array per step (a Dict or Tuple would need one extractor per key).
-SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+# A Dict observation goes through SB3's CombinedExtractor by default (a CNN for image keys, flattened otherwise).
+SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
+
+
+def check_observation_space(observation_space: spaces.Space) -> None:
+    """Raise ``ValueError`` unless the recurrent policies can read ``observation_space``."""
+    if not isinstance(observation_space, SUPPORTED_OBSERVATION_SPACES):
+        supported = ", ".join(space.__name__ for space in SUPPORTED_OBSERVATION_SPACES)
+        raise ValueError(f"observation_space must be one of {supported}; got {observation_space}")
+
+
+def map_observation(function: Callable[[Any], Any], observation: Any) -> Any:
+    """``function`` applied to the observation, or to each of its keys' arrays for a Dict observation."""
+    if isinstance(observation, dict):
+        return {key: function(value) for key, value in observation.items()}
+    return function(observation)
+
+
+def _one_step(observation: Observation) -> Observation:
+    """A batch of observations (B, ...) as a sequence of one step (1, B, ...)."""
+    return map_observation(lambda part: part.unsqueeze(0), observation)
+
+
+def _leading_shape(observation: Observation) -> th.Size:
+    return next(iter(observation.values())).shape if isinstance(observation, dict) else observation.shape
+
 
 # The paper's optimizer: Adam with a large epsilon, which keeps the first updates of the rarely
 # rewarded maze from being huge.
@@ -100,12 +126,9 @@ class RecurrentActorCriticPolicy(BasePolicy):
     ) -> None:
         if use_sde:
             raise ValueError("use_sde must be False: recurrent policies do not support state-dependent exploration")
-        if not isinstance(observation_space, SUPPORTED_OBSERVATION_SPACES):
-            supported = ", ".join(space.__name__ for space in SUPPORTED_OBSERVATION_SPACES)
-            raise ValueError(
-                f"observation_space must be one of {supported} (one array per step); got {observation_space}. "
-                "Flatten a Dict observation first, e.g. with gymnasium.wrappers.FlattenObservation."
-            )
+        check_observation_space(observation_space)
+        if isinstance(observation_space, spaces.Dict) and features_extractor_class is FlattenExtractor:
+            features_extractor_class = CombinedExtractor  # as SB3's MultiInputPolicy
         if optimizer_kwargs is None:
             optimizer_kwargs = {"eps": DEFAULT_ADAM_EPS} if optimizer_class is th.optim.Adam else {}
         super().__init__(
@@ -190,17 +213,18 @@ class RecurrentActorCriticPolicy(BasePolicy):
         data.update(hidden_size=self.hidden_size, log_std_init=self.log_std_init)
         return data
 
-    def _features(self, obs: th.Tensor) -> th.Tensor:
-        """Observations (T, B, ...) -> features (T, B, F)."""
-        steps, batch = obs.shape[:2]
+    def _features(self, obs: Observation) -> th.Tensor:
+        """Observations (T, B, ...) (each key's, for a Dict) -> features (T, B, F)."""
+        steps, batch = _leading_shape(obs)[:2]
         if self._observations_are_features:
+            assert isinstance(obs, th.Tensor), "only a flat Box observation is its own features"
             return obs.to(th.float32)
-        features = self.extract_features(obs.reshape(steps * batch, *obs.shape[2:]), self.features_extractor)
-        return features.reshape(steps, batch, -1)
+        flat = map_observation(lambda part: part.reshape(steps * batch, *part.shape[2:]), obs)
+        return self.extract_features(flat, self.features_extractor).reshape(steps, batch, -1)
 
     def unroll(
         self,
-        obs: th.Tensor,
+        obs: Observation,
         state: RecurrentState,
         episode_starts: th.Tensor,
         overwrite_state: bool = False,
@@ -226,7 +250,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
 
     def forward(
         self,
-        obs: th.Tensor,
+        obs: Observation,
         state: RecurrentState,
         episode_starts: th.Tensor,
         deterministic: bool = False,
@@ -237,11 +261,11 @@ class RecurrentActorCriticPolicy(BasePolicy):
         ``overwrite_state=True`` (the rollout's choice, under ``torch.no_grad``) lets the plastic core write the new
         trace into ``state``'s: the old ``state`` must not be used afterwards.
         """
-        latent, state = self.unroll(obs.unsqueeze(0), state, episode_starts.unsqueeze(0), overwrite_state)
+        latent, state = self.unroll(_one_step(obs), state, episode_starts.unsqueeze(0), overwrite_state)
         return (*self._act(latent[0], deterministic), state)
 
     def recorded_step(
-        self, obs: th.Tensor, episode_starts: th.Tensor | None, recording: RecordedUnroll, deterministic: bool = False
+        self, obs: Observation, episode_starts: th.Tensor | None, recording: RecordedUnroll, deterministic: bool = False
     ) -> tuple[th.Tensor, th.Tensor]:
         """:meth:`forward` for the next step of ``recording`` (``episode_starts``: ``None`` when none starts):
         actions and log-probabilities (the values of all the steps come after, from :meth:`recorded_values`);
@@ -268,14 +292,14 @@ class RecurrentActorCriticPolicy(BasePolicy):
         actions = probs.argmax(dim=1) if deterministic else sample_categorical(probs)
         return actions, log_probs.gather(1, actions[:, None])[:, 0]
 
-    def predict_values(self, obs: th.Tensor, state: RecurrentState, episode_starts: th.Tensor) -> th.Tensor:
+    def predict_values(self, obs: Observation, state: RecurrentState, episode_starts: th.Tensor) -> th.Tensor:
         """Values (B,) of the observations (B, ...) seen from ``state``."""
-        latent, _ = self.unroll(obs.unsqueeze(0), state, episode_starts.unsqueeze(0))
+        latent, _ = self.unroll(_one_step(obs), state, episode_starts.unsqueeze(0))
         return self.value_net(latent[0]).flatten()
 
     def evaluate_actions(
         self,
-        obs: th.Tensor,
+        obs: Observation,
         actions: th.Tensor,
         state: RecurrentState,
         episode_starts: th.Tensor,
@@ -325,10 +349,10 @@ class RecurrentActorCriticPolicy(BasePolicy):
         """
         self.set_training_mode(False)
         obs_tensor, vectorized = self.obs_to_tensor(observation)
-        assert isinstance(obs_tensor, th.Tensor), "recurrent policies take Box observations, not Dict ones"
-        if not bool(th.isfinite(obs_tensor).all()):  # it would act on NaN silently (a random action each time)
+        parts = obs_tensor.values() if isinstance(obs_tensor, dict) else [obs_tensor]
+        if not all(bool(th.isfinite(part.float()).all()) for part in parts):  # it would act on NaN silently
             raise ValueError("observation must hold finite values; got NaN or infinite values")
-        n_envs = obs_tensor.shape[0]
+        n_envs = _leading_shape(obs_tensor)[0]
         with th.no_grad():
             if state is None:
                 state_tensors = self.initial_state(n_envs)
@@ -454,9 +478,9 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         return (activation.clone(),) if trace is None else (activation.clone(), trace)
 
     def recorded_step(
-        self, obs: th.Tensor, episode_starts: th.Tensor | None, recording: RecordedUnroll, deterministic: bool = False
+        self, obs: Observation, episode_starts: th.Tensor | None, recording: RecordedUnroll, deterministic: bool = False
     ) -> tuple[th.Tensor, th.Tensor]:
-        features = obs if self._observations_are_features else self._features(obs.unsqueeze(0))[0]
+        features = self._features(_one_step(obs))[0]
         return self._sample(self.core.recorded_step(features, recording, episode_starts), deterministic)
 
     def plasticity_statistics(self, state: RecurrentState) -> dict[str, float]:
