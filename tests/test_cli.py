@@ -266,6 +266,14 @@ def test_held_out_signature_is_measured_during_training_without_changing_it(tmp_
     # Rollouts of 2 x 10 steps: measured after the rollouts that pass 40 and 80 steps.
     assert [row["heldout/total_timesteps"] for row in rows] == ["40", "80"]
     assert all(float(row["heldout/episodes"]) == 6 and float(row["heldout/hits_mean"]) >= 0 for row in rows)
+    # Resumed from its checkpoint at 80 steps, a run measures at the same points, not also after it resumed.
+    resumed = train_run(tmp_path / "resumed", [*common, "--heldout-freq", "80", "--heldout-episodes", "6",
+                                               "--save-freq", "20"])  # fmt: skip
+    resumed.unlink()
+    assert main(["train", "--resume", str(latest_checkpoint(resumed.parent)), "--no-progress-bar"]) == 0
+    with open(resumed.parent / "progress.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("heldout/episodes")]
+    assert [row["heldout/total_timesteps"] for row in rows] == ["80"]
 
 
 def test_checkpoints_of_older_versions_get_the_defaults_of_options_added_since():

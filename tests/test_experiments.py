@@ -270,3 +270,14 @@ def test_ray_launcher_ships_run_folders_and_resumes_them(tmp_path, patterns_stud
         assert rows[: len(reference)] == reference and rows[-1]["step"] == "210"
         assert json.loads((folder / "plastic" / seed / "run.json").read_text())["options"]["steps"] == 210
     assert set(_scores(folder)) == {"plastic/0", "plastic/1"}
+
+
+def test_held_out_curves_keep_only_the_measurements_on_the_shared_grid(tmp_path, monkeypatch):
+    from plastic_rl.experiments import rl
+
+    # A run resumed by an older plastic-rl measured once more, at 130 steps, where it resumed.
+    rows = ["heldout/total_timesteps,heldout/reward_mean", "100,1.0", "130,9.0", "200,2.0", "300,3.0"]
+    (tmp_path / "progress.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(rl, "episode_rewards", lambda folder: (np.zeros(30), 300))  # 10 steps per episode
+    curve = rl.held_out_curves(tmp_path, ["reward_mean"], every=100)["reward_mean"]
+    assert curve.x.tolist() == [10, 20, 30] and curve.y.tolist() == [1.0, 2.0, 3.0]

@@ -44,7 +44,9 @@ class HeldOutEvaluationCallback(BaseCallback):
         self._measured = 0  # evaluations done: one per multiple of eval_freq passed
 
     def _init_callback(self) -> None:
-        self._measured = self.num_timesteps // self.eval_freq
+        # The model's count: the callback's own is only set at the first step, so a resumed run would measure again
+        # at the step it resumed from.
+        self._measured = self.model.num_timesteps // self.eval_freq
 
     def _on_step(self) -> bool:
         return True
@@ -53,7 +55,7 @@ class HeldOutEvaluationCallback(BaseCallback):
         if self.num_timesteps // self.eval_freq > self._measured:
             from plastic_rl.agents.evaluation import evaluate, log_summary
 
-            self._measured = self.num_timesteps // self.eval_freq
+            self._measured = self.model.num_timesteps // self.eval_freq
             result = evaluate(self.model, self.env_id, self.env_kwargs, n_episodes=self.n_episodes)
             self.logger.record("heldout/total_timesteps", self.num_timesteps)  # the CSV row's x
             log_summary(self.logger, result, self.num_timesteps)

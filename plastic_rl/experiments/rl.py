@@ -98,13 +98,19 @@ HELD_OUT_CURVES = {
 }
 
 
-def held_out_curves(train_folder: Path, statistics: Sequence[str]) -> dict[str, Curve]:
-    """The run's ``heldout/<statistic>`` of each of ``statistics`` against training episodes (its
-    ``--heldout-freq`` measurements in ``progress.csv``, read once; NaN where a measurement has no finite value,
-    e.g. a ratio without two-hit episodes)."""
+def held_out_curves(train_folder: Path, statistics: Sequence[str], every: int) -> dict[str, Curve]:
+    """The run's ``heldout/<statistic>`` of each of ``statistics`` against training episodes: its measurements
+    every ``every`` env steps (``--heldout-freq``) in ``progress.csv``, read once; NaN where a measurement has no
+    finite value, e.g. a ratio without two-hit episodes.
+
+    Only the measurements at multiples of ``every`` count: a run resumed from a checkpoint by an older plastic-rl
+    (e.g. commit b67974a, which runs the round-3 maze study) also measured at the step it resumed from, off the
+    grid that every run shares."""
     path = train_folder / "progress.csv"
     rows = list(csv.DictReader(path.open())) if path.exists() else []
-    points = [row for row in rows if row.get("heldout/total_timesteps")]
+    points = [
+        row for row in rows if row.get("heldout/total_timesteps") and float(row["heldout/total_timesteps"]) % every == 0
+    ]
     rewards, steps = episode_rewards(train_folder)
     steps_per_episode = steps / len(rewards) if len(rewards) else 1.0
     x = np.array([float(row["heldout/total_timesteps"]) / steps_per_episode for row in points])
@@ -116,7 +122,7 @@ def held_out_curves(train_folder: Path, statistics: Sequence[str]) -> dict[str, 
 
 def held_out_curve_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
     """Mean held-out reward of the last :data:`CURVE_POINTS_SCORED` points of the run's held-out curve."""
-    curve = held_out_curves(train_folder, ["reward_mean"])["reward_mean"]
+    curve = held_out_curves(train_folder, ["reward_mean"], args.heldout_freq)["reward_mean"]
     if len(curve.y) < CURVE_POINTS_SCORED:
         raise ValueError(
             f"{train_folder} has {len(curve.y)} held-out measurements; --score heldout_curve averages the last "
@@ -252,7 +258,7 @@ class RLAdapter(TaskAdapter):
     def further_curves(self, folder: Path, options: dict[str, Any]) -> dict[str, Curve]:
         if self.args.heldout_freq is None:
             return {}
-        curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_CURVES))
+        curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_CURVES), self.args.heldout_freq)
         return {label: curves[key] for key, label in HELD_OUT_CURVES.items()}
 
     def final_score(self, folder: Path, options: dict[str, Any]) -> float:
@@ -265,7 +271,7 @@ class RLAdapter(TaskAdapter):
         if self.args.score == "heldout_curve":
             # The same points as the score: the mean of the last measurements (NaN ones left out).
             details = {}
-            curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_DETAILS))
+            curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_DETAILS), self.args.heldout_freq)
             for key, label in HELD_OUT_DETAILS.items():
                 if key == "no_hit_episodes":
                     label = f"episodes with no hit (of {self.args.heldout_episodes})"
