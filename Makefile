@@ -31,7 +31,7 @@ run: $(VENV)/.installed
 	$(BIN)/plastic-rl build-kernel
 	$(SDL) $(BIN)/plastic-rl train --algo plastic_a2c --env PlasticMaze-v0 --policy plastic \
 		-n $(RUN_TIMESTEPS) -f logs --compare-random -params learning_rate:0.001 max_grad_norm:1.0
-	@echo "The pretrained plastic agent shipped with the package (32,000 episodes), on the same held-out episodes:"
+	@echo "The pretrained plastic agent shipped with the package (200,000 episodes), on the same held-out episodes:"
 	$(SDL) $(BIN)/plastic-rl evaluate --pretrained maze --no-random --out logs/pretrained_maze_evaluation.json
 
 test: $(VENV)/.installed-dev
