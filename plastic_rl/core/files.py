@@ -63,6 +63,21 @@ def _partial_file(path: Path, suffix: str) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
+def _replaced_on_success(partial: str, path: str | os.PathLike) -> Iterator[None]:
+    """Move ``partial`` over ``path`` when the block succeeds; when it fails, remove ``partial`` and re-raise,
+    naming ``path`` in a file-system error that names no file (a full disk fails the flush, not an open)."""
+    try:
+        yield
+        os.replace(partial, path)
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        if isinstance(error, OSError) and error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file for writing that replaces ``path`` when the ``with`` block succeeds.
 
@@ -78,22 +93,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w'; got {mode!r}")
     descriptor, partial = _partial_file(Path(path), ".partial")
-    try:
-        # surrogateescape: a path read from the file system (a non-UTF-8 folder name) is written back as its bytes
-        text = mode == "w"
+    # surrogateescape: a path read from the file system (a non-UTF-8 folder name) is written back as its bytes
+    text = mode == "w"
+    with _replaced_on_success(partial, path):
         with os.fdopen(
             descriptor, mode, encoding="utf-8" if text else None, errors="surrogateescape" if text else None
         ) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        if isinstance(error, OSError) and error.filename is None:  # e.g. a full disk: say which file
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -118,20 +126,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     descriptor, partial = _partial_file(path, f".partial{path.suffix}")
     os.close(descriptor)
-    try:
+    with _replaced_on_success(partial, path):
         yield Path(partial)
         descriptor = os.open(partial, os.O_RDONLY)
         try:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
-        os.replace(partial, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        if isinstance(error, OSError) and error.filename is None:  # e.g. a full disk: say which file
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
 
 
 # Errors of writing a file, and what they mean for the path that was being written.

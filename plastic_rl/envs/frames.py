@@ -7,6 +7,7 @@ once the network has answered, its output and the target.
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 
 BACKGROUND = 96  # the grey between panels, darker than any cell's "0" grey so that panels stand apart
@@ -36,3 +37,25 @@ def side_by_side(panels: list[np.ndarray], gap: int = PANEL_GAP) -> np.ndarray:
         frame[: panel.shape[0], left : left + panel.shape[1]] = panel
         left += panel.shape[1] + gap
     return frame
+
+
+def answer_frame(
+    current: np.ndarray,
+    answer: np.ndarray | None,
+    target: np.ndarray,
+    columns: int,
+    cell: int,
+    black: float,
+    white: float,
+) -> np.ndarray:
+    """The current input and, once the network has answered (``answer`` not ``None``), its answer and the target, as
+    :func:`grey_cells` panels side by side."""
+    panels = [current] if answer is None else [current, answer, target]
+    return side_by_side([grey_cells(panel, columns, cell, black, white) for panel in panels])
+
+
+def warn_no_render_mode() -> None:
+    """Gymnasium's warning for ``render()`` on an env made without a render mode (``render()`` then returns None)."""
+    gym.logger.warn(
+        'Calling render without specifying any render mode; construct the env with render_mode="rgb_array".'
+    )

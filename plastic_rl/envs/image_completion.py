@@ -11,7 +11,7 @@ import numpy as np
 from gymnasium import spaces
 
 from plastic_rl.core.options import check_choice, check_float_range, check_positive_int
-from plastic_rl.envs.frames import grey_cells, side_by_side
+from plastic_rl.envs.frames import answer_frame, warn_no_render_mode
 from plastic_rl.envs.presentation import PresentationSchedule
 
 RENDER_PIXELS = 4  # screen pixels a side per image pixel
@@ -230,11 +230,7 @@ class ImageCompletionEnv(gym.Env):
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
-            gym.logger.warn(
-                'Calling render without specifying any render mode; construct the env with render_mode="rgb_array".'
-            )
+            warn_no_render_mode()
             return None
         current = self._inputs[min(self._step, self.protocol.episode_length - 1)]
-        panels = [current] if self._answer is None else [current, self._answer, self._target]
-        side = self.protocol.image_side
-        return side_by_side([grey_cells(panel, side, RENDER_PIXELS, -1.0, 1.0) for panel in panels])
+        return answer_frame(current, self._answer, self._target, self.protocol.image_side, RENDER_PIXELS, -1.0, 1.0)

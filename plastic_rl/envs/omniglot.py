@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from plastic_rl.core.options import check_choice, check_positive_int
 from plastic_rl.data.omniglot import IMAGE_SIZE, ROTATIONS, OmniglotImages, OmniglotSplit, load_images, make_split
-from plastic_rl.envs.frames import grey_cells, side_by_side
+from plastic_rl.envs.frames import grey_cells, side_by_side, warn_no_render_mode
 
 RENDER_PIXELS = 4  # screen pixels a side per image pixel
 
@@ -195,9 +195,7 @@ class OmniglotEnv(gym.Env):
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
-            gym.logger.warn(
-                'Calling render without specifying any render mode; construct the env with render_mode="rgb_array".'
-            )
+            warn_no_render_mode()
             return None
         episode = self._episode
         assert episode is not None, "reset() draws the episode"

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from plastic_rl.core.options import check_choice, check_positive_int
-from plastic_rl.envs.frames import grey_cells, side_by_side
+from plastic_rl.envs.frames import answer_frame, warn_no_render_mode
 from plastic_rl.envs.presentation import PresentationSchedule
 
 RENDER_COLUMNS = 40
@@ -204,10 +204,7 @@ class PatternMemoryEnv(gym.Env):
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
-            gym.logger.warn(
-                'Calling render without specifying any render mode; construct the env with render_mode="rgb_array".'
-            )
+            warn_no_render_mode()
             return None
         current = self._inputs[min(self._step, self.protocol.episode_length - 1)]
-        panels = [current] if self._answer is None else [current, self._answer, self._target]
-        return side_by_side([grey_cells(panel, RENDER_COLUMNS, RENDER_CELL_PIXELS, 1.0, -1.0) for panel in panels])
+        return answer_frame(current, self._answer, self._target, RENDER_COLUMNS, RENDER_CELL_PIXELS, 1.0, -1.0)
