@@ -389,3 +389,28 @@ def test_the_omniglot_env_trains_with_plastic_a2c_through_the_dict_observation(d
     loaded = PlasticA2C.load(tmp_path / "omniglot")
     actions, state = loaded.predict(env.reset(), episode_start=np.ones(2, dtype=bool))
     assert actions.shape == (2,) and loaded.policy.core.plasticity == "full"
+
+
+def test_the_image_key_extractor_embeds_the_drawing_and_trains_with_plastic_a2c(data_dir, tmp_path):
+    import torch
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from plastic_rl.agents import ImageKeyExtractor, PlasticA2C
+
+    kwargs = dict(split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir))
+    env = gym.make("PlasticOmniglot-v0", **kwargs)
+    extractor = ImageKeyExtractor(env.observation_space, channels=16)
+    assert extractor.features_dim == 16 + 5  # the Conv-4 features of the 31x31 drawing, then the one-hot label
+    observation = {key: torch.as_tensor(value)[None] for key, value in env.reset(seed=0)[0].items()}
+    features = extractor.train()(observation)
+    torch.testing.assert_close(features, extractor.eval()(observation), rtol=0, atol=0)  # rollout == its re-run
+    with pytest.raises(ValueError, match="must be a Dict space with an 'image' key"):
+        ImageKeyExtractor(gym.spaces.Box(0, 1, (3,)))
+    vec_env = DummyVecEnv([lambda: gym.make("PlasticOmniglot-v0", **kwargs)] * 2)
+    policy_kwargs = {"hidden_size": 16, "features_extractor_class": ImageKeyExtractor,
+                     "features_extractor_kwargs": {"channels": 8}}  # fmt: skip
+    model = PlasticA2C("PlasticRecurrentPolicy", vec_env, n_steps=6, policy_kwargs=policy_kwargs, seed=0)
+    model.learn(24)
+    model.save(tmp_path / "omniglot")
+    loaded = PlasticA2C.load(tmp_path / "omniglot")  # the extractor class is named in plain data, not unpickled
+    assert isinstance(loaded.policy.features_extractor, ImageKeyExtractor)

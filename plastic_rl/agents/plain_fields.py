@@ -19,10 +19,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.save_util import is_json_serializable
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
 
+from plastic_rl.agents.extractors import ImageKeyExtractor
 from plastic_rl.core.plain_data import from_plain, to_plain
 
 PLAIN_FIELDS = "plain_fields"
@@ -41,9 +44,11 @@ REBUILT_FIELDS = (
 
 
 def _known_classes(algorithm: type) -> dict[str, type]:
-    """The classes a model file may name: the algorithm's policy aliases and SB3's rollout buffers."""
-    buffers = {"RolloutBuffer": RolloutBuffer, "DictRolloutBuffer": DictRolloutBuffer}
-    return {**getattr(algorithm, "policy_aliases", {}), **buffers}
+    """The classes a model file may name: the algorithm's policy aliases, SB3's rollout buffers, and what
+    ``policy_kwargs`` usually names (the features extractors, activations and optimizers of SB3 and the suite)."""
+    known = [RolloutBuffer, DictRolloutBuffer, FlattenExtractor, CombinedExtractor, NatureCNN, ImageKeyExtractor]
+    known += [th.nn.Tanh, th.nn.ReLU, th.nn.ELU, th.nn.LeakyReLU, th.optim.Adam, th.optim.RMSprop, th.optim.SGD]
+    return {**getattr(algorithm, "policy_aliases", {}), **{cls.__name__: cls for cls in known}}
 
 
 def space_to_plain(space: gym.Space) -> dict[str, Any]:
@@ -93,6 +98,9 @@ def plain_field(value: Any, algorithm: type) -> dict[str, Any] | None:
     if isinstance(value, type):
         names = [name for name, known in _known_classes(algorithm).items() if known is value]
         return {"class": names[0]} if names else None
+    if isinstance(value, dict) and not is_json_serializable(value):  # e.g. policy_kwargs naming an extractor class
+        items = {key: plain_field(item, algorithm) for key, item in value.items()}
+        return None if None in items.values() else {"mapping": items}
     if isinstance(value, ConstantSchedule):
         return {"constant_schedule": value.val}
     if isinstance(value, FloatSchedule) and isinstance(value.value_schedule, ConstantSchedule):
@@ -113,6 +121,8 @@ def field_from_plain(plain: dict[str, Any], algorithm: type) -> Any:
         if plain["class"] not in known:
             raise ValueError(f"names the class {plain['class']!r}; {algorithm.__name__} knows {', '.join(known)}")
         return known[plain["class"]]
+    if "mapping" in plain:
+        return {key: field_from_plain(item, algorithm) for key, item in plain["mapping"].items()}
     if "constant_schedule" in plain:
         constant = ConstantSchedule(plain["constant_schedule"])
         return FloatSchedule(constant) if plain.get("as_float") else constant

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from plastic_rl.core import PlasticLinear
+from plastic_rl.core.embeddings import EMBEDDINGS, image_embedding
 from plastic_rl.core.options import check_choice, check_positive_int
 from plastic_rl.core.rules import rule_names
 from plastic_rl.data.omniglot import IMAGE_SIZE, PARTS, SPLITS, OmniglotSplit, load_images, make_split
@@ -20,7 +21,6 @@ from plastic_rl.envs.omniglot import OmniglotClasses, check_episode_size, sample
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
-EMBEDDINGS = ("paper", "conv4")
 HEADS = ("plastic", "linear", "prototypical")
 
 
@@ -271,18 +271,6 @@ class OmniglotTask(SupervisedTask):
         return task, model_options
 
 
-def _embedding(kind: str, channels: int) -> nn.Sequential:
-    """31x31 -> ``channels`` features: the paper's four stride-2 3x3 tanh convolutions, or Conv-4 (BN, max-pool)."""
-    layers: list[nn.Module] = []
-    for index in range(4):
-        inputs = 1 if index == 0 else channels
-        if kind == "paper":  # 31 -> 15 -> 7 -> 3 -> 1
-            layers += [nn.Conv2d(inputs, channels, 3, stride=2), nn.Tanh()]
-        else:  # 31 -> 15 -> 7 -> 3 -> 1 by pooling
-            layers += [nn.Conv2d(inputs, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(), nn.MaxPool2d(2)]
-    return nn.Sequential(*layers, nn.Flatten())
-
-
 class OmniglotClassifier(nn.Module):
     """An embedding of each drawing followed by an episodic classifier head.
 
@@ -345,7 +333,7 @@ class OmniglotClassifier(nn.Module):
         self.normalize_features = normalize_features
         # Channels-last weights take the CPU's faster convolution path: Conv-4's forward and backward measured
         # 1.2-1.4x faster than in the default layout (240 drawings, 1 thread); only the summation order differs.
-        self.embedding = _embedding(embedding, channels)
+        self.embedding = image_embedding(embedding, channels)
         self.embedding.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack the keyword
         self.output: PlasticLinear | None = None
         if head != "prototypical":
