@@ -722,3 +722,42 @@ def test_a_folder_whose_name_is_not_utf8_works_or_is_refused_where_tensorboard_w
             code = stopped.code
         assert code == 2
         assert "must be a path whose name is valid UTF-8 (TensorBoard cannot write under it)" in capsys.readouterr().err
+
+
+def test_second_trial_snags_are_one_line_errors_that_leave_nothing_behind(tmp_path, capsys):
+    tiny = ["-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"x")
+    assert_exit_2 = "plastic-rl train: error: "
+    with pytest.raises(SystemExit):  # train -i with an unreadable model: no traceback, no empty run folder
+        main([*TRAIN, *tiny, "-i", str(bad), "-f", str(tmp_path / "i")])
+    assert f"{assert_exit_2}{bad}: cannot load a PlasticA2C model" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()
+    with pytest.raises(SystemExit):  # more envs than files may be open: refused before any is made
+        main([*TRAIN_FROM_YAML, "-n", "20", "--n-envs", "10000000", *tiny, "-f", str(tmp_path / "n")])
+    assert "n_envs=10000000 (a monitor file each) needs 10,000,000 files open at once" in capsys.readouterr().err
+    assert not (tmp_path / "n").exists()
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(SystemExit):  # the error names the user's path, not a temporary file
+        main(
+            ["evaluate", "--pretrained", "maze", "--n-episodes", "1", "--no-random", "--out", str(tmp_path / "folder")]
+        )
+    assert f"cannot write {tmp_path / 'folder'}: it is a folder, where a file is needed" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main([*TRAIN, *tiny, "-n", "40", "--save-freq", "20", "-f", str(run)]) == 0
+    folder = run / "plastic_a2c" / "PlasticMaze-v0_1"
+    assert main(["train", "--resume", str(folder), "-n", "4200"]) == 2  # options given with --resume are refused
+    assert "these differ: n_timesteps (the run's 40, given 4200)" in capsys.readouterr().err
+
+
+def test_a_damaged_monitor_file_and_a_nan_eta_are_named(tmp_path):
+    from plastic_rl.experiments.rl import episode_rewards
+
+    (tmp_path / "0.monitor.csv").write_text('#{"t_start": 0}\nr,l,t\n--9.9,10,1.0\n')
+    with pytest.raises(ValueError, match=r"0\.monitor\.csv is not a readable monitor file"):
+        episode_rewards(tmp_path)
+    layer = PlasticRecurrentLayer(8, 3)
+    with torch.no_grad():
+        layer.eta_raw.fill_(math.nan)
+    with pytest.raises(ValueError, match="eta must be finite; got nan"):
+        layer(torch.zeros(4, 2, 3), layer.initial_state(2))

@@ -162,6 +162,7 @@ class VideoRecorder:
         self._frame_ms = round(1000 / env.metadata.get("render_fps", 10))
         if self.as_gif:
             return FrameCollector(env, self._frames)
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # a fault names the user's folder, not a temporary one
         self._folder = tempfile.TemporaryDirectory(prefix=".recording-", dir=self.path.parent or ".")
         return gym.wrappers.RecordVideo(
             env,

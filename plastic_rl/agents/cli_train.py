@@ -10,6 +10,7 @@ one monitor CSV per env. ``--resume CHECKPOINT`` (or a run folder: its latest ch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import io
 import shutil
@@ -154,16 +155,23 @@ def stored_arguments(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plastic_rl.agents.checkpoints import newest_readable_checkpoint, read_checkpoint
+    from plastic_rl.agents.checkpoints import checkpoints_newest_first, newest_readable_checkpoint, read_checkpoint
     from plastic_rl.agents.configuration import next_run_folder
 
     if args.resume is None:
         folder = next_run_folder(args.log_folder, args.algo, args.env)
+        created = [path for path in (folder, *folder.parents) if not path.exists()]
         folder.mkdir(parents=True)
         try:
             train(args, folder)
-        except BadInputError:
-            shutil.rmtree(folder)  # created just above: no run of bad input is left behind
+        except (BadInputError, OSError):
+            # No run of bad input or of an unwritable output is left behind (nor the folders made for it), unless it
+            # has checkpoints worth resuming.
+            if not checkpoints_newest_first(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                for path in created[1:]:  # the parents made above, deepest first, if nothing else is in them
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
             raise
         return 0
     checkpoint = Path(args.resume)
@@ -183,6 +191,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"plastic-rl train: error: --resume: {error}", file=sys.stderr)
             return 2
     stored = argparse.Namespace(**stored_arguments(payload))
+    defaults = stored_arguments({"arguments": {}})
+    differing = [
+        f"{name} (the run's {getattr(stored, name)!r}, given {value!r})"
+        for name, value in vars(args).items()
+        if name not in DISPLAY_OPTIONS and value != defaults.get(name) and value != getattr(stored, name, None)
+    ]
+    if differing:
+        print(
+            f"plastic-rl train: error: --resume continues a run with the options it was started with; these differ: "
+            f"{'; '.join(differing)}. Resume without them, or start a new run from its weights with -i",
+            file=sys.stderr,
+        )
+        return 2
     for name in DISPLAY_OPTIONS:
         setattr(stored, name, getattr(args, name))
     print(f"Resuming {checkpoint}")
@@ -325,18 +346,19 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
             checkpoint, algorithm_class(args.algo), env, args.device, eval_callback, **load_kwargs
         )
     elif args.trained_agent is not None:
-        source: Any = args.trained_agent
-        if str(source).endswith(".pt"):
-            source = io.BytesIO(read_checkpoint(source)["model"])
-        # As RL Zoo: the hyperparameters of this run (learning rate, ...) replace the saved model's.
-        model = algorithm_class(args.algo).load(
-            source,
-            env=env,
-            device=args.device,
-            seed=args.seed,
-            **load_kwargs,
-            **algorithm_arguments(hyperparameters, n_envs),
-        )
+        with reported_as_bad_input():  # a missing, damaged or code-carrying file is the user's input
+            source: Any = args.trained_agent
+            if str(source).endswith(".pt"):
+                source = io.BytesIO(read_checkpoint(source)["model"])
+            # As RL Zoo: the hyperparameters of this run (learning rate, ...) replace the saved model's.
+            model = algorithm_class(args.algo).load(
+                source,
+                env=env,
+                device=args.device,
+                seed=args.seed,
+                **load_kwargs,
+                **algorithm_arguments(hyperparameters, n_envs),
+            )
     else:
         with reported_as_bad_input():
             model = build_model(

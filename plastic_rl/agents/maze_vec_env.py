@@ -21,6 +21,7 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.monitor import Monitor, ResultsWriter
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from plastic_rl.core.memory import check_open_files
 from plastic_rl.core.options import check_positive_int
 from plastic_rl.envs.maze import ACTION_MOVES, MazeSquare, PlasticMazeEnv
 
@@ -59,6 +60,8 @@ class BatchedMazeVecEnv(VecEnv):
         **env_kwargs: Any,
     ) -> None:
         check_positive_int("n_envs", n_envs)
+        if monitor_dir is not None:
+            check_open_files(f"n_envs={n_envs} (a monitor file each)", n_envs)
         self.env_kwargs = dict(env_kwargs)
         maze = PlasticMazeEnv(**env_kwargs)  # validates every keyword as the single env does
         if max_episode_steps is not None:

@@ -72,7 +72,7 @@ def _replaced_on_success(partial: str, path: str | os.PathLike) -> Iterator[None
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
-        if isinstance(error, OSError) and error.filename is None:
+        if isinstance(error, OSError) and error.filename in (None, partial):  # say which file the user asked for
             raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 

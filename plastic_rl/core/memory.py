@@ -1,4 +1,4 @@
-"""Memory checked before it is allocated: a size that cannot fit is refused with its estimate.
+"""Memory (and open files) checked before they are taken: a size that cannot fit is refused with its estimate.
 
 Without this, an impossible size (``hidden_size`` 10**6, ``n_steps`` 10**9, a maze of 100,001 squares a side) ends
 in an allocator traceback, or in minutes of swapping. Each check is on one allocation whose size is known exactly
@@ -13,6 +13,7 @@ import os
 import torch
 
 GIB = 2**30
+OPEN_FILES_MARGIN = 256  # files kept for torch, SB3, TensorBoard and the interpreter itself
 
 
 def device_bytes(device: torch.device | str = "cpu") -> int | None:
@@ -44,4 +45,19 @@ def check_fits(what: str, needed_bytes: int, device: torch.device | str = "cpu")
         raise ValueError(
             f"{what} needs {needed_bytes / GIB:,.1f} GiB of memory, more than this machine's {total / GIB:,.1f} GiB "
             f"({torch.device(device).type}); choose a smaller size"
+        )
+
+
+def check_open_files(what: str, files: int) -> None:
+    """Raise ``ValueError`` when ``what`` needs more files open at once than this process may have (``ulimit -n``,
+    less a margin for the libraries' own): making that many would take minutes and then fail."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX: no limit to read
+        return
+    limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if limit != resource.RLIM_INFINITY and files > limit - OPEN_FILES_MARGIN:
+        raise ValueError(
+            f"{what} needs {files:,} files open at once; this process may have {limit:,} (ulimit -n), "
+            f"{OPEN_FILES_MARGIN} of them kept for the libraries: choose a smaller size or raise the limit"
         )

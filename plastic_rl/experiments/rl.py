@@ -28,7 +28,12 @@ def episode_rewards(train_folder: Path) -> tuple[np.ndarray, int]:
     for path in sorted(train_folder.rglob("*.monitor.csv")):
         with open(path) as file:
             next(file)  # the JSON header line
-            episodes += [(float(row["t"]), float(row["r"]), int(row["l"])) for row in csv.DictReader(file)]
+            try:
+                episodes += [(float(row["t"]), float(row["r"]), int(row["l"])) for row in csv.DictReader(file)]
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(
+                    f"{path} is not a readable monitor file ({error}); delete its run to train it again"
+                ) from error
     episodes.sort(key=lambda episode: episode[0])
     return np.array([reward for _, reward, _ in episodes]), sum(length for _, _, length in episodes)
 

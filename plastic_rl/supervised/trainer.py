@@ -120,7 +120,12 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
 
     It maps the ``inputs`` of its task's episodes (see :func:`load_task`) to outputs.
     """
-    return _build_model(_read(path)).to(select_device(device)).eval()
+    record = _read(path)
+    try:
+        model = _build_model(record)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # RuntimeError: a state dict that does not fit
+        raise ValueError(f"{path}: {error}") from error
+    return model.to(select_device(device)).eval()
 
 
 def load_task(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> SupervisedTask:

@@ -87,6 +87,8 @@ def plan_checkpoints(
     ``post_bound`` bounds ``|post|`` (1 for tanh; clamped inputs can be larger), which bounds the decay of a rule
     whose forgetting grows with ``|post|`` (Oja's).
     """
+    if not math.isfinite(eta):
+        raise ValueError(f"eta must be finite; got {eta} (the layer's eta_raw holds a NaN or an infinity)")
     recompute_every = max(1, math.ceil(math.sqrt(steps)))
     recompute = CheckpointPlan(recompute_every, False, None, 0)
     if not options.plastic:
