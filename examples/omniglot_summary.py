@@ -104,7 +104,10 @@ def main() -> None:
             neighbour = evaluate(model, task, episodes=args.episodes, seed=args.seed, nearest_neighbour=True)
             row.update(nn_test_accuracy=round(neighbour["accuracy"], 4), nn_test_ci95=round(neighbour["ci95"], 4))
         summary.append(row)
-        print(row, flush=True)
+        nearest = f", nearest neighbour {row['nn_test_accuracy']:.1%}" if "nn_test_accuracy" in row else ""
+        setting = f"{row['ways']}-way {row['shots']}-shot, {row['episodes']:,} episodes in {row['train_s']:.0f} s"
+        test = f"test {row['test_accuracy']:.1%} +/- {row['test_ci95']:.1%}{nearest}"
+        print(f"{run.name} ({row['model']}, {setting}): {test}", flush=True)
         for (ways, shots), setting_task in settings.items():
             other = evaluate(model, setting_task, episodes=args.episodes, seed=args.seed)
             other_settings.append(
@@ -112,7 +115,8 @@ def main() -> None:
                  "ways": ways, "shots": shots, "test_accuracy": round(other["accuracy"], 4),
                  "test_ci95": round(other["ci95"], 4)}
             )  # fmt: skip
-            print(other_settings[-1], flush=True)
+            setting = other_settings[-1]
+            print(f"  {ways}-way {shots}-shot: test {setting['test_accuracy']:.1%} +/- {setting['test_ci95']:.1%}")
         for line in evaluated:
             curves.append(
                 {

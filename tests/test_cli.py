@@ -325,3 +325,10 @@ def test_train_and_supervised_draw_the_same_progress_bar(tmp_path, capsys):
     assert main([*supervised, "--run-dir", str(tmp_path / "s")]) == 0
     lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert any(line.startswith("100%|") and "2/2 [" in line and "step/s" in line for line in lines)
+
+
+def test_the_supervised_summary_line_has_no_dangling_separator(tmp_path, capsys):
+    tiny = ["--steps", "2", "--pattern-count", "2", "--pattern-size", "10", "--no-progress", "--eval-interval", "0"]
+    assert main(["supervised", "patterns", *tiny, "--run-dir", str(tmp_path / "run")]) == 0
+    summary = [line for line in capsys.readouterr().out.splitlines() if " s training" in line]
+    assert summary and not summary[-1].rstrip().endswith(";")

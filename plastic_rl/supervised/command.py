@@ -200,9 +200,10 @@ def run(args: argparse.Namespace) -> int:
         trainer.close()
     trainer.save_model(run_dir / "model.pt")
     final = trainer.history[-1] if trainer.history else {}
-    scores = ", ".join(f"{name}={value:.4g}" for name, value in final.items() if name.startswith("eval_"))
-    skipped = f"; {trainer.skipped_steps} steps skipped (non-finite loss or gradient)" if trainer.skipped_steps else ""
-    print(f"{trainer.episodes} episodes, {trainer.train_seconds:.1f} s training; {scores}{skipped}")
+    parts = [f"{trainer.episodes} episodes, {trainer.train_seconds:.1f} s training"]
+    parts += [", ".join(f"{name}={value:.4g}" for name, value in final.items() if name.startswith("eval_"))]
+    parts += [f"{trainer.skipped_steps} steps skipped (non-finite loss or gradient)" if trainer.skipped_steps else ""]
+    print("; ".join(part for part in parts if part))
     curve = run_dir / "curve.csv" if trainer.history else "none (fewer steps than --log-interval)"
     print(f"model: {run_dir / 'model.pt'} (plastic_rl.supervised.load_model); curve: {curve}")
     return 0
