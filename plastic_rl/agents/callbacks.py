@@ -1,6 +1,6 @@
 """SB3 callbacks of the suite: :class:`TraceVideoCallback` shows an RL run's memory forming in TensorBoard,
 :class:`HeldOutEvaluationCallback` measures its learning-to-learn signature as it trains, and
-:class:`PurgeResumedEvents` keeps a resumed run's TensorBoard curves free of repeated steps, :class:`ProgressBar`
+:class:`OneEventFile` keeps a resumed run's TensorBoard events in one file without repeated steps, :class:`ProgressBar`
 draws the commands' progress bar.
 
 The supervised trainer logs ``w`` and ``alpha`` images; this is the RL side's picture: every ``video_freq`` env
@@ -12,6 +12,7 @@ tab) and its last frame as an image (``trace/last_frame``).
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -144,22 +145,28 @@ class TraceVideoCallback(BaseCallback):
                 output.writer.file_writer.add_summary(summary, self.num_timesteps)
 
 
-class PurgeResumedEvents(BaseCallback):
-    """For a run resumed from a checkpoint: tell TensorBoard, in the run's event folder, to drop the events that the
-    stopped run wrote after the checkpoint's step, since the resumed run writes those steps again.
-
-    It writes what ``SummaryWriter(purge_step=...)`` writes (a restart marker at that step) into SB3's writer when
-    training starts; TensorBoard then shows each step once, as if the run had never stopped."""
+class OneEventFile(BaseCallback):
+    """For a run resumed from a checkpoint: move the stopped run's TensorBoard events up to the checkpoint's step
+    into the resumed run's event file, and remove the stopped run's files, so that the run keeps one event file in
+    which no step repeats (the stopped run's events after the checkpoint are logged again by the resumed run)."""
 
     def _on_training_start(self) -> None:
         from stable_baselines3.common.logger import TensorBoardOutputFormat
-        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+        from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
         for output in self.logger.output_formats:
-            if isinstance(output, TensorBoardOutputFormat) and output.writer.file_writer is not None:
-                # After the checkpoint's step: what was logged at that step came before the checkpoint was written.
-                restart = Event(step=self.num_timesteps + 1, session_log=SessionLog(status=SessionLog.START))
-                output.writer.file_writer.add_event(restart)
+            if not isinstance(output, TensorBoardOutputFormat) or output.writer.file_writer is None:
+                continue
+            writer = output.writer.file_writer
+            ours = Path(writer.event_writer._file_name)  # made when learn() started (tensorboard keeps its name here)
+            earlier = sorted(path for path in ours.parent.glob("events.out.tfevents.*") if path != ours)
+            for path in earlier:
+                for event in LegacyEventFileLoader(str(path)).Load():
+                    if not event.HasField("file_version") and event.step <= self.num_timesteps:
+                        writer.add_event(event)
+            writer.flush()
+            for path in earlier:
+                path.unlink()
 
     def _on_step(self) -> bool:
         return True

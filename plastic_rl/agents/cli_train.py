@@ -396,9 +396,9 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         arguments = {**vars(args), "resume": None}
         callbacks.append(ResumeCheckpointCallback(folder, args.save_freq, arguments, eval_callback, KEPT_CHECKPOINTS))
     if checkpoint is not None and args.tensorboard_log:
-        from plastic_rl.agents.callbacks import PurgeResumedEvents
+        from plastic_rl.agents.callbacks import OneEventFile
 
-        callbacks.append(PurgeResumedEvents())
+        callbacks.append(OneEventFile())
     if args.video_freq is not None and args.tensorboard_log:
         from plastic_rl.agents.callbacks import TraceVideoCallback
 
