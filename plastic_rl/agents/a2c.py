@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
@@ -237,6 +237,14 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
                 f"load it with {self.algorithm_name}.load"
             )
         check_observation_space(self.observation_space)  # before SB3's buffer, whose error would not name it
+        dict_observations = isinstance(self.observation_space, spaces.Dict)
+        buffer_class = self.rollout_buffer_class
+        if buffer_class is not None and issubclass(buffer_class, DictRolloutBuffer) != dict_observations:
+            expected = "DictRolloutBuffer" if dict_observations else "RolloutBuffer, not a DictRolloutBuffer"
+            raise ValueError(
+                f"rollout_buffer_class must be a {expected} for a {type(self.observation_space).__name__} "
+                f"observation space; got {buffer_class!r}"
+            )
         observation_size = spaces.flatdim(self.observation_space)
         needed = rollout_bytes(self.n_steps, self.n_envs, observation_size)
         check_fits(f"a rollout of n_steps={self.n_steps} x n_envs={self.n_envs}", needed)

@@ -114,6 +114,18 @@ def algorithm_arguments(hyperparameters: dict[str, Any], n_envs: int) -> dict[st
     return algorithm_kwargs
 
 
+def _default_n_steps(algo: str) -> int:
+    """The ``n_steps`` an algorithm's class takes by default (the first class in its MRO that names it)."""
+    from plastic_rl.agents.configuration import algorithm_class
+
+    for cls in algorithm_class(algo).__mro__:
+        init = vars(cls).get("__init__")
+        parameter = None if init is None else inspect.signature(init).parameters.get("n_steps")
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    raise ValueError(f"--algo {algo!r} has no default n_steps: give -params n_steps:N")
+
+
 def build_model(
     algo: str,
     policy: str,
@@ -321,8 +333,7 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         hyperparameters.update(n_envs=check_positive_int("n_envs", n_envs))
         hyperparameters.update(n_timesteps=check_positive_int("n_timesteps", n_timesteps))
         # Before the envs are made (10**7 of them take minutes): their rollout alone must fit.
-        default_steps = inspect.signature(algorithm_class(args.algo)).parameters["n_steps"].default
-        n_steps = algorithm_arguments(hyperparameters, n_envs).get("n_steps", default_steps)
+        n_steps = algorithm_arguments(hyperparameters, n_envs).get("n_steps", _default_n_steps(args.algo))
         n_steps = check_positive_int("n_steps", n_steps)
         check_fits(f"a rollout of n_steps={n_steps} x n_envs={n_envs}", rollout_bytes(n_steps, n_envs))
         env = make_training_env(
