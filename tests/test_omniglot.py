@@ -414,3 +414,57 @@ def test_the_image_key_extractor_embeds_the_drawing_and_trains_with_plastic_a2c(
     model.save(tmp_path / "omniglot")
     loaded = PlasticA2C.load(tmp_path / "omniglot")  # the extractor class is named in plain data, not unpickled
     assert isinstance(loaded.policy.features_extractor, ImageKeyExtractor)
+
+
+def test_the_lake_split_trains_on_the_background_alphabets_and_tests_on_the_evaluation_ones_upright(data_dir):
+    images = data.load_images(data_dir)
+    assert images.evaluation_alphabets == ("Gamma",)
+    split = data.make_split("lake", images, seed=0, validation_characters=2)
+    assert {name.split("/")[0] for name in split.parts["test"]} == {"Gamma"} and len(split.parts["test"]) == 6
+    assert len(split.parts["train"]) == 10 and len(split.parts["validation"]) == 2
+    assert not set(split.parts["train"]) & set(split.parts["validation"])  # no character in two parts
+    rows, rotations = split.classes("test", images)
+    assert len(rows) == 6 and rotations.tolist() == [0] * 6  # upright: the characters as drawn
+    task = OmniglotTask(split="lake", ways=2, validation_characters=2, data_dir=str(data_dir))
+    assert task.split.upright and task.split.as_dict()["upright"] is True
+
+
+def test_a_users_split_file_is_parsed_checked_line_by_line_and_enforced_at_evaluation(data_dir, tmp_path):
+    images = data.load_images(data_dir)
+    good = tmp_path / "split.txt"
+    good.write_text("# my split\n[train]\n" + "\n".join(f"Alpha/character0{n}" for n in range(1, 7))
+                    + "\n[validation]\nBeta/character01\n[test]\n"
+                    + "\n".join(f"Gamma/character0{n}" for n in range(1, 7)) + "\n")  # fmt: skip
+    split = data.make_split(str(good), images)
+    assert len(split.parts["train"]) == 6 and split.parts["validation"] == ("Beta/character01",) and split.upright
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    for name, part in (("train.txt", "Alpha"), ("test.txt", "Gamma")):
+        rotated = [f"{part}/character01/rot{turns:03d}" for turns in (0, 90, 180, 270)]
+        (folder / name).write_text("\n".join(rotated) + "\n")
+    lists = data.make_split(str(folder), images)  # the Vinyals layout: each rotation a class
+    assert lists.rotation_classes and not lists.upright and lists.parts["test"] == ("Gamma/character01",)
+    bad = {
+        "[training]\nAlpha/character01\n": r"bad.txt:1: unknown section \[training\]",
+        "Alpha/character01\n[train]\n": r"bad.txt:1: 'Alpha/character01' comes before any \[train\]",
+        "[train]\nAlpha\n[test]\nGamma/character01\n": r"bad.txt:2: 'Alpha' is not Alphabet/characterNN",
+        "[train]\nAlpha/character01\n[test]\nAlpha/character01\n": r"bad.txt:4: Alpha/character01 is in the test "
+        r"part and, at .*bad.txt:2, in the train part",
+        "[train]\nAlpha/character01/rot000\n[test]\nGamma/character01/rot000\n": r"lists 1 of its 4 rotations",
+        "[train]\nAlpha/character01\n": r"the split's test part is empty",
+    }
+    for text, message in bad.items():
+        (tmp_path / "bad.txt").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            data.make_split(str(tmp_path / "bad.txt"), images)
+    (tmp_path / "bad.txt").write_text("[train]\nAlpha/character99\n[test]\nGamma/character01\n")
+    with pytest.raises(DataError, match=r"its train part names 1 characters the Omniglot data lacks"):
+        data.make_split(str(tmp_path / "bad.txt"), images)
+    good.write_text(good.read_text().replace("[test]", "Beta/character02\n[test]"))  # 2 classes: 2-way episodes
+    task = OmniglotTask(split=str(good), ways=2, data_dir=str(data_dir))
+    digest = task.split and task.digest
+    good.write_text(good.read_text().replace("Beta/character01", "Beta/character03"))  # the file changed since
+    with pytest.raises(ValueError, match=r"is not the one the model was trained with"):
+        _ = OmniglotTask(split=str(good), ways=2, data_dir=str(data_dir), digest=digest).split
+    with pytest.raises(ValueError, match="split must be one of 'paper', 'vinyals', 'lake' or the path of a split"):
+        OmniglotTask(split=str(tmp_path / "nowhere.txt"))

@@ -50,8 +50,8 @@ ARCHIVES: dict[str, tuple[str, str]] = {
         "6b91aef0f799c5bb55b94e3f2daec811",
     ),
 }
-CACHE_FORMAT = "plastic_rl.omniglot/1"
-SPLITS = ("paper", "vinyals")
+CACHE_FORMAT = "plastic_rl.omniglot/2"
+SPLITS = ("paper", "vinyals", "lake")
 PARTS = ("train", "validation", "test")
 HOW_TO_GET = (
     "run `plastic-rl download omniglot --data-dir DIR`, or copy images_background.zip and images_evaluation.zip "
@@ -64,11 +64,13 @@ class OmniglotImages:
     """Every Omniglot drawing at 31x31.
 
     ``images`` is ``(characters, drawings, 31, 31)`` ``uint8`` (255 = ink); ``characters`` the
-    ``"Alphabet/characterNN"`` names in sorted order, row ``i`` of ``images`` being character ``i``.
+    ``"Alphabet/characterNN"`` names in sorted order, row ``i`` of ``images`` being character ``i``;
+    ``evaluation_alphabets`` the alphabets of the ``images_evaluation`` archive (Lake et al.'s test alphabets).
     """
 
     images: np.ndarray
     characters: tuple[str, ...]
+    evaluation_alphabets: tuple[str, ...] = ()
 
     def index_of(self) -> dict[str, int]:
         return {name: index for index, name in enumerate(self.characters)}
@@ -144,8 +146,12 @@ def _decode(png: bytes, where: str) -> np.ndarray:
 
 def _build(sources: dict[str, Path]) -> OmniglotImages:
     pngs: dict[str, dict[str, bytes]] = {}
-    for path in sources.values():
-        pngs.update(_png_members(path))
+    evaluation_alphabets: set[str] = set()
+    for archive, path in sources.items():
+        members = _png_members(path)
+        pngs.update(members)
+        if archive == "images_evaluation":
+            evaluation_alphabets.update(name.split("/")[0] for name in members)
     names = sorted(pngs)
     counts = {len(pngs[name]) for name in names}
     if len(counts) != 1:
@@ -158,7 +164,7 @@ def _build(sources: dict[str, Path]) -> OmniglotImages:
     for row, name in enumerate(names):
         for column, file in enumerate(sorted(pngs[name])):
             images[row, column] = _decode(pngs[name][file], f"{name}/{file}")
-    return OmniglotImages(images, tuple(names))
+    return OmniglotImages(images, tuple(names), tuple(sorted(evaluation_alphabets)))
 
 
 def _cache_path() -> Path:
@@ -174,11 +180,12 @@ def _read_cache(path: Path, fingerprints: dict[str, str]) -> OmniglotImages | No
                 return None
             images = cache["images"]
             characters = tuple(str(name) for name in cache["characters"])
+            evaluation_alphabets = tuple(header["evaluation_alphabets"])
     except Exception:  # missing, truncated or tampered with: never trusted, rebuilt
         return None
     if hashlib.sha256(images.tobytes()).hexdigest() != header.get("images_sha256") or len(characters) != len(images):
         return None
-    return OmniglotImages(images, characters)
+    return OmniglotImages(images, characters, evaluation_alphabets)
 
 
 def load_images(data_dir: str | os.PathLike | None = None) -> OmniglotImages:
@@ -197,6 +204,7 @@ def load_images(data_dir: str | os.PathLike | None = None) -> OmniglotImages:
         format=CACHE_FORMAT,
         sources=fingerprints,
         images_sha256=hashlib.sha256(built.images.tobytes()).hexdigest(),
+        evaluation_alphabets=list(built.evaluation_alphabets),
     )
     with atomic_write(path) as handle:
         np.savez(
@@ -244,12 +252,13 @@ class OmniglotSplit:
     ``parts`` maps each part to its character names. With ``rotation_classes`` (Vinyals) each
     (character, rotation) pair is a class of its own; without (the paper) a class is a character and
     its rotation is drawn afresh per class per episode. Either way every rotation of a character
-    belongs to the character's part only.
+    belongs to the character's part only. With ``upright`` a class is a character as drawn, never turned.
     """
 
     name: str
     parts: dict[str, tuple[str, ...]]
     rotation_classes: bool
+    upright: bool = False  # every class is a character as drawn, never turned (Lake et al.'s protocol)
 
     @classmethod
     def paper(
@@ -279,8 +288,40 @@ class OmniglotSplit:
         """Vinyals et al.'s split from the shipped class lists."""
         return cls("vinyals", {part: tuple(vinyals_characters(part)) for part in PARTS}, rotation_classes=True)
 
+    @classmethod
+    def lake(cls, images: OmniglotImages, seed: int, validation_characters: int = 100) -> OmniglotSplit:
+        """Lake et al.'s protocol: train on the background alphabets, test on the evaluation alphabets, upright;
+        ``validation_characters`` of the background characters, drawn with ``seed``, held out for validation."""
+        evaluation = set(images.evaluation_alphabets)
+        test = tuple(name for name in images.characters if name.split("/")[0] in evaluation)
+        background = [name for name in images.characters if name.split("/")[0] not in evaluation]
+        if not test or validation_characters < 0 or validation_characters >= len(background):
+            raise DataError(
+                f"the 'lake' split needs characters from both archives and validation_characters (>= 0) fewer than "
+                f"the {len(background)} background ones; got {len(test)} evaluation characters and "
+                f"validation_characters {validation_characters}; {HOW_TO_GET}"
+            )
+        order = np.random.default_rng([seed, 16]).permutation(len(background))
+        held_out = {background[index] for index in order[:validation_characters]}
+        parts = {
+            "train": tuple(name for name in background if name not in held_out),
+            "validation": tuple(sorted(held_out)),
+            "test": test,
+        }
+        return cls("lake", parts, rotation_classes=False, upright=True)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> OmniglotSplit:
+        """A user's split: a file with ``[train]``, ``[validation]`` and ``[test]`` sections, or a folder with
+        ``train.txt``, ``val.txt`` (or ``validation.txt``) and ``test.txt`` (the shipped Vinyals lists' layout);
+        one ``Alphabet/characterNN`` a line (``#`` starts a comment). With ``/rotDDD`` on every line, listing all
+        four rotations of each character, each rotation is a class (Vinyals' convention); without, a class is a
+        character as drawn (upright)."""
+        return parse_split(Path(path))
+
     def as_dict(self) -> dict:
-        return {"name": self.name, "parts": {part: list(names) for part, names in self.parts.items()}}
+        record = {"name": self.name, "parts": {part: list(names) for part, names in self.parts.items()}}
+        return {**record, "upright": True} if self.upright else record  # earlier splits' digests stay as they were
 
     def classes(self, part: str, images: OmniglotImages) -> tuple[np.ndarray, np.ndarray | None]:
         """A part's classes: character rows of ``images`` and their rotations (``None``: drawn per episode)."""
@@ -295,9 +336,94 @@ class OmniglotSplit:
         rows = np.array([index[name] for name in self.parts[part]], dtype=np.int64)
         if not len(rows):
             raise ValueError(f"the {self.name!r} split has no {part} characters")
+        if self.upright:
+            return rows, np.zeros(len(rows), dtype=np.int64)
         if not self.rotation_classes:
             return rows, None
         return np.repeat(rows, ROTATIONS), np.tile(np.arange(ROTATIONS), len(rows))
+
+
+SPLIT_SECTIONS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+SPLIT_FILES = {"train.txt": "train", "val.txt": "validation", "validation.txt": "validation", "test.txt": "test"}
+ROTATION_NAMES = {f"rot{90 * turns:03d}": turns for turns in range(ROTATIONS)}
+
+
+def _split_entries(path: Path) -> list[tuple[str, str, Path, int]]:
+    """``(part, entry, file, line number)`` of each line of a split file or folder that names something."""
+    entries = []
+    if path.is_dir():
+        files = sorted((SPLIT_FILES[file.name], file) for file in path.iterdir() if file.name in SPLIT_FILES)
+        for part, file in files:
+            for number, line in enumerate(file.read_text().splitlines(), 1):
+                if text := line.split("#", 1)[0].strip():
+                    entries.append((part, text, file, number))
+        return entries
+    section: str | None = None
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if text.startswith("[") and text.endswith("]"):
+            section = SPLIT_SECTIONS.get(text[1:-1].strip().lower())
+            if section is None:
+                raise ValueError(
+                    f"{path}:{number}: unknown section {text}; the sections are [train], [validation], [test]"
+                )
+        elif text:
+            if section is None:
+                raise ValueError(f"{path}:{number}: {text!r} comes before any [train], [validation] or [test] section")
+            entries.append((section, text, path, number))
+    return entries
+
+
+def parse_split(path: Path) -> OmniglotSplit:
+    """The split a user's split file or folder describes (see :meth:`OmniglotSplit.from_file`); a ValueError naming
+    the file and line of what is wrong in it."""
+    if not path.exists():
+        raise ValueError(f"split file or folder {path} does not exist")
+    owner: dict[str, tuple[str, Path, int]] = {}
+    parts: dict[str, list[str]] = {part: [] for part in PARTS}
+    rotations: dict[str, set[int]] = {}
+    named_rotations: bool | None = None
+    for part, entry, file, number in _split_entries(path):
+        pieces = entry.split("/")
+        if len(pieces) not in (2, 3) or not all(pieces) or (len(pieces) == 3 and pieces[2] not in ROTATION_NAMES):
+            raise ValueError(
+                f"{file}:{number}: {entry!r} is not Alphabet/characterNN or Alphabet/characterNN/rotDDD "
+                f"(DDD one of 000, 090, 180, 270)"
+            )
+        if named_rotations is None:
+            named_rotations = len(pieces) == 3
+        elif named_rotations != (len(pieces) == 3):
+            raise ValueError(f"{file}:{number}: {entry!r}: either every line names a rotation (/rotDDD) or none does")
+        character = "/".join(pieces[:2])
+        first = owner.setdefault(character, (part, file, number))
+        if first[0] != part:
+            raise ValueError(
+                f"{file}:{number}: {character} is in the {part} part and, at {first[1]}:{first[2]}, in the {first[0]} "
+                "part: a character belongs to one part"
+            )
+        if (part, file, number) == first:
+            parts[part].append(character)
+        if named_rotations:
+            rotations.setdefault(character, set()).add(ROTATION_NAMES[pieces[2]])
+    for character, listed in rotations.items():
+        if len(listed) != ROTATIONS:
+            raise ValueError(
+                f"{path}: {character} lists {len(listed)} of its {ROTATIONS} rotations: list all of them (each "
+                "rotation a class) or none (the character as drawn)"
+            )
+    empty = [part for part in ("train", "test") if not parts[part]]
+    if empty:
+        raise ValueError(f"{path}: the split's {' and '.join(empty)} part is empty")
+    named = {part: tuple(names) for part, names in parts.items()}
+    return OmniglotSplit(str(path), named, rotation_classes=bool(named_rotations), upright=not named_rotations)
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is one of :data:`SPLITS` or the path of a split file or folder, else a ValueError."""
+    if split not in SPLITS and not Path(split).exists():
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))} or the path of a split file or folder; "
+                         f"got {split!r}")  # fmt: skip
+    return split
 
 
 def make_split(
@@ -307,10 +433,24 @@ def make_split(
     test_characters: int = 100,
     validation_characters: int = 100,
 ) -> OmniglotSplit:
-    """The split called ``name`` (one of :data:`SPLITS`) of ``images``' characters."""
-    check_choice("split", name, SPLITS)
+    """The split called ``name`` (one of :data:`SPLITS`, or the path of a split file or folder: see
+    :meth:`OmniglotSplit.from_file`) of ``images``' characters."""
+    if name not in SPLITS and Path(name).exists():
+        split = OmniglotSplit.from_file(name)
+        known = set(images.characters)
+        for part, names in split.parts.items():
+            unknown = [character for character in names if character not in known]
+            if unknown:
+                raise DataError(
+                    f"split {name}: its {part} part names {len(unknown)} characters the Omniglot data lacks "
+                    f"(first: {unknown[0]!r})"
+                )
+        return split
+    check_split(name)
     if name == "vinyals":
         return OmniglotSplit.vinyals()
+    if name == "lake":
+        return OmniglotSplit.lake(images, seed, validation_characters)
     return OmniglotSplit.paper(images.characters, seed, test_characters, validation_characters)
 
 
@@ -322,6 +462,8 @@ __all__ = [
     "OmniglotSplit",
     "download",
     "load_images",
+    "check_split",
     "make_split",
+    "parse_split",
     "vinyals_characters",
 ]

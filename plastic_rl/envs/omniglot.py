@@ -122,7 +122,8 @@ class OmniglotEnv(gym.Env):
     Parameters
     ----------
     ways, shots : N and K (5-way 1-shot by default).
-    split, part : ``"vinyals"`` or ``"paper"``, and ``"train"``, ``"validation"`` or ``"test"``.
+    split, part : ``"vinyals"``, ``"paper"``, ``"lake"`` or a split file (see
+        :meth:`plastic_rl.data.omniglot.OmniglotSplit.from_file`), and ``"train"``, ``"validation"`` or ``"test"``.
     split_seed, test_characters, validation_characters : the paper split's draw.
     data_dir : the data directory (see :func:`plastic_rl.data.resolve_data_dir`).
     """

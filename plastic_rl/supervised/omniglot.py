@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from plastic_rl.core import PlasticLinear
 from plastic_rl.core.embeddings import EMBEDDINGS, image_embedding
 from plastic_rl.core.options import check_choice, check_positive_int
 from plastic_rl.core.rules import rule_names
-from plastic_rl.data.omniglot import IMAGE_SIZE, PARTS, SPLITS, OmniglotSplit, load_images, make_split
+from plastic_rl.data.omniglot import IMAGE_SIZE, PARTS, SPLITS, OmniglotSplit, check_split, load_images, make_split
 from plastic_rl.envs.omniglot import OmniglotClasses, check_episode_size, sample_omniglot_episodes
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
@@ -74,7 +75,9 @@ class OmniglotTask(SupervisedTask):
         check_positive_int("queries", queries)
         if ways < 2:
             raise ValueError(f"ways must be at least 2; got {ways}")
-        check_choice("split", split, SPLITS)
+        check_split(split)
+        if split not in SPLITS:  # a user's split file: kept by its full path, so that evaluation finds it again
+            split = str(Path(split).resolve())
         self.ways, self.shots, self.queries = ways, shots, queries
         self.split_settings: dict[str, Any] = dict(
             split=split,
@@ -109,7 +112,7 @@ class OmniglotTask(SupervisedTask):
         if self.digest is not None and digest != self.digest:
             raise ValueError(
                 f"the {settings['split']!r} split rebuilt from this data (digest {digest}) is not the one the model "
-                f"was trained with (digest {self.digest}): the data's characters differ"
+                f"was trained with (digest {self.digest}): the data's characters (or the split file) differ"
             )
         self.digest = digest
         self._split = split
@@ -228,11 +231,17 @@ class OmniglotTask(SupervisedTask):
             default=1,
             help="query drawings per training/validation episode, all scored (the paper: 1; test scores always use 1)",
         )
-        group.add_argument("--split", choices=SPLITS, default="vinyals", help="'vinyals' (standard) or 'paper'")
-        group.add_argument("--split-seed", type=int, default=0, help="seed of the paper split's held-out characters")
+        group.add_argument(
+            "--split",
+            default="vinyals",
+            metavar="SPLIT",
+            help="'vinyals' (standard), 'paper', 'lake' (background alphabets for training, evaluation alphabets for "
+            "test, upright) or a split FILE or folder of your class lists ([train]/[validation]/[test] sections)",
+        )
+        group.add_argument("--split-seed", type=int, default=0, help="seed of the held-out characters (paper, lake)")
         group.add_argument("--test-characters", type=int, default=100, help="paper split: characters held out for test")
         group.add_argument(
-            "--validation-characters", type=int, default=100, help="paper split: characters held out for validation"
+            "--validation-characters", type=int, default=100, help="characters held out for validation (paper, lake)"
         )
         group = parser.add_argument_group("omniglot models")
         group.add_argument(
