@@ -286,6 +286,13 @@ def test_supervised_and_evaluate_commands(data_dir, tmp_path, capsys):
     assert (report["ways"], report["shots"], report["queries"]) == (3, 2, 1)
     assert main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--ways", "6"]) == 2
     assert "error: ways must be at most the 5 classes a plastic head was trained with; got 6" in capsys.readouterr().err
+    # The nearest neighbour reads only the features: it scores 5-way episodes of a 3-way model; the head is skipped.
+    assert main([*arguments, "--ways", "3", "--run-dir", str(tmp_path / "three"), "--threads", "1", *common]) == 0
+    evaluate_three = ["evaluate", "omniglot", str(tmp_path / "three" / "model.pt"), "--episodes", "20"]
+    assert main([*evaluate_three, "--out", str(out), "--ways", "5", "--nearest-neighbour"]) == 0
+    assert "head not scored: ways must be at most the 3 classes" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert "head" not in report and report["nearest_neighbour"]["episodes"] == 20
     with pytest.raises(SystemExit) as exit_info:
         main(["supervised", "omniglot", "--ways", "1", "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "new")])
     assert exit_info.value.code == 2

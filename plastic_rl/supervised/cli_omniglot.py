@@ -45,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
             task.data_dir = args.data_dir
         task = task.like(args.ways, args.shots, queries=1)  # test scores use one query per episode
         options = dict(part=args.part, episodes=args.episodes, seed=args.seed)
-        report = {"model": args.model, **task.config(), **options, "head": evaluate(model, task, **options)}
+        report = {"model": args.model, **task.config(), **options}
+        try:
+            report["head"] = evaluate(model, task, **options)
+        except ValueError as error:  # more classes than the head has units: the nearest neighbour may still score
+            if not args.nearest_neighbour:
+                raise
+            report["head_skipped"] = str(error)
         if args.nearest_neighbour:
             report["nearest_neighbour"] = evaluate(model, task, nearest_neighbour=True, **options)
     except (ValueError, DataError) as error:
@@ -55,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         f"{args.model}: {task.ways}-way {task.shots}-shot, {args.episodes:,} episodes of the {args.part} classes "
         f"(seed {args.seed})"
     )
+    if "head_skipped" in report:
+        print(f"  head not scored: {report['head_skipped']}")
     for name in ("head", "nearest_neighbour"):
         if name in report:
             score = report[name]

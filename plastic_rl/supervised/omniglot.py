@@ -431,11 +431,12 @@ def episode_hits(
     the model's head is replaced by the nearest labelled drawing in its feature space (baseline (c) of the
     issue). ``task`` may have other ways and shots than the model was trained with (:meth:`OmniglotTask.like`):
     a plastic or linear head trained on N-way episodes scores episodes of up to N classes on its first
-    output units (the other label inputs stay zero), a prototypical head any number.
+    output units (the other label inputs stay zero), a prototypical head or the nearest neighbour any number.
     """
     check_positive_int("episodes", episodes)
-    model.check_ways(task.ways)
-    unused_label_units = model.ways - task.ways if model.output is not None else 0
+    if not nearest_neighbour:  # the nearest neighbour reads the features only: any number of classes
+        model.check_ways(task.ways)
+    unused_label_units = max(model.ways - task.ways, 0) if model.output is not None else 0
     model.eval()
     device = next(model.parameters()).device
     rng = np.random.default_rng([seed, 2])
