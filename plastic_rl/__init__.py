@@ -4,11 +4,13 @@ Importing the package registers its Gymnasium environments, so ``gym.make("Plast
 after ``import plastic_rl`` and ``gym.make("plastic_rl:PlasticMaze-v0")`` works with no prior import.
 """
 
-from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer, PlasticState
+from plastic_rl.core.exports import lazy_exports
 from plastic_rl.envs import register_envs
 
 __version__ = "0.1.0"
 
 register_envs()
 
-__all__ = ["PlasticLinear", "PlasticRecurrentLayer", "PlasticState", "__version__"]
+_EXPORTS = {name: "plastic_rl.core.layers" for name in ("PlasticLinear", "PlasticRecurrentLayer", "PlasticState")}
+__all__ = [*_EXPORTS, "__version__"]
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,18 +5,17 @@ homogeneous or no plasticity as options) and :class:`LstmPolicy` by backpropagat
 :class:`ImageKeyExtractor` reads a Dict observation's image through the suite's image embedding.
 """
 
-from plastic_rl.agents.a2c import PlasticA2C, PlasticPPO
-from plastic_rl.agents.extractors import ImageKeyExtractor
-from plastic_rl.agents.policies import LstmPolicy, PlasticRecurrentPolicy, RecurrentActorCriticPolicy
-from plastic_rl.agents.pretrained import load_pretrained, pretrained_config
+from plastic_rl.core.exports import lazy_exports
 
-__all__ = [
-    "ImageKeyExtractor",
-    "LstmPolicy",
-    "PlasticA2C",
-    "PlasticPPO",
-    "PlasticRecurrentPolicy",
-    "RecurrentActorCriticPolicy",
-    "load_pretrained",
-    "pretrained_config",
-]
+_EXPORTS = {
+    "ImageKeyExtractor": "plastic_rl.agents.extractors",
+    "LstmPolicy": "plastic_rl.agents.policies",
+    "PlasticA2C": "plastic_rl.agents.a2c",
+    "PlasticPPO": "plastic_rl.agents.a2c",
+    "PlasticRecurrentPolicy": "plastic_rl.agents.policies",
+    "RecurrentActorCriticPolicy": "plastic_rl.agents.policies",
+    "load_pretrained": "plastic_rl.agents.pretrained",
+    "pretrained_config": "plastic_rl.agents.pretrained",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -4,16 +4,18 @@ Tasks are registered by name in :data:`plastic_rl.supervised.task.TASKS`; one
 :class:`SupervisedTrainer` trains any of them, and :func:`load_model` brings a saved model back.
 """
 
-from plastic_rl.supervised.task import TASKS, Episodes, SupervisedTask, get_task_class, make_task
-from plastic_rl.supervised.trainer import SupervisedTrainer, load_model, load_task
+from plastic_rl.core.exports import lazy_exports
 
-__all__ = [
-    "TASKS",
-    "Episodes",
-    "SupervisedTask",
-    "SupervisedTrainer",
-    "get_task_class",
-    "load_model",
-    "load_task",
-    "make_task",
-]
+_TASK, _TRAINER = "plastic_rl.supervised.task", "plastic_rl.supervised.trainer"
+_EXPORTS = {
+    "TASKS": _TASK,
+    "Episodes": _TASK,
+    "SupervisedTask": _TASK,
+    "SupervisedTrainer": _TRAINER,
+    "get_task_class": _TASK,
+    "load_model": _TRAINER,
+    "load_task": _TRAINER,
+    "make_task": _TASK,
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
