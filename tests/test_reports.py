@@ -56,6 +56,7 @@ def test_logs_are_dumped_every_100_updates_for_a2c_and_every_update_for_ppo_unle
         folder = tmp_path / algorithm.__name__
         model.set_logger(configure(str(folder), ["csv"]))
         model.learn(80)  # 4 updates of 2 envs x 10 steps
+        model.logger.close()
         assert len((folder / "progress.csv").read_text().splitlines()[1:]) == rows
 
 

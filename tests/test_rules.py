@@ -105,7 +105,8 @@ def test_a_rule_without_a_fused_form_runs_on_autograd_under_auto_with_one_notice
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
             outputs, state = candidate(inputs, None, starts)
-        notices = [str(warning.message) for warning in record]
+        # Only the suite's own: a ResourceWarning of another test's unclosed file may be collected meanwhile.
+        notices = [str(warning.message) for warning in record if not issubclass(warning.category, ResourceWarning)]
         if name == "auto":
             assert len(notices) == 1 and "\n" not in notices[0]
             assert "does not run rule 'neuromod'" in notices[0] and "using the autograd loop" in notices[0]
