@@ -475,3 +475,15 @@ def test_a_users_split_file_is_parsed_checked_line_by_line_and_enforced_at_evalu
         _ = OmniglotTask(split=str(good), ways=2, data_dir=str(data_dir), digest=digest).split
     with pytest.raises(ValueError, match="split must be one of 'paper', 'vinyals', 'lake' or the path of a split"):
         OmniglotTask(split=str(tmp_path / "nowhere.txt"))
+
+
+def test_plastic_rl_train_names_the_image_extractor_in_params(data_dir, tmp_path, capsys):
+    env_kwargs = ["--env-kwargs", f"data_dir:{data_dir}", "split:paper", "test_characters:5", "validation_characters:5"]
+    extractor = "policy_kwargs:{features_extractor_class: ImageKeyExtractor, features_extractor_kwargs: {channels: 8}}"
+    train = ["train", "--env", "PlasticOmniglot-v0", "-n", "24", "--n-envs", "2", "--no-progress-bar", *env_kwargs]
+    assert main([*train, "-params", "n_steps:6", extractor, "-f", str(tmp_path)]) == 0
+    config = (tmp_path / "plastic_a2c" / "PlasticOmniglot-v0_1" / "config.yml").read_text()
+    assert "features_extractor_class: ImageKeyExtractor" in config  # the run's configuration stays plain text
+    with pytest.raises(SystemExit):
+        main([*train, "-params", "policy_kwargs:{features_extractor_class: Bogus}", "-f", str(tmp_path)])
+    assert "features_extractor_class must be one of 'FlattenExtractor'" in capsys.readouterr().err

@@ -138,9 +138,15 @@ def build_model(
 ) -> Any:
     """The ``algo`` model with the ``--policy`` ``policy`` on ``env``, from a hyperparameter entry."""
     from plastic_rl.agents.configuration import algorithm_class, policy_settings
+    from plastic_rl.core.options import check_choice
 
     algorithm_kwargs = algorithm_arguments(hyperparameters, env.num_envs)
     policy_name, policy_kwargs = policy_settings(algo, policy, hyperparameters.get("policy_kwargs") or {})
+    if isinstance(policy_kwargs.get("features_extractor_class"), str):  # named in -params or the YAML
+        from plastic_rl.agents.extractors import EXTRACTORS
+
+        name = check_choice("features_extractor_class", policy_kwargs["features_extractor_class"], EXTRACTORS)
+        policy_kwargs = {**policy_kwargs, "features_extractor_class": EXTRACTORS[name]}
     return algorithm_class(algo)(
         policy_name,
         env,

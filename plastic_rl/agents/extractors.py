@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 
 from plastic_rl.core.embeddings import image_embedding
 
@@ -54,3 +54,10 @@ class ImageKeyExtractor(BaseFeaturesExtractor):
         images = observations[self.image_key].reshape(-1, 1, *self.image_shape)
         parts = [self.embedding(images), *(observations[key].flatten(1) for key in self.other_keys)]
         return th.cat(parts, dim=1)
+
+
+#: The features extractors a run's ``policy_kwargs`` may name (``features_extractor_class: ImageKeyExtractor`` in
+#: ``-params`` or the YAML), and that a model file may name in plain data.
+EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
+    extractor.__name__: extractor for extractor in (FlattenExtractor, CombinedExtractor, NatureCNN, ImageKeyExtractor)
+}

@@ -22,10 +22,9 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.save_util import is_json_serializable
-from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
 
-from plastic_rl.agents.extractors import ImageKeyExtractor
+from plastic_rl.agents.extractors import EXTRACTORS
 from plastic_rl.core.plain_data import from_plain, to_plain
 
 PLAIN_FIELDS = "plain_fields"
@@ -46,7 +45,7 @@ REBUILT_FIELDS = (
 def _known_classes(algorithm: type) -> dict[str, type]:
     """The classes a model file may name: the algorithm's policy aliases, SB3's rollout buffers, and what
     ``policy_kwargs`` usually names (the features extractors, activations and optimizers of SB3 and the suite)."""
-    known = [RolloutBuffer, DictRolloutBuffer, FlattenExtractor, CombinedExtractor, NatureCNN, ImageKeyExtractor]
+    known: list[type] = [RolloutBuffer, DictRolloutBuffer, *EXTRACTORS.values()]
     known += [th.nn.Tanh, th.nn.ReLU, th.nn.ELU, th.nn.LeakyReLU, th.optim.Adam, th.optim.RMSprop, th.optim.SGD]
     return {**getattr(algorithm, "policy_aliases", {}), **{cls.__name__: cls for cls in known}}
 
