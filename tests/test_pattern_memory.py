@@ -124,3 +124,19 @@ def test_render_mode_renders_the_current_input_then_the_answer_and_target_or_is_
     assert gym.spec("PlasticPatternMemory-v0").max_episode_steps is None  # the env ends its own episodes
     with pytest.raises(ValueError, match="render_mode"):
         PatternMemoryEnv(render_mode="human")
+
+
+def test_the_authors_comparison_protocol_runs_a_batched_step_for_each_model():
+    from plastic_rl.supervised import SupervisedTrainer, make_task
+    from plastic_rl.supervised.patterns import PROTOCOLS
+
+    protocol = PROTOCOLS["comparison"]
+    # 2 patterns x (3 shown + 1 empty) x 1 cycle, then the query for 3 steps
+    assert protocol.episode_length == 2 * (3 + 1) * 1 + 3 == 11 and protocol.pattern_size == 50
+    task = make_task("patterns", **protocol.as_dict())
+    models = {"plastic": {}, "rnn": {"extra_neurons": 2000}, "lstm": {"lstm_hidden_size": 2050}}
+    for model_name, options in models.items():
+        model = task.build_model(model_name, **options)
+        trainer = SupervisedTrainer(task, model, batch_size=4, log_interval=1, eval_interval=0, progress=False)
+        trainer.train(1)
+        assert trainer.step == 1 and np.isfinite(trainer.history[-1]["loss"])

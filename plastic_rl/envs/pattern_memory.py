@@ -95,6 +95,10 @@ class PatternMemoryProtocol:
 FAST_PROTOCOL = PatternMemoryProtocol(steps_shown=6, gap_steps=4, repetitions=2)
 """The authors' faster variant of the protocol: 6 steps shown, 4 empty, 2 repetitions (106 steps)."""
 
+COMPARISON_PROTOCOL = PatternMemoryProtocol(pattern_count=2, pattern_size=50, steps_shown=3, gap_steps=1, repetitions=1)
+"""The small task of the authors' own plastic vs RNN vs LSTM comparison (the paper's Figure 3 commands): 2 patterns of
+50 bits, each shown 3 steps then 1 empty, once, then the degraded query for 3 steps (11 steps)."""
+
 
 def sample_pattern_episodes(
     protocol: PatternMemoryProtocol, rng: np.random.Generator, batch_size: int

@@ -11,11 +11,16 @@ import torch
 from torch import Tensor, nn
 
 from plastic_rl.core.options import check_choice
-from plastic_rl.envs.pattern_memory import FAST_PROTOCOL, PatternMemoryProtocol, sample_pattern_episodes
+from plastic_rl.envs.pattern_memory import (
+    COMPARISON_PROTOCOL,
+    FAST_PROTOCOL,
+    PatternMemoryProtocol,
+    sample_pattern_episodes,
+)
 from plastic_rl.supervised.models import add_memory_model_arguments, build_memory_model, memory_model_options
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
-PROTOCOLS = {"paper": PatternMemoryProtocol(), "fast": FAST_PROTOCOL}
+PROTOCOLS = {"paper": PatternMemoryProtocol(), "fast": FAST_PROTOCOL, "comparison": COMPARISON_PROTOCOL}
 
 
 class PatternMemoryTask(SupervisedTask):
@@ -72,7 +77,8 @@ class PatternMemoryTask(SupervisedTask):
             "--protocol",
             choices=tuple(PROTOCOLS),
             default="paper",
-            help="'paper': 10 steps shown, 3 empty, 3 repetitions (205 steps); 'fast': the authors' 6/4/2 (106 steps)",
+            help="'paper': 10 steps shown, 3 empty, 3 repetitions (205 steps); 'fast': the authors' 6/4/2 (106 steps); "
+            "'comparison': the authors' baseline comparison, 2 patterns of 50 bits, 3/1/1 (11 steps)",
         )
         for field, kind in (
             ("pattern_count", int),
