@@ -68,12 +68,18 @@ def plot_curves(
 
 def monitor_episodes(run_folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The env steps at which each episode of a run ended (summed over its envs) and the episode rewards, in the
-    order the episodes ended, from the run's SB3 monitor CSVs (read directly: SB3's reader needs pandas)."""
+    order the episodes ended, from the SB3 monitor CSVs in the run's folder and below (read directly: SB3's reader
+    needs pandas); a ValueError that names a file that does not read."""
     episodes = []
-    for path in sorted(Path(run_folder).glob("*.monitor.csv")):
+    for path in sorted(Path(run_folder).rglob("*.monitor.csv")):
         with open(path, newline="") as file:
             next(file, None)  # the JSON header line
-            episodes += [(float(row["t"]), int(row["l"]), float(row["r"])) for row in csv.DictReader(file)]
+            try:
+                episodes += [(float(row["t"]), int(row["l"]), float(row["r"])) for row in csv.DictReader(file)]
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(
+                    f"{path} is not a readable monitor file ({error}); delete its run to train it again"
+                ) from error
     episodes.sort(key=lambda episode: episode[0])
     lengths = np.array([length for _, length, _ in episodes], dtype=np.int64)
     return np.cumsum(lengths), np.array([reward for _, _, reward in episodes])

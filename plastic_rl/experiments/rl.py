@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from plastic_rl.agents.configuration import ALGORITHMS, POLICIES
+from plastic_rl.agents.curves import monitor_episodes
 from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
 
 TRAIN_FOLDER = "train"
@@ -24,18 +25,8 @@ TRAIN_FOLDER = "train"
 
 def episode_rewards(train_folder: Path) -> tuple[np.ndarray, int]:
     """Rewards of all training episodes of a run, in the order they ended, and their total steps (monitor CSVs)."""
-    episodes = []
-    for path in sorted(train_folder.rglob("*.monitor.csv")):
-        with open(path) as file:
-            next(file)  # the JSON header line
-            try:
-                episodes += [(float(row["t"]), float(row["r"]), int(row["l"])) for row in csv.DictReader(file)]
-            except (KeyError, TypeError, ValueError) as error:
-                raise ValueError(
-                    f"{path} is not a readable monitor file ({error}); delete its run to train it again"
-                ) from error
-    episodes.sort(key=lambda episode: episode[0])
-    return np.array([reward for _, reward, _ in episodes]), sum(length for _, _, length in episodes)
+    steps, rewards = monitor_episodes(train_folder)
+    return rewards, int(steps[-1]) if len(steps) else 0
 
 
 def final_training_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
