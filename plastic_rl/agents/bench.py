@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from plastic_rl.agents.a2c import PlasticA2C
 from plastic_rl.agents.configuration import POLICIES, RUN_KEYS
+from plastic_rl.core.memory import peak_bytes
 from plastic_rl.core.options import non_negative_int, positive_int
 
 
@@ -185,7 +186,6 @@ class _TimedRun:
 
 
 def run(args: argparse.Namespace) -> int:
-    import resource
 
     import plastic_rl  # noqa: F401  (registers the envs)
     from plastic_rl.agents.configuration import check_env_id
@@ -229,6 +229,6 @@ def run(args: argparse.Namespace) -> int:
             )
         for timed_run in runs.values():
             timed_run.env.close()
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mib = peak_bytes() / 2**20
         print(f"{line}; peak memory so far (max RSS) {peak_mib:,.0f} MiB", flush=True)
     return 0

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -76,17 +75,6 @@ def _parse_config(text: str) -> tuple[int, int, int]:
     return n, t, b
 
 
-def _available_memory_gb() -> float:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1e6
-    except OSError:
-        pass
-    return float("inf")
-
-
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -96,11 +84,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _peak_rss_gb() -> float:
-    scale = 1e9 if sys.platform == "darwin" else 1e6  # bytes on macOS, kilobytes on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def _device(name: str):
@@ -181,6 +164,7 @@ def _worker(spec: dict) -> dict:
     import torch
 
     from plastic_rl.core import fused
+    from plastic_rl.core.memory import peak_bytes
 
     torch.set_num_threads(spec["threads"])
     device = _device(spec["device"])
@@ -188,7 +172,7 @@ def _worker(spec: dict) -> dict:
         requested = spec["backend"]
         fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested  # type: ignore[misc]
     n, steps, batch = spec["n"], spec["steps"], spec["batch"]
-    baseline_gb = _peak_rss_gb()
+    baseline_gb = peak_bytes() / 1e9
     layer, inputs = _problem(n, steps, batch, spec["seed"], spec["implementation"], device)
     start = time.perf_counter()
     _episode(layer, inputs)  # first episode: builds or loads the C++ kernel, warms the allocator
@@ -206,7 +190,7 @@ def _worker(spec: dict) -> dict:
         "median_s": statistics.median(times),
         "min_s": min(times),
         "first_s": first,
-        "peak_gb": _peak_rss_gb(),
+        "peak_gb": peak_bytes() / 1e9,
         "baseline_gb": baseline_gb,
         "backend": _backend_description(spec, device, batch),
     }
@@ -267,12 +251,14 @@ def run(args: argparse.Namespace) -> int:
     if args.worker is not None:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
+    from plastic_rl.core.memory import available_bytes
     from plastic_rl.core.options import check_device, reported_as_bad_input
 
     with reported_as_bad_input():
         configs = [_parse_config(text) for text in args.configs]
         check_device("--device", args.device)
-    limit_gb = args.memory_limit_gb if args.memory_limit_gb is not None else 0.6 * _available_memory_gb()
+    free = available_bytes()
+    limit_gb = args.memory_limit_gb if args.memory_limit_gb is not None else 0.6 * (free or float("inf")) / 1e9
     import torch
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

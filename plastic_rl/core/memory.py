@@ -9,11 +9,38 @@ not fit on this machine whatever else was running.
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
 GIB = 2**30
 OPEN_FILES_MARGIN = 256  # files kept for torch, SB3, TensorBoard and the interpreter itself
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int | None:
+    """The memory free on ``device`` now: the GPU's free memory, or the RAM the kernel says is available
+    (``MemAvailable``); ``None`` where it cannot be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo") as file:
+            fields = dict(line.split(":", 1) for line in file)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def peak_bytes(device: torch.device | str = "cpu") -> int:
+    """The most memory this process has held: on CUDA the most torch allocated, else the peak resident size."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource  # POSIX only, as the benchmarks that ask
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, kilobytes on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def device_bytes(device: torch.device | str = "cpu") -> int | None:

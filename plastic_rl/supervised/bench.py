@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import platform
-import resource
 import statistics
 import time
 
 import torch
 
 from plastic_rl.core.fused import IMPLEMENTATIONS
+from plastic_rl.core.memory import GIB, available_bytes, peak_bytes
 from plastic_rl.core.options import check_choice, non_negative_int, positive_int, reported_as_bad_input
 from plastic_rl.supervised.command import describe
 from plastic_rl.supervised.models import select_device
 from plastic_rl.supervised.task import SupervisedTask, get_task_class
 from plastic_rl.supervised.trainer import SupervisedTrainer, write_history_csv
-
-GIB = 1024**3
 
 
 def add_task_arguments(parser: argparse.ArgumentParser, task_name: str) -> None:
@@ -56,20 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, "patterns")
 
 
-def _available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free
-    with open("/proc/meminfo") as file:
-        fields = dict(line.split(":", 1) for line in file)
-    return int(fields["MemAvailable"].split()[0]) * 1024
-
-
-def _peak_resident_bytes() -> int:
-    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss is in kB on Linux, bytes on macOS
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
 def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
     """Child process: time ``args.repeats`` training steps at ``batch_size``."""
     if args.threads:
@@ -88,7 +71,7 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
         progress=False,
     )
     description = describe(trainer)
-    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else peak_bytes()
     trainer.train_step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -103,7 +86,7 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
         wall_times.append(time.perf_counter() - started)
         cpu_times.append(time.process_time() - cpu_started)
     seconds, cpu_seconds = statistics.median(wall_times), statistics.median(cpu_times)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+    peak = peak_bytes(device)
     results.put(
         dict(
             batch_size=batch_size,
@@ -139,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
     for batch_size in sorted(args.batch_sizes):
         if per_episode_bytes is not None:
             needed = base_bytes + per_episode_bytes * batch_size
-            available = _available_bytes(device)
-            if needed > 0.9 * available:
+            available = available_bytes(device)
+            if available is not None and needed > 0.9 * available:
                 print(
                     f"batch {batch_size}: skipped, needs ~{needed / GIB:.1f} GiB; {available / GIB:.1f} GiB available"
                 )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from plastic_rl.supervised.bench import GIB, _peak_resident_bytes
+from plastic_rl.core.memory import GIB, peak_bytes
 from plastic_rl.supervised.models import select_device
 from plastic_rl.supervised.omniglot import PIXELS, OmniglotClassifier, OmniglotTask
 from plastic_rl.supervised.trainer import SupervisedTrainer, write_history_csv
@@ -80,7 +80,7 @@ def _measure(args: argparse.Namespace, ways: int, batch_size: int, results) -> N
         model.output(features, teacher=episodes.inputs[..., PIXELS:])[0].sum().backward()
 
     timings = {"embedding": _timed(device, args.repeats, embedding), "head": _timed(device, args.repeats, head)}
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+    peak = peak_bytes(device)
     results.put(
         dict(
             ways=ways,
