@@ -10,7 +10,7 @@ SDL := SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy
 # which learns faster in so short a run than the maze entry's long-run recipe (lr 3e-4; RESULTS.md, Experiment 4).
 RUN_TIMESTEPS ?= 800000
 
-.PHONY: run test install install-dev clean
+.PHONY: run test gpu-check install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check plastic_rl tests examples
 	$(BIN)/mypy plastic_rl
 	$(SDL) $(BIN)/pytest
+
+# On a machine with a CUDA GPU and a CUDA build of torch in the environment (e.g. `make gpu-check TORCH_SPEC=torch`
+# where the index is reachable): the GPU tests, then the core and A2C benchmarks on cuda. Untested so far: no GPU has
+# been lent to this project's sessions yet.
+gpu-check: $(VENV)/.installed-dev
+	$(BIN)/python -c "import torch, sys; print(torch.__version__, torch.cuda.is_available()); sys.exit(0 if torch.cuda.is_available() else 1)"
+	$(SDL) $(BIN)/pytest -v tests/test_gpu.py tests/test_fused.py
+	$(BIN)/plastic-rl bench core --device cuda --configs 200,250,32 1001,100,8
+	$(SDL) $(BIN)/plastic-rl bench a2c --device cuda --n-envs 32 64
 
 clean:
 	rm -rf $(VENV) logs runs
