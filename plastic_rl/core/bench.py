@@ -86,16 +86,6 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        from stable_baselines3.common.utils import get_device
-
-        return get_device("auto")  # SB3's choice, as the RL side: CUDA when available
-    return torch.device(name)
-
-
 def _problem(n: int, steps: int, batch: int, seed: int, implementation: str, device):
     """The layer and inputs of a configuration: the pattern task above 500 neurons, the maze's core below."""
     import torch
@@ -165,9 +155,10 @@ def _worker(spec: dict) -> dict:
 
     from plastic_rl.core import fused
     from plastic_rl.core.memory import peak_bytes
+    from plastic_rl.core.options import select_device
 
     torch.set_num_threads(spec["threads"])
-    device = _device(spec["device"])
+    device = select_device(spec["device"])
     if spec["backend"] != "auto":
         requested = spec["backend"]
         fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested  # type: ignore[misc]

@@ -105,6 +105,17 @@ def check_device(name: str, value: Any) -> str:
     return value
 
 
+def select_device(value: Any, name: str = "device") -> Any:
+    """``value`` (see :func:`check_device`) as a ``torch.device``: ``"auto"`` is CUDA when available (SB3's
+    choice, as the RL side makes it), else the CPU; an explicit CUDA device without CUDA is an error."""
+    check_device(name, value)
+    import torch
+
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(value)
+
+
 class BadInputError(ValueError):
     """A value the user gave is invalid; the command line reports it as ``plastic-rl CMD: error: ...``, exit 2."""
 

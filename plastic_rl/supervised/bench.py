@@ -20,9 +20,8 @@ import torch
 
 from plastic_rl.core.fused import IMPLEMENTATIONS
 from plastic_rl.core.memory import GIB, available_bytes, peak_bytes
-from plastic_rl.core.options import check_choice, non_negative_int, positive_int, reported_as_bad_input
+from plastic_rl.core.options import check_choice, non_negative_int, positive_int, reported_as_bad_input, select_device
 from plastic_rl.supervised.command import describe
-from plastic_rl.supervised.models import select_device
 from plastic_rl.supervised.task import SupervisedTask, get_task_class
 from plastic_rl.supervised.trainer import SupervisedTrainer, write_history_csv
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from plastic_rl.core.memory import GIB, peak_bytes
-from plastic_rl.supervised.models import select_device
+from plastic_rl.core.options import select_device
 from plastic_rl.supervised.omniglot import PIXELS, OmniglotClassifier, OmniglotTask
 from plastic_rl.supervised.trainer import SupervisedTrainer, write_history_csv
 

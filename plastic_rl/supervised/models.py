@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
@@ -199,17 +198,3 @@ def plastic_layers(model: nn.Module) -> dict[str, PlasticRecurrentLayer | Plasti
         for name, module in model.named_modules()
         if isinstance(module, (PlasticRecurrentLayer, PlasticLinear))
     }
-
-
-def select_device(device: str) -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` as a ``torch.device``."""
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be one of 'auto', 'cpu', 'cuda' (or 'cuda:N'); got {device!r}")
-    if device == "auto":
-        from stable_baselines3.common.utils import get_device
-
-        return get_device("auto")  # SB3's choice, as the RL side: CUDA when available
-    # Unlike SB3's get_device, an explicit "cuda" without CUDA is an error rather than a silent CPU run.
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
-    return torch.device(device)

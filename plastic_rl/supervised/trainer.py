@@ -28,8 +28,14 @@ from plastic_rl.core.divergence import (
 )
 from plastic_rl.core.files import atomic_write, atomic_write_text
 from plastic_rl.core.memory import check_fits
-from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int, check_utf8_path
-from plastic_rl.supervised.models import plastic_layers, select_device
+from plastic_rl.core.options import (
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    check_utf8_path,
+    select_device,
+)
+from plastic_rl.supervised.models import plastic_layers
 from plastic_rl.supervised.task import Episodes, SupervisedTask, make_task
 
 FILE_FORMAT = "plastic_rl.supervised/1"
