@@ -56,7 +56,7 @@ def _usage(prefix: tuple[str, ...]) -> str:
         if words[: len(prefix)] == prefix:
             lines.append(f"  {' '.join(words):<22} {help_text}")
     lines.append("")
-    lines.append("Run 'plastic-rl COMMAND --help' for a command's options.")
+    lines.append("Run 'plastic-rl COMMAND --help' for a command's options, 'plastic-rl --version' for the version.")
     return "\n".join(lines)
 
 
@@ -92,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # than stopping the command in a print.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
+    if argv == ["--version"]:
+        from plastic_rl import __version__
+
+        print(f"plastic-rl {__version__}")
+        return 0
     # Longest command first, so that a command word can also be a command of its own ("evaluate" and "evaluate X").
     for words, (module_name, help_text) in sorted(COMMANDS.items(), key=lambda item: -len(item[0])):
         if tuple(argv[: len(words)]) == words:

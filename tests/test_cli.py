@@ -332,3 +332,9 @@ def test_the_supervised_summary_line_has_no_dangling_separator(tmp_path, capsys)
     assert main(["supervised", "patterns", *tiny, "--run-dir", str(tmp_path / "run")]) == 0
     summary = [line for line in capsys.readouterr().out.splitlines() if " s training" in line]
     assert summary and not summary[-1].rstrip().endswith(";")
+
+
+def test_version(capsys):
+    from plastic_rl import __version__
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"plastic-rl {__version__}"
