@@ -410,16 +410,6 @@ def test_sb3_model_files_name_the_file_and_the_algorithm(tmp_path):
             PlasticA2C.load(bad)
 
 
-class _Exploit:
-    """Unpickled, it runs a shell command that creates ``marker``."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def _with_pickled_fields(path, fields):
     """Rewrite the SB3 zip ``path`` with each of ``fields`` (name -> object) pickled into its JSON as SB3 does."""
     import base64
@@ -438,7 +428,7 @@ def _with_pickled_fields(path, fields):
             archive.writestr(name, content)
 
 
-def test_an_sb3_model_file_runs_no_code_when_loaded(tmp_path):
+def test_an_sb3_model_file_runs_no_code_when_loaded(tmp_path, code_carrier):
     marker = tmp_path / "pwned"
     path = tmp_path / "a2c.zip"
     model = a2c(n_steps=5, policy_kwargs={"hidden_size": 8})
@@ -446,11 +436,11 @@ def test_an_sb3_model_file_runs_no_code_when_loaded(tmp_path):
     model.save(path)
     # Every field SB3 pickles is taken from the file's plain data: the pickles in the file are never read.
     pickled = ("policy_class", "observation_space", "lr_schedule", "_last_obs", "ep_info_buffer")
-    _with_pickled_fields(path, {name: _Exploit(marker) for name in pickled})
+    _with_pickled_fields(path, {name: code_carrier(marker) for name in pickled})
     loaded = PlasticA2C.load(path)
     assert not marker.exists()
     assert loaded.observation_space == model.observation_space and np.array_equal(loaded._last_obs, model._last_obs)
-    _with_pickled_fields(path, {"extra": _Exploit(marker)})  # a pickled field the suite cannot supply
+    _with_pickled_fields(path, {"extra": code_carrier(marker)})  # a pickled field the suite cannot supply
     with pytest.raises(ValueError, match=r"a2c.zip: its field 'extra' is pickled Python.*allow_pickle=True"):
         PlasticA2C.load(path)
     assert not marker.exists()
@@ -478,7 +468,7 @@ def test_a_model_file_saved_without_plain_fields_still_loads(tmp_path):
     assert loaded.policy_class is model.policy_class
 
 
-def test_an_rl_checkpoint_runs_no_code_and_a_damaged_one_is_named(tmp_path, capsys):
+def test_an_rl_checkpoint_runs_no_code_and_a_damaged_one_is_named(tmp_path, capsys, code_carrier):
     from plastic_rl.agents.checkpoints import latest_checkpoint, read_checkpoint
 
     run = tmp_path / "run"
@@ -492,7 +482,7 @@ def test_an_rl_checkpoint_runs_no_code_and_a_damaged_one_is_named(tmp_path, caps
         assert main(["train", "--resume", str(checkpoint), "--no-progress-bar"]) == 2
         assert f"{checkpoint} is corrupt: it lacks {field}" in capsys.readouterr().err
     marker = tmp_path / "pwned"
-    torch.save({**payload, "arguments": _Exploit(marker)}, checkpoint)
+    torch.save({**payload, "arguments": code_carrier(marker)}, checkpoint)
     with pytest.raises(ValueError, match=f"{checkpoint} is not a readable plastic-rl checkpoint"):
         read_checkpoint(checkpoint)
     assert main(["train", "--resume", str(checkpoint), "--no-progress-bar"]) == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 
 import gymnasium as gym
@@ -87,18 +86,10 @@ def test_missing_and_corrupt_files_say_which_where_and_how(tmp_path, data_dir):
         load_grayscale("validation", data_dir)
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def test_a_tampered_pickle_cannot_run_code(tmp_path, data_dir):
+def test_a_tampered_pickle_cannot_run_code(tmp_path, data_dir, code_carrier):
     marker = tmp_path / "pwned"
     path = data_dir / FOLDER / "data_batch_1"
-    path.write_bytes(pickle.dumps({b"data": _Exploit(marker), b"labels": []}, protocol=2))
+    path.write_bytes(pickle.dumps({b"data": code_carrier(marker), b"labels": []}, protocol=2))
     with pytest.raises(DataError, match=r"data_batch_1 is corrupt .*refusing to load the global (posix|os|nt)\.system"):
         load_grayscale("train", data_dir)
     assert not marker.exists()
