@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plastic_rl.core import PlasticRecurrentLayer, PlasticState, fused
+from plastic_rl.core import PlasticRecurrentLayer, PlasticState, fused, rules
 
 BACKENDS = fused.available_backends()
 # The C++ kernel has two schedules: the threads share the rows of every step ("rows"), or each unrolls slices
@@ -31,7 +31,7 @@ VARIANTS = ["torch"] + ([f"cpp-{schedule}" for schedule in SLICES] if "cpp" in B
 def backend(request, monkeypatch):
     """Route the layer's fused unroll to one backend (and the C++ kernel to one schedule)."""
     backend, _, schedule = request.param.partition("-")
-    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: backend)
+    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None, rule=None: backend)
     if schedule:
         monkeypatch.setattr(fused.cpp_backend, "batch_slices", lambda batch: min(batch, SLICES[schedule]))
     return backend
@@ -57,14 +57,15 @@ def _gradients(layer, implementation, inputs, state, starts, final_trace_weight=
     inputs = inputs.detach().clone().requires_grad_()
     leaves = [inputs]
     if state is not None:
-        trace = None if state.hebbian_trace is None else state.hebbian_trace.detach().clone().requires_grad_()
-        state = PlasticState(state.activation.detach().clone().requires_grad_(), trace)
+        state = PlasticState(*(None if x is None else x.detach().clone().requires_grad_() for x in state))
         leaves += [x for x in state if x is not None]
     outputs, final = layer(inputs, state, starts, recorded=recorded)
     weights = torch.linspace(-1, 1, outputs.numel(), dtype=outputs.dtype).reshape(outputs.shape)
     loss = (outputs * weights).sum() + final.activation.square().sum()
     if final.hebbian_trace is not None:
         loss = loss + final_trace_weight * final.hebbian_trace.sin().sum()
+    if final.eligibility_trace is not None:
+        loss = loss + final.eligibility_trace.cos().sum()
     parameters = list(layer.parameters())
     gradients = torch.autograd.grad(loss, parameters + leaves, allow_unused=True)
     return outputs.detach(), final, gradients
@@ -82,10 +83,11 @@ def _assert_same_gradients(expected, actual, rtol):
 def _random_state(layer, batch, generator):
     state = layer.initial_state(batch)
     activation = state.activation + 0.3 * torch.randn(state.activation.shape, generator=generator, dtype=torch.float64)
-    trace = state.hebbian_trace
-    if trace is not None:
-        trace = 0.2 * torch.randn(trace.shape, generator=generator, dtype=torch.float64)
-    return PlasticState(activation, trace)
+    traces = [
+        None if trace is None else 0.2 * torch.randn(trace.shape, generator=generator, dtype=torch.float64)
+        for trace in (state.hebbian_trace, state.eligibility_trace)
+    ]
+    return PlasticState(activation, *traces)
 
 
 CASES = [
@@ -157,6 +159,73 @@ def test_gradients_without_episode_starts(backend, rule):
     _assert_same_gradients(expected, actual, rtol=1e-10)
 
 
+# The neuromodulated rules (Backpropamine) on the backends that run them.
+MODULATED_VARIANTS = [v for v in VARIANTS if rules.get_rule("neuromod").supports(v.partition("-")[0])]
+MODULATED_CASES = [
+    (rule, modulation, plasticity, mode, bias, clip)
+    for rule, modulation, (plasticity, (mode, bias)), clip in itertools.product(
+        ("neuromod", "retroneuromod"),
+        ("shared", "per_neuron"),
+        (("full", ("add", "vector")), ("full", ("clamp", "neuron")), ("shared", ("add", "vector"))),
+        (None, 0.3),
+    )
+]
+
+
+@pytest.mark.parametrize("backend", MODULATED_VARIANTS, indirect=True)
+@pytest.mark.parametrize("rule,modulation,plasticity,input_mode,bias,clip", MODULATED_CASES)
+def test_modulated_rules_float64_gradients_equal_autograd(
+    backend, rule, modulation, plasticity, input_mode, bias, clip
+):  # noqa: E501
+    """M(t)'s head, the eligibility trace's state and both modulation shapes, with resets inside the sequence."""
+    n, steps, batch = 6, 12, 3
+    layer = _layer(
+        n, rule=rule, modulation=modulation, plasticity=plasticity, input_mode=input_mode, bias=bias, trace_clip=clip
+    )
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(steps, batch, layer.input_size, generator=generator, dtype=torch.float64)
+    if input_mode == "clamp":
+        inputs[inputs.abs() < 0.7] = 0.0
+    starts = torch.zeros(steps, batch, dtype=torch.bool)
+    starts[0, 0] = starts[5, 1] = True
+    starts[7] = True
+    state = _random_state(layer, batch, generator)
+    expected_outputs, expected_final, expected = _gradients(layer, "autograd", inputs, state, starts)
+    outputs, final, actual = _gradients(layer, "fused", inputs, state, starts)
+    torch.testing.assert_close(outputs, expected_outputs, rtol=1e-12, atol=1e-12)
+    for name in ("hebbian_trace", "eligibility_trace"):
+        if getattr(expected_final, name) is not None:
+            torch.testing.assert_close(getattr(final, name), getattr(expected_final, name), rtol=1e-12, atol=1e-12)
+    _assert_same_gradients(expected, actual, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", MODULATED_VARIANTS, indirect=True)
+@pytest.mark.parametrize(
+    "rule,eta,clip,expected_plan,every",
+    [
+        ("neuromod", 0.3, None, "reverse", 150),  # M(t) adds without decay: one inverted run, nothing to amplify
+        ("retroneuromod", 0.5, None, "reverse", 10),  # E decays as Hebb's trace: inverted runs between checkpoints
+        ("retroneuromod", 0.9, None, "recompute", 13),
+        ("neuromod", 0.3, 0.2, "recompute", 13),  # clipping is not invertible
+        ("retroneuromod", 0.5, 0.2, "recompute", 13),
+    ],
+)
+def test_modulated_rules_over_long_sequences(backend, rule, eta, clip, expected_plan, every):
+    n, steps, batch = 5, 150, 2
+    # At scale 0.8 these dynamics are chaotic over 150 steps: rounding differences of the forward alone (the C++
+    # kernel's fused multiply-adds) grow to 1e-10 in the gradients. At 0.5 every path agrees to 1e-13.
+    layer = _layer(n, rule=rule, eta=eta, trace_clip=clip, modulation="per_neuron", scale=0.5)
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.randn(steps, batch, layer.input_size, generator=generator, dtype=torch.float64)
+    starts = torch.zeros(steps, batch, dtype=torch.bool)
+    starts[[0, 41, 97], 0] = True  # resets inside the sequence, between checkpoints
+    plan = fused.plan_checkpoints(steps, eta, _options(layer), torch.float64, 1.0, starts)
+    assert ("reverse" if plan.reverse else "recompute", plan.every) == (expected_plan, every)
+    _, _, expected = _gradients(layer, "autograd", inputs, None, starts)
+    _, _, actual = _gradients(layer, "fused", inputs, None, starts)
+    _assert_same_gradients(expected, actual, rtol=1e-10)
+
+
 def _options(layer):
     return fused.UnrollOptions(layer.plasticity, layer.rule, layer.input_mode, layer.trace_clip, layer.bias_neuron)
 
@@ -197,8 +266,11 @@ def _float32_gradients(layer, inputs, implementation, dtype):
     return [p.grad.double() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
-@pytest.mark.parametrize("rule", ("hebb", "oja"))
+@pytest.mark.parametrize(
+    "backend, rule",
+    [(v, rule) for v in VARIANTS for rule in ("hebb", "oja")] + [(v, "neuromod") for v in MODULATED_VARIANTS],
+    indirect=["backend"],
+)
 def test_float32_gradients_at_a_real_size(backend, rule):
     """float32 at the maze's N = 200, T = 100: about as close to the float64 truth as plain autograd in float32.
 
@@ -276,7 +348,7 @@ def test_cpp_results_do_not_depend_on_the_thread_count(monkeypatch, slices, opti
     Seven threads on a small machine are more than its cores: team members then miss sections or join them late, and
     member 0 runs sections alone, none of which may change a result.
     """
-    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: "cpp")
+    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None, rule=None: "cpp")
     monkeypatch.setattr(fused.cpp_backend, "batch_slices", lambda batch: slices)
     layer = _layer(300, dtype=torch.float32, scale=0.05, bias="neuron", input_mode="clamp", **options)
     layer.implementation = "fused"
@@ -342,7 +414,7 @@ def test_cpp_kernel_runs_on_torchs_threads_on_linux():
 @pytest.mark.parametrize("clip", (None, 0.3))
 def test_cpp_team_of_threads_equals_autograd_in_float64(monkeypatch, clip):
     """A single episode big enough (N^2 >= 2^14) for two threads to share each step's rows."""
-    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: "cpp")
+    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None, rule=None: "cpp")
     layer = _layer(140, scale=0.1, eta=0.4, trace_clip=clip, bias="neuron", input_mode="clamp")
     generator = torch.Generator().manual_seed(6)
     inputs = torch.randn(24, 1, layer.input_size, generator=generator, dtype=torch.float64)
@@ -387,10 +459,23 @@ def test_overwriting_the_state_steps_as_a_fresh_unroll_does(backend, rule, plast
 )  # fmt: skip
 @pytest.mark.parametrize("threads", (1, 2))
 def test_a_recorded_rollout_steps_and_differentiates_as_the_whole_unroll(backend, rule, plasticity, clip, threads):
+    _check_recorded_rollout(backend, threads, rule=rule, plasticity=plasticity, trace_clip=clip)
+
+
+@pytest.mark.parametrize("backend", MODULATED_VARIANTS, indirect=True)
+@pytest.mark.parametrize("rule, modulation, clip", [("neuromod", "per_neuron", None), ("retroneuromod", "shared", 0.3)])
+@pytest.mark.parametrize("threads", (1, 2))
+def test_a_recorded_rollout_of_a_modulated_rule_differentiates_as_the_whole_unroll(
+    backend, rule, modulation, clip, threads
+):
+    _check_recorded_rollout(backend, threads, rule=rule, modulation=modulation, trace_clip=clip)
+
+
+def _check_recorded_rollout(backend, threads, **layer_options):
     """Stepped one call at a time (settled once midway, episodes starting inside it), a recording gives the whole
     unroll's activations and final state to the bit, steps the caller's trace in place, and its gradients are the
     whole unroll's; on the C++ kernel with two threads, each step's product runs in the background between calls."""
-    layer = _layer(5, rule=rule, plasticity=plasticity, trace_clip=clip, eta=0.6, implementation="fused")
+    layer = _layer(5, eta=0.6, implementation="fused", **layer_options)
     generator = torch.Generator().manual_seed(4)
     steps, batch = 12, 3
     inputs = torch.randn(steps, batch, 5, generator=generator, dtype=torch.float64)
@@ -413,13 +498,14 @@ def test_a_recorded_rollout_steps_and_differentiates_as_the_whole_unroll(backend
         torch.testing.assert_close(output, expected_outputs[t], rtol=0, atol=0)
         if t == 6:
             recording.state()  # the trace update of step 6 done now (a bootstrap's need), not with step 7's product
-    activation, trace = recording.state()
+    activation, trace, eligibility = recording.state()
     torch.testing.assert_close(activation, expected_final.activation.detach(), rtol=0, atol=0)
-    if plasticity == "none":
-        assert trace is None
-    else:
-        torch.testing.assert_close(trace, expected_final.hebbian_trace.detach(), rtol=0, atol=0)
-        assert trace.data_ptr() == live.hebbian_trace.data_ptr()
+    for name, stepped in (("hebbian_trace", trace), ("eligibility_trace", eligibility)):
+        if getattr(expected_final, name) is None:
+            assert stepped is None
+        else:
+            torch.testing.assert_close(stepped, getattr(expected_final, name).detach(), rtol=0, atol=0)
+            assert stepped.data_ptr() == getattr(live, name).data_ptr()
     outputs, _, gradients = _gradients(layer, "fused", inputs, state, starts, recorded=recording)
     torch.testing.assert_close(outputs, expected_outputs, rtol=0, atol=0)
     _assert_same_gradients(expected_gradients, gradients, rtol=1e-12)
@@ -494,7 +580,7 @@ def test_a_recording_is_differentiated_only_finished_and_with_its_parameters():
     torch.testing.assert_close(outputs, stepped, rtol=0, atol=0)
     torch.testing.assert_close(final.hebbian_trace, fresh.state()[1], rtol=0, atol=0)
     assert PlasticRecurrentLayer(4, 4, implementation="autograd").record(3, layer.initial_state(2)) is None
-    assert PlasticRecurrentLayer(4, 4, rule="neuromod").record(3, layer.initial_state(2)) is None
+    assert PlasticRecurrentLayer(4, 4, input_mode="clamp").record(3, layer.initial_state(2)) is None
 
 
 def test_the_kernel_build_is_named_by_its_source_text_not_its_path(tmp_path, monkeypatch):

@@ -58,21 +58,35 @@ def test_every_path_rejects_an_unknown_rule_with_the_same_error(path):
     assert str(error.value) == UNKNOWN_RULE
 
 
+def _register_a_rule_without_a_fused_form(monkeypatch):
+    """``plain_hebb``: decaying Hebb registered without its decay form, so that only the autograd loop runs it."""
+    monkeypatch.setattr(rules, "_REGISTRY", dict(rules._REGISTRY))
+    rules.plasticity_rule("plain_hebb", summary="decaying Hebb, autograd only")(rules.hebb)
+
+
 @pytest.mark.parametrize("backend", ["torch"] + (["cpp"] if CPP else []))
-def test_the_fused_backends_reject_a_rule_they_do_not_run(backend):
+def test_the_fused_backends_reject_a_rule_they_do_not_run(backend, monkeypatch):
     """The defect this registry fixes: the fused PyTorch path used to run Oja for any rule but "hebb"."""
-    with pytest.raises(ValueError, match=f"rule must be one of 'hebb', 'oja' with the fused '{backend}' backend"):
-        fused.fused_unroll(*_unroll_arguments(), rule="neuromod", **OPTIONS, backend=backend)
+    _register_a_rule_without_a_fused_form(monkeypatch)
+    allowed = "'hebb', 'oja', 'neuromod', 'retroneuromod'"
+    with pytest.raises(ValueError, match=f"rule must be one of {allowed} with the fused '{backend}' backend"):
+        fused.fused_unroll(*_unroll_arguments(), rule="plain_hebb", **OPTIONS, backend=backend)
 
 
 def test_each_backends_rules_come_from_the_registry():
-    assert rules.rule_names() == ("hebb", "oja", "neuromod", "retroneuromod")
-    assert rules.rule_names("torch") == rules.rule_names("cpp") == ("hebb", "oja")
-    assert rules.kernel_rule_codes() == {"hebb": 0, "oja": 1}
+    every_rule = ("hebb", "oja", "neuromod", "retroneuromod")
+    assert rules.rule_names() == rules.rule_names("torch") == rules.rule_names("cpp") == every_rule
+    assert rules.kernel_rule_codes() == {"hebb": 0, "oja": 1, "neuromod": 2, "retroneuromod": 3}
     with pytest.raises(ValueError, match="backend must be one of"):
         rules.rule_names("triton")
     with pytest.raises(ValueError, match="already registered"):
         rules.plasticity_rule("hebb", summary="again")(rules.hebb)
+    with pytest.raises(ValueError, match="gain and gate must match modulated and eligibility"):
+        rules.plasticity_rule("gated_hebb", summary="", decay_form=rules.DecayForm(lambda post: 1.0, gated=True))(
+            rules.hebb
+        )
+    with pytest.raises(ValueError, match="gain must be one of 'eta', 'modulation'; got 'dopamine'"):
+        rules.DecayForm(lambda post: 1.0, gain="dopamine")
 
 
 @pytest.mark.skipif(not CPP, reason="the C++ kernel is not built here")
@@ -93,7 +107,8 @@ def _layer(size=4, *, seed=0, **kwargs):
 
 def test_a_rule_without_a_fused_form_runs_on_autograd_under_auto_with_one_notice(monkeypatch):
     monkeypatch.setattr(functional, "_notice_autograd_fallback", functional._notice_autograd_fallback.__wrapped__)
-    layer = _layer(rule="neuromod", implementation="auto")
+    _register_a_rule_without_a_fused_form(monkeypatch)
+    layer = _layer(rule="plain_hebb", implementation="auto")
     reference = copy.deepcopy(layer)
     reference.implementation = "autograd"
     inputs = torch.randn(11, 2, 4, dtype=torch.float64)
@@ -109,7 +124,7 @@ def test_a_rule_without_a_fused_form_runs_on_autograd_under_auto_with_one_notice
         notices = [str(warning.message) for warning in record if not issubclass(warning.category, ResourceWarning)]
         if name == "auto":
             assert len(notices) == 1 and "\n" not in notices[0]
-            assert "does not run rule 'neuromod'" in notices[0] and "using the autograd loop" in notices[0]
+            assert "does not run rule 'plain_hebb'" in notices[0] and "using the autograd loop" in notices[0]
         else:
             assert notices == []
         loss = (outputs * torch.linspace(-1, 1, outputs.numel(), dtype=outputs.dtype).view(outputs.shape)).sum()
@@ -117,8 +132,8 @@ def test_a_rule_without_a_fused_form_runs_on_autograd_under_auto_with_one_notice
         gradients[name] = [outputs, state.hebbian_trace, *torch.autograd.grad(loss, list(candidate.parameters()))]
     for checkpointed, plain in zip(gradients["auto"], gradients["autograd"], strict=True):
         torch.testing.assert_close(checkpointed, plain, rtol=1e-13, atol=1e-15)
-    with pytest.raises(ValueError, match="implementation='fused' runs the rules 'hebb', 'oja'"):
-        PlasticRecurrentLayer(4, input_size=2, rule="retroneuromod", implementation="fused")
+    with pytest.raises(ValueError, match="implementation='fused' runs the rules 'hebb', 'oja', 'neuromod'"):
+        PlasticRecurrentLayer(4, input_size=2, rule="plain_hebb", implementation="fused")
 
 
 def test_a_new_rule_is_one_registered_function_and_its_decay_form_makes_it_fused(monkeypatch):
@@ -144,7 +159,7 @@ def test_a_new_rule_is_one_registered_function_and_its_decay_form_makes_it_fused
     for implementation in ("autograd", "fused"):
         candidate = copy.deepcopy(layer)
         candidate.implementation = implementation
-        monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None: "torch")
+        monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None, rule=None: "torch")
         leaf = inputs.clone().requires_grad_()
         outputs, state = candidate(leaf, None, starts)
         loss = (outputs * torch.linspace(-1, 1, outputs.numel(), dtype=outputs.dtype).view(outputs.shape)).sum()

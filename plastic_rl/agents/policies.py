@@ -474,8 +474,8 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         return self.core.record(steps, PlasticState(*state))
 
     def recorded_state(self, recording: RecordedUnroll) -> RecurrentState:
-        activation, trace = recording.state()
-        return (activation.clone(),) if trace is None else (activation.clone(), trace)
+        activation, *traces = recording.state()
+        return (activation.clone(), *(trace for trace in traces if trace is not None))
 
     def recorded_step(
         self, obs: Observation, episode_starts: th.Tensor | None, recording: RecordedUnroll, deterministic: bool = False

@@ -161,7 +161,7 @@ def _worker(spec: dict) -> dict:
     device = select_device(spec["device"])
     if spec["backend"] != "auto":
         requested = spec["backend"]
-        fused.resolve_backend = lambda backend, device, dtype=None, _requested=requested: _requested  # type: ignore[misc]
+        fused.resolve_backend = lambda backend, device, dtype=None, rule=None, _requested=requested: _requested  # type: ignore[misc]
     n, steps, batch = spec["n"], spec["steps"], spec["batch"]
     baseline_gb = peak_bytes() / 1e9
     layer, inputs = _problem(n, steps, batch, spec["seed"], spec["implementation"], device)

@@ -282,7 +282,7 @@ def recurrent_unroll(
         and drive.shape[0] > 0
         and use_fused(implementation, drive, rule, plastic)
     )
-    if not fused_path or eligibility_trace is not None or modulator is not None:
+    if not fused_path:
         # fused_unroll checks its own arguments: checking them here too cost as much again on every rollout step
         check_unroll_arguments(
             drive,
@@ -301,7 +301,7 @@ def recurrent_unroll(
     if recorded is not None and not fused_path:
         raise ValueError("a recorded unroll is differentiated by the fused unroll: implementation 'auto' or 'fused'")
     if fused_path:
-        outputs, final_activation, final_trace = fused.fused_unroll(
+        return fused.fused_unroll(
             drive,
             activation,
             trace,
@@ -317,8 +317,9 @@ def recurrent_unroll(
             bias_neuron=bias_neuron,
             overwrite_trace=overwrite_trace,
             recorded=recorded,
+            eligibility_trace=eligibility_trace,
+            modulator=modulator,
         )
-        return outputs, final_activation, None if final_trace is None else Traces(final_trace)
     traces = None
     if plastic:
         if trace is None:
@@ -399,4 +400,5 @@ def use_fused(implementation: str, drive: Tensor, rule: str = "hebb", plastic: b
     if plastic and not get_rule(rule).supports("torch"):
         _notice_autograd_fallback(rule)
         return False
-    return fused.resolve_backend("auto", drive.device, drive.dtype) == "cpp" or torch.is_grad_enabled()
+    backend = fused.resolve_backend("auto", drive.device, drive.dtype, rule if plastic else None)
+    return backend == "cpp" or torch.is_grad_enabled()

@@ -329,12 +329,19 @@ class PlasticRecurrentLayer(_PlasticParameters):
             or (plastic and not get_rule(self.rule).supports("torch"))
             or (
                 self.implementation == "auto"
-                and resolve_backend("auto", self.weight.device, self.weight.dtype) != "cpp"
+                and resolve_backend("auto", self.weight.device, self.weight.dtype, self.rule if plastic else None)
+                != "cpp"
             )
         ):
             return None
         functional.check_state(
-            state.activation, state.hebbian_trace, state.activation.shape[0], self.hidden_size, plastic
+            state.activation,
+            state.hebbian_trace,
+            state.activation.shape[0],
+            self.hidden_size,
+            plastic,
+            state.eligibility_trace,
+            self.has_eligibility_trace,
         )
         with torch.no_grad():
             return RecordedUnroll(
@@ -350,6 +357,8 @@ class PlasticRecurrentLayer(_PlasticParameters):
                 trace_clip=self.trace_clip,
                 bias_neuron=self.bias_neuron,
                 watched=tuple(self.parameters()),
+                eligibility=state.eligibility_trace,
+                modulator=self._modulator(),
             )
 
     def recorded_step(self, inputs: Tensor, recording: RecordedUnroll, episode_starts: Tensor | None = None) -> Tensor:

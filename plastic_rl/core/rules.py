@@ -2,7 +2,8 @@
 
 A rule is a :class:`PlasticityRule`: its name, its trace update (the autograd reference, used by every layer's
 :meth:`step` and by the ``"autograd"`` unroll) and, for the fused unroll (:mod:`plastic_rl.core.fused`), its
-:class:`DecayForm`, from which the PyTorch backend derives its hand-written backward; a ``kernel_code`` says which
+:class:`DecayForm` (a decaying trace, its gain ``eta`` or the network's ``M(t)``, and whether ``M(t)`` gates it into
+the Hebbian trace), from which the PyTorch backend derives its hand-written backward; a ``kernel_code`` says which
 instantiation of the C++ kernel (``enum Rule`` in ``csrc/plastic_unroll.cpp``) runs it. What each backend supports
 is read from this registry (:func:`rule_names`); ``implementation="auto"`` runs a rule without a fused form on the
 autograd loop.
@@ -39,30 +40,56 @@ TraceUpdate = Callable[[Traces, Tensor, Tensor, "Tensor | None", "Tensor | None"
 """``update(traces, pre, post, hebbian_learning_rate, modulation) -> traces``, before clipping the Hebbian trace."""
 
 
+GAINS = ("eta", "modulation")
+
+
 @dataclass(frozen=True)
 class DecayForm:
-    """A rule of the form ``H <- H * (1 - eta q(post)) + eta pre post^T``, which the fused unroll runs.
+    """A rule of the form ``T <- T * (1 - g q(post)) + g pre post^T``, which the fused unroll runs.
+
+    ``T`` is the Hebbian trace ``H``, or with ``gated`` an eligibility trace ``E`` that the network's neuromodulator
+    gates into the Hebbian one, ``H <- H + M(t) E`` (with ``E`` as it was before this step, Backpropamine's order).
+    ``gain`` is what ``g`` is: ``"eta"`` (the learned Hebbian learning rate) or ``"modulation"`` (the network's own
+    ``M(t)``, one value or one per post-synaptic neuron; its ``q`` must be the constant 0: the backward has no
+    ``M q(post)`` term).
 
     ``forgetting`` is ``q``: ``(B, N_post) -> (B, N_post)``, or a float where it does not depend on ``post``; it
     must grow with ``|post|`` (the checkpoint plan bounds the decay with it). ``forgetting_derivative`` is
-    ``dq/dpost`` (``None`` for a constant ``q``). Together they give the backward: ``dU/deta = pre post^T - q H``
-    and ``dU_ij/dpost_j = eta pre_i - eta q'(post_j) H_ij``. ``kernel_code`` is the rule's code in the C++ kernel
+    ``dq/dpost`` (``None`` for a constant ``q``). Together they give the backward: ``dU/deta = pre post^T - q T``
+    and ``dU_ij/dpost_j = eta pre_i - eta q'(post_j) T_ij``. ``kernel_code`` is the rule's code in the C++ kernel
     (``None``: the PyTorch backend only).
     """
 
     forgetting: Callable[[Tensor], Tensor | float]
     forgetting_derivative: Callable[[Tensor], Tensor] | None = None
     kernel_code: int | None = None
+    gain: str = "eta"
+    gated: bool = False
+
+    def __post_init__(self) -> None:
+        if self.gain not in GAINS:
+            raise ValueError(f"gain must be one of {', '.join(repr(g) for g in GAINS)}; got {self.gain!r}")
+        if self.gain == "modulation" and (self.gated or self.forgetting_derivative is not None):
+            raise ValueError("a decay form with gain 'modulation' has a constant forgetting of 0 and no gate")
+
+    @property
+    def modulated(self) -> bool:
+        """Whether the network's ``M(t)`` enters the update (as the gain, or as the gate)."""
+        return self.gain == "modulation" or self.gated
 
     def decay(self, post: Tensor, eta: float) -> Tensor | float:
-        """``1 - eta q(post)``: a float, or ``(B, 1, N_post)`` to multiply a trace with."""
+        """``1 - eta q(post)``: a float, or ``(B, 1, N_post)`` to multiply a trace with (1 for gain ``M(t)``)."""
+        if self.gain == "modulation":
+            return 1.0
         forgetting = self.forgetting(post)
         if isinstance(forgetting, Tensor):
             return (1.0 - eta * forgetting).unsqueeze(1)
         return 1.0 - eta * forgetting
 
     def largest_forgetting(self, post_bound: float) -> float:
-        """The largest ``q`` over ``|post| <= post_bound``."""
+        """The largest ``q`` over ``|post| <= post_bound`` (0 for gain ``M(t)``, which does not decay)."""
+        if self.gain == "modulation":
+            return 0.0
         forgetting = self.forgetting(torch.tensor([[post_bound]], dtype=torch.float64))
         return float(forgetting.max()) if isinstance(forgetting, Tensor) else float(forgetting)
 
@@ -110,6 +137,8 @@ def plasticity_rule(
     def register(update: TraceUpdate) -> TraceUpdate:
         if name in _REGISTRY:
             raise ValueError(f"a plasticity rule named {name!r} is already registered")
+        if decay_form is not None and (decay_form.modulated, decay_form.gated) != (modulated, eligibility):
+            raise ValueError(f"rule {name!r}: its decay form's gain and gate must match modulated and eligibility")
         _REGISTRY[name] = PlasticityRule(name, update, summary, uses_learning_rate, modulated, eligibility, decay_form)
         return update
 
@@ -172,6 +201,7 @@ def oja(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulatio
     summary="simple neuromodulation (Backpropamine): H <- H + M(t) pre post^T, M(t) computed by the network",
     uses_learning_rate=False,
     modulated=True,
+    decay_form=DecayForm(forgetting=lambda post: 0.0, kernel_code=2, gain="modulation"),
 )
 def neuromod(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulation: Tensor | None) -> Traces:
     assert modulation is not None, "neuromod reads M(t)"
@@ -184,6 +214,7 @@ def neuromod(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modu
     summary="retroactive neuromodulation (Backpropamine): H <- H + M(t) E, then E <- (1 - eta) E + eta pre post^T",
     modulated=True,
     eligibility=True,
+    decay_form=DecayForm(forgetting=lambda post: 1.0, kernel_code=3, gated=True),
 )
 def retroneuromod(traces: Traces, pre: Tensor, post: Tensor, eta: Tensor | None, modulation: Tensor | None) -> Traces:
     # The paper's order: M(t) acts on the eligibility built up to the previous step, E(t), not on this step's product.

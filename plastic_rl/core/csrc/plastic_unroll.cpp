@@ -30,6 +30,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -47,7 +48,9 @@ namespace {
 
 enum Plasticity { kNone = 0, kShared = 1, kFull = 2 };
 // The codes of the rules this kernel runs: the kernel_code of their DecayForm in plastic_rl/core/rules.py.
-enum Rule { kHebb = 0, kOja = 1 };
+// kNeuromod: H <- H + pre (M(t) post)^T, M(t) the network's neuromodulator (Backpropamine's simple neuromodulation);
+// kRetroneuromod: H <- H + M(t) E, then E <- (1 - eta) E + eta pre post^T (retroactive, with an eligibility trace).
+enum Rule { kHebb = 0, kOja = 1, kNeuromod = 2, kRetroneuromod = 3 };
 // A forward call runs whole steps, or one of their two parts: the product (the pass over the trace: the pending
 // update and the plastic product, summed into the step's outputs before the drive) and the activation (the drive
 // added, tanh). A rollout runs the product of step t + 1 in the background while the env steps on step t's actions
@@ -61,6 +64,7 @@ constexpr int64_t kParallelWork = 1 << 14;
 
 struct Sizes {
   int64_t T, B, N;
+  int64_t K;       // outputs of the neuromodulator head M(t): 1 or N (0: a rule without one)
   int64_t every;   // checkpoint spacing K
   int64_t stride;  // the batch size of the buffers: B, or more when this call runs one slice of the batch
   bool sliced;     // one slice of a batch split across threads: run single-threaded, in one row group
@@ -72,6 +76,7 @@ struct Sizes {
   bool pending = false, settle = true;
   int64_t phase = 0;  // a Phase: which part of the steps a forward call runs
   int64_t time_stride() const { return stride * N; }      // between steps of a (T, B, N) buffer
+  int64_t modulation_stride() const { return stride * K; }  // between steps of the (T, B, K) M(t)
   int64_t slot_stride() const { return stride * N * N; }  // between the traces of a (K, B, N, N) buffer
 };
 
@@ -316,16 +321,18 @@ inline S clip_value(S u, S clip) {
   }
 }
 
-// The trace update is ``u = h * decay_j + (eta * pre_i) * post_j``: decay_j = 1 - eta (Hebb) or 1 - eta post_j^2 (Oja).
+// The decaying trace (H, or E for kRetroneuromod) steps as ``u = h * decay_j + (gain * pre_i) * post_j``: decay_j =
+// 1 - eta (Hebb, and E of kRetroneuromod), 1 - eta post_j^2 (Oja), 1 (kNeuromod, whose gain is 1 and whose post is
+// M(t) post: see effective_post).
 template <typename S, int RULE>
 struct Decay {
   S scalar;
   const S* vector;
   inline S operator[](int64_t j) const {
-    if constexpr (RULE == kHebb) {
-      return scalar;
-    } else {
+    if constexpr (RULE == kOja) {
       return vector[j];
+    } else {
+      return scalar;
     }
   }
   Decay offset(int64_t k) const { return {scalar, vector ? vector + k : nullptr}; }
@@ -333,7 +340,9 @@ struct Decay {
 
 template <typename S, int RULE>
 Decay<S, RULE> make_decay(const S* post, S eta, int64_t count, std::vector<S>& storage, bool inverse) {
-  if constexpr (RULE == kHebb) {
+  if constexpr (RULE == kNeuromod) {
+    return {S(1), nullptr};
+  } else if constexpr (RULE != kOja) {
     return {inverse ? S(1) / (S(1) - eta) : S(1) - eta, nullptr};
   } else {
     storage.resize(count);
@@ -345,16 +354,84 @@ Decay<S, RULE> make_decay(const S* post, S eta, int64_t count, std::vector<S>& s
   }
 }
 
+template <typename S, int RULE>
+constexpr bool kModulated = RULE == kNeuromod || RULE == kRetroneuromod;
+
+// The gain of the decaying trace's outer product: eta, or 1 for kNeuromod (M(t) is in its effective post).
+template <typename S, int RULE>
+inline S gain_of(S eta) {
+  return RULE == kNeuromod ? S(1) : eta;
+}
+
+// M(t) of one episode, for the columns (post-synaptic neurons) of its trace: one value, or one per column.
+template <typename S>
+struct Gate {
+  S scalar;
+  const S* vector;
+  inline S operator[](int64_t j) const { return vector ? vector[j] : scalar; }
+};
+
+template <typename S>
+inline Gate<S> gate_of(const S* modulation, int64_t K) {
+  return K == 1 ? Gate<S>{modulation[0], nullptr} : Gate<S>{S(0), modulation};
+}
+
+// The post-synaptic vector of the decaying trace's update: y_t, or M(t) y_t for kNeuromod (into storage).
+template <typename S, int RULE>
+const S* effective_post(const Sizes& z, const S* y, const S* modulation, std::vector<S>& storage) {
+  if constexpr (RULE != kNeuromod) {
+    return y;
+  } else {
+    storage.resize(z.B * z.N);
+    for (int64_t b = 0; b < z.B; ++b) {
+      const Gate<S> m = gate_of(modulation + b * z.K, z.K);
+      for (int64_t j = 0; j < z.N; ++j) storage[b * z.N + j] = m[j] * y[b * z.N + j];
+    }
+    return storage.data();
+  }
+}
+
+// M(t) = tanh(y_t w_M + b_M) of every episode, (B, K), with w_M (N, K).
+template <typename S>
+void modulation_of(const Sizes& z, const S* y, const S* weight, const S* bias, S* modulation) {
+  for (int64_t b = 0; b < z.B; ++b) {
+    S* m = modulation + b * z.K;
+    std::copy(bias, bias + z.K, m);
+    for (int64_t i = 0; i < z.N; ++i) {
+      const S yi = y[b * z.N + i];
+      const S* __restrict w = weight + i * z.K;
+      for (int64_t k = 0; k < z.K; ++k) m[k] += yi * w[k];
+    }
+    tanh_in_place(m, z.K);
+  }
+}
+
+// The buffers of a neuromodulated rule: the head and M(t), and a gated rule's eligibility trace E, kept as the
+// Hebbian trace is (initial, running or final, checkpoints, before resets, its gradient, its backward workspace).
+template <typename S>
+struct Modulated {
+  const S* weight = nullptr;  // w_M (N, K)
+  const S* bias = nullptr;    // b_M (K)
+  S* modulation = nullptr;    // M(t), (T, B, K)
+  const S* e0 = nullptr;
+  S* eligibility = nullptr;
+  S* checkpoints = nullptr;
+  S* pre_reset = nullptr;
+  S* grad_eligibility = nullptr;
+  S* grad_modulation = nullptr;  // dL/dz_t of M(t) = tanh(z_t), (T, B, K)
+  S* workspace = nullptr;
+};
+
 template <typename S, int MODE, int RULE, bool CLIP>
 void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, const S* weight, const S* alpha,
                     const S* bias, const bool* starts, const S* reset_activation, S eta, S clip, bool clamp_input,
                     bool bias_neuron, S* outputs, S* pre, S* plastic_part, S* trace, S* checkpoints, S* pre_reset,
-                    const int64_t* pre_reset_index) {
+                    const int64_t* pre_reset_index, const Modulated<S>& mod) {
   const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride;
-  const S shared_alpha = MODE == kShared ? alpha[0] : S(0);
+  const S shared_alpha = MODE == kShared ? alpha[0] : S(0), gain = gain_of<S, RULE>(eta);
   Rows rows(N, (MODE == kNone ? 1 : B) * NN, z.sliced);
   const int64_t C = rows.count;
-  std::vector<S> acc(C * BN), acc_plastic(MODE == kShared ? C * BN : 0), decay_storage;
+  std::vector<S> acc(C * BN), acc_plastic(MODE == kShared ? C * BN : 0), decay_storage, post_storage;
   with_team(rows.threads, [&](Team* team) {
     rows.team = team;
     const bool product = z.phase != kActivation, activation = z.phase != kProduct;
@@ -373,12 +450,14 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
         }
       }
       const S* x_prev = update ? pre + (t - 1) * TS : nullptr;
-      const S* y_prev = update ? outputs + (t - 1) * TS : nullptr;
+      const S* m_prev = update && kModulated<S, RULE> ? mod.modulation + (t - 1) * z.modulation_stride() : nullptr;
+      const S* y_prev = update ? effective_post<S, RULE>(z, outputs + (t - 1) * TS, m_prev, post_storage) : nullptr;
       Decay<S, RULE> decay{};
       if (update) decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
-      S* checkpoint = (product && MODE != kNone && matvec && t > 0 && t % z.every == 0)
-                          ? checkpoints + (t / z.every - 1) * z.slot_stride()
-                          : nullptr;
+      const bool checkpointed = product && MODE != kNone && matvec && t > 0 && t % z.every == 0;
+      S* checkpoint = checkpointed ? checkpoints + (t / z.every - 1) * z.slot_stride() : nullptr;
+      S* e_checkpoint = checkpointed && RULE == kRetroneuromod ? mod.checkpoints + (t / z.every - 1) * z.slot_stride()
+                                                              : nullptr;
       if (product) rows.run([&](int64_t c) {
         S* acc_c = acc.data() + c * BN;
         S* plastic_c = MODE == kShared ? acc_plastic.data() + c * BN : nullptr;
@@ -396,26 +475,49 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
             const S* __restrict a = MODE == kFull ? alpha + i * N : nullptr;
             const int64_t row = b * NN + i * N;
             S* __restrict h = trace + row;
+            // a gated rule's eligibility trace, stepped beside H: H <- clip(H + M E), E <- E decay + eta x y^T
+            S* __restrict e = RULE == kRetroneuromod ? mod.eligibility + row : nullptr;
             const bool reset = matvec && t > 0 && starts && starts[t * SB + b];
             bool fused_matvec = false;
             if (update) {
-              const S ex = eta * x_prev[b * N + i];
+              const S ex = gain * x_prev[b * N + i];
               const S* __restrict y = y_prev + b * N;
               const auto d = decay.offset(RULE == kOja ? b * N : 0);
+              const Gate<S> m = RULE == kRetroneuromod ? gate_of(m_prev + b * z.K, z.K) : Gate<S>{S(0), nullptr};
               if (reset) {
                 const int64_t slot = pre_reset_index ? pre_reset_index[t * SB + b] : -1;
                 if (slot >= 0) {
                   S* __restrict saved = pre_reset + slot * NN + i * N;
-                  for (int64_t j = 0; j < N; ++j) saved[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
+                  if constexpr (RULE == kRetroneuromod) {
+                    S* __restrict saved_e = mod.pre_reset + slot * NN + i * N;
+                    for (int64_t j = 0; j < N; ++j) {
+                      saved[j] = clip_value<S, CLIP>(h[j] + m[j] * e[j], clip);
+                      saved_e[j] = e[j] * d[j] + ex * y[j];
+                    }
+                  } else {
+                    for (int64_t j = 0; j < N; ++j) saved[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
+                  }
                 }
                 std::fill_n(h, N, S(0));
+                if (e) std::fill_n(e, N, S(0));
               } else if (matvec && MODE == kFull) {
                 for (int64_t j = 0; j < N; ++j) {
-                  const S u = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
+                  S u;
+                  if constexpr (RULE == kRetroneuromod) {
+                    u = clip_value<S, CLIP>(h[j] + m[j] * e[j], clip);
+                    e[j] = e[j] * d[j] + ex * y[j];
+                  } else {
+                    u = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
+                  }
                   h[j] = u;
                   out[j] += xi * (w[j] + a[j] * u);
                 }
                 fused_matvec = true;
+              } else if constexpr (RULE == kRetroneuromod) {
+                for (int64_t j = 0; j < N; ++j) {
+                  h[j] = clip_value<S, CLIP>(h[j] + m[j] * e[j], clip);
+                  e[j] = e[j] * d[j] + ex * y[j];
+                }
               } else {
                 for (int64_t j = 0; j < N; ++j) h[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
               }
@@ -423,10 +525,16 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
               const int64_t slot = pre_reset_index ? pre_reset_index[t * SB + b] : -1;
               if (slot >= 0) std::copy(h, h + N, pre_reset + slot * NN + i * N);
               std::fill_n(h, N, S(0));
-            } else if (t == 0 && h0 != trace) {  // h0 may be the trace buffer itself: then it is in place
-              std::copy(h0 + row, h0 + row + N, h);
+              if (e) {
+                if (slot >= 0) std::copy(e, e + N, mod.pre_reset + slot * NN + i * N);
+                std::fill_n(e, N, S(0));
+              }
+            } else if (t == 0) {  // h0 may be the trace buffer itself: then it is in place (and so for E)
+              if (h0 != trace) std::copy(h0 + row, h0 + row + N, h);
+              if (e && mod.e0 != mod.eligibility) std::copy(mod.e0 + row, mod.e0 + row + N, e);
             }
             if (checkpoint) std::copy(h, h + N, checkpoint + row);
+            if (e_checkpoint) std::copy(e, e + N, e_checkpoint + row);
             if (!matvec || fused_matvec) return;
             if constexpr (MODE == kFull) {
               for (int64_t j = 0; j < N; ++j) out[j] += xi * (w[j] + a[j] * h[j]);
@@ -471,69 +579,126 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
         }
       };
       rows.run_blocks((BN + kActivationBlock - 1) / kActivationBlock, activate);
+      if constexpr (kModulated<S, RULE>)
+        if (activation && MODE != kNone)
+          modulation_of(z, y, mod.weight, mod.bias, mod.modulation + t * z.modulation_stride());
     }
   });
 }
 
 template <typename S, int RULE, bool CLIP>
 void recompute_segment(const Sizes& z, Team* team, int64_t first, int64_t last, const S* start_trace, S* slots,
-                       const S* pre, const S* outputs, const bool* starts, S eta, S clip) {
-  // Rebuilds H_t for first < t < last into slots[t - first - 1] from H_first, forward.
+                       const S* pre, const S* outputs, const bool* starts, S eta, S clip, const S* start_eligibility,
+                       const Modulated<S>& mod) {
+  // Rebuilds H_t for first < t < last into slots[t - first - 1] from H_first, forward (and E_t into mod.workspace).
   const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride;
-  std::vector<S> decay_storage;
+  const S gain = gain_of<S, RULE>(eta);
+  std::vector<S> decay_storage, post_storage;
   Rows rows(N, B * NN, z.sliced);
   rows.team = team;
   for (int64_t t = first + 1; t < last; ++t) {
     const S* source = t == first + 1 ? start_trace : slots + (t - first - 2) * z.slot_stride();
     S* target = slots + (t - first - 1) * z.slot_stride();
+    const S* e_source = nullptr;
+    S* e_target = nullptr;
+    if constexpr (RULE == kRetroneuromod) {
+      e_source = t == first + 1 ? start_eligibility : mod.workspace + (t - first - 2) * z.slot_stride();
+      e_target = mod.workspace + (t - first - 1) * z.slot_stride();
+    }
     const S* x_prev = pre + (t - 1) * TS;
-    const S* y_prev = outputs + (t - 1) * TS;
+    const S* m_prev = kModulated<S, RULE> ? mod.modulation + (t - 1) * z.modulation_stride() : nullptr;
+    const S* y_prev = effective_post<S, RULE>(z, outputs + (t - 1) * TS, m_prev, post_storage);
     const auto decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
     rows.run([&](int64_t c) {
       rows.blocks(c, B, [&](int64_t i, int64_t b) {
         const int64_t row = b * NN + i * N;
         S* __restrict h = target + row;
+        S* __restrict e = e_target ? e_target + row : nullptr;
         if (starts && starts[t * SB + b]) {
           std::fill_n(h, N, S(0));
+          if (e) std::fill_n(e, N, S(0));
           return;
         }
         const S* __restrict s = source + row;
-        const S ex = eta * x_prev[b * N + i];
+        const S ex = gain * x_prev[b * N + i];
         const S* __restrict y = y_prev + b * N;
         const auto d = decay.offset(RULE == kOja ? b * N : 0);
-        for (int64_t j = 0; j < N; ++j) h[j] = clip_value<S, CLIP>(s[j] * d[j] + ex * y[j], clip);
+        if constexpr (RULE == kRetroneuromod) {
+          const S* __restrict es = e_source + row;
+          const Gate<S> m = gate_of(m_prev + b * z.K, z.K);
+          for (int64_t j = 0; j < N; ++j) {
+            h[j] = clip_value<S, CLIP>(s[j] + m[j] * es[j], clip);
+            e[j] = es[j] * d[j] + ex * y[j];
+          }
+        } else {
+          for (int64_t j = 0; j < N; ++j) h[j] = clip_value<S, CLIP>(s[j] * d[j] + ex * y[j], clip);
+        }
       });
     });
   }
 }
 
+// The plastic matvec of step t's part of the gradient of trace element j (returned: the term of dL/dH_t), of x_t
+// (summed into rb) and of alpha (into g_alpha), for one row; ``ga`` is the matvec's output gradient.
+template <typename S, int MODE>
+inline S matvec_gradient(int64_t j, S hj, const S* __restrict w, const S* __restrict a, S shared_alpha,
+                         S* __restrict g_alpha, const S* __restrict ga, S x_t, S& rb) {
+  if constexpr (MODE == kFull) {
+    const S gaj = ga[j];
+    rb += (w[j] + a[j] * hj) * gaj;
+    g_alpha[j] += x_t * hj * gaj;
+    return a[j] * x_t * gaj;
+  } else if constexpr (MODE == kShared) {
+    rb += (w[j] + shared_alpha * hj) * ga[j];
+    return shared_alpha * x_t * ga[j];
+  } else {
+    return S(0);
+  }
+}
+
 // One backward row: the gradient through step t (HAS_B: the plastic matvec, whose output gradient is ``ga``) and
 // through the trace update of step t - 1 (HAS_A), for row i of one batch element. ``hp`` is H_{t-1}: read from
-// ``previous`` when FROM_POINTER, else rebuilt from H_t by inverting the decay (``rebuilt`` may alias ``h``).
+// ``previous`` when FROM_POINTER, else rebuilt from H_t by inverting the update (``rebuilt`` may alias ``h``).
+// kRetroneuromod's update is H_t = clip(H_{t-1} + M E_{t-1}), E_t = E_{t-1} decay + eta x y^T: ``e`` is E_t, ``g_e``
+// dL/dE_t (dL/dE_{t-1} on return), ``e_previous`` / ``rebuilt_e`` E_{t-1} (as ``previous`` / ``rebuilt``), ``m``
+// M(t - 1), and ``g_m_col`` gets dL/dM of each column; the other rules leave these alone.
 template <typename S, int MODE, int RULE, bool CLIP, bool HAS_B, bool HAS_A, bool FROM_POINTER>
 inline void backward_row(int64_t len, const S* h, const S* __restrict previous, S* rebuilt, S* __restrict g_trace,
                          const S* __restrict w, const S* __restrict a, S shared_alpha, S* __restrict g_alpha,
                          const S* __restrict ga, S x_t, const S* __restrict y, Decay<S, RULE> d,
                          Decay<S, RULE> inverse_decay, S* __restrict g_y_col, S x_prev, S eta, S clip, S& row_b,
-                         S& row_a, S& row_eta) {
+                         S& row_a, S& row_eta, const S* e, const S* __restrict e_previous, S* rebuilt_e,
+                         S* __restrict g_e, Gate<S> m, S* __restrict g_m_col) {
   const S ex = eta * x_prev;
   S rb = 0, ra = 0, re = 0;
 #pragma omp simd reduction(+ : rb, ra, re)
   for (int64_t j = 0; j < len; ++j) {
     S g = g_trace[j];
     const S hj = h[j];
-    if constexpr (HAS_B) {
-      if constexpr (MODE == kFull) {
-        const S gaj = ga[j];
-        g += a[j] * x_t * gaj;
-        rb += (w[j] + a[j] * hj) * gaj;
-        g_alpha[j] += x_t * hj * gaj;
-      } else if constexpr (MODE == kShared) {
-        g += shared_alpha * x_t * ga[j];
-        rb += (w[j] + shared_alpha * hj) * ga[j];
+    if constexpr (HAS_B) g += matvec_gradient<S, MODE>(j, hj, w, a, shared_alpha, g_alpha, ga, x_t, rb);
+    if constexpr (HAS_A && RULE == kRetroneuromod) {
+      S hp, ep;
+      if constexpr (FROM_POINTER) {
+        hp = previous[j];
+        ep = e_previous[j];
+      } else {
+        ep = (e[j] - ex * y[j]) * inverse_decay[j];
+        hp = hj - m[j] * ep;
+        rebuilt[j] = hp;
+        rebuilt_e[j] = ep;
       }
-    }
-    if constexpr (HAS_A) {
+      if constexpr (CLIP) {
+        const S u = hp + m[j] * ep;
+        g = (u >= -clip && u <= clip) ? g : S(0);
+      }
+      const S ge = g_e[j];
+      g_trace[j] = g;
+      g_m_col[j] += g * ep;
+      g_e[j] = m[j] * g + d[j] * ge;
+      g_y_col[j] += ge * ex;
+      re += ge * (x_prev * y[j] - ep);
+      ra += ge * y[j];
+    } else if constexpr (HAS_A) {
       S hp;
       if constexpr (FROM_POINTER) {
         hp = previous[j];
@@ -546,12 +711,12 @@ inline void backward_row(int64_t len, const S* h, const S* __restrict previous, 
         g = (u >= -clip && u <= clip) ? g : S(0);
       }
       g_trace[j] = g * d[j];
-      if constexpr (RULE == kHebb) {
-        g_y_col[j] += g * ex;
-        re += g * (x_prev * y[j] - hp);
-      } else {
+      if constexpr (RULE == kOja) {
         g_y_col[j] += g * (ex - S(2) * eta * y[j] * hp);
         re += g * (x_prev * y[j] - y[j] * y[j] * hp);
+      } else {  // Hebb; kNeuromod's gain is 1 and its y is M(t) y (g_y_col: dL/d(M y)), its re unused
+        g_y_col[j] += g * ex;
+        re += g * (x_prev * y[j] - hp);
       }
       ra += g * y[j];
     } else {
@@ -569,24 +734,59 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
                      const S* checkpoints, const S* pre_reset, const int64_t* pre_reset_index, const S* weight,
                      const S* alpha, const bool* starts, S eta, S clip, bool clamp_input, bool bias_neuron,
                      S* grad_pre_activation, S* grad_drive, S* grad_x0, S* grad_trace, S* grad_alpha, double* grad_eta,
-                     S* workspace) {
+                     S* workspace, const Modulated<S>& mod) {
   const int64_t T = z.T, B = z.B, N = z.N, BN = B * N, NN = N * N, K = z.every, TS = z.time_stride(), SB = z.stride;
-  const S shared_alpha = MODE == kShared ? alpha[0] : S(0);
+  const int64_t MS = z.modulation_stride();
+  const S shared_alpha = MODE == kShared ? alpha[0] : S(0), gain = gain_of<S, RULE>(eta);
+  constexpr bool gated = RULE == kRetroneuromod;
   Rows rows(N, (MODE == kNone ? 1 : B) * NN, z.sliced);
   const int64_t C = rows.count;
   // rows_b: the matvec's part of dL/dx_t; rows_a: the trace update's part of dL/dx_{t-1}; g_y_col: its part of
-  // dL/dy_{t-1}, per row group.
-  std::vector<S> rows_b(BN), rows_a(BN), g_x(BN, S(0)), g_y_col(C * BN), decay_storage, inverse_storage;
+  // dL/dy_{t-1} (kNeuromod: of dL/d(M y_{t-1})), per row group; g_m_col: a gated rule's dL/dM(t - 1), per group.
+  std::vector<S> rows_b(BN), rows_a(BN), g_x(BN, S(0)), g_y_col(C * BN), g_m_col(gated ? C * BN : 0), decay_storage,
+      inverse_storage, post_storage, g_post(kModulated<S, RULE> ? N : 0), g_z(kModulated<S, RULE> ? z.K : 0);
   std::vector<double> eta_parts(C);
   double eta_total = 0;
   int64_t segment = -1;  // the segment whose traces the workspace holds (recompute mode)
 
-  // H_t after the reset at t, when it is stored: the initial trace, a checkpoint or a recomputed slot.
-  auto stored_trace = [&](int64_t t) -> const S* {
-    if (t == 0) return h0;
-    if (t % K == 0) return checkpoints + (t / K - 1) * z.slot_stride();
+  // H_t after the reset at t, when it is stored: the initial trace, a checkpoint or a recomputed slot (and E_t).
+  auto stored_in = [&](int64_t t, const S* initial, const S* kept, const S* recomputed) -> const S* {
+    if (t == 0) return initial;
+    if (t % K == 0) return kept + (t / K - 1) * z.slot_stride();
     if (reverse) return nullptr;
-    return workspace + (t - (t / K) * K - 1) * z.slot_stride();
+    return recomputed + (t - (t / K) * K - 1) * z.slot_stride();
+  };
+  auto stored_trace = [&](int64_t t) { return stored_in(t, h0, checkpoints, workspace); };
+  auto stored_eligibility = [&](int64_t t) { return stored_in(t, mod.e0, mod.checkpoints, mod.workspace); };
+
+  // The update of step t sent dL/d(its post) per row group: summed here into g_post (for kNeuromod, the part
+  // through M(t) y_t's y_t), and M(t)'s own gradient through its head: dL/dz_t into grad_modulation, w_M dL/dz_t
+  // into g_post.
+  auto modulated_post = [&](int64_t t, int64_t b) {
+    const S* y = outputs + t * TS + b * N;
+    const S* m = mod.modulation + t * MS + b * z.K;
+    std::fill(g_z.begin(), g_z.end(), S(0));
+    for (int64_t j = 0; j < N; ++j) {
+      const int64_t k = b * N + j;
+      S through_post = 0, through_m = 0;
+      for (int64_t c = 0; c < C; ++c) through_post += g_y_col[c * BN + k];
+      if constexpr (gated) {
+        for (int64_t c = 0; c < C; ++c) through_m += g_m_col[c * BN + k];
+      } else {  // dL/d(M y)_j = through_post: y_j's part is M_j of it, M_j's is y_j of it
+        through_m = y[j] * through_post;
+        through_post *= m[z.K == 1 ? 0 : j];
+      }
+      g_post[j] = through_post;
+      g_z[z.K == 1 ? 0 : j] += through_m;
+    }
+    S* gz = mod.grad_modulation + t * MS + b * z.K;
+    for (int64_t k = 0; k < z.K; ++k) gz[k] = g_z[k] * (S(1) - m[k] * m[k]);
+    for (int64_t j = 0; j < N; ++j) {
+      const S* __restrict w = mod.weight + j * z.K;
+      S total = 0;
+      for (int64_t k = 0; k < z.K; ++k) total += w[k] * gz[k];
+      g_post[j] += total;
+    }
   };
 
   auto finish_step = [&](int64_t t) {  // g_x + g_y_col hold dL/dy_t: turn it into dL/da_t and dL/ddrive_t
@@ -595,10 +795,16 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
     S* ga = grad_pre_activation + t * TS;
     S* gd = grad_drive + t * TS;
     for (int64_t b = 0; b < B; ++b) {
+      if constexpr (kModulated<S, RULE>)
+        if (MODE != kNone) modulated_post(t, b);
       for (int64_t j = 0; j < N; ++j) {
         const int64_t k = b * N + j;
         S gy = g_x[k];
-        for (int64_t c = 0; c < C; ++c) gy += g_y_col[c * BN + k];
+        if (kModulated<S, RULE> && MODE != kNone) {
+          gy += g_post[j];
+        } else {
+          for (int64_t c = 0; c < C; ++c) gy += g_y_col[c * BN + k];
+        }
         if (grad_outputs) gy += grad_outputs[t * TS + k];
         if (t == T - 1 && grad_final_activation) gy += grad_final_activation[k];
         if (bias_neuron && j == N - 1) gy = S(0);
@@ -625,18 +831,24 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
         if ((t - 1) % K != 0 && needed != segment) {
           const int64_t first = needed * K;
           recompute_segment<S, RULE, CLIP>(z, rows.team, first, std::min(first + K, T), stored_trace(first), workspace,
-                                           pre, outputs, starts, eta, clip);
+                                           pre, outputs, starts, eta, clip, stored_eligibility(first), mod);
           segment = needed;
         }
       }
       const S* h_t = nullptr;
       if (MODE != kNone) h_t = t == T ? final_trace : (stored_trace(t) ? stored_trace(t) : workspace);
       const S* h_prev = has_a ? stored_trace(t - 1) : nullptr;
+      const S *e_t = nullptr, *e_prev = nullptr;
+      if (gated && MODE != kNone) {
+        e_t = t == T ? mod.eligibility : (stored_eligibility(t) ? stored_eligibility(t) : mod.workspace);
+        e_prev = has_a ? stored_eligibility(t - 1) : nullptr;
+      }
       const bool from_pointer = h_prev != nullptr;
       const S* ga = has_b ? grad_pre_activation + t * TS : nullptr;
       const S* x_t = has_b ? pre + t * TS : nullptr;
       const S* x_prev = has_a ? pre + (t - 1) * TS : nullptr;
-      const S* y_prev = has_a ? outputs + (t - 1) * TS : nullptr;
+      const S* m_prev = has_a && kModulated<S, RULE> ? mod.modulation + (t - 1) * MS : nullptr;
+      const S* y_prev = has_a ? effective_post<S, RULE>(z, outputs + (t - 1) * TS, m_prev, post_storage) : nullptr;
       Decay<S, RULE> decay{}, inverse_decay{};
       if (has_a) {
         decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
@@ -645,10 +857,12 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
       std::fill(rows_b.begin(), rows_b.end(), S(0));
       std::fill(rows_a.begin(), rows_a.end(), S(0));
       std::fill(g_y_col.begin(), g_y_col.end(), S(0));
+      std::fill(g_m_col.begin(), g_m_col.end(), S(0));
       std::fill(eta_parts.begin(), eta_parts.end(), 0.0);
       if (has_b || has_a)
         rows.run([&](int64_t c) {
           S* g_col_c = g_y_col.data() + c * BN;
+          S* g_m_c = gated ? g_m_col.data() + c * BN : nullptr;
           double eta_sum = 0;
           rows.blocks(c, B, [&](int64_t i, int64_t b) {
             const S* w = weight + i * N;
@@ -666,12 +880,24 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
               const auto inv = inverse_decay.offset(RULE == kOja ? b * N : 0);
               if (reset) {  // nothing flows through the reset; only the trace before it is rebuilt
                 std::fill_n(grad_trace + row, N, S(0));
+                if (gated) std::fill_n(mod.grad_eligibility + row, N, S(0));
                 if (has_a && !from_pointer) {
-                  const S* saved = pre_reset + pre_reset_index[t * SB + b] * NN + i * N;
-                  const S ex = eta * x_prev[k];
+                  const int64_t slot = pre_reset_index[t * SB + b];
+                  const S* saved = pre_reset + slot * NN + i * N;
+                  const S ex = gain * x_prev[k];
                   const S* y = y_prev + b * N;
                   S* out = workspace + row;
-                  for (int64_t j = 0; j < N; ++j) out[j] = (saved[j] - ex * y[j]) * inv[j];
+                  if constexpr (gated) {
+                    const S* saved_e = mod.pre_reset + slot * NN + i * N;
+                    const Gate<S> m = gate_of(m_prev + b * z.K, z.K);
+                    S* out_e = mod.workspace + row;
+                    for (int64_t j = 0; j < N; ++j) {
+                      out_e[j] = (saved_e[j] - ex * y[j]) * inv[j];
+                      out[j] = saved[j] - m[j] * out_e[j];
+                    }
+                  } else {
+                    for (int64_t j = 0; j < N; ++j) out[j] = (saved[j] - ex * y[j]) * inv[j];
+                  }
                 }
                 return;
               }
@@ -684,9 +910,12 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
               const S* gab = has_b ? ga + b * N : nullptr;
               S row_b = 0, row_a = 0, row_eta = 0;
 #define PLASTIC_ROW(HB, HA, FP)                                                                                    \
-  backward_row<S, MODE, RULE, CLIP, HB, HA, FP>(N, h_t + row, prev, workspace + row, grad_trace + row, w, a,       \
-                                                shared_alpha, g_a, gab, gx_t, y, d, inv, g_col_c + b * N, gx_prev, \
-                                                eta, clip, row_b, row_a, row_eta)
+  backward_row<S, MODE, RULE, CLIP, HB, HA, FP>(                                                                   \
+      N, h_t + row, prev, workspace + row, grad_trace + row, w, a, shared_alpha, g_a, gab, gx_t, y, d, inv,        \
+      g_col_c + b * N, gx_prev, gain, clip, row_b, row_a, row_eta, gated ? e_t + row : nullptr,                    \
+      gated && from_pointer ? e_prev + row : nullptr, gated ? mod.workspace + row : nullptr,                       \
+      gated ? mod.grad_eligibility + row : nullptr,                                                                \
+      gated && has_a ? gate_of(m_prev + b * z.K, z.K) : Gate<S>{S(0), nullptr}, gated ? g_m_c + b * N : nullptr)
               if (has_b && has_a) {
                 if (from_pointer)
                   PLASTIC_ROW(true, true, true);
@@ -701,7 +930,7 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
               }
 #undef PLASTIC_ROW
               rows_b[k] = row_b;
-              rows_a[k] = eta * row_a;
+              rows_a[k] = gain * row_a;
               eta_sum += row_eta;
             }
           });
@@ -740,20 +969,25 @@ struct Buffers {
     pre_reset_index = index.defined() && index.numel() ? index.data_ptr<int64_t>() : nullptr;
   }
   // The same buffers from batch element b0 on. layout, per tensor: 'v' batch-major rows of N (the (B, N) and
-  // (T, B, N) buffers), 'm' batch-major N x N traces ((B, N, N) and (K, B, N, N)), anything else shared.
-  Buffers from(int64_t b0, int64_t n, const char* layout) const {
+  // (T, B, N) buffers), 'k' rows of K (M(t), (T, B, K)), 'm' batch-major N x N traces ((B, N, N) and (K, B, N, N)),
+  // anything else shared.
+  Buffers from(int64_t b0, const Sizes& z, const char* layout) const {
     Buffers slice = *this;
+    const int64_t n = z.N;
     for (size_t k = 0; k < data.size(); ++k)
-      if (data[k]) slice.data[k] += layout[k] == 'v' ? b0 * n : (layout[k] == 'm' ? b0 * n * n : 0);
+      if (data[k])
+        slice.data[k] += layout[k] == 'v' ? b0 * n : layout[k] == 'k' ? b0 * z.K : (layout[k] == 'm' ? b0 * n * n : 0);
     if (starts) slice.starts += b0;
     if (pre_reset_index) slice.pre_reset_index += b0;
     return slice;
   }
 };
 
-// The argument lists of unroll_forward and unroll_backward, as Buffers::from reads them; 'a' is dL/dalpha.
-constexpr const char* kForwardLayout = "vvmssssvvvmms";
-constexpr const char* kBackwardLayout = "vvvvvmmmsssvvvmam";
+// The argument lists of unroll_forward and unroll_backward, as Buffers::from reads them; 'a' is dL/dalpha. The
+// buffers of a neuromodulated rule come last (see Modulated, forward_modulated and backward_modulated).
+constexpr const char* kForwardLayout = "vvmssssvvvmmsmmmsssk";
+constexpr const char* kBackwardLayout = "vvvvvmmmsssvvvmammmmsskmkm";
+constexpr size_t kForwardTensors = 20, kBackwardTensors = 26;
 constexpr size_t kGradAlpha = 15;
 
 struct Options {
@@ -763,12 +997,26 @@ struct Options {
   int64_t slices;
 };
 
+// Modulated's fields (weight, bias, modulation, e0, eligibility, checkpoints, pre_reset, grad_eligibility,
+// grad_modulation, workspace) in the forward's and the backward's argument lists.
+template <typename S>
+Modulated<S> forward_modulated(const Buffers<S>& p) {
+  const auto& d = p.data;
+  return {d[17], d[18], d[19], d[13], d[14], d[15], d[16], nullptr, nullptr, nullptr};
+}
+
+template <typename S>
+Modulated<S> backward_modulated(const Buffers<S>& p) {
+  const auto& d = p.data;
+  return {d[21], nullptr, d[22], d[17], d[18], d[19], d[20], d[23], d[24], d[25]};
+}
+
 template <typename S, int MODE, int RULE, bool CLIP>
 double run_forward(const Options& o, const Buffers<S>& p) {
   const auto& d = p.data;
   forward_kernel<S, MODE, RULE, CLIP>(o.sizes, d[0], d[1], d[2], d[3], d[4], d[5], p.starts, d[6], S(o.eta), S(o.clip),
                                       o.clamp_input, o.bias_neuron, d[7], d[8], d[9], d[10], d[11], d[12],
-                                      p.pre_reset_index);
+                                      p.pre_reset_index, forward_modulated(p));
   return 0;
 }
 
@@ -778,7 +1026,8 @@ double run_backward(const Options& o, const Buffers<S>& p) {
   double grad_eta = 0;
   backward_kernel<S, MODE, RULE, CLIP>(o.sizes, o.reverse, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8],
                                        p.pre_reset_index, d[9], d[10], p.starts, S(o.eta), S(o.clip), o.clamp_input,
-                                       o.bias_neuron, d[11], d[12], d[13], d[14], d[kGradAlpha], &grad_eta, d[16]);
+                                       o.bias_neuron, d[11], d[12], d[13], d[14], d[kGradAlpha], &grad_eta, d[16],
+                                       backward_modulated(p));
   return grad_eta;
 }
 
@@ -921,7 +1170,7 @@ double run(bool backward, const Options& o, const Buffers<S>& p, SliceJob* job) 
       one.sizes.sliced = true;
       one.sizes.phase = kProduct;
       one.sizes.pending = false;
-      unroll(one, p.from(b, N, kForwardLayout));
+      unroll(one, p.from(b, o.sizes, kForwardLayout));
     }
     return 0;
   }
@@ -933,7 +1182,7 @@ double run(bool backward, const Options& o, const Buffers<S>& p, SliceJob* job) 
       Options slice = o;
       slice.sizes.B = b1 - b0;
       slice.sizes.sliced = true;
-      run_forward<S, MODE, RULE, CLIP>(slice, p.from(b0, slice.sizes.N, kForwardLayout));
+      run_forward<S, MODE, RULE, CLIP>(slice, p.from(b0, slice.sizes, kForwardLayout));
     };
     return 0;
   }
@@ -951,7 +1200,7 @@ double run(bool backward, const Options& o, const Buffers<S>& p, SliceJob* job) 
       Options slice = o;
       slice.sizes.B = b1 - b0;
       slice.sizes.sliced = true;
-      Buffers<S> buffers = p.from(b0, o.sizes.N, backward ? kBackwardLayout : kForwardLayout);
+      Buffers<S> buffers = p.from(b0, o.sizes, backward ? kBackwardLayout : kForwardLayout);
       if (grad_alpha && s > 0) buffers.data[kGradAlpha] = alpha_parts.data() + (s - 1) * NN;
       results[s] = unroll(slice, buffers);
     }
@@ -965,12 +1214,23 @@ double run(bool backward, const Options& o, const Buffers<S>& p, SliceJob* job) 
   return total;
 }
 
+template <typename S, int MODE, int RULE>
+double run_rule(bool backward, const Options& o, const Buffers<S>& p, SliceJob* job) {
+  return o.clip > 0 ? run<S, MODE, RULE, true>(backward, o, p, job) : run<S, MODE, RULE, false>(backward, o, p, job);
+}
+
 template <typename S, int MODE>
 double run_plastic(bool backward, int64_t rule, const Options& o, const Buffers<S>& p, SliceJob* job) {
-  const bool clip = o.clip > 0;
-  if (rule == kHebb)
-    return clip ? run<S, MODE, kHebb, true>(backward, o, p, job) : run<S, MODE, kHebb, false>(backward, o, p, job);
-  return clip ? run<S, MODE, kOja, true>(backward, o, p, job) : run<S, MODE, kOja, false>(backward, o, p, job);
+  switch (rule) {
+    case kHebb:
+      return run_rule<S, MODE, kHebb>(backward, o, p, job);
+    case kOja:
+      return run_rule<S, MODE, kOja>(backward, o, p, job);
+    case kNeuromod:
+      return run_rule<S, MODE, kNeuromod>(backward, o, p, job);
+    default:
+      return run_rule<S, MODE, kRetroneuromod>(backward, o, p, job);
+  }
 }
 
 double dispatch(bool backward, const std::vector<at::Tensor>& tensors, const at::Tensor& starts,
@@ -1033,28 +1293,45 @@ void check_parameters(const at::Tensor& weight, const at::Tensor& alpha, int64_t
   if (plasticity == kShared) check_buffer(alpha, "alpha", {1}, Presence::kRequired);
 }
 
+// K, the outputs of the neuromodulator head, for a plastic unroll of a neuromodulated rule (else 0); its weight is
+// (N, K) with K = 1 or N.
+int64_t modulator_outputs(const at::Tensor& weight, int64_t plasticity, int64_t rule, int64_t N) {
+  if (plasticity == kNone || (rule != kNeuromod && rule != kRetroneuromod)) return 0;
+  TORCH_CHECK(weight.defined() && weight.dim() == 2 && weight.size(0) == N && (weight.size(1) == 1 || weight.size(1) == N),
+              "plastic unroll: the modulator's weight must have shape (N, 1) or (N, N)");
+  return weight.size(1);
+}
+
+// Presence of a neuromodulated rule's buffers: those of M(t) where K > 0, E's where the rule is gated too.
+Presence modulated_presence(int64_t K) { return K ? Presence::kRequired : Presence::kOptional; }
+Presence gated_presence(int64_t K, int64_t rule) {
+  return K && rule == kRetroneuromod ? Presence::kRequired : Presence::kOptional;
+}
+
 // The checks both entries start with: the argument count, the modes, and the sizes T, B, N read from the drive.
 Sizes checked_sizes(const std::vector<at::Tensor>& tensors, size_t expected_count, size_t drive_index,
                     int64_t plasticity, int64_t rule, int64_t every, int64_t slices) {
   TORCH_CHECK(tensors.size() == expected_count, "plastic unroll: expected ", expected_count, " tensors; got ",
               tensors.size());
   TORCH_CHECK(plasticity >= kNone && plasticity <= kFull, "unknown plasticity mode ", plasticity);
-  TORCH_CHECK(rule == kHebb || rule == kOja, "unknown plasticity rule ", rule);
+  TORCH_CHECK(rule >= kHebb && rule <= kRetroneuromod, "unknown plasticity rule ", rule);
   const auto& drive = tensors[drive_index];
   TORCH_CHECK(drive.defined() && drive.dim() == 3, "plastic unroll: drive must have shape (T, B, N)");
   TORCH_CHECK(every >= 1, "plastic unroll: checkpoint spacing must be >= 1; got ", every);
   TORCH_CHECK(slices >= 1, "plastic unroll: slices must be >= 1; got ", slices);
-  return {drive.size(0), drive.size(1), drive.size(2), every, drive.size(1), false, 0, drive.size(0), false, true};
+  return {drive.size(0), drive.size(1), drive.size(2), 0, every, drive.size(1), false, 0, drive.size(0), false, true};
 }
 
 // tensors: drive, x0, h0, weight, alpha, bias, reset_activation, then the caller's preallocated outputs and
-// buffers: outputs, pre, plastic_part, trace (the final trace on return), checkpoints, pre_reset. The steps run are
-// [first_step, last_step) of the T in the buffers, with the update pending and settle as in Sizes.
+// buffers: outputs, pre, plastic_part, trace (the final trace on return), checkpoints, pre_reset; then a
+// neuromodulated rule's (empty otherwise): e0, eligibility, its checkpoints and pre_reset (a gated rule's E, kept as
+// H is), the modulator's weight (N, K) and bias (K), and M(t) (T, B, K). The steps run are [first_step, last_step) of
+// the T in the buffers, with the update pending and settle as in Sizes.
 void unroll_forward(const std::vector<at::Tensor>& tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                     double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
                     int64_t slices, int64_t first_step, int64_t last_step, bool pending, bool settle, int64_t phase,
                     ForwardWorker* worker = nullptr) {
-  Sizes sizes = checked_sizes(tensors, 13, 0, plasticity, rule, every, slices);
+  Sizes sizes = checked_sizes(tensors, kForwardTensors, 0, plasticity, rule, every, slices);
   const int64_t T = sizes.T, B = sizes.B, N = sizes.N;
   TORCH_CHECK(first_step >= 0 && first_step <= last_step && last_step <= T, "plastic unroll: steps [", first_step,
               ", ", last_step, ") must lie in [0, ", T, "]");
@@ -1086,6 +1363,15 @@ void unroll_forward(const std::vector<at::Tensor>& tensors, at::Tensor starts, a
   const int64_t slots = tensors[12].defined() && tensors[12].numel() ? tensors[12].size(0) : 0;
   check_buffer(tensors[12], "pre_reset", {slots, N, N}, Presence::kOptional);
   check_reset_buffers(starts, pre_reset_index, T, B, slots);
+  const int64_t K = sizes.K = modulator_outputs(tensors[17], plasticity, rule, N);
+  const Presence gated = gated_presence(K, rule);
+  check_buffer(tensors[13], "e0", {B, N, N}, gated);
+  check_buffer(tensors[14], "eligibility", {B, N, N}, gated);
+  check_buffer(tensors[15], "eligibility checkpoints", {checkpoints, B, N, N},
+               checkpoints ? gated : Presence::kOptional);
+  check_buffer(tensors[16], "eligibility pre_reset", {slots, N, N}, slots ? gated : Presence::kOptional);
+  check_buffer(tensors[18], "the modulator's bias", {K}, modulated_presence(K));
+  check_buffer(tensors[19], "modulation", {T, B, K}, modulated_presence(K));
   const Options o{sizes, eta, clip, clamp_input, bias_neuron, false, slices};
   if (!worker) {
     dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o);
@@ -1123,11 +1409,14 @@ void recorded_step(ForwardWorker& worker, const std::vector<at::Tensor>& tensors
 
 // tensors: grad_outputs, grad_final_activation, drive, outputs, pre, h0, final_trace, checkpoints, pre_reset,
 // weight, alpha, then the outputs: grad_pre_activation, grad_drive, grad_x0, grad_trace (holds dL/dH_T on entry,
-// dL/dH_0 on return), grad_alpha (zeroed by the caller), and the workspace. Returns dL/deta.
+// dL/dH_0 on return), grad_alpha (zeroed by the caller), and the workspace; then a neuromodulated rule's (empty
+// otherwise): e0, final_eligibility, its checkpoints and pre_reset, the modulator's weight, M(t), and the outputs
+// grad_eligibility (as grad_trace, for E), grad_modulation (dL/dz_t of M(t) = tanh(z_t), (T, B, K)) and E's
+// workspace (as the workspace). Returns dL/deta.
 double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
                        double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
                        int64_t slices, bool reverse) {
-  const Sizes sizes = checked_sizes(tensors, 17, 2, plasticity, rule, every, slices);
+  Sizes sizes = checked_sizes(tensors, kBackwardTensors, 2, plasticity, rule, every, slices);
   const int64_t T = sizes.T, B = sizes.B, N = sizes.N;
   const bool plastic = plasticity != kNone;
   const auto traces = plastic ? Presence::kRequired : Presence::kOptional;
@@ -1148,14 +1437,26 @@ double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::T
   check_buffer(tensors[13], "grad_x0", {B, N}, Presence::kRequired);
   check_buffer(tensors[14], "grad_trace", {B, N, N}, traces);
   check_buffer(tensors[15], "grad_alpha", {N, N}, plasticity == kFull ? Presence::kRequired : Presence::kOptional);
+  const int64_t K = sizes.K = modulator_outputs(tensors[21], plasticity, rule, N);
+  const Presence gated = gated_presence(K, rule);
   // The reverse rebuild needs one trace of workspace; segment recomputation one per step of a segment but the first.
   if (plastic) {
-    const auto& workspace = tensors[16];
-    if (reverse)
-      check_buffer(workspace, "workspace", {B, N, N}, Presence::kRequired);
-    else
-      check_buffer(workspace, "workspace", {std::max<int64_t>(every - 1, 1), B, N, N}, Presence::kRequired);
+    for (const auto& [index, presence, name] :
+         {std::tuple{16, Presence::kRequired, "workspace"}, std::tuple{25, gated, "eligibility workspace"}}) {
+      if (reverse)
+        check_buffer(tensors[index], name, {B, N, N}, presence);
+      else
+        check_buffer(tensors[index], name, {std::max<int64_t>(every - 1, 1), B, N, N}, presence);
+    }
   }
+  check_buffer(tensors[17], "e0", {B, N, N}, gated);
+  check_buffer(tensors[18], "final_eligibility", {B, N, N}, gated);
+  check_buffer(tensors[19], "eligibility checkpoints", {checkpoints, B, N, N},
+               checkpoints ? gated : Presence::kOptional);
+  check_buffer(tensors[20], "eligibility pre_reset", {slots, N, N}, slots ? gated : Presence::kOptional);
+  check_buffer(tensors[22], "modulation", {T, B, K}, modulated_presence(K));
+  check_buffer(tensors[23], "grad_eligibility", {B, N, N}, gated);
+  check_buffer(tensors[24], "grad_modulation", {T, B, K}, modulated_presence(K));
   check_reset_buffers(starts, pre_reset_index, T, B, slots);
   const Options o{sizes, eta, clip, clamp_input, bias_neuron, reverse, slices};
   return dispatch(true, tensors, starts, pre_reset_index, plasticity, rule, o);
@@ -1181,7 +1482,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &unroll_backward, "hand-written backward of the fused unroll");
   // The registry (plastic_rl/core/rules.py) names the kernel code of each rule; Python checks this against it.
   m.def(
-      "rule_codes", [] { return std::map<std::string, int64_t>{{"hebb", kHebb}, {"oja", kOja}}; },
+      "rule_codes",
+      [] {
+        return std::map<std::string, int64_t>{
+            {"hebb", kHebb}, {"oja", kOja}, {"neuromod", kNeuromod}, {"retroneuromod", kRetroneuromod}};
+      },
       "the plasticity rules this kernel runs, by name, with their codes");
   m.def(
       "multithreaded",

@@ -47,7 +47,7 @@ from plastic_rl.core.fused.plan import (
     post_bound,
 )
 from plastic_rl.core.fused.torch_backend import torch_backward, torch_forward
-from plastic_rl.core.rules import get_rule
+from plastic_rl.core.rules import Traces, get_rule
 
 __all__ = [
     "BACKENDS",
@@ -72,7 +72,7 @@ IMPLEMENTATIONS = ("auto", "fused", "autograd")
 BACKENDS = ("cpp", "torch")
 
 Forward = Callable[[UnrollBuffers, "StepRange | None"], None]
-Backward = Callable[[UnrollBuffers, UnrollGradients, "Tensor | None"], None]
+Backward = Callable[[UnrollBuffers, UnrollGradients, "Tensor | None", "Tensor | None"], None]
 _BACKEND_FUNCTIONS: dict[str, tuple[Forward, Backward]] = {
     "cpp": (cpp_forward, cpp_backward),
     "torch": (torch_forward, torch_backward),
@@ -83,12 +83,20 @@ def available_backends() -> tuple[str, ...]:
     return BACKENDS if cpp_available() else ("torch",)
 
 
-def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
-    """``"cpp"`` where asked for (or ``"auto"``) on the CPU, in float32 or float64, with the kernel built; else
-    ``"torch"``."""
+def resolve_backend(
+    backend: str, device: torch.device, dtype: torch.dtype = torch.float32, rule: str | None = None
+) -> str:
+    """``"cpp"`` where asked for (or ``"auto"``) on the CPU, in float32 or float64, with the kernel built (and, for
+    ``"auto"``, running ``rule``); else ``"torch"``."""
     if backend == "torch":
         return "torch"
-    if device.type == "cpu" and dtype in (torch.float32, torch.float64) and cpp_available():
+    runs_rule = rule is None or get_rule(rule).supports("cpp")
+    if (
+        device.type == "cpu"
+        and dtype in (torch.float32, torch.float64)
+        and cpp_available()
+        and (runs_rule or backend == "cpp")
+    ):
         return "cpp"
     if backend == "cpp":
         raise RuntimeError("the C++ plastic kernel is not available (see the warning above)")
@@ -123,6 +131,9 @@ def unroll_inputs(
     bias: Tensor | None,
     episode_starts: Tensor | None,
     reset_activation: Tensor,
+    eligibility: Tensor | None = None,
+    modulator_weight: Tensor | None = None,
+    modulator_bias: Tensor | None = None,
 ) -> UnrollInputs:
     """The arguments of :func:`fused_unroll`, detached, in ``drive``'s dtype and contiguous."""
     dtype = drive.dtype
@@ -143,6 +154,9 @@ def unroll_inputs(
         bias=optional(bias),
         episode_starts=None if episode_starts is None else episode_starts.contiguous(),
         reset_activation=prepared(reset_activation),
+        initial_eligibility=optional(eligibility),
+        modulator_weight=optional(modulator_weight),
+        modulator_bias=optional(modulator_bias),
     )
 
 
@@ -164,12 +178,15 @@ class _FusedUnrollFunction(torch.autograd.Function):
         drive: Tensor,
         activation: Tensor,
         trace: Tensor | None,
+        eligibility: Tensor | None,
         weight: Tensor,
         plasticity_coefficient: Tensor | None,
         hebbian_learning_rate: Tensor | None,
         bias: Tensor | None,
+        modulator_weight: Tensor | None,
+        modulator_bias: Tensor | None,
         static: _StaticArguments,
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         inputs = unroll_inputs(
             drive,
             activation,
@@ -180,6 +197,9 @@ class _FusedUnrollFunction(torch.autograd.Function):
             bias,
             static.episode_starts,
             static.reset_activation,
+            eligibility,
+            modulator_weight,
+            modulator_bias,
         )
         if static.recorded is None:
             buffers = prepare_unroll(inputs, static.options, static.backend, keep_for_backward=True)
@@ -190,37 +210,48 @@ class _FusedUnrollFunction(torch.autograd.Function):
         ctx.hebbian_learning_rate = hebbian_learning_rate
         # The outputs go through save_for_backward: a plain reference from ctx to an output is a reference
         # cycle through the autograd graph that nothing frees; this way autograd also notices in-place changes.
-        outputs, final_trace = buffers.outputs, buffers.trace
-        ctx.save_for_backward(*((outputs,) if final_trace is None else (outputs, final_trace)))
-        kept = [field.name for field in fields(buffers) if field.name not in ("outputs", "trace")]
-        ctx.buffer_fields = {name: getattr(buffers, name) for name in kept}
-        return outputs, final_trace
+        returned = {"outputs": buffers.outputs, "trace": buffers.trace, "eligibility": buffers.eligibility}
+        ctx.returned = [name for name, tensor in returned.items() if tensor is not None]
+        ctx.save_for_backward(*(returned[name] for name in ctx.returned))
+        ctx.buffer_fields = {field.name: getattr(buffers, field.name) for field in fields(buffers)
+                             if field.name not in returned}  # fmt: skip
+        return buffers.outputs, buffers.trace, buffers.eligibility
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_outputs: Tensor | None, grad_final_trace: Tensor | None) -> tuple[Tensor | None, ...]:
-        saved = ctx.saved_tensors
-        buffers = UnrollBuffers(**ctx.buffer_fields, outputs=saved[0], trace=saved[1] if len(saved) > 1 else None)
+    def backward(
+        ctx: Any, grad_outputs: Tensor | None, grad_final_trace: Tensor | None, grad_final_eligibility: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        saved = dict(zip(ctx.returned, ctx.saved_tensors, strict=True))
+        buffers = UnrollBuffers(
+            **ctx.buffer_fields,
+            outputs=saved["outputs"],
+            trace=saved.get("trace"),
+            eligibility=saved.get("eligibility"),
+        )
         options = buffers.options
-        grad_trace = None
-        if buffers.trace is not None:
-            grad_trace = (
-                torch.zeros_like(buffers.trace) if grad_final_trace is None else grad_final_trace.contiguous().clone()
-            )
+
+        def gradient_of_final(final: Tensor | None, grad: Tensor | None) -> Tensor | None:
+            if final is None:
+                return None
+            return torch.zeros_like(final) if grad is None else grad.contiguous().clone()
+
         gradients = UnrollGradients(
             grad_outputs=None if grad_outputs is None else grad_outputs.contiguous(),
             grad_pre_activation=torch.empty_like(buffers.drive),
             grad_drive=torch.empty_like(buffers.drive),
             grad_initial_activation=torch.empty_like(buffers.initial_activation),
-            grad_trace=grad_trace,
+            grad_trace=gradient_of_final(buffers.trace, grad_final_trace),
             grad_plasticity_coefficient=torch.zeros_like(buffers.weight) if options.plasticity == "full" else None,
+            grad_eligibility=gradient_of_final(buffers.eligibility, grad_final_eligibility),
+            grad_modulation=None if buffers.modulation is None else torch.empty_like(buffers.modulation),
         )
-        workspace = None
+        workspaces: list[Tensor | None] = [None, None]
         if buffers.trace is not None:
-            workspace = buffers.drive.new_empty((max(buffers.plan.workspace_traces, 1), *buffers.trace.shape))
-            if buffers.plan.reverse:
-                workspace = workspace[0]
-        _BACKEND_FUNCTIONS[ctx.backend][1](buffers, gradients, workspace)
+            for index in range(2 if buffers.eligibility is not None else 1):
+                workspace = buffers.drive.new_empty((max(buffers.plan.workspace_traces, 1), *buffers.trace.shape))
+                workspaces[index] = workspace[0] if buffers.plan.reverse else workspace
+        _BACKEND_FUNCTIONS[ctx.backend][1](buffers, gradients, *workspaces)
         size = buffers.presynaptic.shape[-1]
         flat_presynaptic = buffers.presynaptic.reshape(-1, size)
         flat_grad_pre_activation = gradients.grad_pre_activation.reshape(-1, size)
@@ -228,10 +259,13 @@ class _FusedUnrollFunction(torch.autograd.Function):
             needs_drive,
             needs_activation,
             needs_trace,
+            needs_eligibility,
             needs_weight,
             needs_plasticity_coefficient,
             needs_learning_rate,
             needs_bias,
+            needs_modulator_weight,
+            needs_modulator_bias,
             _,
         ) = ctx.needs_input_grad
         grad_plasticity_coefficient = None
@@ -249,14 +283,29 @@ class _FusedUnrollFunction(torch.autograd.Function):
             gradients.grad_drive if needs_drive else None,
             gradients.grad_initial_activation if needs_activation else None,
             gradients.grad_trace if needs_trace else None,
+            gradients.grad_eligibility if needs_eligibility else None,
             flat_presynaptic.T @ flat_grad_pre_activation if needs_weight else None,
             grad_plasticity_coefficient,
             torch.full_like(ctx.hebbian_learning_rate, gradients.grad_hebbian_learning_rate)
             if needs_learning_rate
             else None,
             gradients.grad_pre_activation.sum((0, 1)) if needs_bias else None,
+            _modulator_weight_gradient(buffers, gradients) if needs_modulator_weight else None,
+            _modulator_bias_gradient(gradients) if needs_modulator_bias else None,
             None,
         )
+
+
+def _modulator_bias_gradient(gradients: UnrollGradients) -> Tensor:
+    assert gradients.grad_modulation is not None, "a modulated rule's backward fills grad_modulation"
+    return gradients.grad_modulation.sum((0, 1))
+
+
+def _modulator_weight_gradient(buffers: UnrollBuffers, gradients: UnrollGradients) -> Tensor:
+    """``dL/dw_M = sum_t y_t^T dL/dz_t``, one product over the whole sequence (as the weight's)."""
+    assert gradients.grad_modulation is not None, "a modulated rule's backward fills grad_modulation"
+    size, outputs = buffers.outputs.shape[-1], gradients.grad_modulation.shape[-1]
+    return buffers.outputs.reshape(-1, size).T @ gradients.grad_modulation.reshape(-1, outputs)
 
 
 def fused_unroll(
@@ -277,18 +326,21 @@ def fused_unroll(
     backend: str = "auto",
     overwrite_trace: bool = False,
     recorded: RecordedUnroll | None = None,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The fused equivalent of :func:`plastic_rl.core.functional.recurrent_unroll` (same arguments and results,
-    the final trace as a tensor), for the rules that the backend runs (a ``ValueError`` for any other).
+    eligibility_trace: Tensor | None = None,
+    modulator: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Traces | None]:
+    """The fused equivalent of :func:`plastic_rl.core.functional.recurrent_unroll` (same arguments and results),
+    for the rules that the backend runs (a ``ValueError`` for any other).
 
     ``recorded``: the :class:`RecordedUnroll` of this very sequence (same drive, state and parameters), whose forward
     a rollout ran step by step: when a gradient is recorded, its outputs are returned and its buffers differentiated
     instead of unrolling the sequence again (the drive's values are then the recording's).
 
-    ``backend``: ``"cpp"``, ``"torch"`` or ``"auto"`` (the C++ kernel on the CPU when it builds).
+    ``backend``: ``"cpp"``, ``"torch"`` or ``"auto"`` (the C++ kernel on the CPU when it builds and runs the rule).
     ``overwrite_trace``: when no gradient is recorded, the final trace may be written into ``trace``'s own memory,
     which then no longer holds the initial trace. A rollout that steps its state forward one step at a time saves
     allocating (and page-faulting) a fresh ``B x N x N`` buffer and copying the trace into it at every step.
+    ``eligibility_trace`` and ``modulator`` (``(weight (N, K), bias (K,))``) are those of a rule that has them.
     """
     from plastic_rl.core.functional import check_unroll_arguments, reset_where
 
@@ -297,7 +349,7 @@ def fused_unroll(
         plasticity = "none"
     else:
         plasticity = "shared" if plasticity_coefficient.numel() == 1 else "full"
-    backend = resolve_backend(backend, drive.device, drive.dtype)
+    backend = resolve_backend(backend, drive.device, drive.dtype, rule if plasticity != "none" else None)
     if plasticity != "none":
         get_rule(rule, backend)  # a rule this backend does not run
     check_unroll_arguments(
@@ -311,6 +363,8 @@ def fused_unroll(
         episode_starts,
         reset_activation,
         rule=rule,
+        eligibility_trace=eligibility_trace,
+        modulator=modulator,  # type: ignore[arg-type]  # a Modulator, or a tuple of the same two tensors
     )
     options = UnrollOptions(plasticity, rule, input_mode, trace_clip, bias_neuron)
     if episode_starts is not None:  # the reset at step 0, in autograd; the kernels handle t >= 1
@@ -318,22 +372,34 @@ def fused_unroll(
         if bool(first.all()):
             activation = reset_activation.expand_as(activation)
             trace = None if trace is None else torch.zeros_like(trace, requires_grad=False)
+            eligibility_trace = None if eligibility_trace is None else torch.zeros_like(eligibility_trace)
         elif bool(first.any()):
             activation = reset_where(first, activation, reset_activation)
             trace = None if trace is None else reset_where(first, trace, 0.0)
+            eligibility_trace = None if eligibility_trace is None else reset_where(first, eligibility_trace, 0.0)
     if plasticity == "none":
-        trace = None
+        trace = eligibility_trace = None
     elif trace is None:
         trace = weight.new_zeros(activation.shape[0], *weight.shape)
-    differentiable = (drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias)
+    if options.gated and eligibility_trace is None:
+        eligibility_trace = weight.new_zeros(activation.shape[0], *weight.shape)
+    modulator_weight, modulator_bias = modulator if options.modulated and modulator is not None else (None, None)
+    differentiable = (
+        drive, activation, trace, eligibility_trace, weight, plasticity_coefficient, hebbian_learning_rate, bias,
+        modulator_weight, modulator_bias,
+    )  # fmt: skip
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in differentiable):
         static = _StaticArguments(episode_starts, reset_activation, options, backend, recorded)
-        outputs, final_trace = _FusedUnrollFunction.apply(*differentiable, static)
+        outputs, final_trace, final_eligibility = _FusedUnrollFunction.apply(*differentiable, static)
     else:
-        inputs = unroll_inputs(*differentiable, episode_starts, reset_activation)
+        inputs = unroll_inputs(
+            drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias, episode_starts,
+            reset_activation, eligibility_trace, modulator_weight, modulator_bias,
+        )  # fmt: skip
         buffers = prepare_unroll(inputs, options, backend, False, overwrite_trace)
-        outputs, final_trace = buffers.outputs, buffers.trace
-    return outputs, outputs[-1], final_trace
+        outputs, final_trace, final_eligibility = buffers.outputs, buffers.trace, buffers.eligibility
+    traces = None if final_trace is None else Traces(final_trace, final_eligibility)
+    return outputs, outputs[-1], traces
 
 
 class RecordedUnroll:
@@ -356,9 +422,9 @@ class RecordedUnroll:
     ----------
     weight, plasticity_coefficient, hebbian_learning_rate, bias, reset_activation : as :func:`fused_unroll` takes them.
     activation, trace : the state before step 0 (before its resets); ``trace`` is then the running trace, written in
-        place (the caller's state is stepped forward).
+        place (the caller's state is stepped forward), as is ``eligibility``, a gated rule's eligibility trace.
     steps : the sequence length ``T``.
-    rule, trace_clip, bias_neuron : as :func:`fused_unroll` (the input mode is ``"add"``).
+    rule, trace_clip, bias_neuron, modulator : as :func:`fused_unroll` (the input mode is ``"add"``).
     watched : parameters whose change in place (an optimizer step) makes the recording stale: differentiating it is
         then an error.
     backend : ``"cpp"``, ``"torch"`` or ``"auto"``.
@@ -380,6 +446,8 @@ class RecordedUnroll:
         bias_neuron: bool,
         watched: tuple[Tensor, ...] = (),
         backend: str = "auto",
+        eligibility: Tensor | None = None,
+        modulator: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         from plastic_rl.core.functional import check_unroll_arguments
 
@@ -387,19 +455,22 @@ class RecordedUnroll:
             plasticity = "none"
         else:
             plasticity = "shared" if plasticity_coefficient.numel() == 1 else "full"
-        self.backend = resolve_backend(backend, weight.device, weight.dtype)
+        self.backend = resolve_backend(backend, weight.device, weight.dtype, rule if plasticity != "none" else None)
         if plasticity != "none":
             get_rule(rule, self.backend)
         batch, size = activation.shape
         drive = weight.new_zeros(steps, batch, size)
         starts = torch.zeros(steps, batch, dtype=torch.bool, device=weight.device)
+        options = UnrollOptions(plasticity, rule, "add", trace_clip, bias_neuron)
         if plasticity != "none" and trace is None:
             trace = weight.new_zeros(batch, size, size)
+        if options.gated and eligibility is None:
+            eligibility = weight.new_zeros(batch, size, size)
         check_unroll_arguments(
             drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias, starts,
-            reset_activation, rule=rule,
+            reset_activation, rule=rule, eligibility_trace=eligibility, modulator=modulator,  # type: ignore[arg-type]
         )  # fmt: skip
-        options = UnrollOptions(plasticity, rule, "add", trace_clip, bias_neuron)
+        modulator_weight, modulator_bias = modulator if options.modulated and modulator is not None else (None, None)
         inputs = unroll_inputs(
             drive,
             activation.clone(),
@@ -410,11 +481,18 @@ class RecordedUnroll:
             bias,
             starts,
             reset_activation,
+            None if not options.gated or eligibility is None else eligibility.detach().clone(),
+            modulator_weight,
+            modulator_bias,
         )
         # Mid-sequence resets get their pre-reset trace slots as they come (the whole-sequence plan knows them ahead).
         plan = plan_checkpoints(steps, inputs.hebbian_learning_rate, options, drive.dtype, 1.0, None)
         buffers = allocate_buffers(inputs, options, plan)
-        self.buffers = replace(buffers, trace=None if trace is None or plasticity == "none" else trace.detach())
+        self.buffers = replace(
+            buffers,
+            trace=None if trace is None or plasticity == "none" else trace.detach(),
+            eligibility=None if eligibility is None or not options.gated else eligibility.detach(),
+        )
         self._starts = starts
         self.steps_done = 0
         self._pending = False
@@ -448,6 +526,8 @@ class RecordedUnroll:
                 buffers.initial_activation[starts] = buffers.reset_activation
                 if buffers.initial_trace is not None:
                     buffers.initial_trace[starts] = 0.0
+                if buffers.initial_eligibility is not None:
+                    buffers.initial_eligibility[starts] = 0.0
             elif resets:  # not otherwise: they are false already, and the background product may be reading them
                 self._starts[t] = episode_starts
                 if buffers.plan.reverse and buffers.options.plastic and (t - 1) % buffers.plan.every != 0:
@@ -479,14 +559,20 @@ class RecordedUnroll:
             plan.pre_reset_index = torch.full(self._starts.shape, -1, dtype=torch.int64)
         first, needed = plan.pre_reset_slots, plan.pre_reset_slots + len(rows)
         plan.pre_reset_index[t, rows] = torch.arange(first, needed)
-        held = buffers.pre_reset_traces
-        if held is None or held.shape[0] < needed:
-            size = buffers.weight.shape[0]
-            grown = buffers.weight.new_empty(max(needed, 2 * first), size, size)
-            if held is not None:
-                grown[:first] = held[:first]
-            buffers.pre_reset_traces = grown
+        buffers.pre_reset_traces = self._grown(buffers.pre_reset_traces, first, needed)
+        if buffers.options.gated:
+            buffers.pre_reset_eligibility = self._grown(buffers.pre_reset_eligibility, first, needed)
         plan.pre_reset_slots = needed
+
+    def _grown(self, held: Tensor | None, kept: int, needed: int) -> Tensor:
+        """``held`` (its first ``kept`` traces), or a copy with room for ``needed`` traces where it has less."""
+        if held is not None and held.shape[0] >= needed:
+            return held
+        size = self.buffers.weight.shape[0]
+        grown = self.buffers.weight.new_empty(max(needed, 2 * kept), size, size)
+        if held is not None:
+            grown[:kept] = held[:kept]
+        return grown
 
     @property
     def overlapped(self) -> bool:
@@ -498,8 +584,9 @@ class RecordedUnroll:
         """The activations ``(t, B, N)`` of the steps run so far."""
         return self.buffers.outputs[: self.steps_done]
 
-    def state(self) -> tuple[Tensor, Tensor | None]:
-        """The activation ``(B, N)`` and the trace after the steps run so far (with the last step's trace update)."""
+    def state(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The activation ``(B, N)``, the Hebbian trace and a gated rule's eligibility trace after the steps run so
+        far (with the last step's trace update)."""
         buffers, t = self.buffers, self.steps_done
         if self._product_started:  # the product of step t has done the update of step t - 1
             assert self._worker is not None
@@ -507,7 +594,7 @@ class RecordedUnroll:
         if self._pending:
             _BACKEND_FUNCTIONS[self.backend][0](buffers, StepRange(t, t, True, True))
             self._pending = False
-        return (buffers.initial_activation if t == 0 else buffers.outputs[t - 1]), buffers.trace
+        return (buffers.initial_activation if t == 0 else buffers.outputs[t - 1]), buffers.trace, buffers.eligibility
 
     def buffers_for_backward(self, inputs: UnrollInputs) -> UnrollBuffers:
         """The recording's buffers, for the backward of :func:`fused_unroll` on ``inputs`` (checked to fit)."""

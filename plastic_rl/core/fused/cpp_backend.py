@@ -217,6 +217,13 @@ def forward_arguments(buffers: UnrollBuffers) -> tuple[Any, ...]:
         _or_empty(buffers.trace, like),
         _or_empty(buffers.checkpoints, like),
         _or_empty(buffers.pre_reset_traces, like),
+        _or_empty(buffers.initial_eligibility, like),
+        _or_empty(buffers.eligibility, like),
+        _or_empty(buffers.eligibility_checkpoints, like),
+        _or_empty(buffers.pre_reset_eligibility, like),
+        _or_empty(buffers.modulator_weight, like),
+        _or_empty(buffers.modulator_bias, like),
+        _or_empty(buffers.modulation, like),
     ]
     return (tensors, *_kernel_options(buffers))
 
@@ -246,7 +253,12 @@ def cpp_recorded_step(
     worker.step(*arguments, step, pending, product_started, redo, start_next)
 
 
-def cpp_backward(buffers: UnrollBuffers, gradients: UnrollGradients, workspace: Tensor | None) -> None:
+def cpp_backward(
+    buffers: UnrollBuffers,
+    gradients: UnrollGradients,
+    workspace: Tensor | None,
+    eligibility_workspace: Tensor | None = None,
+) -> None:
     """:func:`~plastic_rl.core.fused.torch_backend.torch_backward` in the C++ kernel."""
     module = cpp_extension_module()
     assert module is not None, "the C++ backend runs only where the kernel is built"
@@ -270,6 +282,15 @@ def cpp_backward(buffers: UnrollBuffers, gradients: UnrollGradients, workspace: 
             _or_empty(gradients.grad_trace, like),
             _or_empty(gradients.grad_plasticity_coefficient, like),
             _or_empty(workspace, like),
+            _or_empty(buffers.initial_eligibility, like),
+            _or_empty(buffers.eligibility, like),
+            _or_empty(buffers.eligibility_checkpoints, like),
+            _or_empty(buffers.pre_reset_eligibility, like),
+            _or_empty(buffers.modulator_weight, like),
+            _or_empty(buffers.modulation, like),
+            _or_empty(gradients.grad_eligibility, like),
+            _or_empty(gradients.grad_modulation, like),
+            _or_empty(eligibility_workspace, like),
         ],
         *_kernel_options(buffers),
         buffers.plan.reverse,

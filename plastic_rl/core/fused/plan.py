@@ -52,12 +52,23 @@ class UnrollOptions:
             raise ValueError(f"rule {self.rule!r} has no fused form")
         return form
 
+    @property
+    def modulated(self) -> bool:
+        """A plastic unroll whose rule reads the network's neuromodulator ``M(t)``."""
+        return self.plastic and self.decay_form.modulated
+
+    @property
+    def gated(self) -> bool:
+        """A plastic unroll whose rule keeps an eligibility trace ``E``, gated into ``H`` by ``M(t)``."""
+        return self.plastic and self.decay_form.gated
+
 
 @dataclass
 class CheckpointPlan:
     """Where the forward keeps the trace, and how the backward rebuilds it.
 
-    ``every``: checkpoint spacing ``K`` (checkpoints hold the trace entering steps ``K, 2K, ... < T``);
+    ``every``: checkpoint spacing ``K`` (checkpoints hold the trace entering steps ``K, 2K, ... < T``; for a gated
+    rule, its eligibility trace too, whose decay is then the one that bounds ``K``);
     ``reverse``: rebuild by inverting the decay (else recompute segments forward);
     ``pre_reset_index``: ``(T, B)`` slot of the trace saved just before a reset that the reverse
     rebuild must go through, ``-1`` elsewhere; ``pre_reset_slots``: how many such traces.
@@ -160,6 +171,9 @@ class UnrollInputs:
     bias: Tensor | None
     episode_starts: Tensor | None
     reset_activation: Tensor
+    initial_eligibility: Tensor | None = None
+    modulator_weight: Tensor | None = None
+    modulator_bias: Tensor | None = None
 
 
 @dataclass
@@ -169,7 +183,10 @@ class UnrollBuffers:
     ``presynaptic[t]`` is the activation entering step ``t`` (after any reset), ``outputs[t]`` the one it gives;
     ``trace_matvec[t]`` is ``x H`` of step ``t`` (shared plasticity only: the plasticity coefficient's gradient);
     ``trace`` is the running trace, the final one after the forward; ``checkpoints`` and ``pre_reset_traces`` are
-    the traces kept as the plan says.
+    the traces kept as the plan says. A modulated rule's ``modulation[t]`` is ``M(t)``, ``(B, K)``, of ``outputs[t]``
+    through the modulator head ``modulator_weight`` ``(N, K)`` and ``modulator_bias`` ``(K,)``; a gated rule's
+    eligibility trace has the same four buffers as the Hebbian one (``initial_eligibility``, ``eligibility``,
+    ``eligibility_checkpoints``, ``pre_reset_eligibility``).
     """
 
     drive: Tensor
@@ -189,6 +206,13 @@ class UnrollBuffers:
     trace: Tensor | None
     checkpoints: Tensor | None
     pre_reset_traces: Tensor | None
+    initial_eligibility: Tensor | None = None
+    modulator_weight: Tensor | None = None
+    modulator_bias: Tensor | None = None
+    modulation: Tensor | None = None
+    eligibility: Tensor | None = None
+    eligibility_checkpoints: Tensor | None = None
+    pre_reset_eligibility: Tensor | None = None
 
     @property
     def clip(self) -> float:
@@ -209,6 +233,20 @@ def allocate_buffers(
     steps, batch, size = drive.shape
     trace_shape = (batch, size, size)
     checkpoint_count = (steps - 1) // plan.every if options.plastic else 0
+
+    def traces_like_the_hebbian_ones(initial: Tensor | None) -> dict[str, Tensor | None]:
+        return dict(
+            trace=(initial if overwrite_trace else drive.new_empty(trace_shape)) if options.plastic else None,
+            checkpoints=drive.new_empty((checkpoint_count, *trace_shape)) if checkpoint_count else None,
+            pre_reset_traces=drive.new_empty((plan.pre_reset_slots, size, size)) if plan.pre_reset_slots else None,
+        )
+
+    hebbian = traces_like_the_hebbian_ones(inputs.initial_trace)
+    eligibility = traces_like_the_hebbian_ones(inputs.initial_eligibility) if options.gated else {}
+    modulation = None
+    if options.modulated:
+        assert inputs.modulator_weight is not None, "a modulated rule's unroll needs the modulator head"
+        modulation = drive.new_empty((steps, batch, inputs.modulator_weight.shape[1]))
     return UnrollBuffers(
         drive=drive,
         initial_activation=inputs.initial_activation,
@@ -224,15 +262,22 @@ def allocate_buffers(
         outputs=drive.new_empty(drive.shape),
         presynaptic=drive.new_empty(drive.shape),
         trace_matvec=drive.new_empty(drive.shape) if options.plasticity == "shared" else None,
-        trace=(inputs.initial_trace if overwrite_trace else drive.new_empty(trace_shape)) if options.plastic else None,
-        checkpoints=drive.new_empty((checkpoint_count, *trace_shape)) if checkpoint_count else None,
-        pre_reset_traces=drive.new_empty((plan.pre_reset_slots, size, size)) if plan.pre_reset_slots else None,
+        **hebbian,
+        initial_eligibility=inputs.initial_eligibility if options.gated else None,
+        modulator_weight=inputs.modulator_weight if options.modulated else None,
+        modulator_bias=inputs.modulator_bias if options.modulated else None,
+        modulation=modulation,
+        eligibility=eligibility.get("trace"),
+        eligibility_checkpoints=eligibility.get("checkpoints"),
+        pre_reset_eligibility=eligibility.get("pre_reset_traces"),
     )
 
 
 @dataclass
 class UnrollGradients:
-    """The gradients the backward fills (``grad_trace``: ``dL/dH_T`` on entry, ``dL/dH_0`` on return)."""
+    """The gradients the backward fills (``grad_trace``: ``dL/dH_T`` on entry, ``dL/dH_0`` on return; the same for
+    ``grad_eligibility`` and ``E``; ``grad_modulation[t]``: ``dL/dz_t`` of ``M(t) = tanh(z_t)``, ``(T, B, K)``, from
+    which the caller sums the modulator head's gradients as it does the weight's)."""
 
     grad_outputs: Tensor | None
     grad_pre_activation: Tensor
@@ -241,3 +286,5 @@ class UnrollGradients:
     grad_trace: Tensor | None
     grad_plasticity_coefficient: Tensor | None
     grad_hebbian_learning_rate: float = 0.0
+    grad_eligibility: Tensor | None = None
+    grad_modulation: Tensor | None = None
