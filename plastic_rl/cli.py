@@ -1,12 +1,14 @@
-"""The ``plastic-rl`` command line.
+"""The ``plastic-rl`` command line: :data:`COMMANDS` maps the command words to their modules.
 
-Each command lives in its own module, which defines ``add_arguments(parser)`` and ``run(args)``.
-Only the module of the command being run is imported, so ``plastic-rl --help`` and light commands
-start fast and a command's heavy imports (SB3, pygame, ...) stay its own.
+The commands live in :mod:`plastic_rl.commands` and the benchmarks in :mod:`plastic_rl.benchmarks`, a module per
+command, which defines ``add_arguments(parser)`` and ``run(args)``. Only the module of the command being run is
+imported, and it imports its heavy modules (torch, SB3, pygame, ...) in ``run``, so ``--help`` answers at once.
 
-Exit codes: 0 success; 2 bad input (``plastic-rl COMMAND: error: ...``, never a traceback: argparse's
-own errors, a :class:`~plastic_rl.core.options.BadInputError` from a command's setup, or a
-:class:`~plastic_rl.data.DataError`); 3 training diverged
+Errors are reported one way, here: a command raises, never prints an error or exits itself. Exit codes: 0 success;
+1 some runs of an experiment failed (each named, the summary still written); 2 bad input
+(``plastic-rl COMMAND: error: ...`` after the usage line, never a traceback: argparse's own errors, a
+:class:`~plastic_rl.core.options.BadInputError` from a command, a :class:`~plastic_rl.data.DataError` or a file-system
+fault); 3 training diverged
 (:class:`~plastic_rl.core.divergence.TrainingDiverged`: the message names the step, the quantity and
 the likely cause). With ``PLASTIC_RL_TRACEBACK=1`` in the environment these errors keep their traceback.
 """
@@ -19,42 +21,61 @@ import io
 import os
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
-# (command words) -> (module, one-line help)
-COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("train",): ("plastic_rl.agents.cli_train", "train an RL agent (PlasticA2C, PlasticPPO, RecurrentPPO)"),
-    ("evaluate",): ("plastic_rl.agents.cli_evaluate", "an agent vs random on held-out episodes (learning to learn)"),
-    ("enjoy",): ("plastic_rl.agents.cli_enjoy", "watch a trained agent, with its Hebbian trace"),
-    ("play", "maze"): ("plastic_rl.envs.play", "play PlasticMaze-v0 yourself with the arrow keys"),
-    ("experiment",): (
-        "plastic_rl.experiments.study",
+
+class Command(NamedTuple):
+    """A command: the module that runs it (``add_arguments(parser)`` and ``run(args)``), its one-line help and, for
+    the module that serves one command per supervised task, the ``task`` it presets."""
+
+    module: str
+    help: str
+    task: str | None = None
+
+
+COMMANDS: dict[tuple[str, ...], Command] = {
+    ("train",): Command("plastic_rl.commands.train", "train an RL agent (PlasticA2C, PlasticPPO, RecurrentPPO)"),
+    ("evaluate",): Command(
+        "plastic_rl.commands.evaluate", "an agent vs random on held-out episodes (learning to learn)"
+    ),
+    ("enjoy",): Command("plastic_rl.commands.enjoy", "watch a trained agent, with its Hebbian trace"),
+    ("play", "maze"): Command("plastic_rl.commands.play", "play PlasticMaze-v0 yourself with the arrow keys"),
+    ("experiment",): Command(
+        "plastic_rl.commands.experiment",
         "a resumable grid of runs of any task (maze, patterns, ...), local or on Ray, with statistics",
     ),
-    ("supervised", "patterns"): ("plastic_rl.supervised.cli_patterns", "train on pattern memorization"),
-    ("supervised", "images"): ("plastic_rl.supervised.cli_images", "train on natural-image completion (CIFAR-10)"),
-    ("supervised",): (
-        "plastic_rl.supervised.command",
-        "train on a supervised task: supervised TASK (patterns, omniglot, images)",
+    ("supervised", "patterns"): Command(
+        "plastic_rl.commands.supervised", "train on pattern memorization", task="patterns"
     ),
-    ("evaluate", "omniglot"): (
-        "plastic_rl.supervised.cli_omniglot",
-        "a trained Omniglot model's test accuracy, 95% CI",
+    ("supervised", "images"): Command(
+        "plastic_rl.commands.supervised", "train on natural-image completion (CIFAR-10)", task="images"
     ),
-    ("download",): ("plastic_rl.data.download", "fetch a dataset's official files (Omniglot, CIFAR-10)"),
-    ("build-kernel",): ("plastic_rl.core.fused.build_kernel", "build the C++ plastic kernel now (else at first use)"),
-    ("bench", "core"): ("plastic_rl.core.bench", "time the plastic core's unroll against autograd"),
-    ("bench", "a2c"): ("plastic_rl.agents.bench", "time PlasticA2C's learn() loop on the maze"),
-    ("bench", "patterns"): ("plastic_rl.supervised.bench", "time pattern-memory training per episode"),
-    ("bench", "images"): ("plastic_rl.supervised.bench_images", "time image-completion training per episode"),
-    ("bench", "omniglot"): ("plastic_rl.supervised.bench_omniglot", "time Omniglot training per episode"),
+    ("supervised",): Command(
+        "plastic_rl.commands.supervised", "train on a supervised task: supervised TASK (patterns, omniglot, images)"
+    ),
+    ("evaluate", "omniglot"): Command(
+        "plastic_rl.commands.evaluate_omniglot", "a trained Omniglot model's test accuracy, 95% CI"
+    ),
+    ("report", "images"): Command(
+        "plastic_rl.commands.report", "image-completion models vs references on test images, Figures 4-6"
+    ),
+    ("download",): Command("plastic_rl.commands.download", "fetch a dataset's official files (Omniglot, CIFAR-10)"),
+    ("build-kernel",): Command(
+        "plastic_rl.commands.build_kernel", "build the C++ plastic kernel now (else at first use)"
+    ),
+    ("bench", "core"): Command("plastic_rl.benchmarks.core", "time the plastic core's unroll against autograd"),
+    ("bench", "a2c"): Command("plastic_rl.benchmarks.a2c", "time PlasticA2C's learn() loop on the maze"),
+    ("bench", "patterns"): Command("plastic_rl.benchmarks.patterns", "time pattern-memory training per episode"),
+    ("bench", "images"): Command("plastic_rl.benchmarks.images", "time image-completion training per episode"),
+    ("bench", "omniglot"): Command("plastic_rl.benchmarks.omniglot", "time Omniglot training per episode"),
 }
 
 
 def _usage(prefix: tuple[str, ...]) -> str:
     lines = [f"usage: plastic-rl {' '.join(prefix) + ' ' if prefix else ''}COMMAND [options]", "", "commands:"]
-    for words, (_, help_text) in COMMANDS.items():
+    for words, command in COMMANDS.items():
         if words[: len(prefix)] == prefix:
-            lines.append(f"  {' '.join(words):<22} {help_text}")
+            lines.append(f"  {' '.join(words):<22} {command.help}")
     lines.append("")
     lines.append("Run 'plastic-rl COMMAND --help' for a command's options, 'plastic-rl --version' for the version.")
     return "\n".join(lines)
@@ -98,10 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"plastic-rl {__version__}")
         return 0
     # Longest command first, so that a command word can also be a command of its own ("evaluate" and "evaluate X").
-    for words, (module_name, help_text) in sorted(COMMANDS.items(), key=lambda item: -len(item[0])):
+    for words, command in sorted(COMMANDS.items(), key=lambda item: -len(item[0])):
         if tuple(argv[: len(words)]) == words:
-            module = importlib.import_module(module_name)
-            parser = argparse.ArgumentParser(prog=f"plastic-rl {' '.join(words)}", description=help_text)
+            module = importlib.import_module(command.module)
+            parser = argparse.ArgumentParser(prog=f"plastic-rl {' '.join(words)}", description=command.help)
+            if command.task is not None:
+                parser.set_defaults(task=command.task)
             module.add_arguments(parser)
             args = parser.parse_args(argv[len(words) :])
             return _run_command(module, parser, args)

@@ -239,8 +239,8 @@ def test_lean_rollouts_on_the_batched_maze_train_as_the_previous_path(policy, po
     grouped differently by the matrix product, so its parameters agree to rounding. ``n_steps`` 7 puts episode starts
     inside rollouts (episodes of 10 steps).
     """
-    from plastic_rl.agents.bench import ReferencePlasticA2C
     from plastic_rl.agents.make_env import make_training_env
+    from plastic_rl.benchmarks.a2c_runs import ReferencePlasticA2C
 
     parameters, episodes = [], []
     for algorithm, env in [

@@ -23,7 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import plastic_rl  # noqa: F401  (registers the envs)
 from plastic_rl.agents import PlasticA2C, PlasticPPO
-from plastic_rl.agents.cli_train import train_run
+from plastic_rl.agents.training import train_run
 from plastic_rl.cli import COMMANDS, main
 from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
 from plastic_rl.core.divergence import TrainingDiverged
@@ -479,13 +479,17 @@ def test_an_rl_checkpoint_runs_no_code_and_a_damaged_one_is_named(tmp_path, caps
     payload = torch.load(checkpoint, weights_only=True)  # tensors and plain data only
     for field in ("arguments", "model", "random_states"):  # damaged checkpoints: named, no traceback
         torch.save({key: value for key, value in payload.items() if key != field}, checkpoint)
-        assert main(["train", "--resume", str(checkpoint), "--no-progress-bar"]) == 2
+        with pytest.raises(SystemExit) as stopped:
+            main(["train", "--resume", str(checkpoint), "--no-progress-bar"])
+        assert stopped.value.code == 2
         assert f"{checkpoint} is corrupt: it lacks {field}" in capsys.readouterr().err
     marker = tmp_path / "pwned"
     torch.save({**payload, "arguments": code_carrier(marker)}, checkpoint)
     with pytest.raises(ValueError, match=f"{checkpoint} is not a readable plastic-rl checkpoint"):
         read_checkpoint(checkpoint)
-    assert main(["train", "--resume", str(checkpoint), "--no-progress-bar"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--resume", str(checkpoint), "--no-progress-bar"])
+    assert stopped.value.code == 2
     assert not marker.exists() and "not a readable plastic-rl checkpoint" in capsys.readouterr().err
 
 
@@ -736,7 +740,9 @@ def test_second_trial_snags_are_one_line_errors_that_leave_nothing_behind(tmp_pa
     run = tmp_path / "run"
     assert main([*TRAIN, *tiny, "-n", "40", "--save-freq", "20", "-f", str(run)]) == 0
     folder = run / "plastic_a2c" / "PlasticMaze-v0_1"
-    assert main(["train", "--resume", str(folder), "-n", "4200"]) == 2  # options given with --resume are refused
+    with pytest.raises(SystemExit) as stopped:  # options given with --resume are refused
+        main(["train", "--resume", str(folder), "-n", "4200"])
+    assert stopped.value.code == 2
     assert "these differ: n_timesteps (the run's 40, given 4200)" in capsys.readouterr().err
 
 

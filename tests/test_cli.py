@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from plastic_rl.agents.checkpoints import latest_checkpoint
-from plastic_rl.agents.cli_train import train_run
+from plastic_rl.agents.training import train_run
 from plastic_rl.cli import main
 
 TINY = ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
@@ -73,7 +74,9 @@ def test_the_pretrained_maze_agent_loads_plays_and_evaluates(tmp_path, capsys, m
     assert main(["evaluate", "--pretrained", "maze", "--n-episodes", "4", "--no-random"]) == 0
     assert "trained agent" in capsys.readouterr().out
     assert (tmp_path / "pretrained_maze_evaluation.json").exists()
-    assert main(["evaluate", "--pretrained", "maze", "--model", "x.zip"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", "--pretrained", "maze", "--model", "x.zip"])
+    assert stopped.value.code == 2
     assert "--model and --pretrained each name the model" in capsys.readouterr().err
 
 
@@ -189,7 +192,9 @@ def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_resumes(tmp_path
     model = bytearray(payload["model"])
     model[len(model) // 2] ^= 0x10  # one flipped bit inside the model's archive
     torch.save({**payload, "model": bytes(model)}, newest)
-    assert main(["train", "--resume", str(newest), "--no-progress-bar"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--resume", str(newest), "--no-progress-bar"])
+    assert stopped.value.code == 2
     assert f"--resume: {newest} is corrupt:" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--no-progress-bar"]) == 0
     captured = capsys.readouterr()
@@ -200,7 +205,7 @@ def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_resumes(tmp_path
 def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys):
     arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "800", "--save-freq", "40", *TINY]
     killed = tmp_path / "killed"
-    script = "import sys; from plastic_rl.agents.cli_train import train_run; train_run(sys.argv[1], sys.argv[2:])"
+    script = "import sys; from plastic_rl.agents.training import train_run; train_run(sys.argv[1], sys.argv[2:])"
     process = subprocess.Popen(
         [sys.executable, "-c", script, str(killed), *arguments],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -249,9 +254,13 @@ def test_trained_agent_continues_from_the_saved_parameters_and_bad_resume_paths(
     assert train(tmp_path, "-n", "20", "-i", str(first), "-params", "learning_rate:0.0") == 0
     second = tmp_path / "plastic_a2c" / "PlasticMaze-v0_2" / "PlasticMaze-v0.zip"
     torch.testing.assert_close(final_parameters(second), final_parameters(first), rtol=0, atol=0)
-    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--resume", str(tmp_path / "nothing")])
+    assert stopped.value.code == 2
     (tmp_path / "rl_checkpoint_5_steps.pt").write_bytes(b"not a checkpoint")
-    assert main(["train", "--resume", str(tmp_path / "rl_checkpoint_5_steps.pt")]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--resume", str(tmp_path / "rl_checkpoint_5_steps.pt")])
+    assert stopped.value.code == 2
     errors = capsys.readouterr().err
     assert "plastic-rl train: error: --resume: no checkpoint at" in errors and "not a readable" in errors
 
@@ -277,7 +286,7 @@ def test_held_out_signature_is_measured_during_training_without_changing_it(tmp_
 
 
 def test_checkpoints_of_older_versions_get_the_defaults_of_options_added_since():
-    from plastic_rl.agents.cli_train import stored_arguments
+    from plastic_rl.agents.training import stored_arguments
 
     arguments = stored_arguments({"arguments": {"policy": "rnn", "seed": 4}})
     assert arguments["policy"] == "rnn" and arguments["seed"] == 4 and arguments["heldout_freq"] is None
@@ -338,3 +347,29 @@ def test_version(capsys):
     from plastic_rl import __version__
 
     assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"plastic-rl {__version__}"
+
+
+def test_every_commands_help_imports_nothing_heavy():
+    """``plastic-rl CMD --help`` answers at once: no command imports torch, SB3, scipy or pygame to declare its
+    options (they cost seconds to import; the commands import them when they run)."""
+    script = (
+        "import contextlib, io, sys\n"
+        "from plastic_rl.cli import COMMANDS, main\n"
+        "for words in [(), *COMMANDS]:\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main([*words, '--help'])\n"
+        "print(sorted(name for name in ('torch', 'stable_baselines3', 'scipy', 'pygame') if name in sys.modules))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert completed.stdout == "[]\n"
+
+
+def test_the_library_imports_no_command():
+    """Imports flow core <- data <- envs <- agents / supervised <- experiments <- commands: below the commands and
+    the benchmarks, no module names one."""
+    package = Path(__file__).resolve().parents[1] / "plastic_rl"
+    for path in package.rglob("*.py"):
+        if path.parent.name in ("commands", "benchmarks") or path.name == "cli.py":
+            continue
+        text = path.read_text()
+        assert "plastic_rl.commands" not in text and "plastic_rl.benchmarks" not in text, path

@@ -186,5 +186,7 @@ def test_evaluate_command_on_a_trained_run(tmp_path, capsys):
     document = json.loads((folder / "evaluation.json").read_text())
     assert document["seeds"] == [7, 8, 9, 10, 11] and document["policies"]["random policy"]["episodes"] == 5
     assert "random policy" in capsys.readouterr().out
-    assert main(["evaluate", "--model", str(tmp_path / "missing.zip")]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", "--model", str(tmp_path / "missing.zip")])
+    assert stopped.value.code == 2
     assert "plastic-rl evaluate: error: --model must be an existing model file" in capsys.readouterr().err

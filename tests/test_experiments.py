@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from plastic_rl.cli import main
-from plastic_rl.experiments import statistics, study
+from plastic_rl.commands import experiment
+from plastic_rl.experiments import statistics, study, tasks
 
 MAZE = ["experiment", "maze", "--timesteps", "40", "--n-envs", "2", "--bin-episodes", "2", "--save-freq", "20"]
 MAZE += ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
@@ -94,9 +95,11 @@ def test_maze_study_runs_skips_checks_its_configuration_and_reports(tmp_path, ca
     assert main([*arguments, "--status"]) == 0
     assert capsys.readouterr().out.startswith("2 finished, 0 running, 0 left")
     # Other settings in the same folder: an error that says what differs.
-    assert main([*arguments, "--timesteps", "60"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, "--timesteps", "60"])
+    assert stopped.value.code == 2
     error = capsys.readouterr().err
-    assert error.startswith("plastic-rl experiment: error: runs in the study folder were made with other settings")
+    assert "plastic-rl experiment: error: runs in the study folder were made with other settings" in error
     assert "n_timesteps is 40 there, 60 now" in error
 
 
@@ -151,7 +154,9 @@ def test_the_held_out_curve_is_scored_by_its_last_points_and_drawn_per_condition
 
 
 def test_a_held_out_curve_score_needs_the_measurements(tmp_path, capsys):
-    assert main([*MAZE, "-f", str(tmp_path), "--score", "heldout_curve"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main([*MAZE, "-f", str(tmp_path), "--score", "heldout_curve"])
+    assert stopped.value.code == 2
     assert "--score heldout_curve needs --heldout-freq" in capsys.readouterr().err
 
 
@@ -166,9 +171,11 @@ def test_a_second_command_on_a_study_in_use_exits_2_naming_the_holder(tmp_path, 
     )  # fmt: skip
     try:
         assert holder.stdout.readline() == "locked\n"
-        assert main([*MAZE, "--seeds", "1", "--conditions", "rnn", "-f", str(tmp_path)]) == 2
+        with pytest.raises(SystemExit) as stopped:
+            main([*MAZE, "--seeds", "1", "--conditions", "rnn", "-f", str(tmp_path)])
+        assert stopped.value.code == 2
         error = capsys.readouterr().err
-        assert error.startswith(f"plastic-rl experiment: error: {tmp_path} is in use by another plastic-rl experiment")
+        assert f"plastic-rl experiment: error: {tmp_path} is in use by another plastic-rl experiment" in error
         assert f"pid {holder.pid} on " in error and "plastic-rl experiment maze (the first)" in error
         assert not (tmp_path / "rnn").exists()
         assert main([*MAZE, "--seeds", "1", "--conditions", "rnn", "-f", str(tmp_path), "--status"]) == 0
@@ -180,7 +187,9 @@ def test_a_second_command_on_a_study_in_use_exits_2_naming_the_holder(tmp_path, 
 
 
 def test_a_supervised_study_whose_runs_would_log_nothing_is_refused_before_it_runs(tmp_path, capsys):
-    assert main([*PATTERNS, "--steps", "3", "-f", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main([*PATTERNS, "--steps", "3", "-f", str(tmp_path)])
+    assert stopped.value.code == 2
     assert "--steps (3) must be at least --log-interval (5)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
@@ -196,8 +205,10 @@ def test_a_supervised_study_whose_runs_would_log_nothing_is_refused_before_it_ru
     ],
 )
 def test_bad_study_options_exit_2_with_a_clear_error(tmp_path, capsys, option, value, message):
-    assert main([*MAZE, "-f", str(tmp_path), option, value]) == 2
-    assert capsys.readouterr().err.startswith(f"plastic-rl experiment: error: {message}")
+    with pytest.raises(SystemExit) as stopped:
+        main([*MAZE, "-f", str(tmp_path), option, value])
+    assert stopped.value.code == 2
+    assert f"plastic-rl experiment: error: {message}" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
@@ -206,13 +217,15 @@ def test_sweeps_make_a_run_folder_per_value_and_reach_the_run_command(tmp_path, 
     assert main([*arguments, "--status"]) == 0
     assert capsys.readouterr().out.startswith("0 finished, 0 running, 4 left")
     parser = argparse.ArgumentParser()
-    study.add_arguments(parser)
-    runs = study.plan(study.adapter_for("maze"), parser.parse_args(arguments[1:]))
+    experiment.add_arguments(parser)
+    runs = study.plan(tasks.adapter_for("maze"), parser.parse_args(arguments[1:]))
     assert [run.folder.relative_to(tmp_path).as_posix() for run in runs] == [
         "rnn__gamma=0.5/seed_0", "rnn__gamma=0.8/seed_0", "rnn__gamma=0.5/seed_1", "rnn__gamma=0.8/seed_1"
     ]  # fmt: skip
     assert "gamma:0.8" in runs[1].argv and runs[1].group == "rnn [gamma=0.8]"
-    assert main([*PATTERNS, "-f", str(tmp_path / "p"), "--sweep", "momentum", "0.9"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main([*PATTERNS, "-f", str(tmp_path / "p"), "--sweep", "momentum", "0.9"])
+    assert stopped.value.code == 2
     assert "--sweep keys must be options of plastic-rl supervised patterns" in capsys.readouterr().err
 
 

@@ -14,6 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 import plastic_rl  # noqa: F401  (registers the envs)
 from plastic_rl.cli import main
+from plastic_rl.core.options import BadInputError
 from plastic_rl.data import DataError
 from plastic_rl.data.cifar import FOLDER, load_grayscale, read_batch, to_grayscale
 from plastic_rl.envs.image_completion import ImageCompletionEnv, ImageCompletionProtocol, sample_image_episodes
@@ -229,11 +230,11 @@ def test_bench_builds_the_image_task(data_dir):
     # The timing loop itself is the one tested with `bench patterns`; here: its options reach the image task.
     import argparse
 
-    from plastic_rl.supervised import bench_images
+    from plastic_rl.benchmarks import images
     from plastic_rl.supervised.task import get_task_class
 
     parser = argparse.ArgumentParser()
-    bench_images.add_arguments(parser)
+    images.add_arguments(parser)
     args = parser.parse_args(["--model", "shared", "--image-count", "5", "--data-dir", str(data_dir)])
     task, options = get_task_class(args.task).from_args(args)
     assert (task.name, task.protocol.image_count, task.data_dir, args.batch_sizes) == (
@@ -246,7 +247,7 @@ def test_bench_builds_the_image_task(data_dir):
 
 
 def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, data_dir):
-    from plastic_rl.supervised import images_report
+    from plastic_rl.commands import report
 
     task = make_task("images", data_dir=str(data_dir), **SMALL)
     trainer = SupervisedTrainer(task, task.build_model("plastic"), eval_interval=0, progress=False)
@@ -254,11 +255,11 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
     curve = tmp_path / "curve.csv"
     curve.write_text("step,episodes,eval_hidden_mse\n1,1,0.2\n2,2,0.1\n")
     parser = argparse.ArgumentParser()
-    images_report.add_arguments(parser)
+    report.add_arguments(parser)
     out = tmp_path / "report"
     arguments = ["--models", f"net={tmp_path / 'model.pt'}", "--curves", f"net={curve}", f"net={curve}"]
     arguments += ["--episodes", "6"]
-    assert images_report.run(parser.parse_args([*arguments, "--image-counts", "2", "3", "--out", str(out)])) == 0
+    assert report.run(parser.parse_args([*arguments, "--image-counts", "2", "3", "--out", str(out)])) == 0
     rows = (out / "summary.csv").read_text().splitlines()
     assert [row.split(",")[:3] for row in rows[1:5]] == [
         ["2", name, "6"] for name in ("zero", "mean", "nearest", "net")
@@ -268,7 +269,11 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
     )
 
     def fails(*arguments):
-        return images_report.run(parser.parse_args([*arguments, "--out", str(tmp_path / "bad")])) == 2
+        try:
+            report.run(parser.parse_args([*arguments, "--out", str(tmp_path / "bad")]))
+        except BadInputError:
+            return True
+        return False
 
     model = f"net={tmp_path / 'model.pt'}"
     assert fails("--models", "no-label") and fails("--models", model, model)
@@ -335,12 +340,12 @@ def test_study_scores_final_models_on_test_images_once(tmp_path, data_dir, capsy
     # A summary again, and a report on the same model, read the record instead of measuring again.
     monkeypatch.setattr(ImageCompletionTask, "test_scores", lambda *args: pytest.fail("measured again"))
     assert main([*study, "--score", "test", "--test-episodes", "6", "--summarize-only"]) == 0
-    from plastic_rl.supervised import images_report
+    from plastic_rl.commands import report
 
     parser = argparse.ArgumentParser()
-    images_report.add_arguments(parser)
+    report.add_arguments(parser)
     arguments = ["--models", f"net={folder / 'plastic' / 'seed_0' / 'model.pt'}", "--episodes", "6"]
-    assert images_report.run(parser.parse_args([*arguments, "--out", str(tmp_path / "report")])) == 0
+    assert report.run(parser.parse_args([*arguments, "--out", str(tmp_path / "report")])) == 0
     net = [row.split(",") for row in (tmp_path / "report" / "summary.csv").read_text().splitlines() if ",net," in row]
     assert float(net[0][3]) == pytest.approx(np.mean(record["value"]["hidden_mse"]), abs=1e-5)
     capsys.readouterr()
@@ -354,7 +359,9 @@ def test_study_scores_final_models_on_test_images_once(tmp_path, data_dir, capsy
         assert not (tmp_path / "refused").exists()
     assert "cannot be split into training and validation images" in capsys.readouterr().err
     patterns = ["experiment", "patterns", "--score", "test", "-f", str(tmp_path / "p")]
-    assert main(patterns) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(patterns)
+    assert stopped.value.code == 2
     assert "--score test needs a task with test data; the 'patterns' task has none" in capsys.readouterr().err
 
 

@@ -483,7 +483,7 @@ def test_play_key_mapping_walks_the_documented_directions():
 
 
 def test_play_arguments():
-    from plastic_rl.envs import play
+    from plastic_rl.commands import play
 
     parser = argparse.ArgumentParser()
     play.add_arguments(parser)

@@ -284,7 +284,9 @@ def test_supervised_and_evaluate_commands(data_dir, tmp_path, capsys):
     assert "3-way 2-shot" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert (report["ways"], report["shots"], report["queries"]) == (3, 2, 1)
-    assert main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--ways", "6"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", "omniglot", str(run_dir / "model.pt"), "--ways", "6"])
+    assert stopped.value.code == 2
     assert "error: ways must be at most the 5 classes a plastic head was trained with; got 6" in capsys.readouterr().err
     # The nearest neighbour reads only the features: it scores 5-way episodes of a 3-way model; the head is skipped.
     assert main([*arguments, "--ways", "3", "--run-dir", str(tmp_path / "three"), "--threads", "1", *common]) == 0

@@ -178,10 +178,10 @@ def test_command_errors_are_clear(tmp_path, capsys):
 def test_generic_supervised_command_lists_the_registered_tasks(capsys):
     import argparse
 
-    from plastic_rl.supervised import command
+    from plastic_rl.commands import supervised
 
     parser = argparse.ArgumentParser(prog="plastic-rl supervised")
-    command.add_arguments(parser)
+    supervised.add_arguments(parser)
     assert parser.parse_args(["patterns", "--protocol", "fast"]).task == "patterns"
     with pytest.raises(SystemExit):
         parser.parse_args(["imagez"])

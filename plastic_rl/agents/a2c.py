@@ -40,7 +40,6 @@ from plastic_rl.agents.policies import (
 )
 from plastic_rl.agents.saving import ModelFileMixin
 from plastic_rl.core.divergence import (
-    NON_FINITE_ACTIONS,
     TrainingDiverged,
     check_finite_parameters,
     divergence_message,
@@ -49,6 +48,7 @@ from plastic_rl.core.divergence import (
 from plastic_rl.core.fused import RecordedUnroll
 from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
+    NON_FINITE_ACTIONS,
     check_choice,
     check_device,
     check_float_range,

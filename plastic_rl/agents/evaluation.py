@@ -25,15 +25,15 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-import torch
-from scipy import stats
-from stable_baselines3.common.vec_env import VecEnv
 
 from plastic_rl.core.options import check_positive_int
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
 
 HELD_OUT_FIRST_SEED = 1_000_000
 """First env seed of the default held-out episodes (never a training seed: see the module docstring)."""
@@ -79,6 +79,8 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
     mean = float(np.mean(values))
     if len(values) < 2:
         return mean, math.nan
+    from scipy import stats  # a second and more to import: not for the commands' --help
+
     half_width = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
     return mean, float(half_width)
 
@@ -244,6 +246,8 @@ def evaluate(
     lengths: list[int] = []
     bumps: list[int] = []
     hit_steps: list[list[int]] = []
+    import torch  # not for the commands' --help, which read this module's defaults
+
     # Sampled actions come from torch's generator: seeded from the episodes, so that an evaluation is repeatable
     # (and not a draw that depends on what ran before), without disturbing the caller's random state.
     with torch.random.fork_rng(devices=[]):

@@ -12,9 +12,6 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-# What a trainer does at a non-finite loss or gradient: stop with TrainingDiverged, or skip the step.
-NON_FINITE_ACTIONS = ("raise", "skip")
-
 
 class TrainingDiverged(FloatingPointError):
     """Training produced a NaN or infinite loss, gradient or parameter; the message says where and why."""

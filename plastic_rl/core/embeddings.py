@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from plastic_rl.core.options import check_choice, check_positive_int
-
-EMBEDDINGS = ("paper", "conv4")
+from plastic_rl.core.options import EMBEDDINGS, check_choice, check_positive_int
 
 
 def image_embedding(kind: str, channels: int) -> nn.Sequential:

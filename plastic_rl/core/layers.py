@@ -14,10 +14,11 @@ from torch import Tensor, nn
 
 from plastic_rl.core import functional
 from plastic_rl.core.functional import Modulator
-from plastic_rl.core.fused import IMPLEMENTATIONS, RecordedUnroll, resolve_backend
+from plastic_rl.core.fused import RecordedUnroll, resolve_backend
 from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
     BIAS_MODES,
+    IMPLEMENTATIONS,
     INPUT_MAPPINGS,
     INPUT_MODES,
     MODULATION_MODES,

@@ -5,7 +5,8 @@ Every public constructor in :mod:`plastic_rl` validates its keywords here, so th
 inside torch. The command line reports bad input as ``plastic-rl COMMAND: error: ...`` (exit 2):
 argparse does it for the option types below, and a command wraps the setup that turns its options
 into objects in :func:`reported_as_bad_input`, so that the constructors' ``ValueError`` reach the
-user the same way while a genuine bug later on still shows its traceback.
+user the same way while a genuine bug later on still shows its traceback. The allowed values of the keyword options
+are named here, importing no torch, so that a command declares its options and answers ``--help`` at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ MODULATION_MODES = ("shared", "per_neuron")
 INPUT_MAPPINGS = ("linear", "identity")
 INPUT_MODES = ("add", "clamp")
 BIAS_MODES = ("vector", "neuron", "none")
+IMPLEMENTATIONS = ("auto", "fused", "autograd")  # how a layer unrolls (see plastic_rl.core.fused)
+EMBEDDINGS = ("paper", "conv4")  # the image embeddings of plastic_rl.core.embeddings
+# What a trainer does at a non-finite loss or gradient: stop with TrainingDiverged, or skip the step.
+NON_FINITE_ACTIONS = ("raise", "skip")
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
@@ -167,3 +172,17 @@ positive_int = _option_type(check_positive_int, int, "a positive integer")
 non_negative_int = _option_type(_check_non_negative_int, int, "an integer >= 0")
 positive_float = _option_type(check_positive_float, float, "a finite number > 0")
 finite_float = _option_type(_check_finite, float, "a finite number")
+
+
+def rule_name(text: str) -> str:
+    """argparse ``type=`` of a plasticity rule's name: one registered in :mod:`plastic_rl.core.rules`.
+
+    Checked when the options are parsed rather than listed as ``choices``, which would import the registry, and with
+    it torch, to answer ``--help``."""
+    from plastic_rl.core.rules import get_rule  # torch: at parse time only
+
+    try:
+        get_rule(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text

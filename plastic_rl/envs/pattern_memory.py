@@ -99,6 +99,9 @@ COMPARISON_PROTOCOL = PatternMemoryProtocol(pattern_count=2, pattern_size=50, st
 """The small task of the authors' own plastic vs RNN vs LSTM comparison (the paper's Figure 3 commands): 2 patterns of
 50 bits, each shown 3 steps then 1 empty, once, then the degraded query for 3 steps (11 steps)."""
 
+PROTOCOLS = {"paper": PatternMemoryProtocol(), "fast": FAST_PROTOCOL, "comparison": COMPARISON_PROTOCOL}
+"""The protocols by name (``--protocol`` of the pattern task's commands)."""
+
 
 def sample_pattern_episodes(
     protocol: PatternMemoryProtocol, rng: np.random.Generator, batch_size: int

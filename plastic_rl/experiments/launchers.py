@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from plastic_rl.core.files import atomic_write_text
+from plastic_rl.core.options import BadInputError
+from plastic_rl.experiments.tasks import adapter_for
 
 RESULT, LOG = "result.json", "log.txt"
 
@@ -56,8 +58,6 @@ def _output_to(path: Path) -> Iterator[None]:
 
 def execute_run(task: str, argv: list[str], folder: str) -> dict[str, Any]:
     """Launch (or resume) one run of ``task`` into ``folder``, its output in ``log.txt``; write ``result.json``."""
-    from plastic_rl.experiments.study import adapter_for
-
     run_folder = Path(folder)
     run_folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -203,7 +203,7 @@ class RayLauncher(Launcher):
         try:
             import ray
         except ImportError as error:
-            raise ValueError("--launcher ray needs Ray: pip install 'plastic-rl[ray]'") from error
+            raise BadInputError("--launcher ray needs Ray: pip install 'plastic-rl[ray]'") from error
         self.ray = ray
         self.started_ray = not ray.is_initialized()
         if self.started_ray:

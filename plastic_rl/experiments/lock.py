@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from plastic_rl.core.options import BadInputError
+
 LOCK_FILE = ".lock"
 
 
-class StudyLocked(ValueError):
+class StudyLocked(BadInputError):
     """The study folder is held by another live command."""
 
 

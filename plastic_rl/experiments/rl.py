@@ -1,7 +1,7 @@
 """The RL side of the experiment runner: one run is one ``plastic-rl train`` command, for any env id.
 
 A run trains into ``RUN/train/`` (model ``<env>.zip``, ``config.yml``, monitor CSVs and checkpoints every
-``--save-freq`` env steps) through :func:`plastic_rl.agents.cli_train.train_run`, which continues an
+``--save-freq`` env steps) through :func:`plastic_rl.agents.training.train_run`, which continues an
 interrupted run exactly from its latest checkpoint. Its curve is the reward of every training episode
 from the monitor files; its final score is chosen with ``--score`` from :data:`SCORES`.
 """
@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from plastic_rl.agents.configuration import ALGORITHMS, POLICIES
+from plastic_rl.agents.configuration import ALGORITHMS, POLICIES, algorithm_class
 from plastic_rl.agents.curves import monitor_episodes
+from plastic_rl.agents.evaluation import evaluate, held_out_seeds
+from plastic_rl.agents.options import add_train_arguments
+from plastic_rl.core.files import cached_json, file_sha256
 from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
 
 TRAIN_FOLDER = "train"
@@ -59,12 +63,6 @@ def held_out_evaluation(train_folder: Path, options: dict[str, Any]) -> dict[str
 
     Read from ``heldout.json`` beside the model when it was made from the same model file, else measured and
     written there."""
-    import yaml
-
-    from plastic_rl.agents.configuration import algorithm_class
-    from plastic_rl.agents.evaluation import evaluate, held_out_seeds
-    from plastic_rl.core.files import cached_json, file_sha256
-
     models = sorted(train_folder.rglob(f"{options['env']}.zip"))
     if not models:
         raise ValueError(f"no final model {options['env']}.zip under {train_folder}")
@@ -134,12 +132,6 @@ SCORES: dict[str, Callable[[Path, dict[str, Any], argparse.Namespace], float]] =
     "heldout": held_out_reward,
     "heldout_curve": held_out_curve_reward,
 }
-
-
-def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from plastic_rl.agents import cli_train
-
-    cli_train.add_arguments(parser)
 
 
 class RLAdapter(TaskAdapter):
@@ -218,10 +210,10 @@ class RLAdapter(TaskAdapter):
         return ["-f", str(folder / TRAIN_FOLDER)]
 
     def options(self, argv: list[str]) -> dict[str, Any]:
-        return parse_command(_train_arguments, argv[:1], argv[1:])
+        return parse_command(add_train_arguments, argv[:1], argv[1:])
 
     def launch(self, argv: list[str], folder: Path) -> None:
-        from plastic_rl.agents.cli_train import train_run
+        from plastic_rl.agents.training import train_run  # torch and SB3: not for --help
 
         train_run(folder / TRAIN_FOLDER, argv[1:])
 

@@ -1,4 +1,4 @@
-"""``plastic-rl experiment TASK``: a resumable grid of runs of any task, and its statistics.
+"""A resumable grid of runs of any task, and its statistics (``plastic-rl experiment TASK``).
 
 A study is every (condition, overrides, seed) of the command line, each an independent run in its
 own folder ``OUT/<condition>[__<overrides>]/seed_<S>/`` that records its full configuration in
@@ -9,8 +9,7 @@ checkpoint; a folder whose recorded configuration differs from the command's is 
 what differs. ``--status`` prints what is done, running and left, with a time estimate. The summary
 (see :mod:`plastic_rl.experiments.report`) is rebuilt from the finished runs of the grid.
 
-Tasks: ``maze`` (``plastic-rl train`` runs on ``--env``, any Gymnasium env id) and every supervised
-task registered in :data:`plastic_rl.supervised.task.TASKS`.
+Tasks: see :mod:`plastic_rl.experiments.tasks`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import itertools
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -32,27 +30,9 @@ from plastic_rl.core.files import atomic_write_text
 from plastic_rl.experiments.adapter import TaskAdapter
 from plastic_rl.experiments.launchers import LOG, RESULT, Launcher, LocalLauncher, RayLauncher, recover_folder
 from plastic_rl.experiments.lock import study_lock
-from plastic_rl.experiments.statistics import SIGNIFICANCE, seeds_needed
-from plastic_rl.supervised.task import TASKS
+from plastic_rl.experiments.report import write_summary
 
-RL_TASK = "maze"
 RUN_RECORD, RUNNING, STUDY = "run.json", "running.json", "study.json"
-
-
-def task_names() -> list[str]:
-    """The tasks of ``plastic-rl experiment``."""
-    return [RL_TASK, *TASKS]
-
-
-def adapter_for(task: str) -> TaskAdapter:
-    """How to launch and read back the runs of ``task``."""
-    if task == RL_TASK:
-        from plastic_rl.experiments.rl import RLAdapter
-
-        return RLAdapter(task)
-    from plastic_rl.experiments.supervised import SupervisedAdapter
-
-    return SupervisedAdapter(task)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,33 +77,6 @@ def _driver_alive(marker: dict[str, Any]) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK", help=", ".join(task_names()))
-    for task in task_names():
-        adapter = adapter_for(task)
-        task_parser = tasks.add_parser(task, help=f"a study of {task!r} runs")
-        group = task_parser.add_argument_group("study")
-        group.add_argument(
-            "--seeds", type=int, default=10, help="seeds per condition (at least 4 for p < 0.05 to be possible)"
-        )
-        group.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
-        group.add_argument(
-            "--sweep",
-            nargs="+",
-            action="append",
-            default=[],
-            metavar=("KEY", "VALUE"),
-            help="KEY VALUE [VALUE ...]: a run per value of the hyperparameter KEY (repeat for a grid)",
-        )
-        group.add_argument("-f", "--out", default=f"runs/experiment/{task}", help="study folder")
-        group.add_argument("--jobs", type=int, default=None, help="runs at a time (default: one per CPU)")
-        group.add_argument("--launcher", default="local", choices=["local", "ray"], help="process pool or Ray")
-        group.add_argument("--address", default=None, help="Ray cluster to join (default: start a local one)")
-        group.add_argument("--status", action="store_true", help="print what is done, running and left; run nothing")
-        group.add_argument("--summarize-only", action="store_true", help="only rebuild the summary of finished runs")
-        adapter.add_arguments(task_parser)
 
 
 def _check_positive(option: str, value: int | None, minimum: int = 1) -> None:
@@ -285,8 +238,6 @@ def execute(adapter: TaskAdapter, runs: list[Run], launcher: Launcher, task: str
 
 def summarize(adapter: TaskAdapter, runs: list[Run], root: Path, header_lines: list[str]) -> str | None:
     """Write the study's summary files from its finished runs; returns ``summary.md``'s text (None: no run)."""
-    from plastic_rl.experiments.report import write_summary
-
     finished = [run for run in runs if run.state() == "finished"]
     if not finished:
         return None
@@ -323,58 +274,27 @@ def summarize(adapter: TaskAdapter, runs: list[Run], root: Path, header_lines: l
     return write_summary(root, title, header, adapter.labels(), adapter.higher_is_better, adapter.log_scale, records)
 
 
-def _command_line() -> str | None:
-    if Path(sys.argv[0]).name in ("plastic-rl", "cli.py"):
-        return shlex.join(["plastic-rl", *sys.argv[1:]])
-    return None
+def recorded_jobs(root: Path) -> int | None:
+    """The runs at a time of the study's last execution (``study.json``), if it ran."""
+    path = root / STUDY
+    return json.loads(path.read_text())["jobs"] if path.exists() else None
 
 
-def run(args: argparse.Namespace) -> int:
-    adapter = adapter_for(args.task)
+def run_study(
+    adapter: TaskAdapter, runs: list[Run], args: argparse.Namespace, command: str | None
+) -> list[tuple[Run, str]]:
+    """Run the study's unfinished runs under its lock, on the launcher of ``args``; returns the failures.
+
+    ``command`` is the command line that runs the study, recorded in ``study.json`` and the lock for the next driver.
+    """
     root = Path(args.out)
-    try:
-        runs = plan(adapter, args)
-        study_path = root / STUDY
-        recorded_jobs = json.loads(study_path.read_text())["jobs"] if study_path.exists() else None
-        if len({run.group for run in runs}) > 1 and args.seeds < seeds_needed():
-            print(
-                f"warning: with {args.seeds} seeds per condition no rank-sum test can reach p < {SIGNIFICANCE:g}; "
-                f"use --seeds {seeds_needed()} or more to compare conditions",
-                file=sys.stderr,
-            )
-        if args.status:
-            print(status_text(adapter, runs, args.jobs or recorded_jobs or os.cpu_count() or 1))
-            return 0
-        failures = []
-        if not args.summarize_only:
-            with study_lock(root, _command_line()):
-                for run in runs:
-                    recover_folder(run.folder)
-                if args.launcher == "ray":
-                    launcher: Launcher = RayLauncher(args.jobs, args.address)
-                else:
-                    launcher = LocalLauncher(args.jobs or os.cpu_count() or 1)
-                study = {
-                    "task": args.task,
-                    "command": _command_line(),
-                    "jobs": launcher.jobs,
-                    "launcher": args.launcher,
-                }
-                atomic_write_text(study_path, json.dumps(study, indent=2) + "\n")
-                failures = execute(adapter, runs, launcher, args.task)
-    except ValueError as error:
-        print(f"plastic-rl experiment: error: {error}", file=sys.stderr)
-        return 2
-    command = _command_line()
-    header = [f"Command: `{command}`"] if command else []
-    header.append(f"Summarized: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, in {root}.")
-    text = summarize(adapter, runs, root, header)
-    if text is None:
-        print(f"no finished runs in {root}")
-    else:
-        print(text)
-        print(f"Wrote {root}/summary.md, finals.csv and curves.csv/png (more curves_*.csv/png beside them if any)")
-    if failures:
-        print(f"plastic-rl experiment: {len(failures)} runs failed; re-run the command to retry them", file=sys.stderr)
-        return 1
-    return 0
+    with study_lock(root, command):
+        for run in runs:
+            recover_folder(run.folder)
+        if args.launcher == "ray":
+            launcher: Launcher = RayLauncher(args.jobs, args.address)
+        else:
+            launcher = LocalLauncher(args.jobs or os.cpu_count() or 1)
+        study = {"task": args.task, "command": command, "jobs": launcher.jobs, "launcher": args.launcher}
+        atomic_write_text(root / STUDY, json.dumps(study, indent=2) + "\n")
+        return execute(adapter, runs, launcher, args.task)

@@ -17,7 +17,8 @@ import numpy as np
 
 from plastic_rl.core.options import check_utf8_path
 from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
-from plastic_rl.supervised.task import SupervisedTask, get_task_class
+from plastic_rl.supervised.options import add_trainer_arguments
+from plastic_rl.supervised.task import SupervisedTask, add_task_arguments, get_task_class, registered_task
 
 # Written by ``plastic-rl supervised`` into its run folder.
 CHECKPOINT, CURVE, MODEL, TENSORBOARD = "checkpoint.pt", "curve.csv", "model.pt", "tensorboard"
@@ -50,12 +51,19 @@ class SupervisedAdapter(TaskAdapter):
 
     def __init__(self, task: str) -> None:
         super().__init__(task)
-        self.task_class = get_task_class(task)
-        self.metric = self.task_class.primary_metric
+        self.registered = registered_task(task)
+
+    @property
+    def task_class(self) -> type[SupervisedTask]:
+        """The task's class, imported when a study is planned (it imports torch; ``--help`` needs the registry only)."""
+        return get_task_class(self.task)
+
+    @property
+    def metric(self) -> str:
+        """The task's primary metric, which scores every run."""
+        return self.task_class.primary_metric
 
     def _run_parser(self) -> argparse.ArgumentParser:
-        from plastic_rl.supervised.command import add_task_arguments
-
         parser = argparse.ArgumentParser()
         add_task_arguments(parser, self.task)
         return parser
@@ -67,13 +75,11 @@ class SupervisedAdapter(TaskAdapter):
         return [action for action in actions if action.option_strings and action.dest not in per_run]
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from plastic_rl.supervised.command import add_trainer_arguments
-
         parser.add_argument(
             "--conditions",
             nargs="+",
-            choices=self.task_class.model_names,
-            default=list(self.task_class.model_names),
+            choices=self.registered.model_names,
+            default=list(self.registered.model_names),
             help="models to compare",
         )
         parser.add_argument(
@@ -90,7 +96,7 @@ class SupervisedAdapter(TaskAdapter):
             help=f"test episodes per run for --score test, the same for all runs (at least 2; default {TEST_EPISODES})",
         )
         add_trainer_arguments(parser, single_seed=False)
-        self.task_class.add_arguments(parser)
+        self.registered.add_arguments(parser)
 
     def check_options(self, args: argparse.Namespace) -> None:
         check_utf8_path("-f", args.out)  # every run writes TensorBoard events under it
@@ -136,12 +142,10 @@ class SupervisedAdapter(TaskAdapter):
         return ["--run-dir", str(folder)]
 
     def options(self, argv: list[str]) -> dict[str, Any]:
-        from plastic_rl.supervised.command import add_task_arguments
-
         return parse_command(lambda parser: add_task_arguments(parser, self.task), argv[:2], argv[2:])
 
     def launch(self, argv: list[str], folder: Path) -> None:
-        from plastic_rl.supervised import command
+        from plastic_rl.supervised.runs import train_run  # torch: not for --help
 
         checkpoint = folder / CHECKPOINT
         if checkpoint.exists():
@@ -151,11 +155,9 @@ class SupervisedAdapter(TaskAdapter):
             shutil.rmtree(folder / TENSORBOARD, ignore_errors=True)
             for name in (CURVE, MODEL):
                 (folder / name).unlink(missing_ok=True)
-        # The command module serves every registered task, whether or not the CLI lists it yet.
+        # The run serves every registered task, whether or not the CLI lists it yet.
         options = self.options([*argv, *self.location(folder), *resume])
-        status = command.run(argparse.Namespace(**options))
-        if status != 0:
-            raise RuntimeError(f"plastic-rl {' '.join(argv[:2])} exited with status {status}")
+        train_run(argparse.Namespace(**options))
 
     def progress(self, folder: Path, options: dict[str, Any]) -> float:
         path = folder / CURVE
@@ -169,7 +171,7 @@ class SupervisedAdapter(TaskAdapter):
         return Curve(np.array([row["episodes"] for row in rows]), np.array([row[self.metric] for row in rows]))
 
     def _test_means(self, folder: Path) -> dict[str, float]:
-        from plastic_rl.supervised.trainer import cached_test_scores
+        from plastic_rl.supervised.trainer import cached_test_scores  # torch: not for --help
 
         scores = cached_test_scores(folder / MODEL, self.args.test_episodes, data_dir=self.args.data_dir)
         return {name: float(values.mean()) for name, values in scores.items()}
@@ -185,7 +187,7 @@ class SupervisedAdapter(TaskAdapter):
 
     def describe(self, options: dict[str, Any], swept: set[str]) -> str:
         task_parser = argparse.ArgumentParser()
-        self.task_class.add_arguments(task_parser)
+        self.registered.add_arguments(task_parser)
         # The settings that differ from the task's defaults; summary.md gives a run's whole command line.
         settings = [
             f"{action.dest}={options[action.dest]}"

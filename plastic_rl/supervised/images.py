@@ -11,13 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from plastic_rl.core.options import check_choice, check_float_range
-from plastic_rl.envs.image_completion import DEGRADATIONS, ImageCompletionProtocol, sample_image_episodes
-from plastic_rl.supervised.models import (
-    MEMORY_MODELS,
-    add_memory_model_arguments,
-    build_memory_model,
-    memory_model_options,
-)
+from plastic_rl.envs.image_completion import ImageCompletionProtocol, sample_image_episodes
+from plastic_rl.supervised.models import build_memory_model, memory_model_options
+from plastic_rl.supervised.options import MEMORY_MODELS
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
 # Completions that need no training, as references for the trained models.
@@ -154,28 +150,6 @@ class ImageCompletionTask(SupervisedTask):
     def build_model(self, model_name: str = "plastic", **options: Any) -> nn.Module:
         check_choice("model_name", model_name, self.model_names)
         return build_memory_model(model_name, self.protocol.image_size, **options)
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("image protocol (defaults: the paper's, 210 steps)")
-        defaults = ImageCompletionProtocol()
-        for field in ("image_count", "steps_shown", "gap_steps", "repetitions", "query_steps"):
-            group.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(defaults, field))
-        group.add_argument("--degradation", choices=DEGRADATIONS, default=defaults.degradation)
-        group.add_argument(
-            "--degraded-fraction",
-            type=float,
-            default=defaults.degraded_fraction,
-            help="fraction of pixels hidden with --degradation random_pixels",
-        )
-        group.add_argument(
-            "--validation-fraction",
-            type=float,
-            default=0.1,
-            help="the last fraction of the training images (at least --image-count), held out for the evaluations "
-            "during training (default 0.1); test images are read only by test scores and reports",
-        )
-        add_memory_model_arguments(parser)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> tuple[ImageCompletionTask, dict[str, Any]]:

@@ -1,17 +1,15 @@
-"""Measure trained image-completion models on held-out test images and draw the paper's Figures 4-6.
-
-    python -m plastic_rl.supervised.images_report --models plastic=runs/.../model.pt [shared=...] \\
-        --curves plastic=runs/.../curve.csv [shared=...] --episodes 1000 --out docs/results/images
+"""The image-completion report: trained models and the references on held-out test images, and the paper's
+Figures 4-6 (``plastic-rl report images``).
 
 Every model (a model file or a checkpoint of ``plastic-rl supervised images``) and the three
 references that need no training (zero fill, mean of the shown images, nearest-image recall) are
-scored on the same ``--episodes`` test episodes per image count (``--image-counts``, by default the
-models' own; the models keep the protocol they were trained on otherwise). Scores per episode: the
+scored on the same test episodes per image count (by default the models' own; the models keep the
+protocol they were trained on otherwise). Scores per episode: the
 mean squared error on the hidden pixels, and whether the completion is closer there to the queried
 image than to every other shown image; the table gives their means with 95% confidence intervals (normal approximation,
 1.96 standard errors, over episodes). At the models' own image count their scores are those of
 :func:`~plastic_rl.supervised.trainer.cached_test_scores` (a study's ``--score test`` record, reused).
-Written to ``--out``:
+:func:`write_report` writes:
 
 - ``summary.csv``: one row per image count and method;
 - ``fig4_completions.png``: test episodes (the shown images, the degraded query, each model's
@@ -19,55 +17,29 @@ Written to ``--out``:
 - ``fig5_matrices.png``: the first plastic model's ``w`` and ``alpha`` (all 1,025 neurons, a zoom
   on the first 96 pixels, where neighbouring pixels' connections show as diagonals at offsets 1 and
   32, and the mean connection by pixel offset), like Figure 5;
-- ``fig6_curves.png``: the error on validation images during training of each ``--curves`` run, a colour per
+- ``fig6_curves.png``: the error on validation images during training of each curve file, a colour per
   label (Figure 6);
 - ``tensorboard/``: the same figures for TensorBoard.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from plastic_rl.core.files import atomic_write_bytes, atomic_write_text
-from plastic_rl.data import DataError
 from plastic_rl.supervised.images import REFERENCE_COMPLETIONS, ImageCompletionTask, score_test_episodes
 from plastic_rl.supervised.models import plastic_layers
 from plastic_rl.supervised.trainer import cached_test_scores, load_model, load_task
 
 Z_95 = 1.96
-
-
-def _labelled(pairs: list[str], option: str) -> dict[str, list[Path]]:
-    """``LABEL=PATH`` pairs as ``{label: [paths]}`` (a label may repeat: one run per seed)."""
-    labelled: dict[str, list[Path]] = {}
-    for pair in pairs:
-        label, separator, path = pair.partition("=")
-        if not separator or not label or not path:
-            raise ValueError(f"{option} takes LABEL=PATH pairs; got {pair!r}")
-        labelled.setdefault(label, []).append(Path(path))
-    return labelled
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", required=True, help="LABEL=PATH of trained model files or checkpoints")
-    parser.add_argument(
-        "--curves", nargs="*", default=[], help="LABEL=PATH of curve.csv files for Figure 6 (a label may repeat)"
-    )
-    parser.add_argument("--episodes", type=int, default=1000, help="test episodes per image count (at least 2)")
-    parser.add_argument(
-        "--image-counts", nargs="+", type=int, help="images per episode to score (at least 2; default: the models')"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
-    parser.add_argument("--data-dir", help="dataset folder (default: the one the first model was trained with)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", required=True, help="output folder")
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -163,78 +135,82 @@ def curve_figure(curves: dict[str, list[Path]]):
     return figure
 
 
-def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    try:
-        if args.episodes < 2:
-            raise ValueError(f"--episodes must be an integer >= 2; got {args.episodes}")
-        if args.image_counts is not None and min(args.image_counts) < 2:
-            raise ValueError(f"--image-counts must be integers >= 2 (one image leaves nothing to tell apart); "
-                             f"got {args.image_counts}")  # fmt: skip
-        paths = {}
-        for label, model_paths in _labelled(args.models, "--models").items():
-            if len(model_paths) > 1:
-                raise ValueError(f"--models label {label!r} is given more than once; each model needs its own label")
-            paths[label] = model_paths[0]
-        curves = _labelled(args.curves, "--curves")
-        for label, curve_paths in curves.items():
-            for path in curve_paths:
-                if not path.is_file() or "eval_hidden_mse" not in path.read_text().partition("\n")[0]:
-                    raise ValueError(f"--curves {label}={path}: not a curve.csv with evaluations (eval_hidden_mse); "
-                                     "runs trained with --eval-interval 0 have none")  # fmt: skip
-        model_tasks = [load_task(path) for path in paths.values()]
-        image_tasks = [task for task in model_tasks if isinstance(task, ImageCompletionTask)]
-        if len(image_tasks) != len(model_tasks):
-            raise ValueError("--models must be image-completion models")
-        first = image_tasks[0]
-        protocol = first.protocol
-        if any(task.protocol != protocol for task in image_tasks):
-            raise ValueError("--models must have been trained on one protocol (score other image counts with one)")
-        data_dir = args.data_dir or first.data_dir
-        models = {label: load_model(path) for label, path in paths.items()}
-        rows = ["image_count,method,episodes,hidden_mse,hidden_mse_ci95,closer_fraction,closer_fraction_ci95"]
-        tasks = {}
-        for count in args.image_counts or [protocol.image_count]:
-            tasks[count] = ImageCompletionTask(data_dir=data_dir, **replace(protocol, image_count=count).as_dict())
-            trained_count = count == protocol.image_count
-            scored = score_test_episodes(tasks[count], {} if trained_count else models, args.episodes, args.seed)
-            if trained_count:  # the models' own protocol: the scores a study's summary measured, if it did
-                for label, path in paths.items():
-                    cached = cached_test_scores(path, args.episodes, args.seed, data_dir)
-                    scored[label] = {"hidden_mse": cached["hidden_mse"], "closer": cached["closer_fraction"]}
-            for label, values in scored.items():
-                mse, mse_ci = _interval(values["hidden_mse"])
-                closer, closer_ci = _interval(values["closer"].astype(np.float64))
-                kind = "reference" if label in REFERENCE_COMPLETIONS else "model"
-                rows.append(
-                    f"{count},{label},{len(values['closer'])},{mse:.5f},{mse_ci:.5f},{closer:.4f},{closer_ci:.4f}"
-                )
-                print(f"{count} images, {label:>8} ({kind}): hidden MSE {mse:.4f} ± {mse_ci:.4f}, "
-                      f"closer to the right image {closer:.3f} ± {closer_ci:.3f}", flush=True)  # fmt: skip
-    except (ValueError, DataError) as error:
-        print(f"images_report: error: {error}", file=sys.stderr)
-        return 2
+def load_image_models(paths: dict[str, Path]) -> tuple[ImageCompletionTask, dict[str, torch.nn.Module]]:
+    """The first model's task and every model by label; a ``ValueError`` unless all are image-completion models
+    trained on one protocol."""
+    model_tasks = [load_task(path) for path in paths.values()]
+    image_tasks = [task for task in model_tasks if isinstance(task, ImageCompletionTask)]
+    if len(image_tasks) != len(model_tasks):
+        raise ValueError("--models must be image-completion models")
+    if any(task.protocol != image_tasks[0].protocol for task in image_tasks):
+        raise ValueError("--models must have been trained on one protocol (score other image counts with one)")
+    return image_tasks[0], {label: load_model(path) for label, path in paths.items()}
+
+
+class Score(NamedTuple):
+    """One method's test scores at one image count: means and the half-widths of their 95% CIs."""
+
+    image_count: int
+    method: str
+    episodes: int
+    hidden_mse: float
+    hidden_mse_ci95: float
+    closer_fraction: float
+    closer_fraction_ci95: float
+
+    @property
+    def kind(self) -> str:
+        return "reference" if self.method in REFERENCE_COMPLETIONS else "model"
+
+
+def score_image_counts(
+    task: ImageCompletionTask,
+    models: dict[str, torch.nn.Module],
+    paths: dict[str, Path],
+    image_counts: list[int],
+    episodes: int,
+    seed: int,
+) -> Iterator[Score]:
+    """The scores of the references and the models, per image count, on the same ``episodes`` test episodes each
+    (at the models' own count, those of their model files, measured once)."""
+    protocol = task.protocol
+    for count in image_counts:
+        trained_count = count == protocol.image_count
+        other_count = replace(protocol, image_count=count).as_dict()
+        counted = task if trained_count else ImageCompletionTask(data_dir=task.data_dir, **other_count)
+        scored = score_test_episodes(counted, {} if trained_count else models, episodes, seed)
+        if trained_count:  # the models' own protocol: the scores a study's summary measured, if it did
+            for label, path in paths.items():
+                cached = cached_test_scores(path, episodes, seed, task.data_dir)
+                scored[label] = {"hidden_mse": cached["hidden_mse"], "closer": cached["closer_fraction"]}
+        for label, values in scored.items():
+            mse, mse_ci = _interval(values["hidden_mse"])
+            closer, closer_ci = _interval(values["closer"].astype(np.float64))
+            yield Score(count, label, len(values["closer"]), mse, mse_ci, closer, closer_ci)
+
+
+def write_report(
+    out: Path,
+    scores: list[Score],
+    task: ImageCompletionTask,
+    models: dict[str, torch.nn.Module],
+    curves: dict[str, list[Path]],
+    seed: int,
+) -> list[str]:
+    """Write ``summary.csv``, the figures and their TensorBoard events into ``out``; returns the figures' names."""
+    rows = [",".join(Score._fields)]
+    rows += [f"{s.image_count},{s.method},{s.episodes},{s.hidden_mse:.5f},{s.hidden_mse_ci95:.5f},"
+             f"{s.closer_fraction:.4f},{s.closer_fraction_ci95:.4f}" for s in scores]  # fmt: skip
     atomic_write_text(out / "summary.csv", "\n".join(rows) + "\n")
-    task = tasks.get(protocol.image_count) or ImageCompletionTask(data_dir=data_dir, **protocol.as_dict())
-    figures = {"fig4_completions": completion_grid(task, models, args.seed)}
+    figures = {"fig4_completions": completion_grid(task, models, seed)}
     plastic = [model for model in models.values() if plastic_layers(model)]
     if plastic:
         figures["fig5_matrices"] = matrix_figure(plastic[0])
     if curves:
         figures["fig6_curves"] = curve_figure(curves)
-    from torch.utils.tensorboard import SummaryWriter
-
     writer = SummaryWriter(str(out / "tensorboard"))
     for name, figure in figures.items():
         atomic_write_bytes(out / f"{name}.png", _figure_bytes(figure))
         writer.add_figure(name, figure)
     writer.close()
-    print(f"written: {out / 'summary.csv'}, {', '.join(f'{name}.png' for name in figures)}, {out / 'tensorboard'}")
-    return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m plastic_rl.supervised.images_report", description=__doc__)
-    add_arguments(parser)
-    sys.exit(run(parser.parse_args()))
+    return list(figures)

@@ -12,11 +12,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
-from plastic_rl.core.options import INPUT_MODES, check_choice, check_positive_float, check_positive_int, positive_float
-from plastic_rl.core.rules import rule_names
+from plastic_rl.core.options import INPUT_MODES, check_choice, check_positive_float, check_positive_int
+from plastic_rl.supervised.options import MEMORY_MODELS
 
-# The paper's models of a memory task (patterns, images), whose input and output are the same vector.
-MEMORY_MODELS = ("plastic", "shared", "rnn", "lstm")
 # The authors' code adds 20 x the input to the pre-activation; clamping needs no gain.
 DEFAULT_INPUT_GAIN = {"clamp": 1.0, "add": 20.0}
 
@@ -160,17 +158,6 @@ def build_memory_model(
         bias="neuron",
         hebbian_learning_rate=hebbian_learning_rate,
     )
-
-
-def add_memory_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command-line options of :func:`build_memory_model`."""
-    group = parser.add_argument_group("models")
-    group.add_argument("--input-mode", choices=INPUT_MODES, default="clamp", help="how inputs reach the neurons")
-    group.add_argument("--input-gain", type=positive_float, help="input factor (default: 1 with clamp, 20 with add)")
-    group.add_argument("--rule", choices=rule_names(), default="hebb", help="Hebbian rule of the plastic models")
-    group.add_argument("--eta", type=positive_float, default=0.01, help="initial Hebbian learning rate")
-    group.add_argument("--extra-neurons", type=int, default=2000, help="extra neurons of the 'rnn' baseline")
-    group.add_argument("--lstm-hidden-size", type=int, default=2000, help="cells of the 'lstm' baseline")
 
 
 def memory_model_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,15 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from plastic_rl.core import PlasticLinear
-from plastic_rl.core.embeddings import EMBEDDINGS, image_embedding
-from plastic_rl.core.options import check_choice, check_positive_int
-from plastic_rl.core.rules import rule_names
+from plastic_rl.core.embeddings import image_embedding
+from plastic_rl.core.options import EMBEDDINGS, check_choice, check_positive_int
 from plastic_rl.data.omniglot import IMAGE_SIZE, PARTS, SPLITS, OmniglotSplit, check_split, load_images, make_split
 from plastic_rl.envs.omniglot import OmniglotClasses, check_episode_size, sample_omniglot_episodes
+from plastic_rl.supervised.options import OMNIGLOT_HEADS
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
-HEADS = ("plastic", "linear", "prototypical")
 
 
 def split_digest(split: OmniglotSplit) -> str:
@@ -56,7 +55,7 @@ class OmniglotTask(SupervisedTask):
 
     name = "omniglot"
     primary_metric = "error_rate"
-    model_names = HEADS
+    model_names = OMNIGLOT_HEADS
 
     def __init__(
         self,
@@ -221,43 +220,6 @@ class OmniglotTask(SupervisedTask):
         )
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("omniglot episodes")
-        group.add_argument("--ways", type=int, default=5, help="classes per episode (N)")
-        group.add_argument("--shots", type=int, default=1, help="labelled drawings per class (K)")
-        group.add_argument(
-            "--queries",
-            type=int,
-            default=1,
-            help="query drawings per training/validation episode, all scored (the paper: 1; test scores always use 1)",
-        )
-        group.add_argument(
-            "--split",
-            default="vinyals",
-            metavar="SPLIT",
-            help="'vinyals' (standard), 'paper', 'lake' (background alphabets for training, evaluation alphabets for "
-            "test, upright) or a split FILE or folder of your class lists ([train]/[validation]/[test] sections)",
-        )
-        group.add_argument("--split-seed", type=int, default=0, help="seed of the held-out characters (paper, lake)")
-        group.add_argument("--test-characters", type=int, default=100, help="paper split: characters held out for test")
-        group.add_argument(
-            "--validation-characters", type=int, default=100, help="characters held out for validation (paper, lake)"
-        )
-        group = parser.add_argument_group("omniglot models")
-        group.add_argument(
-            "--embedding", choices=EMBEDDINGS, default="paper", help="'paper' (stride-2 tanh) or 'conv4'"
-        )
-        group.add_argument("--rule", choices=rule_names(), default="oja", help="Hebbian rule of the plastic head")
-        group.add_argument("--eta", type=float, default=1.0, help="initial Hebbian learning rate")
-        group.add_argument("--alpha-init", type=float, default=1.0, help="initial plasticity coefficients (mean)")
-        group.add_argument(
-            "--no-fixed-weight", action="store_true", help="plastic head without fixed weights (alpha * Hebb only)"
-        )
-        group.add_argument(
-            "--normalize-features", action="store_true", help="unit-length features (the head reads cosines)"
-        )
-
-    @classmethod
     def from_args(cls, args: argparse.Namespace) -> tuple[OmniglotTask, dict[str, Any]]:
         task = cls(
             ways=args.ways,
@@ -326,7 +288,7 @@ class OmniglotClassifier(nn.Module):
         check_positive_int("ways", ways)
         check_positive_int("channels", channels)
         check_choice("embedding", embedding, EMBEDDINGS)
-        check_choice("head", head, HEADS)
+        check_choice("head", head, OMNIGLOT_HEADS)
         self.config = dict(
             ways=ways,
             embedding=embedding,

@@ -11,16 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from plastic_rl.core.options import check_choice
-from plastic_rl.envs.pattern_memory import (
-    COMPARISON_PROTOCOL,
-    FAST_PROTOCOL,
-    PatternMemoryProtocol,
-    sample_pattern_episodes,
-)
-from plastic_rl.supervised.models import add_memory_model_arguments, build_memory_model, memory_model_options
+from plastic_rl.envs.pattern_memory import PROTOCOLS, PatternMemoryProtocol, sample_pattern_episodes
+from plastic_rl.supervised.models import build_memory_model, memory_model_options
+from plastic_rl.supervised.options import PATTERN_MODELS
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
-
-PROTOCOLS = {"paper": PatternMemoryProtocol(), "fast": FAST_PROTOCOL, "comparison": COMPARISON_PROTOCOL}
 
 
 class PatternMemoryTask(SupervisedTask):
@@ -39,7 +33,7 @@ class PatternMemoryTask(SupervisedTask):
 
     name = "patterns"
     primary_metric = "wrong_bits"
-    model_names = ("plastic", "rnn", "lstm")
+    model_names = PATTERN_MODELS
 
     def __init__(self, **protocol: Any) -> None:
         self.protocol = PatternMemoryProtocol(**protocol)
@@ -69,28 +63,6 @@ class PatternMemoryTask(SupervisedTask):
     def build_model(self, model_name: str = "plastic", **options: Any) -> nn.Module:
         check_choice("model_name", model_name, self.model_names)
         return build_memory_model(model_name, self.protocol.pattern_size, **options)
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("pattern protocol")
-        group.add_argument(
-            "--protocol",
-            choices=tuple(PROTOCOLS),
-            default="paper",
-            help="'paper': 10 steps shown, 3 empty, 3 repetitions (205 steps); 'fast': the authors' 6/4/2 (106 steps); "
-            "'comparison': the authors' baseline comparison, 2 patterns of 50 bits, 3/1/1 (11 steps)",
-        )
-        for field, kind in (
-            ("pattern_count", int),
-            ("pattern_size", int),
-            ("steps_shown", int),
-            ("gap_steps", int),
-            ("repetitions", int),
-            ("degraded_fraction", float),
-            ("query_steps", int),
-        ):
-            group.add_argument(f"--{field.replace('_', '-')}", type=kind, help="override the protocol's value")
-        add_memory_model_arguments(parser)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> tuple[PatternMemoryTask, dict[str, Any]]:

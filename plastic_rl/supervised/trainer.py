@@ -20,7 +20,6 @@ from torch import nn
 from tqdm import tqdm
 
 from plastic_rl.core.divergence import (
-    NON_FINITE_ACTIONS,
     TrainingDiverged,
     check_finite_parameters,
     divergence_message,
@@ -29,6 +28,7 @@ from plastic_rl.core.divergence import (
 from plastic_rl.core.files import atomic_write, atomic_write_text
 from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
+    NON_FINITE_ACTIONS,
     check_choice,
     check_positive_float,
     check_positive_int,
@@ -36,10 +36,10 @@ from plastic_rl.core.options import (
     select_device,
 )
 from plastic_rl.supervised.models import plastic_layers
+from plastic_rl.supervised.options import LEARNING_RATE_SCHEDULES
 from plastic_rl.supervised.task import Episodes, SupervisedTask, make_task
 
 FILE_FORMAT = "plastic_rl.supervised/1"
-LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 # A logged training loss this many times the first step's is reported as probable (finite) divergence.
 DIVERGENCE_WARNING_FACTOR = 100.0
 

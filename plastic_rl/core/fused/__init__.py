@@ -51,7 +51,6 @@ from plastic_rl.core.rules import Traces, get_rule
 
 __all__ = [
     "BACKENDS",
-    "IMPLEMENTATIONS",
     "NO_CPP_ENVIRONMENT_VARIABLE",
     "CheckpointPlan",
     "RecordedUnroll",
@@ -68,7 +67,6 @@ __all__ = [
     "resolve_backend",
 ]
 
-IMPLEMENTATIONS = ("auto", "fused", "autograd")
 BACKENDS = ("cpp", "torch")
 
 Forward = Callable[[UnrollBuffers, "StepRange | None"], None]

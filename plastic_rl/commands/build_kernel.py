@@ -10,14 +10,14 @@ import argparse
 import sys
 import time
 
-from plastic_rl.core.fused.cpp_backend import cpp_extension_module
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     del parser  # no options
 
 
 def run(args: argparse.Namespace) -> int:
+    from plastic_rl.core.fused.cpp_backend import cpp_extension_module  # torch
+
     start = time.perf_counter()
     module = cpp_extension_module()
     if module is None:

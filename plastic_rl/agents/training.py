@@ -1,10 +1,10 @@
-"""``plastic-rl train``: train PlasticA2C, PlasticPPO or sb3-contrib's RecurrentPPO (RL Baselines3 Zoo conventions).
+"""An RL training run in its folder: PlasticA2C, PlasticPPO or sb3-contrib's RecurrentPPO (RL Zoo conventions).
 
-Writes ``LOGDIR/<algo>/<env>_<N>/``: the final model ``<env>.zip``, ``best_model.zip`` (with ``--eval-freq``),
+A run writes ``LOGDIR/<algo>/<env>_<N>/``: the final model ``<env>.zip``, ``best_model.zip`` (with ``--eval-freq``),
 checkpoints ``rl_checkpoint_<steps>_steps.pt`` (with ``--save-freq``; the last two are kept), ``config.yml`` and
-one monitor CSV per env. ``--resume CHECKPOINT`` (or a run folder: its latest checkpoint) continues a run exactly
-(see :mod:`plastic_rl.agents.checkpoints`); ``-i MODEL`` starts a new run from a saved model's parameters.
-:func:`train_run` is the same command as a function that trains into a given folder and resumes what is there.
+one monitor CSV per env. :func:`train_new_run` starts a run in the next numbered folder, :func:`resume_run` continues
+one exactly from a checkpoint (see :mod:`plastic_rl.agents.checkpoints`), and :func:`train_run` trains into a given
+folder and resumes what is there. Each takes the options of :func:`~plastic_rl.agents.options.add_train_arguments`.
 """
 
 from __future__ import annotations
@@ -19,91 +19,47 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plastic_rl.agents.configuration import ALGORITHMS, POLICIES, RUN_KEYS
-from plastic_rl.core.options import BadInputError, non_negative_int, positive_int
+import torch
+import yaml
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--algo", default="plastic_a2c", choices=list(ALGORITHMS), help="algorithm")
-    parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
-    parser.add_argument(
-        "--policy",
-        default="plastic",
-        choices=list(POLICIES),
-        help="plastic / homogeneous / rnn: PlasticRecurrentPolicy with plasticity full / shared / none; neuromod / "
-        "retroneuromod: with Backpropamine's simple / retroactive neuromodulation; lstm: LSTM",
-    )
-    parser.add_argument(
-        "-n", "--n-timesteps", type=positive_int, default=None, help="env steps (default: from the YAML)"
-    )
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
-    parser.add_argument("--n-envs", type=positive_int, default=None, help="parallel envs (default: from the YAML)")
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="torch threads (default: torch's default, all cores; the experiment command runs one per job)",
-    )
-    parser.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"], help="VecEnv class")
-    parser.add_argument("-f", "--log-folder", default="logs", help="runs go to LOGDIR/<algo>/<env>_<N>/")
-    parser.add_argument("-tb", "--tensorboard-log", default=None, help="TensorBoard log folder")
-    parser.add_argument(
-        "--eval-freq", type=positive_int, default=None, help="evaluate every F env steps (default: never)"
-    )
-    parser.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation")
-    parser.add_argument(
-        "--heldout-freq",
-        type=positive_int,
-        default=None,
-        help="measure the learning-to-learn signature on held-out episodes every F env steps (heldout/* in "
-        "progress.csv and TensorBoard; default: never)",
-    )
-    parser.add_argument(
-        "--heldout-episodes", type=positive_int, default=100, help="held-out episodes per --heldout-freq measurement"
-    )
-    parser.add_argument(
-        "--save-freq",
-        type=positive_int,
-        default=None,
-        help="checkpoint every F env steps, between updates (default: never)",
-    )
-    parser.add_argument(
-        "--resume",
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue the run of this checkpoint (or of a run folder's latest one) exactly, with its own options",
-    )
-    parser.add_argument(
-        "-i",
-        "--trained-agent",
-        default=None,
-        metavar="MODEL",
-        help="start from this saved model's parameters (a .zip or a checkpoint) and train -n more steps",
-    )
-    parser.add_argument(
-        "--video-freq",
-        type=positive_int,
-        default=None,
-        help="with -tb: log an episode with its trace panel to TensorBoard every F env steps (default: never)",
-    )
-    parser.add_argument(
-        "-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="override hyperparameters"
-    )
-    parser.add_argument(
-        "--hyperparams-set", default=None, metavar="NAME", help="a named entry <env>:NAME of the YAML (e.g. authors)"
-    )
-    parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="override env kwargs")
-    parser.add_argument(
-        "--compare-random",
-        action="store_true",
-        help="after training, evaluate the agent beside a random policy on held-out episodes (plastic-rl evaluate)",
-    )
-    parser.add_argument("--compare-episodes", type=positive_int, default=300, help="episodes for --compare-random")
-    parser.add_argument("--no-progress-bar", action="store_true", help="hide the progress bar")
-    parser.add_argument(
-        "--verbose", type=int, default=0, choices=[0, 1, 2], help="SB3 verbosity (1: print the training logs)"
-    )
+from plastic_rl.agents.a2c import rollout_bytes
+from plastic_rl.agents.callbacks import HeldOutEvaluationCallback, OneEventFile, ProgressBar, TraceVideoCallback
+from plastic_rl.agents.checkpoints import (
+    ResumeCheckpointCallback,
+    checkpoints_newest_first,
+    newest_readable_checkpoint,
+    read_checkpoint,
+    restore_checkpoint,
+)
+from plastic_rl.agents.configuration import (
+    RUN_KEYS,
+    algorithm_class,
+    check_env_id,
+    decided_by_policy,
+    load_hyperparameters,
+    next_run_folder,
+    parse_key_values,
+    policy_settings,
+)
+from plastic_rl.agents.curves import write_learning_curve
+from plastic_rl.agents.diagnostics import ProgressCSVCallback
+from plastic_rl.agents.evaluation import compare_with_random, format_table, log_summary, write_results
+from plastic_rl.agents.extractors import EXTRACTORS
+from plastic_rl.agents.make_env import make_training_env
+from plastic_rl.agents.options import add_train_arguments
+from plastic_rl.agents.saving import EvalCallback
+from plastic_rl.agents.zoo import write_run_files
+from plastic_rl.core.divergence import TrainingDiverged
+from plastic_rl.core.files import atomic_write, atomic_write_text
+from plastic_rl.core.memory import check_fits
+from plastic_rl.core.options import (
+    BadInputError,
+    check_choice,
+    check_device,
+    check_positive_int,
+    check_utf8_path,
+    reported_as_bad_input,
+)
 
 
 def algorithm_arguments(hyperparameters: dict[str, Any], n_envs: int) -> dict[str, Any]:
@@ -116,8 +72,6 @@ def algorithm_arguments(hyperparameters: dict[str, Any], n_envs: int) -> dict[st
 
 def _default_n_steps(algo: str) -> int:
     """The ``n_steps`` an algorithm's class takes by default (the first class in its MRO that names it)."""
-    from plastic_rl.agents.configuration import algorithm_class
-
     for cls in algorithm_class(algo).__mro__:
         init = vars(cls).get("__init__")
         parameter = None if init is None else inspect.signature(init).parameters.get("n_steps")
@@ -137,14 +91,9 @@ def build_model(
     verbose: int = 0,
 ) -> Any:
     """The ``algo`` model with the ``--policy`` ``policy`` on ``env``, from a hyperparameter entry."""
-    from plastic_rl.agents.configuration import algorithm_class, policy_settings
-    from plastic_rl.core.options import check_choice
-
     algorithm_kwargs = algorithm_arguments(hyperparameters, env.num_envs)
     policy_name, policy_kwargs = policy_settings(algo, policy, hyperparameters.get("policy_kwargs") or {})
     if isinstance(policy_kwargs.get("features_extractor_class"), str):  # named in -params or the YAML
-        from plastic_rl.agents.extractors import EXTRACTORS
-
         name = check_choice("features_extractor_class", policy_kwargs["features_extractor_class"], EXTRACTORS)
         policy_kwargs = {**policy_kwargs, "features_extractor_class": EXTRACTORS[name]}
     return algorithm_class(algo)(
@@ -165,49 +114,58 @@ KEPT_CHECKPOINTS = 2
 DISPLAY_OPTIONS = ("no_progress_bar", "verbose", "resume", "log_folder")
 
 
+def train_parser() -> argparse.ArgumentParser:
+    """A parser of ``plastic-rl train``'s options."""
+    parser = argparse.ArgumentParser(prog="plastic-rl train")
+    add_train_arguments(parser)
+    return parser
+
+
 def stored_arguments(payload: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's ``plastic-rl train`` options, with today's defaults for options added since it was written."""
-    parser = argparse.ArgumentParser(prog="plastic-rl train")
-    add_arguments(parser)
-    return {**vars(parser.parse_args([])), **payload["arguments"]}
+    return {**vars(train_parser().parse_args([])), **payload["arguments"]}
 
 
-def run(args: argparse.Namespace) -> int:
-    from plastic_rl.agents.checkpoints import checkpoints_newest_first, newest_readable_checkpoint, read_checkpoint
-    from plastic_rl.agents.configuration import next_run_folder
+def train_new_run(args: argparse.Namespace) -> Path:
+    """Train the run of ``args`` in the next numbered folder under ``--log-folder``; returns the model path.
 
-    if args.resume is None:
-        folder = next_run_folder(args.log_folder, args.algo, args.env)
-        created = [path for path in (folder, *folder.parents) if not path.exists()]
-        folder.mkdir(parents=True)
-        try:
-            train(args, folder)
-        except (BadInputError, OSError):
-            # No run of bad input or of an unwritable output is left behind (nor the folders made for it), unless it
-            # has checkpoints worth resuming.
-            if not checkpoints_newest_first(folder):
-                shutil.rmtree(folder, ignore_errors=True)
-                for path in created[1:]:  # the parents made above, deepest first, if nothing else is in them
-                    with contextlib.suppress(OSError):
-                        path.rmdir()
-            raise
-        return 0
-    checkpoint = Path(args.resume)
+    A run of bad input or of an unwritable output leaves nothing behind (nor the folders made for it), unless it has
+    checkpoints worth resuming.
+    """
+    folder = next_run_folder(args.log_folder, args.algo, args.env)
+    created = [path for path in (folder, *folder.parents) if not path.exists()]
+    folder.mkdir(parents=True)
+    try:
+        return train(args, folder)
+    except (BadInputError, OSError):
+        if not checkpoints_newest_first(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            for path in created[1:]:  # the parents made above, deepest first, if nothing else is in them
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        raise
+
+
+def _checkpoint_to_resume(resume: str) -> tuple[Path, dict[str, Any]]:
+    """``--resume``'s checkpoint (a run folder's newest readable one) and its contents; bad input otherwise."""
+    checkpoint = Path(resume)
     if checkpoint.is_dir():
         found = newest_readable_checkpoint(checkpoint)
         if found is None:
-            print(f"plastic-rl train: error: --resume: no readable checkpoint in {args.resume}", file=sys.stderr)
-            return 2
-        checkpoint, payload = found
-    elif not checkpoint.is_file():
-        print(f"plastic-rl train: error: --resume: no checkpoint at {args.resume}", file=sys.stderr)
-        return 2
-    else:
-        try:
-            payload = read_checkpoint(checkpoint)
-        except ValueError as error:
-            print(f"plastic-rl train: error: --resume: {error}", file=sys.stderr)
-            return 2
+            raise BadInputError(f"--resume: no readable checkpoint in {resume}")
+        return found
+    if not checkpoint.is_file():
+        raise BadInputError(f"--resume: no checkpoint at {resume}")
+    try:
+        return checkpoint, read_checkpoint(checkpoint)
+    except ValueError as error:
+        raise BadInputError(f"--resume: {error}") from error
+
+
+def resume_run(args: argparse.Namespace) -> Path:
+    """Continue the run of the checkpoint ``args.resume`` exactly, with the options it was started with (only
+    :data:`DISPLAY_OPTIONS` may be given anew); returns the model path."""
+    checkpoint, payload = _checkpoint_to_resume(args.resume)
     stored = argparse.Namespace(**stored_arguments(payload))
     defaults = stored_arguments({"arguments": {}})
     differing = [
@@ -216,24 +174,18 @@ def run(args: argparse.Namespace) -> int:
         if name not in DISPLAY_OPTIONS and value != defaults.get(name) and value != getattr(stored, name, None)
     ]
     if differing:
-        print(
-            f"plastic-rl train: error: --resume continues a run with the options it was started with; these differ: "
-            f"{'; '.join(differing)}. Resume without them, or start a new run from its weights with -i",
-            file=sys.stderr,
+        raise BadInputError(
+            f"--resume continues a run with the options it was started with; these differ: {'; '.join(differing)}. "
+            "Resume without them, or start a new run from its weights with -i"
         )
-        return 2
     for name in DISPLAY_OPTIONS:
         setattr(stored, name, getattr(args, name))
     print(f"Resuming {checkpoint}")
-    train(stored, checkpoint.parent, payload)
-    return 0
+    return train(stored, checkpoint.parent, payload)
 
 
 def _save_interrupted(model: Any, folder: Path, env_id: str) -> None:
     """Keep what an interrupted run has learnt, beside its checkpoints, and say how to go on."""
-    from plastic_rl.agents.checkpoints import checkpoints_newest_first
-    from plastic_rl.core.files import atomic_write
-
     # Not <env>.zip: a folder with its final model counts as finished and would not be resumed.
     path = folder / f"{env_id}_interrupted.zip"
     with atomic_write(path) as file:
@@ -261,11 +213,7 @@ def train_run(run_folder: str | Path, arguments: Sequence[str] = ()) -> Path:
     -------
     The path of the final model, ``run_folder/<env>.zip``.
     """
-    from plastic_rl.agents.checkpoints import newest_readable_checkpoint
-
-    parser = argparse.ArgumentParser(prog="plastic-rl train")
-    add_arguments(parser)
-    args = parser.parse_args(list(arguments))
+    args = train_parser().parse_args(list(arguments))
     if args.resume is not None:
         raise ValueError("arguments must not hold --resume: train_run resumes from run_folder's checkpoints itself")
     folder = Path(run_folder)
@@ -288,30 +236,6 @@ def train_run(run_folder: str | Path, arguments: Sequence[str] = ()) -> Path:
 
 def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | None = None) -> Path:
     """Train (or, from a checkpoint's contents, continue) the run of ``args`` in ``folder``; returns the model path."""
-    import torch
-    import yaml
-
-    import plastic_rl  # noqa: F401  (registers the envs)
-    from plastic_rl.agents.a2c import rollout_bytes
-    from plastic_rl.agents.checkpoints import ResumeCheckpointCallback, read_checkpoint, restore_checkpoint
-    from plastic_rl.agents.configuration import (
-        algorithm_class,
-        check_env_id,
-        decided_by_policy,
-        load_hyperparameters,
-        parse_key_values,
-        policy_settings,
-    )
-    from plastic_rl.agents.curves import write_learning_curve
-    from plastic_rl.agents.diagnostics import ProgressCSVCallback
-    from plastic_rl.agents.make_env import make_training_env
-    from plastic_rl.agents.saving import EvalCallback
-    from plastic_rl.agents.zoo import write_run_files
-    from plastic_rl.core.divergence import TrainingDiverged
-    from plastic_rl.core.files import atomic_write, atomic_write_text
-    from plastic_rl.core.memory import check_fits
-    from plastic_rl.core.options import check_device, check_positive_int, check_utf8_path, reported_as_bad_input
-
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     with reported_as_bad_input():
@@ -406,23 +330,15 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     if eval_callback is not None:
         callbacks.append(eval_callback)
     if args.heldout_freq is not None:
-        from plastic_rl.agents.callbacks import HeldOutEvaluationCallback
-
         callbacks.append(HeldOutEvaluationCallback(args.env, args.heldout_freq, args.heldout_episodes, env_kwargs))
     if args.save_freq is not None:
         arguments = {**vars(args), "resume": None}
         callbacks.append(ResumeCheckpointCallback(folder, args.save_freq, arguments, eval_callback, KEPT_CHECKPOINTS))
     if checkpoint is not None and args.tensorboard_log:
-        from plastic_rl.agents.callbacks import OneEventFile
-
         callbacks.append(OneEventFile())
     if args.video_freq is not None and args.tensorboard_log:
-        from plastic_rl.agents.callbacks import TraceVideoCallback
-
         callbacks.append(TraceVideoCallback(args.env, args.video_freq, env_kwargs, seed=args.seed + 30_000))
     if not args.no_progress_bar:
-        from plastic_rl.agents.callbacks import ProgressBar
-
         callbacks.append(ProgressBar(n_timesteps))
     done = model.num_timesteps if checkpoint is not None else 0
     print(
@@ -453,8 +369,6 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
     env.close()
 
     if args.compare_random:
-        from plastic_rl.agents.evaluation import compare_with_random, format_table, log_summary, write_results
-
         results = compare_with_random(model, args.env, env_kwargs, args.compare_episodes)
         print(format_table(results))
         write_results(results, folder / "evaluation.json", {"model": str(model_path), "env_kwargs": env_kwargs})

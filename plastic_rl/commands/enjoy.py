@@ -12,23 +12,25 @@ episode, so growth shows: the episode is first played once without drawing, with
 top 1% saturate). ``frame`` fits both to every frame; a number fixes the colour scale.
 
 ``--record out.mp4`` saves the episodes through Gymnasium's ``RecordVideo`` (needs moviepy, in the
-``plastic-rl[video]`` extra); ``out.gif`` (or a missing moviepy) writes a GIF with Pillow instead.
+``plastic-rl[video]`` extra); ``out.gif`` (or a missing moviepy) writes a GIF with Pillow instead
+(:class:`~plastic_rl.agents.recording.VideoRecorder`).
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import yaml
+from gymnasium.envs.registration import load_env_creator
 
-from plastic_rl.agents.configuration import ALGORITHMS
-from plastic_rl.agents.pretrained import PRETRAINED_AGENTS
-from plastic_rl.agents.trace_panel import NEURON_ORDERS, PANEL_CONTENTS
-from plastic_rl.core.options import non_negative_int, positive_int
+from plastic_rl.agents.configuration import ALGORITHMS, algorithm_class, check_env_id, find_run_folder
+from plastic_rl.agents.pretrained import PRETRAINED_AGENTS, pretrained_folder
+from plastic_rl.agents.trace_panel import NEURON_ORDERS, PANEL_CONTENTS, TracePanel, play_episode
+from plastic_rl.core.options import check_device, non_negative_int, positive_int, reported_as_bad_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,8 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _accepts(env_id: str, keyword: str) -> bool:
-    from gymnasium.envs.registration import load_env_creator
-
     entry_point = gym.spec(env_id).entry_point
     creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
     return creator is not None and keyword in inspect.signature(creator).parameters
@@ -83,13 +83,7 @@ def _panel_scale(value: str) -> str | float:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    import plastic_rl  # noqa: F401  (registers the envs)
-    from plastic_rl.agents.configuration import algorithm_class, check_env_id, find_run_folder
-    from plastic_rl.agents.pretrained import pretrained_folder
-    from plastic_rl.agents.trace_panel import TracePanel, play_episode
-    from plastic_rl.core.options import check_device, reported_as_bad_input
+    from plastic_rl.agents.recording import VideoRecorder
 
     with reported_as_bad_input():
         check_device("--device", args.device)
@@ -135,65 +129,3 @@ def run(args: argparse.Namespace) -> int:
         for path in recorder.save():
             print(f"Saved {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
-
-
-class VideoRecorder:
-    """Records the episodes played on an ``rgb_array`` env: through Gymnasium's ``RecordVideo`` as MP4 when
-    moviepy is installed and ``path`` does not end in ``.gif``, else as a GIF written with Pillow.
-
-    With several episodes, episode ``k`` (from 1) goes to ``<stem>-<k><suffix>``.
-    """
-
-    def __init__(self, path: Path, n_episodes: int) -> None:
-        import importlib.util
-
-        self.path = path
-        self.n_episodes = n_episodes
-        self.as_gif = path.suffix.lower() == ".gif" or importlib.util.find_spec("moviepy") is None
-        if self.as_gif and path.suffix.lower() != ".gif":
-            print(f"moviepy is not installed (pip install 'plastic-rl[video]'): writing GIFs for {path}")
-        self._folder: tempfile.TemporaryDirectory | None = None
-        self._frames: list[list] = []
-        self._frame_ms = 100
-
-    def wrap(self, env: gym.Env) -> gym.Env:
-        from plastic_rl.agents.callbacks import FrameCollector
-
-        self._frame_ms = round(1000 / env.metadata.get("render_fps", 10))
-        if self.as_gif:
-            return FrameCollector(env, self._frames)
-        self.path.parent.mkdir(parents=True, exist_ok=True)  # a fault names the user's folder, not a temporary one
-        self._folder = tempfile.TemporaryDirectory(prefix=".recording-", dir=self.path.parent or ".")
-        return gym.wrappers.RecordVideo(
-            env,
-            str(Path(self._folder.name) / "videos"),
-            episode_trigger=lambda _: True,
-            name_prefix="episode",
-            disable_logger=True,
-        )
-
-    def _target(self, episode: int) -> Path:
-        suffix = ".gif" if self.as_gif else self.path.suffix or ".mp4"
-        stem = self.path.with_suffix("")
-        return Path(f"{stem}{suffix}") if self.n_episodes == 1 else Path(f"{stem}-{episode + 1}{suffix}")
-
-    def save(self) -> list[Path]:
-        """Write the recorded episodes (call after closing the env); returns the files written."""
-
-        from plastic_rl.core.files import atomic_write_bytes
-
-        written = []
-        if self.as_gif:
-            from plastic_rl.agents.callbacks import gif_bytes
-
-            for episode, frames in enumerate(self._frames):
-                atomic_write_bytes(self._target(episode), gif_bytes(frames, self._frame_ms))
-                written.append(self._target(episode))
-            return written
-        assert self._folder is not None
-        for episode in range(self.n_episodes):
-            video = Path(self._folder.name) / "videos" / f"episode-episode-{episode}.mp4"
-            atomic_write_bytes(self._target(episode), video.read_bytes())
-            written.append(self._target(episode))
-        self._folder.cleanup()
-        return written

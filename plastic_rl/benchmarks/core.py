@@ -22,11 +22,18 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from typing import Any
 
-from plastic_rl.core.options import non_negative_int, positive_float, positive_int
+from plastic_rl.core.files import atomic_write_text
+from plastic_rl.core.options import (
+    check_device,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    reported_as_bad_input,
+    select_device,
+)
 
 # (N, T, B) of the issue's table, and its targets in seconds per episode
 DEFAULT_CONFIGS = ("1001,200,1", "1001,200,16", "1025,210,1", "200,250,1", "200,250,16", "200,250,64")
@@ -117,19 +124,14 @@ def _measure_bandwidth(n: int, batch: int, device) -> float:
     ``B x N x N`` trace and trace gradient, ``w``, ``alpha`` and ``dL/dalpha``; the best of 3 timings."""
     import torch
 
+    from plastic_rl.benchmarks.measure import timed
+
     half = (2 * batch + 3) * n * n // 2
     a = torch.ones(half, device=device)
     b = torch.ones(half, device=device)
     repeats = max(5, int(2e9 // (12 * a.numel())))
     a.add_(b)
-    best = float("inf")
-    for _ in range(3):
-        _synchronize(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a.add_(b, alpha=1e-9)
-        _synchronize(device)
-        best = min(best, (time.perf_counter() - start) / repeats)
+    best = min(timed(lambda: [a.add_(b, alpha=1e-9) for _ in range(repeats)], device)[0] for _ in range(3)) / repeats
     return 3 * a.numel() * a.element_size() / best
 
 
@@ -143,19 +145,12 @@ def _bandwidth_probes(n: int, batch: int, device) -> list[float]:
     return [_measure_bandwidth(n, batch, device) / 1e9 for _ in range(BANDWIDTH_PROBES)]
 
 
-def _synchronize(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _worker(spec: dict) -> dict:
     import torch
 
+    from plastic_rl.benchmarks.measure import timed
     from plastic_rl.core import fused
     from plastic_rl.core.memory import peak_bytes
-    from plastic_rl.core.options import select_device
 
     torch.set_num_threads(spec["threads"])
     device = select_device(spec["device"])
@@ -165,18 +160,12 @@ def _worker(spec: dict) -> dict:
     n, steps, batch = spec["n"], spec["steps"], spec["batch"]
     baseline_gb = peak_bytes() / 1e9
     layer, inputs = _problem(n, steps, batch, spec["seed"], spec["implementation"], device)
-    start = time.perf_counter()
-    _episode(layer, inputs)  # first episode: builds or loads the C++ kernel, warms the allocator
-    first = time.perf_counter() - start
+    first, _ = timed(lambda: _episode(layer, inputs), device)  # builds or loads the C++ kernel, warms the allocator
     probes = _bandwidth_probes(n, batch, device) if spec["implementation"] == "fused" else []
     times = []
     for _ in range(spec["repeats"]):
         layer.zero_grad(set_to_none=True)
-        _synchronize(device)
-        start = time.perf_counter()
-        _episode(layer, inputs)
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(timed(lambda: _episode(layer, inputs), device)[0])
     result = {
         "median_s": statistics.median(times),
         "min_s": min(times),
@@ -218,7 +207,7 @@ def _backend_description(spec: dict, device, batch: int) -> str:
 
 
 def _run_worker(spec: dict) -> dict:
-    command = [sys.executable, "-m", "plastic_rl.core.bench", "--worker", json.dumps(spec)]
+    command = [sys.executable, "-m", "plastic_rl.benchmarks.core", "--worker", json.dumps(spec)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         tail = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -243,7 +232,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
     from plastic_rl.core.memory import available_bytes
-    from plastic_rl.core.options import check_device, reported_as_bad_input
 
     with reported_as_bad_input():
         configs = [_parse_config(text) for text in args.configs]
@@ -281,8 +269,6 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         _print_row(row)
     if args.json:
-        from plastic_rl.core.files import atomic_write_text
-
         atomic_write_text(args.json, json.dumps({"date": stamp, "threads": args.threads, "rows": rows}, indent=2))
     return 0
 

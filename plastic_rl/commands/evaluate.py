@@ -10,12 +10,21 @@ writes the statistics (JSON; a pretrained agent's to ``pretrained_<name>_evaluat
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from plastic_rl.agents.configuration import ALGORITHMS
-from plastic_rl.agents.evaluation import DEFAULT_EPISODES, HELD_OUT_FIRST_SEED
-from plastic_rl.agents.pretrained import PRETRAINED_AGENTS
+import yaml
+
+from plastic_rl.agents.configuration import ALGORITHMS, algorithm_class, find_run_folder
+from plastic_rl.agents.evaluation import (
+    DEFAULT_EPISODES,
+    HELD_OUT_FIRST_SEED,
+    evaluate,
+    format_table,
+    held_out_seeds,
+    write_results,
+)
+from plastic_rl.agents.pretrained import PRETRAINED_AGENTS, pretrained_folder
+from plastic_rl.core.options import reported_as_bad_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,44 +55,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        return _evaluate(args)
-    except ValueError as error:
-        print(f"plastic-rl evaluate: error: {error}", file=sys.stderr)
-        return 2
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    import torch
-    import yaml
-
-    from plastic_rl.agents.configuration import algorithm_class, find_run_folder
-    from plastic_rl.agents.evaluation import evaluate, format_table, held_out_seeds, write_results
-    from plastic_rl.agents.pretrained import pretrained_folder
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+def _model_and_folder(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The model file the options name, and the run folder whose ``config.yml`` describes it."""
     if args.model is not None and args.pretrained is not None:
         raise ValueError("--model and --pretrained each name the model: give one")
     if args.pretrained is not None:
         folder = pretrained_folder(args.pretrained)
-        model_path = folder / f"{PRETRAINED_AGENTS[args.pretrained]}.zip"
-    elif args.model is not None:
+        return folder / f"{PRETRAINED_AGENTS[args.pretrained]}.zip", folder
+    if args.model is not None:
         model_path = Path(args.model)
         if not model_path.is_file():
             raise ValueError(f"--model must be an existing model file; got {args.model!r}")
-        folder = model_path.parent
-    else:
-        folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
-        model_path = folder / ("best_model.zip" if args.load_best else f"{args.env}.zip")
-    config_path = folder / "config.yml"
-    if not config_path.is_file():
-        raise ValueError(f"no config.yml beside {model_path}: evaluate a model of a plastic-rl train run")
-    config = yaml.safe_load(config_path.read_text())
-    model = algorithm_class(config["algo"]).load(model_path, device=args.device)
+        return model_path, model_path.parent
+    folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
+    return folder / ("best_model.zip" if args.load_best else f"{args.env}.zip"), folder
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    with reported_as_bad_input():
+        model_path, folder = _model_and_folder(args)
+        config_path = folder / "config.yml"
+        if not config_path.is_file():
+            raise ValueError(f"no config.yml beside {model_path}: evaluate a model of a plastic-rl train run")
+        config = yaml.safe_load(config_path.read_text())
+        model = algorithm_class(config["algo"]).load(model_path, device=args.device)
+        seeds = held_out_seeds(args.n_episodes, args.first_seed)
     env_kwargs = dict(config["hyperparameters"].get("env_kwargs") or {})
-    seeds = held_out_seeds(args.n_episodes, args.first_seed)
     print(f"Evaluating {model_path} ({config['algo']}, policy {config['policy']}, seed {config['seed']})")
     results = [evaluate(model, config["env"], env_kwargs, seeds=seeds, deterministic=args.deterministic,
                         name="trained agent")]  # fmt: skip

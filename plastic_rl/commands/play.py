@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import gymnasium as gym
+
+from plastic_rl.core.options import non_negative_int, positive_float, positive_int, reported_as_bad_input
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from plastic_rl.core.options import non_negative_int, positive_float, positive_int
-
     parser.add_argument("--seed", type=non_negative_int, default=None, help="seed of the sequence of episodes")
     parser.add_argument("--size", type=int, default=9, help="side of the maze without its border (odd, >= 5)")
     parser.add_argument("--episode-length", type=positive_int, default=250, help="steps per episode")
@@ -32,10 +34,7 @@ def print_episode_end(
 
 
 def run(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-    from gymnasium.utils.play import play
-
-    from plastic_rl.core.options import reported_as_bad_input
+    from gymnasium.utils.play import play  # pygame
 
     with reported_as_bad_input():
         env = gym.make("PlasticMaze-v0", render_mode="rgb_array", size=args.size, episode_length=args.episode_length)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from plastic_rl.data import DATASETS, DataError, resolve_data_dir
+from plastic_rl.data import DATASETS, resolve_data_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,10 +15,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
-    try:
-        importlib.import_module(DATASETS[args.dataset]).download(data_dir)
-    except DataError as error:
-        print(f"plastic-rl download: error: {error}")
-        return 2
+    importlib.import_module(DATASETS[args.dataset]).download(data_dir)  # a DataError is reported by the CLI
     print(f"{args.dataset}: ready in {data_dir}")
     return 0

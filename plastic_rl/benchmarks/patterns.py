@@ -1,4 +1,5 @@
-"""``plastic-rl bench TASK`` (patterns, images): seconds per episode and peak memory of a supervised task's training.
+"""``plastic-rl bench patterns`` (and ``bench images``): seconds per episode and peak memory of a supervised task's
+training.
 
 Each batch size runs in a fresh process, so that its peak memory is its own: one warm-up step, then
 ``--repeats`` timed training steps (sampling, forward, backward, Adam), each timed on its own; the median
@@ -12,26 +13,26 @@ measured so far, would not fit in the available memory is skipped and reported a
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
-import time
+from typing import Any
 
-import torch
-
-from plastic_rl.core.fused import IMPLEMENTATIONS
-from plastic_rl.core.memory import GIB, available_bytes, peak_bytes
-from plastic_rl.core.options import check_choice, non_negative_int, positive_int, reported_as_bad_input, select_device
-from plastic_rl.supervised.command import describe
-from plastic_rl.supervised.task import SupervisedTask, get_task_class
-from plastic_rl.supervised.trainer import SupervisedTrainer, write_history_csv
+from plastic_rl.core.options import (
+    IMPLEMENTATIONS,
+    check_choice,
+    non_negative_int,
+    positive_int,
+    reported_as_bad_input,
+    select_device,
+)
+from plastic_rl.supervised.task import get_task_class, registered_task
 
 
 def add_task_arguments(parser: argparse.ArgumentParser, task_name: str) -> None:
     """All the options of ``plastic-rl bench <task_name>``."""
-    task_class = get_task_class(task_name)
+    task = registered_task(task_name)
     parser.set_defaults(task=task_name)
     parser.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32], help="batch sizes to time")
-    parser.add_argument("--model", choices=task_class.model_names, default=task_class.model_names[0])
+    parser.add_argument("--model", choices=task.model_names, default=task.model_names[0])
     parser.add_argument(
         "--repeats", type=positive_int, default=5, help="timed steps per batch size (the median is reported)"
     )
@@ -45,15 +46,34 @@ def add_task_arguments(parser: argparse.ArgumentParser, task_name: str) -> None:
     )
     parser.add_argument("--csv", help="also write the table to this CSV file")
     parser.add_argument("--data-dir", help="dataset folder of the image and Omniglot tasks (default: $PLASTIC_RL_DATA)")
-    task_class.add_arguments(parser)
+    task.add_arguments(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, "patterns")
 
 
-def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
+def _build(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The task and the model of the options (with ``--implementation`` set on its recurrent layer)."""
+    task, model_options = get_task_class(args.task).from_args(args)
+    model = task.build_model(args.model, **model_options)
+    if args.implementation is not None:
+        layer = getattr(model, "recurrent", None)
+        if layer is None or not hasattr(layer, "implementation"):
+            raise ValueError("--implementation needs a recurrent model on a core that offers implementations")
+        layer.implementation = check_choice("--implementation", args.implementation, IMPLEMENTATIONS)
+    return task, model
+
+
+def _measure(args: argparse.Namespace, batch_size: int, results: Any) -> None:
     """Child process: time ``args.repeats`` training steps at ``batch_size``."""
+    import torch
+
+    from plastic_rl.benchmarks.measure import bytes_in_use, synchronize, timed
+    from plastic_rl.core.memory import GIB, peak_bytes
+    from plastic_rl.supervised.runs import describe
+    from plastic_rl.supervised.trainer import SupervisedTrainer
+
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -70,20 +90,12 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
         progress=False,
     )
     description = describe(trainer)
-    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else peak_bytes()
+    base = bytes_in_use(device)
     trainer.train_step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     # Each step timed on its own and the median reported, as the other benches do: one disturbed step moves a
     # mean, not a median.
-    wall_times, cpu_times = [], []
-    for _ in range(args.repeats):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        trainer.train_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall_times.append(time.perf_counter() - started)
-        cpu_times.append(time.process_time() - cpu_started)
+    wall_times, cpu_times = zip(*(timed(trainer.train_step, device) for _ in range(args.repeats)), strict=True)
     seconds, cpu_seconds = statistics.median(wall_times), statistics.median(cpu_times)
     peak = peak_bytes(device)
     results.put(
@@ -100,23 +112,17 @@ def _measure(args: argparse.Namespace, batch_size: int, results) -> None:
     )
 
 
-def _build(args: argparse.Namespace) -> tuple[SupervisedTask, torch.nn.Module]:
-    task, model_options = get_task_class(args.task).from_args(args)
-    model = task.build_model(args.model, **model_options)
-    if args.implementation is not None:
-        layer = getattr(model, "recurrent", None)
-        if layer is None or not hasattr(layer, "implementation"):
-            raise ValueError("--implementation needs a recurrent model on a core that offers implementations")
-        layer.implementation = check_choice("--implementation", args.implementation, IMPLEMENTATIONS)
-    return task, model
-
-
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from plastic_rl.benchmarks.measure import in_fresh_process
+    from plastic_rl.core.memory import GIB, available_bytes
+    from plastic_rl.supervised.trainer import write_history_csv
+
     with reported_as_bad_input():
         device = select_device(args.device)
         _build(args)  # bad options fail here, once, rather than in every child process
-    context = multiprocessing.get_context("spawn")
-    rows = []
+    rows: list[dict[str, Any]] = []
     base_bytes, per_episode_bytes = 0.0, None
     for batch_size in sorted(args.batch_sizes):
         if per_episode_bytes is not None:
@@ -128,15 +134,11 @@ def run(args: argparse.Namespace) -> int:
                 )
                 rows.append(dict(batch_size=batch_size, skipped=f"needs ~{needed / GIB:.1f} GiB"))
                 continue
-        results = context.Queue()
-        child = context.Process(target=_measure, args=(args, batch_size, results))
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            print(f"batch {batch_size}: failed (exit code {child.exitcode}; out of memory?)")
-            rows.append(dict(batch_size=batch_size, skipped=f"exit code {child.exitcode}"))
+        row = in_fresh_process(_measure, args, batch_size)
+        if isinstance(row, int):
+            print(f"batch {batch_size}: failed (exit code {row}; out of memory?)")
+            rows.append(dict(batch_size=batch_size, skipped=f"exit code {row}"))
             continue
-        row = results.get()
         if not any("seconds_per_step" in measured for measured in rows):
             print(row["describe"])
             print(

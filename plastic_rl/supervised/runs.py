@@ -1,94 +1,24 @@
-"""The ``plastic-rl supervised TASK`` command family, for every task in the registry.
+"""A supervised training run in its folder, from the options of ``plastic-rl supervised TASK``.
 
-:func:`add_arguments` / :func:`run` serve all tasks at once (``plastic-rl supervised TASK ...``,
-with one sub-command per registered task); :func:`add_task_arguments` builds the options of a single
-task, for a command module bound to one task such as ``cli_patterns``.
+:func:`train_run` is the command's work, which the experiment runner also calls for each of its runs: it chooses the
+run folder (never mixing two runs in one, see :func:`choose_run_dir`), builds the trainer of any registered task (or
+resumes one from its checkpoint), trains, and writes the model, the curve and the TensorBoard events. The options are
+those of :func:`~plastic_rl.supervised.options.add_task_arguments`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import torch
 
-from plastic_rl.core.divergence import NON_FINITE_ACTIONS
-from plastic_rl.core.options import (
-    BadInputError,
-    check_utf8_path,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    reported_as_bad_input,
-)
+from plastic_rl.core.options import BadInputError, check_utf8_path, reported_as_bad_input
 from plastic_rl.supervised.models import count_parameters
-from plastic_rl.supervised.task import TASKS, get_task_class
-from plastic_rl.supervised.trainer import LEARNING_RATE_SCHEDULES, SupervisedTrainer
-
-
-def add_trainer_arguments(parser: argparse.ArgumentParser, *, single_seed: bool = True) -> None:
-    """The options every supervised training command shares (``--seed`` unless ``single_seed`` is false)."""
-    group = parser.add_argument_group("training")
-    group.add_argument(
-        "--steps", type=positive_int, default=1000, help="total Adam steps (episodes = steps x batch size)"
-    )
-    group.add_argument("--batch-size", type=positive_int, default=1, help="episodes per step")
-    group.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's learning rate")
-    group.add_argument(
-        "--learning-rate-schedule",
-        choices=LEARNING_RATE_SCHEDULES,
-        default="constant",
-        help="constant, or cosine: annealed to zero over --steps",
-    )
-    group.add_argument("--gradient-clip", type=positive_float, help="clip the gradient norm to this value")
-    group.add_argument(
-        "--on-non-finite",
-        choices=NON_FINITE_ACTIONS,
-        default="raise",
-        help="at a NaN/inf loss or gradient: stop (exit 3, the last checkpoint kept) or skip the step (counted)",
-    )
-    if single_seed:
-        group.add_argument("--seed", type=non_negative_int, default=0, help="seed of the model and of the episodes")
-    group.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    group.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
-    group.add_argument("--log-interval", type=positive_int, default=10, help="steps averaged into one curve row")
-    group.add_argument(
-        "--eval-interval", type=non_negative_int, default=100, help="steps between evaluations (0: none)"
-    )
-    group.add_argument("--eval-episodes", type=positive_int, default=32, help="fresh episodes per evaluation")
-    group.add_argument(
-        "--checkpoint-interval", type=non_negative_int, default=100, help="steps between checkpoints (0: end only)"
-    )
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group.add_argument(
-        "--data-dir",
-        default=os.environ.get("PLASTIC_RL_DATA"),
-        help="dataset folder for the image and Omniglot tasks (default: $PLASTIC_RL_DATA)",
-    )
-
-
-def add_task_arguments(parser: argparse.ArgumentParser, task_name: str) -> None:
-    """All the options of ``plastic-rl supervised <task_name>``."""
-    task_class = get_task_class(task_name)
-    parser.set_defaults(task=task_name)
-    parser.add_argument("--model", choices=task_class.model_names, default=task_class.model_names[0])
-    parser.add_argument(
-        "--run-dir",
-        help=f"output folder (default: a new runs/supervised/{task_name}/MODEL-seedSEED[_N], or the --resume folder)",
-    )
-    parser.add_argument("--resume", help="checkpoint to continue from (its task, model and settings are kept)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
-    add_trainer_arguments(parser)
-    task_class.add_arguments(parser)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    subparsers = parser.add_subparsers(dest="task", required=True, metavar="TASK", help=", ".join(TASKS))
-    for name in TASKS:
-        add_task_arguments(subparsers.add_parser(name, help=f"train on the {name!r} task"), name)
+from plastic_rl.supervised.task import get_task_class
+from plastic_rl.supervised.trainer import SupervisedTrainer
 
 
 def build_trainer(args: argparse.Namespace, run_dir: Path, model_name: str) -> SupervisedTrainer:
@@ -178,7 +108,11 @@ def describe(trainer: SupervisedTrainer) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def train_run(args: argparse.Namespace) -> Path:
+    """Train the run of ``args`` (a new one, or ``--resume``'s) in its folder; returns the path of its model.
+
+    An interrupted run saves its model as ``model_interrupted.pt`` beside its checkpoint and says how to go on.
+    """
     if args.threads:
         torch.set_num_threads(args.threads)
     with reported_as_bad_input():
@@ -206,4 +140,4 @@ def run(args: argparse.Namespace) -> int:
     print("; ".join(part for part in parts if part))
     curve = run_dir / "curve.csv" if trainer.history else "none (fewer steps than --log-interval)"
     print(f"model: {run_dir / 'model.pt'} (plastic_rl.supervised.load_model); curve: {curve}")
-    return 0
+    return run_dir / "model.pt"

@@ -1,11 +1,5 @@
-"""``plastic-rl bench a2c``: training throughput of PlasticA2C's whole ``learn()`` loop on the maze.
-
-For each number of envs it times the training path (``make_training_env``: the batched maze, the lean rollout
-step that records the core's forward, and ``train()`` differentiating the recording) and, in the same run, the
-per-step path it replaced (``DummyVecEnv`` of single mazes, SB3's distribution object and ``RolloutBuffer.add`` at
-every step, a fresh trace per step, ``train()`` unrolling the forward again: :class:`ReferencePlasticA2C`), and prints
-env steps per second, the ratio, where the time goes and the process's peak resident memory.
-"""
+"""What ``plastic-rl bench a2c`` times: PlasticA2C, or the rollout path it replaced (:class:`ReferencePlasticA2C`), on
+timed envs, one update at a time (:class:`TimedRun`)."""
 
 from __future__ import annotations
 
@@ -18,13 +12,15 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from plastic_rl.agents.a2c import PlasticA2C
-from plastic_rl.agents.configuration import POLICIES, RUN_KEYS
-from plastic_rl.core.memory import peak_bytes
-from plastic_rl.core.options import non_negative_int, positive_int
+from plastic_rl.agents.configuration import load_hyperparameters, policy_settings
+from plastic_rl.agents.make_env import make_training_env
+from plastic_rl.agents.training import algorithm_arguments, build_model
+from plastic_rl.benchmarks.measure import timed
 
 
 class ReferencePlasticA2C(PlasticA2C):
@@ -76,25 +72,7 @@ class ReferencePlasticA2C(PlasticA2C):
         return True
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", default="plastic", choices=list(POLICIES), help="policy condition")
-    parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
-    parser.add_argument(
-        "--n-envs", type=positive_int, nargs="+", default=[32, 64, 128], help="envs (episodes per update)"
-    )
-    parser.add_argument("--n-steps", type=positive_int, default=250, help="steps per env per update")
-    parser.add_argument("--hidden-size", type=positive_int, default=200, help="recurrent neurons")
-    parser.add_argument("--updates", type=positive_int, default=5, help="timed updates (the median is reported)")
-    parser.add_argument("--warmup-updates", type=non_negative_int, default=1, help="untimed updates first")
-    parser.add_argument(
-        "--reference-updates", type=non_negative_int, default=2, help="timed updates of the previous path (0: skip it)"
-    )
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
-
-
-class _TimedVecEnv(VecEnvWrapper):
+class TimedVecEnv(VecEnvWrapper):
     """Accumulates the time spent stepping the envs."""
 
     def __init__(self, venv: VecEnv) -> None:
@@ -111,7 +89,7 @@ class _TimedVecEnv(VecEnvWrapper):
         return result
 
 
-class _UpdateTimer(BaseCallback):
+class UpdateTimer(BaseCallback):
     """The time of each rollout (env stepping included)."""
 
     def __init__(self) -> None:
@@ -128,25 +106,19 @@ class _UpdateTimer(BaseCallback):
         return True
 
 
-class _TimedRun:
+class TimedRun:
     """One model on its env, trained one update at a time; keeps each update's wall time and the rollout's and the
     env's share of them."""
 
     def __init__(self, args: argparse.Namespace, n_envs: int, reference: bool) -> None:
-        from stable_baselines3.common.env_util import make_vec_env
-
-        from plastic_rl.agents.cli_train import build_model
-        from plastic_rl.agents.configuration import load_hyperparameters, policy_settings
-        from plastic_rl.agents.make_env import make_training_env
-
         hyperparameters = load_hyperparameters("plastic_a2c", args.env)
         hyperparameters["n_steps"] = args.n_steps
         policy_kwargs = {**(hyperparameters.get("policy_kwargs") or {}), "hidden_size": args.hidden_size}
         hyperparameters["policy_kwargs"] = policy_kwargs
         env_kwargs = hyperparameters.get("env_kwargs") or {}
         if reference:
-            self.env = _TimedVecEnv(make_vec_env(args.env, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs))
-            algorithm_kwargs = {key: value for key, value in hyperparameters.items() if key not in RUN_KEYS}
+            self.env = TimedVecEnv(make_vec_env(args.env, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs))
+            algorithm_kwargs = algorithm_arguments(hyperparameters, n_envs)
             policy_name, policy_kwargs = policy_settings("plastic_a2c", args.policy, policy_kwargs)
             self.model = ReferencePlasticA2C(
                 policy_name,
@@ -157,20 +129,23 @@ class _TimedRun:
                 **algorithm_kwargs,
             )
         else:
-            self.env = _TimedVecEnv(make_training_env(args.env, n_envs, seed=args.seed, env_kwargs=env_kwargs))
+            self.env = TimedVecEnv(make_training_env(args.env, n_envs, seed=args.seed, env_kwargs=env_kwargs))
             self.model = build_model("plastic_a2c", args.policy, self.env, hyperparameters, args.seed, args.device)
         self.steps_per_update = n_envs * args.n_steps
         self.update_seconds: list[float] = []
-        self.timer = _UpdateTimer()
+        self.timer = UpdateTimer()
         self.env_seconds = self.rollout_seconds = 0.0
 
-    def update(self, timed: bool = True) -> None:
+    def update(self, record: bool = True) -> None:
+        """Train one update; with ``record``, keep its times."""
         first = self.model.num_timesteps == 0
         self.env.seconds, self.timer.rollout_seconds = 0.0, 0.0
-        start = time.perf_counter()
-        self.model.learn(self.steps_per_update, callback=self.timer, reset_num_timesteps=first)
-        if timed:
-            self.update_seconds.append(time.perf_counter() - start)
+        seconds, _ = timed(
+            lambda: self.model.learn(self.steps_per_update, callback=self.timer, reset_num_timesteps=first),
+            self.model.device,
+        )
+        if record:
+            self.update_seconds.append(seconds)
             self.env_seconds += self.env.seconds
             self.rollout_seconds += self.timer.rollout_seconds
 
@@ -183,52 +158,3 @@ class _TimedRun:
             "env": self.env_seconds / total,
             "rollout": self.rollout_seconds / total,
         }
-
-
-def run(args: argparse.Namespace) -> int:
-
-    import plastic_rl  # noqa: F401  (registers the envs)
-    from plastic_rl.agents.configuration import check_env_id
-    from plastic_rl.core.options import check_device, reported_as_bad_input
-
-    with reported_as_bad_input():
-        check_device("--device", args.device)
-        check_env_id(args.env)
-    if args.threads is not None:
-        th.set_num_threads(args.threads)
-    print(
-        f"PlasticA2C on {args.env}, policy {args.policy}, hidden {args.hidden_size}, n_steps {args.n_steps}, "
-        f"{th.get_num_threads()} torch thread(s), device {args.device}; median of {args.updates} update(s) "
-        f"({args.reference_updates} for the previous path), the two paths' updates interleaved"
-    )
-    for n_envs in args.n_envs:
-        runs = {"new": _TimedRun(args, n_envs, reference=False)}
-        if args.reference_updates > 0:
-            runs["previous"] = _TimedRun(args, n_envs, reference=True)
-        for timed_run in runs.values():
-            for _ in range(args.warmup_updates):
-                timed_run.update(timed=False)
-        # Interleaved, so that a busy spell of a shared machine slows both paths rather than one.
-        for index in range(max(args.updates, args.reference_updates)):
-            if index < args.updates:
-                runs["new"].update()
-            if "previous" in runs and index < args.reference_updates:
-                runs["previous"].update()
-        new = runs["new"].summary()
-        line = (
-            f"n_envs {n_envs:4d}: {new['steps_per_second']:9,.0f} env steps/s "
-            f"({new['seconds_per_update']:.3f} s per update, range {new['spread'][0]:.3f}-{new['spread'][1]:.3f}); "
-            f"env {100 * new['env']:4.1f} %, policy + buffer {100 * (new['rollout'] - new['env']):4.1f} %, "
-            f"train() {100 * (1 - new['rollout']):4.1f} %"
-        )
-        if "previous" in runs:
-            old = runs["previous"].summary()
-            line += (
-                f"; previous path {old['steps_per_second']:,.0f} env steps/s: "
-                f"{new['steps_per_second'] / old['steps_per_second']:.2f}x"
-            )
-        for timed_run in runs.values():
-            timed_run.env.close()
-        peak_mib = peak_bytes() / 2**20
-        print(f"{line}; peak memory so far (max RSS) {peak_mib:,.0f} MiB", flush=True)
-    return 0

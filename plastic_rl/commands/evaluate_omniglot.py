@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-
-import torch
+from typing import Any
 
 from plastic_rl.core.files import atomic_write_text
-from plastic_rl.data import DataError
+from plastic_rl.core.options import reported_as_bad_input
 from plastic_rl.data.omniglot import PARTS
-from plastic_rl.supervised.omniglot import OmniglotClassifier, OmniglotTask, evaluate
-from plastic_rl.supervised.trainer import load_model, load_task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,32 +30,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE.json", help="also write the full report as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+def _report(args: argparse.Namespace) -> dict[str, Any]:
+    """The model's scores on the options' episodes, with the task's settings: the JSON report of ``--out``."""
+    from plastic_rl.supervised.omniglot import OmniglotClassifier, OmniglotTask, evaluate
+    from plastic_rl.supervised.trainer import load_model, load_task
+
+    task = load_task(args.model)
+    model = load_model(args.model, args.device)
+    if not isinstance(task, OmniglotTask) or not isinstance(model, OmniglotClassifier):
+        raise ValueError(f"{args.model} is not an Omniglot model")
+    if args.data_dir is not None:
+        task.data_dir = args.data_dir
+    task = task.like(args.ways, args.shots, queries=1)  # test scores use one query per episode
+    options = dict(part=args.part, episodes=args.episodes, seed=args.seed)
+    report: dict[str, Any] = {"model": args.model, **task.config(), **options}
     try:
-        task = load_task(args.model)
-        model = load_model(args.model, args.device)
-        if not isinstance(task, OmniglotTask) or not isinstance(model, OmniglotClassifier):
-            raise ValueError(f"{args.model} is not an Omniglot model")
-        if args.data_dir is not None:
-            task.data_dir = args.data_dir
-        task = task.like(args.ways, args.shots, queries=1)  # test scores use one query per episode
-        options = dict(part=args.part, episodes=args.episodes, seed=args.seed)
-        report = {"model": args.model, **task.config(), **options}
-        try:
-            report["head"] = evaluate(model, task, **options)
-        except ValueError as error:  # more classes than the head has units: the nearest neighbour may still score
-            if not args.nearest_neighbour:
-                raise
-            report["head_skipped"] = str(error)
-        if args.nearest_neighbour:
-            report["nearest_neighbour"] = evaluate(model, task, nearest_neighbour=True, **options)
-    except (ValueError, DataError) as error:
-        print(f"plastic-rl evaluate omniglot: error: {error}", file=sys.stderr)
-        return 2
+        report["head"] = evaluate(model, task, **options)
+    except ValueError as error:  # more classes than the head has units: the nearest neighbour may still score
+        if not args.nearest_neighbour:
+            raise
+        report["head_skipped"] = str(error)
+    if args.nearest_neighbour:
+        report["nearest_neighbour"] = evaluate(model, task, nearest_neighbour=True, **options)
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with reported_as_bad_input():
+        report = _report(args)
     print(
-        f"{args.model}: {task.ways}-way {task.shots}-shot, {args.episodes:,} episodes of the {args.part} classes "
-        f"(seed {args.seed})"
+        f"{args.model}: {report['ways']}-way {report['shots']}-shot, {args.episodes:,} episodes of the {args.part} "
+        f"classes (seed {args.seed})"
     )
     if "head_skipped" in report:
         print(f"  head not scored: {report['head_skipped']}")
@@ -69,10 +73,6 @@ def run(args: argparse.Namespace) -> int:
             label = "plastic head" if name == "head" else "nearest neighbour"
             print(f"  {label:<18} {score['accuracy']:.1%} ± {score['ci95']:.1%} (95% CI)")
     if args.out:
-        try:
-            atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
-        except OSError as error:
-            print(f"plastic-rl evaluate omniglot: error: cannot write {args.out}: {error}", file=sys.stderr)
-            return 2
+        atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")  # a fault is reported by the CLI
         print(f"Saved {args.out}")
     return 0

@@ -1,0 +1,8 @@
+"""The ``plastic-rl`` commands: one module per command, each with ``add_arguments(parser)`` and ``run(args)``.
+
+:mod:`plastic_rl.cli` maps the command words to these modules. A command parses its options, calls the library and
+prints; bad input is raised as :class:`~plastic_rl.core.options.BadInputError` (or
+:class:`~plastic_rl.data.DataError`) for the CLI to report. A command module imports only light modules at its top and
+the heavy ones (torch, SB3, ...) in ``run``, so that ``--help`` answers at once. The commands sit at the top of the
+import order: nothing in the library imports them.
+"""
