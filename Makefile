@@ -47,8 +47,8 @@ test: $(VENV)/.installed-dev
 gpu-check: $(VENV)/.installed-dev
 	$(BIN)/python -c "import torch, sys; print(torch.__version__, torch.cuda.is_available()); sys.exit(0 if torch.cuda.is_available() else 1)"
 	$(SDL) $(BIN)/pytest -v tests/test_gpu.py tests/test_fused.py
-	$(BIN)/plastic-rl bench core --device cuda --configs 200,250,32 1001,100,8
-	$(SDL) $(BIN)/plastic-rl bench a2c --device cuda --n-envs 32 64
+	$(BIN)/plastic-rl bench core --device cuda --configs 200,250,32 1001,100,8 --rules hebb neuromod retroneuromod
+	$(SDL) $(BIN)/plastic-rl bench a2c --device cuda --n-envs 32 64 --policy plastic neuromod retroneuromod
 
 clean:
 	rm -rf $(VENV) logs runs

@@ -193,6 +193,7 @@ CLI_CASES = [
     (["bench", "patterns", "--pattern-count", "0"], "pattern_count"),
     (["bench", "core", "--configs", "1,2"], "configs"),
     (["bench", "core", "--repeats", "0"], "repeats"),
+    (["bench", "core", "--rules", "bcm"], "rules"),
     (SUPERVISED + ["--steps", "0"], "steps"),
     (SUPERVISED + ["--batch-size", "-1"], "batch-size"),
     (SUPERVISED + ["--learning-rate", "nan"], "learning-rate"),

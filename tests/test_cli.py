@@ -132,6 +132,34 @@ def test_bench_reports_throughput_and_memory(capsys):
     assert main(["bench", "a2c", "--n-envs", "2", "--n-steps", "10", "--hidden-size", "8", "--updates", "1"]) == 0
     output = capsys.readouterr().out
     assert "env steps/s" in output and "peak memory" in output and "previous path" in output
+    assert "; autograd core" not in output
+
+
+@pytest.mark.parametrize("policy", ["neuromod", "retroneuromod"])
+def test_bench_times_a_neuromodulated_core_beside_its_autograd_loop(capsys, policy):
+    tiny = ["--n-envs", "2", "--n-steps", "10", "--hidden-size", "8", "--updates", "1", "--reference-updates", "0"]
+    assert main(["bench", "a2c", "--policy", "plastic", policy, *tiny]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("n_envs")]
+    assert [line.split(":")[0] for line in lines] == ["n_envs    2, plastic", f"n_envs    2, {policy}"]
+    assert "x plastic's seconds per update" in lines[1] and "plastic's seconds" not in lines[0]
+    assert main(["bench", "a2c", "--policy", policy, *tiny, "--autograd-updates", "1"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("n_envs"))
+    assert "; autograd core" in line and "; previous path" not in line
+    with pytest.raises(SystemExit) as error:
+        main(["bench", "a2c", "--policy", "plastic", policy, *tiny, "--autograd-updates", "1"])
+    assert error.value.code == 2 and "times one policy at a time" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        main(["bench", "a2c", "--policy", "lstm", *tiny, "--autograd-updates", "1"])
+    assert error.value.code == 2
+    assert "--autograd-updates times a plastic core's autograd loop" in capsys.readouterr().err
+
+
+def test_bench_core_has_a_row_per_rule_against_its_floor(capsys):
+    arguments = ["--configs", "8,6,2", "--repeats", "1", "--threads", "1", "--rules", "hebb", "retroneuromod"]
+    assert main(["bench", "core", *arguments]) == 0
+    rows = capsys.readouterr().out.split("N=8 T=6 B=2 ")[1:]
+    assert [row.split(":")[0] for row in rows] == ["rule=hebb", "rule=retroneuromod"]
+    assert all("floor:" in row and "speed-up over autograd" in row for row in rows)
 
 
 def final_parameters(model_path) -> torch.Tensor:

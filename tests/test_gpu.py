@@ -14,15 +14,16 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def _layer(rule: str) -> PlasticRecurrentLayer:
     torch.manual_seed(0)
-    layer = PlasticRecurrentLayer(12, input_mapping="identity", rule=rule).to(torch.float64)
+    layer = PlasticRecurrentLayer(12, input_mapping="identity", rule=rule, modulation="per_neuron").to(torch.float64)
     with torch.no_grad():
         for parameter in layer.parameters():
             parameter.normal_(0, 0.5)
-        layer.set_hebbian_learning_rate(0.3)
+        if layer.eta_raw is not None:
+            layer.set_hebbian_learning_rate(0.3)
     return layer
 
 
-@pytest.mark.parametrize("rule", ("hebb", "oja"))
+@pytest.mark.parametrize("rule", ("hebb", "oja", "neuromod", "retroneuromod"))
 def test_fused_unroll_on_cuda_equals_autograd_on_cuda_and_on_the_cpu(rule):
     inputs = torch.randn(9, 3, 12, dtype=torch.float64)
     starts = torch.zeros(9, 3, dtype=torch.bool)
@@ -33,7 +34,8 @@ def test_fused_unroll_on_cuda_equals_autograd_on_cuda_and_on_the_cpu(rule):
         layer.implementation = implementation
         outputs, state = layer(inputs.to(device), None, starts.to(device))
         loss = outputs * torch.linspace(-1, 1, outputs.numel(), device=device, dtype=outputs.dtype).view_as(outputs)
-        gradients = torch.autograd.grad(loss.sum() + state.hebbian_trace.square().sum(), list(layer.parameters()))
+        traces = sum(trace.square().sum() for trace in state[1:] if trace is not None)
+        gradients = torch.autograd.grad(loss.sum() + traces, list(layer.parameters()))
         results[(device, implementation)] = [outputs.cpu(), *(gradient.cpu() for gradient in gradients)]
     for reference in (("cuda", "autograd"), ("cpu", "autograd")):
         for expected, actual in zip(results[reference], results[("cuda", "fused")], strict=True):

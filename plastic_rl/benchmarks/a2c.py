@@ -13,11 +13,23 @@ from __future__ import annotations
 import argparse
 
 from plastic_rl.agents.configuration import POLICIES, check_env_id
-from plastic_rl.core.options import check_device, non_negative_int, positive_int, reported_as_bad_input
+from plastic_rl.core.options import (
+    BadInputError,
+    check_device,
+    non_negative_int,
+    positive_int,
+    reported_as_bad_input,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", default="plastic", choices=list(POLICIES), help="policy condition")
+    parser.add_argument(
+        "--policy",
+        nargs="+",
+        default=["plastic"],
+        choices=list(POLICIES),
+        help="policy conditions, timed in the same run (the ratios are to the first)",
+    )
     parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
     parser.add_argument(
         "--n-envs", type=positive_int, nargs="+", default=[32, 64, 128], help="envs (episodes per update)"
@@ -28,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-updates", type=non_negative_int, default=1, help="untimed updates first")
     parser.add_argument(
         "--reference-updates", type=non_negative_int, default=2, help="timed updates of the previous path (0: skip it)"
+    )
+    parser.add_argument(
+        "--autograd-updates",
+        type=non_negative_int,
+        default=0,
+        help="timed updates with the plastic core on its autograd loop (0: skip it)",
     )
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device")
@@ -46,38 +64,66 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         th.set_num_threads(args.threads)
     print(
-        f"PlasticA2C on {args.env}, policy {args.policy}, hidden {args.hidden_size}, n_steps {args.n_steps}, "
-        f"{th.get_num_threads()} torch thread(s), device {args.device}; median of {args.updates} update(s) "
-        f"({args.reference_updates} for the previous path), the two paths' updates interleaved"
+        f"PlasticA2C on {args.env}, policies {', '.join(args.policy)}, hidden {args.hidden_size}, "
+        f"n_steps {args.n_steps}, {th.get_num_threads()} torch thread(s), device {args.device}; median of "
+        f"{args.updates} update(s) ({args.reference_updates} for the previous path, {args.autograd_updates} with the "
+        "autograd core), the updates of every path interleaved"
     )
+    if args.autograd_updates and "lstm" in args.policy:
+        raise BadInputError("--autograd-updates times a plastic core's autograd loop: leave 'lstm' out of --policy")
+    if args.autograd_updates and len(args.policy) > 1:
+        # An autograd update holds about 24 T B N^2 bytes (twice that with an eligibility trace: 15 GB at the maze's
+        # sizes), and the process keeps what it freed: two of them in one process ran a 24 GB machine out of memory.
+        raise BadInputError("--autograd-updates times one policy at a time: give a single --policy")
     for n_envs in args.n_envs:
-        runs = {"new": TimedRun(args, n_envs, reference=False)}
-        if args.reference_updates > 0:
-            runs["previous"] = TimedRun(args, n_envs, reference=True)
-        for timed_run in runs.values():
+        runs, updates, first_peaks = {}, {}, {}
+        for policy in args.policy:  # each new path's first update before any other path: its peak memory so far
+            runs[policy] = TimedRun(args, policy, n_envs, reference=False)
             for _ in range(args.warmup_updates):
-                timed_run.update(record=False)
-        # Interleaved, so that a busy spell of a shared machine slows both paths rather than one.
-        for index in range(max(args.updates, args.reference_updates)):
-            if index < args.updates:
-                runs["new"].update()
-            if "previous" in runs and index < args.reference_updates:
-                runs["previous"].update()
-        new = runs["new"].summary()
-        line = (
-            f"n_envs {n_envs:4d}: {new['steps_per_second']:9,.0f} env steps/s "
-            f"({new['seconds_per_update']:.3f} s per update, range {new['spread'][0]:.3f}-{new['spread'][1]:.3f}); "
-            f"env {100 * new['env']:4.1f} %, policy + buffer {100 * (new['rollout'] - new['env']):4.1f} %, "
-            f"train() {100 * (1 - new['rollout']):4.1f} %"
-        )
-        if "previous" in runs:
-            old = runs["previous"].summary()
-            line += (
-                f"; previous path {old['steps_per_second']:,.0f} env steps/s: "
-                f"{new['steps_per_second'] / old['steps_per_second']:.2f}x"
-            )
+                runs[policy].update(record=False)
+            runs[policy].update()
+            updates[policy], first_peaks[policy] = args.updates - 1, peak_bytes() / 2**20
+        for policy in args.policy:
+            for name, count, options in (
+                ("previous path", args.reference_updates, dict(reference=True)),
+                ("autograd core", args.autograd_updates, dict(reference=False, autograd_core=True)),
+            ):
+                if count > 0:
+                    runs[(policy, name)] = TimedRun(args, policy, n_envs, **options)
+                    updates[(policy, name)] = count
+                    for _ in range(args.warmup_updates):
+                        runs[(policy, name)].update(record=False)
+        # Interleaved, so that a busy spell of a shared machine slows every path rather than one.
+        for index in range(max(updates.values())):
+            for key, timed_run in runs.items():
+                if index < updates[key]:
+                    timed_run.update()
+        for policy in args.policy:
+            print(_line(n_envs, policy, runs, args.policy[0], first_peaks[policy]), flush=True)
         for timed_run in runs.values():
             timed_run.env.close()
-        peak_mib = peak_bytes() / 2**20
-        print(f"{line}; peak memory so far (max RSS) {peak_mib:,.0f} MiB", flush=True)
+        print(f"peak memory of the process so far {peak_bytes() / 2**20:,.0f} MiB", flush=True)
     return 0
+
+
+def _line(n_envs: int, policy: str, runs: dict, first_policy: str, peak_mib: float) -> str:
+    """One policy's figures: its steps per second, where the time goes, its peak memory, and its ratios to the
+    other paths of the same policy and to the first policy's new path."""
+    new = runs[policy].summary()
+    line = (
+        f"n_envs {n_envs:4d}, {policy}: {new['steps_per_second']:9,.0f} env steps/s "
+        f"({new['seconds_per_update']:.3f} s per update, range {new['spread'][0]:.3f}-{new['spread'][1]:.3f}); "
+        f"env {100 * new['env']:4.1f} %, policy + buffer {100 * (new['rollout'] - new['env']):4.1f} %, "
+        f"train() {100 * (1 - new['rollout']):4.1f} %; peak memory (max RSS) after its first update {peak_mib:,.0f} MiB"
+    )
+    if policy != first_policy:
+        first = runs[first_policy].summary()
+        line += f"; {new['seconds_per_update'] / first['seconds_per_update']:.2f}x {first_policy}'s seconds per update"
+    for name in ("previous path", "autograd core"):
+        if (policy, name) in runs:
+            other = runs[(policy, name)].summary()
+            line += (
+                f"; {name} {other['steps_per_second']:,.0f} env steps/s ({other['seconds_per_update']:.3f} s per "
+                f"update): {new['steps_per_second'] / other['steps_per_second']:.2f}x"
+            )
+    return line

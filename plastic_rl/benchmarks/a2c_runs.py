@@ -17,7 +17,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from plastic_rl.agents.a2c import PlasticA2C
-from plastic_rl.agents.configuration import load_hyperparameters, policy_settings
+from plastic_rl.agents.configuration import decided_by_policy, load_hyperparameters, policy_settings
 from plastic_rl.agents.make_env import make_training_env
 from plastic_rl.agents.training import algorithm_arguments, build_model
 from plastic_rl.benchmarks.measure import timed
@@ -108,18 +108,23 @@ class UpdateTimer(BaseCallback):
 
 class TimedRun:
     """One model on its env, trained one update at a time; keeps each update's wall time and the rollout's and the
-    env's share of them."""
+    env's share of them. ``reference``: the previous rollout path (:class:`ReferencePlasticA2C`); ``autograd_core``:
+    today's path with the plastic core on its autograd loop, as a rule without a fused form runs."""
 
-    def __init__(self, args: argparse.Namespace, n_envs: int, reference: bool) -> None:
+    def __init__(
+        self, args: argparse.Namespace, policy: str, n_envs: int, reference: bool, autograd_core: bool = False
+    ) -> None:
         hyperparameters = load_hyperparameters("plastic_a2c", args.env)
         hyperparameters["n_steps"] = args.n_steps
-        policy_kwargs = {**(hyperparameters.get("policy_kwargs") or {}), "hidden_size": args.hidden_size}
+        decided = decided_by_policy(policy)  # the file's rule gives way to --policy neuromod, as in train
+        from_file = {k: v for k, v in (hyperparameters.get("policy_kwargs") or {}).items() if k not in decided}
+        policy_kwargs = {**from_file, "hidden_size": args.hidden_size}
         hyperparameters["policy_kwargs"] = policy_kwargs
         env_kwargs = hyperparameters.get("env_kwargs") or {}
         if reference:
             self.env = TimedVecEnv(make_vec_env(args.env, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs))
             algorithm_kwargs = algorithm_arguments(hyperparameters, n_envs)
-            policy_name, policy_kwargs = policy_settings("plastic_a2c", args.policy, policy_kwargs)
+            policy_name, policy_kwargs = policy_settings("plastic_a2c", policy, policy_kwargs)
             self.model = ReferencePlasticA2C(
                 policy_name,
                 self.env,
@@ -130,7 +135,9 @@ class TimedRun:
             )
         else:
             self.env = TimedVecEnv(make_training_env(args.env, n_envs, seed=args.seed, env_kwargs=env_kwargs))
-            self.model = build_model("plastic_a2c", args.policy, self.env, hyperparameters, args.seed, args.device)
+            self.model = build_model("plastic_a2c", policy, self.env, hyperparameters, args.seed, args.device)
+            if autograd_core:  # the layer's reference loop: no recorded rollout, train() unrolls again with autograd
+                self.model.policy.core.implementation = "autograd"
         self.steps_per_update = n_envs * args.n_steps
         self.update_seconds: list[float] = []
         self.timer = UpdateTimer()

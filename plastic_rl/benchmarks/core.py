@@ -10,12 +10,16 @@ The floor is the time to move the bytes that must move: per step, the trace read
 and the trace and its gradient read and written backward, ``w`` and ``alpha`` read each way and
 ``dL/dalpha`` read and written backward, at the streaming bandwidth measured here on a working set of
 the backward's size (traces, their gradients and the three N x N parameter arrays), so that the L3
-cache counts exactly when the unroll's own data fits in it.
+cache counts exactly when the unroll's own data fits in it. A rule with an eligibility trace (``retroneuromod``) moves
+that trace and its gradient too; the neuromodulated rules run with their trace clipped at 1, as their policies do
+(``--trace-clip`` clips every rule's: a clipped trace is rebuilt by recomputing segments forward, a pass over the trace
+per step that the floor does not count).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -27,6 +31,7 @@ from typing import Any
 
 from plastic_rl.core.files import atomic_write_text
 from plastic_rl.core.options import (
+    check_choice,
     check_device,
     non_negative_int,
     positive_float,
@@ -61,6 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", default="auto", choices=["auto", "cpp", "torch"], help="backend of the fused unroll"
     )
     parser.add_argument(
+        "--rules", nargs="+", default=["hebb"], metavar="RULE", help="plasticity rules, a row each (default: hebb)"
+    )
+    parser.add_argument(
+        "--trace-clip",
+        type=positive_float,
+        default=None,
+        help="clip every rule's trace at this (default: none, and 1 for the neuromodulated rules, as their policies)",
+    )
+    parser.add_argument(
         "--memory-limit-gb",
         type=positive_float,
         default=None,
@@ -93,23 +107,34 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _problem(n: int, steps: int, batch: int, seed: int, implementation: str, device):
+def _problem(
+    n: int,
+    steps: int,
+    batch: int,
+    seed: int,
+    implementation: str,
+    device,
+    rule: str = "hebb",
+    clip: float | None = None,
+):
     """The layer and inputs of a configuration: the pattern task above 500 neurons, the maze's core below."""
     import torch
 
     from plastic_rl.core import PlasticRecurrentLayer
+    from plastic_rl.core.rules import get_rule
 
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    if clip is None and get_rule(rule).modulated:
+        clip = 1.0
+    plasticity = dict(rule=rule, trace_clip=clip, implementation=implementation)
     if n > 500:  # pattern memorisation: identity-mapped, clamped, bias neuron
-        layer = PlasticRecurrentLayer(
-            n, input_mapping="identity", input_mode="clamp", bias="neuron", implementation=implementation
-        )
+        layer = PlasticRecurrentLayer(n, input_mapping="identity", input_mode="clamp", bias="neuron", **plasticity)
         inputs = torch.sign(torch.randn(steps, batch, n - 1, generator=generator))
         inputs[torch.rand(inputs.shape, generator=generator) < 0.5] = 0.0
         inputs[-max(1, steps // 4) :] = 0.0
     else:  # the maze's recurrent core: a learned input projection, inputs added
-        layer = PlasticRecurrentLayer(n, MAZE_INPUT_SIZE, input_mode="add", implementation=implementation)
+        layer = PlasticRecurrentLayer(n, MAZE_INPUT_SIZE, input_mode="add", **plasticity)
         inputs = torch.randn(steps, batch, MAZE_INPUT_SIZE, generator=generator)
     return layer.to(device), inputs.to(device)
 
@@ -156,10 +181,14 @@ def _worker(spec: dict) -> dict:
     device = select_device(spec["device"])
     if spec["backend"] != "auto":
         requested = spec["backend"]
-        fused.resolve_backend = lambda backend, device, dtype=None, rule=None, _requested=requested: _requested  # type: ignore[misc]
+        fused.resolve_backend = lambda backend, device, dtype=None, rule=None, _requested=requested: (  # type: ignore[misc]
+            _requested
+        )
     n, steps, batch = spec["n"], spec["steps"], spec["batch"]
     baseline_gb = peak_bytes() / 1e9
-    layer, inputs = _problem(n, steps, batch, spec["seed"], spec["implementation"], device)
+    layer, inputs = _problem(
+        n, steps, batch, spec["seed"], spec["implementation"], device, spec["rule"], spec["trace_clip"]
+    )
     first, _ = timed(lambda: _episode(layer, inputs), device)  # builds or loads the C++ kernel, warms the allocator
     probes = _bandwidth_probes(n, batch, device) if spec["implementation"] == "fused" else []
     times = []
@@ -215,12 +244,12 @@ def _run_worker(spec: dict) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def _floor_bytes(n: int, steps: int, batch: int) -> int:
-    """Bytes that must move per unroll (float32): the trace read and written forward; backward, the trace rebuilt
-    in place and its gradient read and written; ``w`` and ``alpha`` read each way (once per step for the whole
-    batch); ``dL/dalpha`` read and written backward."""
+def _floor_bytes(n: int, steps: int, batch: int, traces: int = 1) -> int:
+    """Bytes that must move per unroll (float32): the ``traces`` (Hebbian, and an eligibility trace) read and written
+    forward; backward, the traces rebuilt in place and their gradients read and written; ``w`` and ``alpha`` read
+    each way (once per step for the whole batch); ``dL/dalpha`` read and written backward."""
     trace, matrix = batch * n * n * 4, n * n * 4
-    return steps * ((2 * trace + 2 * matrix) + (4 * trace + 4 * matrix))
+    return steps * ((2 * traces * trace + 2 * matrix) + (4 * traces * trace + 4 * matrix))
 
 
 def _format(value: float | None, digits: int = 4) -> str:
@@ -232,10 +261,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
     from plastic_rl.core.memory import available_bytes
+    from plastic_rl.core.rules import rule_names
 
     with reported_as_bad_input():
         configs = [_parse_config(text) for text in args.configs]
         check_device("--device", args.device)
+        for rule in args.rules:
+            check_choice("--rules", rule, rule_names())
     free = available_bytes()
     limit_gb = args.memory_limit_gb if args.memory_limit_gb is not None else 0.6 * (free or float("inf")) / 1e9
     import torch
@@ -247,9 +279,11 @@ def run(args: argparse.Namespace) -> int:
         f"forward + backward of one unroll, loss on the last step"
     )
     rows = []
-    for n, steps, batch in configs:
-        row: dict[str, Any] = {"n": n, "steps": steps, "batch": batch}
+    for (n, steps, batch), rule in itertools.product(configs, args.rules):
+        row: dict[str, Any] = {"n": n, "steps": steps, "batch": batch, "rule": rule}
         spec = dict(
+            rule=rule,
+            trace_clip=args.trace_clip,
             n=n,
             steps=steps,
             batch=batch,
@@ -274,17 +308,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_row(row: dict) -> None:
-    n, steps, batch = row["n"], row["steps"], row["batch"]
-    key = (n, steps, batch)
+    from plastic_rl.core.rules import get_rule
+
+    n, steps, batch, rule = row["n"], row["steps"], row["batch"], row["rule"]
+    key = (n, steps, batch) if rule == "hebb" else None  # the targets are the plain rule's
     fused, autograd = row.get("fused", {}), row.get("autograd", {})
     per = {}
     for name, result in (("fused", fused), ("autograd", autograd)):
         per[name] = None if "median_s" not in result else result["median_s"] / batch
-    lines = [f"N={n} T={steps} B={batch}:"]
+    lines = [f"N={n} T={steps} B={batch} rule={rule}:"]
     if "error" in fused:
         lines.append(f"  fused: failed ({fused['error']})")
     elif per["fused"] is not None:
-        floor_bytes = _floor_bytes(n, steps, batch)
+        floor_bytes = _floor_bytes(n, steps, batch, 2 if get_rule(rule).eligibility else 1)
         floor = floor_bytes / (fused["bandwidth_gbs"] * 1e9) / batch
         text = (
             f"  fused [{fused['backend']}]: {_format(per['fused'])} s/episode (min {_format(fused['min_s'] / batch)}, "

@@ -363,30 +363,25 @@ inline S gain_of(S eta) {
   return RULE == kNeuromod ? S(1) : eta;
 }
 
-// M(t) of one episode, for the columns (post-synaptic neurons) of its trace: one value, or one per column.
+// M(t) of every episode for each column (post-synaptic neuron) of its trace, (B, N): M(t) itself where it has a
+// value per neuron, else each episode's one value repeated (into storage), so that the row loops read a plain vector.
 template <typename S>
-struct Gate {
-  S scalar;
-  const S* vector;
-  inline S operator[](int64_t j) const { return vector ? vector[j] : scalar; }
-};
-
-template <typename S>
-inline Gate<S> gate_of(const S* modulation, int64_t K) {
-  return K == 1 ? Gate<S>{modulation[0], nullptr} : Gate<S>{S(0), modulation};
+const S* column_modulation(const Sizes& z, const S* modulation, std::vector<S>& storage) {
+  if (z.K == z.N) return modulation;
+  storage.resize(z.B * z.N);
+  for (int64_t b = 0; b < z.B; ++b) std::fill_n(storage.data() + b * z.N, z.N, modulation[b]);
+  return storage.data();
 }
 
-// The post-synaptic vector of the decaying trace's update: y_t, or M(t) y_t for kNeuromod (into storage).
+// The post-synaptic vector of the decaying trace's update: y_t, or M(t) y_t for kNeuromod (into storage), with
+// ``columns`` M(t) per column (column_modulation).
 template <typename S, int RULE>
-const S* effective_post(const Sizes& z, const S* y, const S* modulation, std::vector<S>& storage) {
+const S* effective_post(const Sizes& z, const S* y, const S* columns, std::vector<S>& storage) {
   if constexpr (RULE != kNeuromod) {
     return y;
   } else {
     storage.resize(z.B * z.N);
-    for (int64_t b = 0; b < z.B; ++b) {
-      const Gate<S> m = gate_of(modulation + b * z.K, z.K);
-      for (int64_t j = 0; j < z.N; ++j) storage[b * z.N + j] = m[j] * y[b * z.N + j];
-    }
+    for (int64_t k = 0; k < z.B * z.N; ++k) storage[k] = columns[k] * y[k];
     return storage.data();
   }
 }
@@ -431,7 +426,8 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
   const S shared_alpha = MODE == kShared ? alpha[0] : S(0), gain = gain_of<S, RULE>(eta);
   Rows rows(N, (MODE == kNone ? 1 : B) * NN, z.sliced);
   const int64_t C = rows.count;
-  std::vector<S> acc(C * BN), acc_plastic(MODE == kShared ? C * BN : 0), decay_storage, post_storage;
+  std::vector<S> acc(C * BN), acc_plastic(MODE == kShared ? C * BN : 0), decay_storage, post_storage,
+      column_storage;
   with_team(rows.threads, [&](Team* team) {
     rows.team = team;
     const bool product = z.phase != kActivation, activation = z.phase != kProduct;
@@ -450,7 +446,9 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
         }
       }
       const S* x_prev = update ? pre + (t - 1) * TS : nullptr;
-      const S* m_prev = update && kModulated<S, RULE> ? mod.modulation + (t - 1) * z.modulation_stride() : nullptr;
+      const S* m_prev = update && kModulated<S, RULE>
+                            ? column_modulation(z, mod.modulation + (t - 1) * z.modulation_stride(), column_storage)
+                            : nullptr;
       const S* y_prev = update ? effective_post<S, RULE>(z, outputs + (t - 1) * TS, m_prev, post_storage) : nullptr;
       Decay<S, RULE> decay{};
       if (update) decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
@@ -483,13 +481,14 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
               const S ex = gain * x_prev[b * N + i];
               const S* __restrict y = y_prev + b * N;
               const auto d = decay.offset(RULE == kOja ? b * N : 0);
-              const Gate<S> m = RULE == kRetroneuromod ? gate_of(m_prev + b * z.K, z.K) : Gate<S>{S(0), nullptr};
+              const S* __restrict m = RULE == kRetroneuromod ? m_prev + b * N : nullptr;
               if (reset) {
                 const int64_t slot = pre_reset_index ? pre_reset_index[t * SB + b] : -1;
                 if (slot >= 0) {
                   S* __restrict saved = pre_reset + slot * NN + i * N;
                   if constexpr (RULE == kRetroneuromod) {
                     S* __restrict saved_e = mod.pre_reset + slot * NN + i * N;
+#pragma omp simd
                     for (int64_t j = 0; j < N; ++j) {
                       saved[j] = clip_value<S, CLIP>(h[j] + m[j] * e[j], clip);
                       saved_e[j] = e[j] * d[j] + ex * y[j];
@@ -501,6 +500,9 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
                 std::fill_n(h, N, S(0));
                 if (e) std::fill_n(e, N, S(0));
               } else if (matvec && MODE == kFull) {
+                // More streams than GCC checks for aliasing at run time (7 for kRetroneuromod): without the pragma
+                // its loop stayed scalar, 6x slower (they are distinct rows, __restrict above).
+#pragma omp simd
                 for (int64_t j = 0; j < N; ++j) {
                   S u;
                   if constexpr (RULE == kRetroneuromod) {
@@ -514,6 +516,7 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
                 }
                 fused_matvec = true;
               } else if constexpr (RULE == kRetroneuromod) {
+#pragma omp simd
                 for (int64_t j = 0; j < N; ++j) {
                   h[j] = clip_value<S, CLIP>(h[j] + m[j] * e[j], clip);
                   e[j] = e[j] * d[j] + ex * y[j];
@@ -593,7 +596,7 @@ void recompute_segment(const Sizes& z, Team* team, int64_t first, int64_t last, 
   // Rebuilds H_t for first < t < last into slots[t - first - 1] from H_first, forward (and E_t into mod.workspace).
   const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride;
   const S gain = gain_of<S, RULE>(eta);
-  std::vector<S> decay_storage, post_storage;
+  std::vector<S> decay_storage, post_storage, column_storage;
   Rows rows(N, B * NN, z.sliced);
   rows.team = team;
   for (int64_t t = first + 1; t < last; ++t) {
@@ -606,7 +609,9 @@ void recompute_segment(const Sizes& z, Team* team, int64_t first, int64_t last, 
       e_target = mod.workspace + (t - first - 1) * z.slot_stride();
     }
     const S* x_prev = pre + (t - 1) * TS;
-    const S* m_prev = kModulated<S, RULE> ? mod.modulation + (t - 1) * z.modulation_stride() : nullptr;
+    const S* m_prev = kModulated<S, RULE>
+                          ? column_modulation(z, mod.modulation + (t - 1) * z.modulation_stride(), column_storage)
+                          : nullptr;
     const S* y_prev = effective_post<S, RULE>(z, outputs + (t - 1) * TS, m_prev, post_storage);
     const auto decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
     rows.run([&](int64_t c) {
@@ -625,7 +630,8 @@ void recompute_segment(const Sizes& z, Team* team, int64_t first, int64_t last, 
         const auto d = decay.offset(RULE == kOja ? b * N : 0);
         if constexpr (RULE == kRetroneuromod) {
           const S* __restrict es = e_source + row;
-          const Gate<S> m = gate_of(m_prev + b * z.K, z.K);
+          const S* __restrict m = m_prev + b * N;
+#pragma omp simd
           for (int64_t j = 0; j < N; ++j) {
             h[j] = clip_value<S, CLIP>(s[j] + m[j] * es[j], clip);
             e[j] = es[j] * d[j] + ex * y[j];
@@ -668,7 +674,7 @@ inline void backward_row(int64_t len, const S* h, const S* __restrict previous, 
                          const S* __restrict ga, S x_t, const S* __restrict y, Decay<S, RULE> d,
                          Decay<S, RULE> inverse_decay, S* __restrict g_y_col, S x_prev, S eta, S clip, S& row_b,
                          S& row_a, S& row_eta, const S* e, const S* __restrict e_previous, S* rebuilt_e,
-                         S* __restrict g_e, Gate<S> m, S* __restrict g_m_col) {
+                         S* __restrict g_e, const S* __restrict m, S* __restrict g_m_col) {
   const S ex = eta * x_prev;
   S rb = 0, ra = 0, re = 0;
 #pragma omp simd reduction(+ : rb, ra, re)
@@ -744,7 +750,8 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
   // rows_b: the matvec's part of dL/dx_t; rows_a: the trace update's part of dL/dx_{t-1}; g_y_col: its part of
   // dL/dy_{t-1} (kNeuromod: of dL/d(M y_{t-1})), per row group; g_m_col: a gated rule's dL/dM(t - 1), per group.
   std::vector<S> rows_b(BN), rows_a(BN), g_x(BN, S(0)), g_y_col(C * BN), g_m_col(gated ? C * BN : 0), decay_storage,
-      inverse_storage, post_storage, g_post(kModulated<S, RULE> ? N : 0), g_z(kModulated<S, RULE> ? z.K : 0);
+      inverse_storage, post_storage, column_storage, g_post(kModulated<S, RULE> ? N : 0),
+      g_z(kModulated<S, RULE> ? z.K : 0);
   std::vector<double> eta_parts(C);
   double eta_total = 0;
   int64_t segment = -1;  // the segment whose traces the workspace holds (recompute mode)
@@ -847,7 +854,8 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
       const S* ga = has_b ? grad_pre_activation + t * TS : nullptr;
       const S* x_t = has_b ? pre + t * TS : nullptr;
       const S* x_prev = has_a ? pre + (t - 1) * TS : nullptr;
-      const S* m_prev = has_a && kModulated<S, RULE> ? mod.modulation + (t - 1) * MS : nullptr;
+      const S* m_prev =
+          has_a && kModulated<S, RULE> ? column_modulation(z, mod.modulation + (t - 1) * MS, column_storage) : nullptr;
       const S* y_prev = has_a ? effective_post<S, RULE>(z, outputs + (t - 1) * TS, m_prev, post_storage) : nullptr;
       Decay<S, RULE> decay{}, inverse_decay{};
       if (has_a) {
@@ -889,7 +897,7 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
                   S* out = workspace + row;
                   if constexpr (gated) {
                     const S* saved_e = mod.pre_reset + slot * NN + i * N;
-                    const Gate<S> m = gate_of(m_prev + b * z.K, z.K);
+                    const S* m = m_prev + b * N;
                     S* out_e = mod.workspace + row;
                     for (int64_t j = 0; j < N; ++j) {
                       out_e[j] = (saved_e[j] - ex * y[j]) * inv[j];
@@ -915,7 +923,7 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
       g_col_c + b * N, gx_prev, gain, clip, row_b, row_a, row_eta, gated ? e_t + row : nullptr,                    \
       gated && from_pointer ? e_prev + row : nullptr, gated ? mod.workspace + row : nullptr,                       \
       gated ? mod.grad_eligibility + row : nullptr,                                                                \
-      gated && has_a ? gate_of(m_prev + b * z.K, z.K) : Gate<S>{S(0), nullptr}, gated ? g_m_c + b * N : nullptr)
+      gated && has_a ? m_prev + b * N : nullptr, gated ? g_m_c + b * N : nullptr)
               if (has_b && has_a) {
                 if (from_pointer)
                   PLASTIC_ROW(true, true, true);
