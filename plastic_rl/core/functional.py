@@ -21,22 +21,14 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from plastic_rl.core import fused
+from plastic_rl.core.arguments import Modulator, check_unroll_arguments, reset_where
 from plastic_rl.core.rules import Traces, get_rule, rule_names
-
-
-class Modulator(NamedTuple):
-    """The network's neuromodulator head: ``M(t) = tanh(x(t) @ weight + bias)``, ``weight`` ``(N, K)``, ``bias``
-    ``(K,)``, with ``K = 1`` (one value per episode) or ``N`` (one per post-synaptic neuron)."""
-
-    weight: Tensor
-    bias: Tensor
 
 
 def neuromodulation(post: Tensor, modulator: Modulator) -> Tensor:
@@ -122,120 +114,6 @@ def recurrent_step(
         modulation = None if modulator is None else neuromodulation(new_activation, modulator)
         traces = update_trace(traces, activation, new_activation, hebbian_learning_rate, rule, trace_clip, modulation)
     return new_activation, traces
-
-
-def _shape_error(name: str, expected: str, tensor: Tensor) -> ValueError:
-    return ValueError(f"{name} must have shape {expected}; got {tuple(tensor.shape)}")
-
-
-def check_state(
-    activation: Tensor,
-    trace: Tensor | None,
-    batch: int,
-    size: int,
-    plastic: bool,
-    eligibility_trace: Tensor | None = None,
-    eligibility: bool = False,
-) -> None:
-    """Raise a ``ValueError`` unless ``activation`` is ``(batch, size)`` and ``trace`` (and, for a rule with
-    ``eligibility``, ``eligibility_trace``) is ``(batch, size, size)`` (``None`` allowed for a plastic layer,
-    required for a non-plastic one).
-
-    A state of another batch size would broadcast in the autograd loop and be read past its end by the C++ kernel.
-    """
-    if activation.dim() != 2 or tuple(activation.shape) != (batch, size):
-        raise _shape_error("the state's activation", f"(B={batch}, N={size}) to match the inputs", activation)
-    if eligibility_trace is not None:
-        if not (plastic and eligibility):
-            raise ValueError("the state's eligibility_trace must be None unless the layer's rule has one")
-        if eligibility_trace.dim() != 3 or tuple(eligibility_trace.shape) != (batch, size, size):
-            raise _shape_error("the state's eligibility_trace", f"(B={batch}, N={size}, N={size})", eligibility_trace)
-    if trace is None:
-        return
-    if not plastic:
-        raise ValueError("the state's hebbian_trace must be None for a non-plastic layer (plasticity='none')")
-    if trace.dim() != 3 or tuple(trace.shape) != (batch, size, size):
-        raise _shape_error("the state's hebbian_trace", f"(B={batch}, N={size}, N={size})", trace)
-
-
-def check_unroll_arguments(
-    drive: Tensor,
-    activation: Tensor,
-    trace: Tensor | None,
-    weight: Tensor,
-    plasticity_coefficient: Tensor | None,
-    hebbian_learning_rate: Tensor | None,
-    bias: Tensor | None,
-    episode_starts: Tensor | None,
-    reset_activation: Tensor,
-    *,
-    rule: str = "hebb",
-    eligibility_trace: Tensor | None = None,
-    modulator: Modulator | None = None,
-) -> None:
-    """Raise a ``ValueError`` naming the first argument of :func:`recurrent_unroll` whose shape, dtype or device
-    does not fit the others (or ``rule``): every path (autograd loop, fused PyTorch, C++ kernel) assumes they do."""
-    plasticity_rule = get_rule(rule)
-    if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
-        raise _shape_error("weight", "(N, N)", weight)
-    size = weight.shape[0]
-    if drive.dim() != 3 or drive.shape[2] != size:
-        raise _shape_error("drive", f"(T, B, N={size})", drive)
-    steps, batch = drive.shape[:2]
-    plastic = plasticity_coefficient is not None
-    check_state(activation, trace, batch, size, plastic, eligibility_trace, plasticity_rule.eligibility)
-    if plasticity_coefficient is not None:
-        if plasticity_coefficient.numel() != 1 and tuple(plasticity_coefficient.shape) != (size, size):
-            raise _shape_error("plasticity_coefficient", f"(N={size}, N={size}) or one element", plasticity_coefficient)
-        if plasticity_rule.uses_learning_rate and (hebbian_learning_rate is None or hebbian_learning_rate.numel() != 1):
-            raise ValueError(
-                f"hebbian_learning_rate must be a one-element tensor when plasticity_coefficient is given "
-                f"(rule {rule!r})"
-            )
-        if plasticity_rule.modulated:
-            if modulator is None:
-                raise ValueError(f"rule {rule!r} needs a modulator (the network's neuromodulator head)")
-            outputs = modulator.weight.shape[-1] if modulator.weight.dim() == 2 else -1
-            if modulator.weight.dim() != 2 or modulator.weight.shape[0] != size or outputs not in (1, size):
-                raise _shape_error("the modulator's weight", f"(N={size}, 1) or (N={size}, N={size})", modulator.weight)
-            if tuple(modulator.bias.shape) != (outputs,):
-                raise _shape_error("the modulator's bias", f"({outputs},)", modulator.bias)
-    if bias is not None and tuple(bias.shape) != (size,):
-        raise _shape_error("bias", f"(N={size},)", bias)
-    if tuple(reset_activation.shape) != (size,):
-        raise _shape_error("reset_activation", f"(N={size},)", reset_activation)
-    if episode_starts is not None:
-        if tuple(episode_starts.shape) != (steps, batch):
-            raise _shape_error("episode_starts", f"(T={steps}, B={batch})", episode_starts)
-        if episode_starts.dtype != torch.bool:
-            raise ValueError(f"episode_starts must be a bool tensor; got {episode_starts.dtype}")
-    named = {
-        "drive": drive,
-        "activation": activation,
-        "hebbian_trace": trace,
-        "eligibility_trace": eligibility_trace,
-        "weight": weight,
-        "plasticity_coefficient": plasticity_coefficient,
-        "hebbian_learning_rate": hebbian_learning_rate,
-        "bias": bias,
-        "episode_starts": episode_starts,
-        "reset_activation": reset_activation,
-        "the modulator's weight": None if modulator is None else modulator.weight,
-        "the modulator's bias": None if modulator is None else modulator.bias,
-    }
-    for name, tensor in named.items():
-        if tensor is None:
-            continue
-        if tensor.device != drive.device:
-            raise ValueError(f"{name} is on {tensor.device} but drive is on {drive.device}: move both to one device")
-        if name != "episode_starts" and not tensor.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor; got {tensor.dtype}")
-
-
-def reset_where(starts: Tensor, value: Tensor, reset_value: Tensor | float) -> Tensor:
-    """Replace the batch rows of ``value`` where ``starts`` (B,) is true by ``reset_value``."""
-    mask = starts.reshape(-1, *([1] * (value.dim() - 1)))
-    return torch.where(mask, reset_value, value)
 
 
 def recurrent_unroll(

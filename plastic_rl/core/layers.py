@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plastic_rl.core import functional
-from plastic_rl.core.functional import Modulator
+from plastic_rl.core.arguments import Modulator, check_state, reset_where
 from plastic_rl.core.fused import RecordedUnroll, resolve_backend
 from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
@@ -297,7 +297,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
         """One step: ``inputs`` ``(B, input_size)`` -> new activation ``(B, N)`` and state."""
         if inputs.dim() != 2 or inputs.shape[-1] != self.input_size:
             raise ValueError(f"inputs must have shape (B, input_size={self.input_size}); got {tuple(inputs.shape)}")
-        functional.check_state(
+        check_state(
             state.activation,
             state.hebbian_trace,
             inputs.shape[0],
@@ -335,7 +335,7 @@ class PlasticRecurrentLayer(_PlasticParameters):
             )
         ):
             return None
-        functional.check_state(
+        check_state(
             state.activation,
             state.hebbian_trace,
             state.activation.shape[0],
@@ -553,7 +553,7 @@ class PlasticLinear(_PlasticParameters):
                 starts = episode_starts[t].to(device=self.weight.device, dtype=torch.bool)
                 state = PlasticState(
                     state.activation,
-                    *(None if part is None else functional.reset_where(starts, part, 0.0) for part in state[1:]),
+                    *(None if part is None else reset_where(starts, part, 0.0) for part in state[1:]),
                 )
             logits, state = self.step(features[t], state, None if teacher is None else teacher[t])
             outputs.append(logits)

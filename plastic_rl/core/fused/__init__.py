@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from plastic_rl.core.arguments import Modulator, check_unroll_arguments, reset_where
 from plastic_rl.core.fused.cpp_backend import (
     NO_CPP_ENVIRONMENT_VARIABLE,
     batch_slices,
@@ -325,7 +326,7 @@ def fused_unroll(
     overwrite_trace: bool = False,
     recorded: RecordedUnroll | None = None,
     eligibility_trace: Tensor | None = None,
-    modulator: tuple[Tensor, Tensor] | None = None,
+    modulator: Modulator | None = None,
 ) -> tuple[Tensor, Tensor, Traces | None]:
     """The fused equivalent of :func:`plastic_rl.core.functional.recurrent_unroll` (same arguments and results),
     for the rules that the backend runs (a ``ValueError`` for any other).
@@ -338,10 +339,9 @@ def fused_unroll(
     ``overwrite_trace``: when no gradient is recorded, the final trace may be written into ``trace``'s own memory,
     which then no longer holds the initial trace. A rollout that steps its state forward one step at a time saves
     allocating (and page-faulting) a fresh ``B x N x N`` buffer and copying the trace into it at every step.
-    ``eligibility_trace`` and ``modulator`` (``(weight (N, K), bias (K,))``) are those of a rule that has them.
+    ``eligibility_trace`` and ``modulator`` (:class:`~plastic_rl.core.arguments.Modulator`) are those of a rule that
+    has them.
     """
-    from plastic_rl.core.functional import check_unroll_arguments, reset_where
-
     get_rule(rule)  # an unknown rule: the same ValueError as on every path
     if plasticity_coefficient is None:
         plasticity = "none"
@@ -362,7 +362,7 @@ def fused_unroll(
         reset_activation,
         rule=rule,
         eligibility_trace=eligibility_trace,
-        modulator=modulator,  # type: ignore[arg-type]  # a Modulator, or a tuple of the same two tensors
+        modulator=modulator,
     )
     options = UnrollOptions(plasticity, rule, input_mode, trace_clip, bias_neuron)
     if episode_starts is not None:  # the reset at step 0, in autograd; the kernels handle t >= 1
@@ -445,10 +445,8 @@ class RecordedUnroll:
         watched: tuple[Tensor, ...] = (),
         backend: str = "auto",
         eligibility: Tensor | None = None,
-        modulator: tuple[Tensor, Tensor] | None = None,
+        modulator: Modulator | None = None,
     ) -> None:
-        from plastic_rl.core.functional import check_unroll_arguments
-
         if plasticity_coefficient is None:
             plasticity = "none"
         else:
@@ -466,7 +464,7 @@ class RecordedUnroll:
             eligibility = weight.new_zeros(batch, size, size)
         check_unroll_arguments(
             drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias, starts,
-            reset_activation, rule=rule, eligibility_trace=eligibility, modulator=modulator,  # type: ignore[arg-type]
+            reset_activation, rule=rule, eligibility_trace=eligibility, modulator=modulator,
         )  # fmt: skip
         modulator_weight, modulator_bias = modulator if options.modulated and modulator is not None else (None, None)
         inputs = unroll_inputs(
