@@ -1,6 +1,10 @@
+import argparse
 import os
 
 import pytest
+
+from plastic_rl.agents.options import TrainConfig
+from plastic_rl.commands import train
 
 # pygame must never try to open a real display or audio device in tests.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -21,3 +25,16 @@ class _CodeCarrier:
 def code_carrier():
     """Make an object whose unpickling creates the file ``marker`` (tests that loading a file runs no code)."""
     return _CodeCarrier
+
+
+@pytest.fixture
+def train_config():
+    """Make the :class:`TrainConfig` that ``plastic-rl train`` builds from its options ``argv`` (for the library's
+    training functions, which take one)."""
+
+    def build(*argv: str) -> TrainConfig:
+        parser = argparse.ArgumentParser(prog="plastic-rl train")
+        train.add_arguments(parser)
+        return TrainConfig.from_options(vars(parser.parse_args(argv)))
+
+    return build

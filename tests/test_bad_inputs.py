@@ -469,13 +469,13 @@ def test_a_model_file_saved_without_plain_fields_still_loads(tmp_path):
     assert loaded.policy_class is model.policy_class
 
 
-def test_an_rl_checkpoint_runs_no_code_and_a_damaged_one_is_named(tmp_path, capsys, code_carrier):
+def test_an_rl_checkpoint_runs_no_code_and_a_damaged_one_is_named(tmp_path, capsys, code_carrier, train_config):
     from plastic_rl.agents.checkpoints import latest_checkpoint, read_checkpoint
 
     run = tmp_path / "run"
     arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "40", "--save-freq", "20"]
-    train_run(run, [*arguments, "--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10",
-                    "policy_kwargs:{hidden_size: 8}"])  # fmt: skip
+    train_run(run, train_config(*arguments, "--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10",
+                                "policy_kwargs:{hidden_size: 8}"))  # fmt: skip
     checkpoint = latest_checkpoint(run)
     payload = torch.load(checkpoint, weights_only=True)  # tensors and plain data only
     for field in ("arguments", "model", "random_states"):  # damaged checkpoints: named, no traceback

@@ -208,12 +208,12 @@ def test_ctrl_c_saves_the_model_says_how_to_resume_and_exits_130(tmp_path):
     assert not (run / "PlasticMaze-v0.zip").exists()  # not taken for a finished run
 
 
-def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_resumes(tmp_path, capsys):
+def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_resumes(tmp_path, capsys, train_config):
     from plastic_rl.agents.checkpoints import checkpoints_newest_first
 
     arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "100", "--save-freq", "40", *TINY]
     run = tmp_path / "run"
-    train_run(run, arguments)
+    train_run(run, train_config(*arguments))
     (run / "PlasticMaze-v0.zip").unlink()  # as if killed after its last checkpoint
     newest, older = checkpoints_newest_first(run)
     payload = torch.load(newest, weights_only=True)
@@ -230,12 +230,13 @@ def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_resumes(tmp_path
     assert f"Resuming {older}" in captured.out and (run / "PlasticMaze-v0.zip").is_file()
 
 
-def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys):
+def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys, train_config):
     arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "800", "--save-freq", "40", *TINY]
     killed = tmp_path / "killed"
-    script = "import sys; from plastic_rl.agents.training import train_run; train_run(sys.argv[1], sys.argv[2:])"
+    script = "import sys; from plastic_rl.agents.options import TrainConfig; from plastic_rl.agents.training import "
+    script += "train_run; train_run(sys.argv[1], eval(sys.argv[2]))"  # the config's repr builds it again
     process = subprocess.Popen(
-        [sys.executable, "-c", script, str(killed), *arguments],
+        [sys.executable, "-c", script, str(killed), repr(train_config(*arguments))],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
     )
@@ -255,11 +256,11 @@ def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys):
     stopped_at = int(latest_checkpoint(killed).name.split("_")[2])
     assert len(list(killed.glob("*.pt"))) == 2  # the last two checkpoints are kept
     with pytest.raises(ValueError, match=r"other options \(seed\)"):
-        train_run(killed, [*arguments, "--seed", "7"])
+        train_run(killed, train_config(*arguments, "--seed", "7"))
     assert main(["train", "--resume", str(killed), "--no-progress-bar"]) == 0
     assert f"(from step {stopped_at})" in capsys.readouterr().out  # continued, not started again
 
-    uninterrupted = train_run(tmp_path / "uninterrupted", arguments)
+    uninterrupted = train_run(tmp_path / "uninterrupted", train_config(*arguments))
     torch.testing.assert_close(
         final_parameters(killed / "PlasticMaze-v0.zip"), final_parameters(uninterrupted), rtol=0, atol=0
     )
@@ -272,7 +273,7 @@ def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys):
     assert steps[0] == steps[1] and len(steps[0]) == 800 // 20
     assert len(monitor_rows(killed)[0]) == 800 // 2 // 10 and stopped_at < 800
     # Once finished, the function returns the final model without training again.
-    assert train_run(killed, arguments) == killed / "PlasticMaze-v0.zip"
+    assert train_run(killed, train_config(*arguments)) == killed / "PlasticMaze-v0.zip"
 
 
 def test_trained_agent_continues_from_the_saved_parameters_and_bad_resume_paths(tmp_path, capsys):
@@ -293,10 +294,12 @@ def test_trained_agent_continues_from_the_saved_parameters_and_bad_resume_paths(
     assert "plastic-rl train: error: --resume: no checkpoint at" in errors and "not a readable" in errors
 
 
-def test_held_out_signature_is_measured_during_training_without_changing_it(tmp_path):
+def test_held_out_signature_is_measured_during_training_without_changing_it(tmp_path, train_config):
     common = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "100", "--seed", "3", *TINY]
-    measured = train_run(tmp_path / "measured", [*common, "--heldout-freq", "40", "--heldout-episodes", "6"])
-    plain = train_run(tmp_path / "plain", common)
+    measured = train_run(
+        tmp_path / "measured", train_config(*common, "--heldout-freq", "40", "--heldout-episodes", "6")
+    )
+    plain = train_run(tmp_path / "plain", train_config(*common))
     torch.testing.assert_close(final_parameters(measured), final_parameters(plain), rtol=0, atol=0)
     with open(measured.parent / "progress.csv", newline="") as file:
         rows = [row for row in csv.DictReader(file) if row.get("heldout/episodes")]
@@ -304,8 +307,8 @@ def test_held_out_signature_is_measured_during_training_without_changing_it(tmp_
     assert [row["heldout/total_timesteps"] for row in rows] == ["40", "80"]
     assert all(float(row["heldout/episodes"]) == 6 and float(row["heldout/hits_mean"]) >= 0 for row in rows)
     # Resumed from its checkpoint at 80 steps, a run measures at the same points, not also after it resumed.
-    resumed = train_run(tmp_path / "resumed", [*common, "--heldout-freq", "80", "--heldout-episodes", "6",
-                                               "--save-freq", "20"])  # fmt: skip
+    resumed = train_run(tmp_path / "resumed", train_config(*common, "--heldout-freq", "80", "--heldout-episodes", "6",
+                                                           "--save-freq", "20"))  # fmt: skip
     resumed.unlink()
     assert main(["train", "--resume", str(latest_checkpoint(resumed.parent)), "--no-progress-bar"]) == 0
     with open(resumed.parent / "progress.csv", newline="") as file:
@@ -314,20 +317,20 @@ def test_held_out_signature_is_measured_during_training_without_changing_it(tmp_
 
 
 def test_checkpoints_of_older_versions_get_the_defaults_of_options_added_since():
-    from plastic_rl.agents.training import stored_arguments
+    from plastic_rl.agents.training import stored_config
 
-    arguments = stored_arguments({"arguments": {"policy": "rnn", "seed": 4}})
-    assert arguments["policy"] == "rnn" and arguments["seed"] == 4 and arguments["heldout_freq"] is None
+    config = stored_config({"arguments": {"policy": "rnn", "seed": 4}})
+    assert config.policy == "rnn" and config.seed == 4 and config.heldout_freq is None
 
 
-def test_a_resumed_run_shows_each_step_once_in_tensorboard(tmp_path):
+def test_a_resumed_run_shows_each_step_once_in_tensorboard(tmp_path, train_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from plastic_rl.agents.checkpoints import checkpoints_newest_first
 
     run = tmp_path / "run"
     arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "80", "--save-freq", "40", *TINY]
-    train_run(run, [*arguments, "-tb", str(tmp_path / "tb")])
+    train_run(run, train_config(*arguments, "-tb", str(tmp_path / "tb")))
     oldest = checkpoints_newest_first(run)[-1]  # at step 40: the stopped run had logged up to step 80
     (run / "PlasticMaze-v0.zip").unlink()
     assert main(["train", "--resume", str(oldest), "--no-progress-bar"]) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 import warnings
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,7 +112,7 @@ def _exponent_numbers(value: Any) -> Any:
     return value
 
 
-def parse_key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
+def parse_key_values(pairs: Sequence[str] | None, option: str) -> dict[str, Any]:
     """``["key:value", ...]`` -> dict, each value read as YAML (numbers, ``1e-4`` included, booleans, lists, dicts)."""
     result: dict[str, Any] = {}
     for pair in pairs or []:

@@ -4,18 +4,17 @@ A run writes ``LOGDIR/<algo>/<env>_<N>/``: the final model ``<env>.zip``, ``best
 checkpoints ``rl_checkpoint_<steps>_steps.pt`` (with ``--save-freq``; the last two are kept), ``config.yml`` and
 one monitor CSV per env. :func:`train_new_run` starts a run in the next numbered folder, :func:`resume_run` continues
 one exactly from a checkpoint (see :mod:`plastic_rl.agents.checkpoints`), and :func:`train_run` trains into a given
-folder and resumes what is there. Each takes the options of :func:`~plastic_rl.agents.options.add_train_arguments`.
+folder and resumes what is there. Each takes a :class:`~plastic_rl.agents.options.TrainConfig`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import io
 import shutil
 import sys
-from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from plastic_rl.agents.diagnostics import ProgressCSVCallback
 from plastic_rl.agents.evaluation import compare_with_random, format_table, log_summary, write_results
 from plastic_rl.agents.extractors import EXTRACTORS
 from plastic_rl.agents.make_env import make_training_env
-from plastic_rl.agents.options import add_train_arguments
+from plastic_rl.agents.options import TrainConfig
 from plastic_rl.agents.saving import EvalCallback
 from plastic_rl.agents.zoo import write_run_files
 from plastic_rl.core.divergence import TrainingDiverged
@@ -114,29 +113,22 @@ KEPT_CHECKPOINTS = 2
 DISPLAY_OPTIONS = ("no_progress_bar", "verbose", "resume", "log_folder")
 
 
-def train_parser() -> argparse.ArgumentParser:
-    """A parser of ``plastic-rl train``'s options."""
-    parser = argparse.ArgumentParser(prog="plastic-rl train")
-    add_train_arguments(parser)
-    return parser
+def stored_config(payload: dict[str, Any]) -> TrainConfig:
+    """A checkpoint's run, with today's defaults for options added since it was written."""
+    return TrainConfig.from_options(payload["arguments"])
 
 
-def stored_arguments(payload: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's ``plastic-rl train`` options, with today's defaults for options added since it was written."""
-    return {**vars(train_parser().parse_args([])), **payload["arguments"]}
-
-
-def train_new_run(args: argparse.Namespace) -> Path:
-    """Train the run of ``args`` in the next numbered folder under ``--log-folder``; returns the model path.
+def train_new_run(config: TrainConfig) -> Path:
+    """Train the run of ``config`` in the next numbered folder under its ``log_folder``; returns the model path.
 
     A run of bad input or of an unwritable output leaves nothing behind (nor the folders made for it), unless it has
     checkpoints worth resuming.
     """
-    folder = next_run_folder(args.log_folder, args.algo, args.env)
+    folder = next_run_folder(config.log_folder, config.algo, config.env)
     created = [path for path in (folder, *folder.parents) if not path.exists()]
     folder.mkdir(parents=True)
     try:
-        return train(args, folder)
+        return train(config, folder)
     except (BadInputError, OSError):
         if not checkpoints_newest_first(folder):
             shutil.rmtree(folder, ignore_errors=True)
@@ -162,26 +154,29 @@ def _checkpoint_to_resume(resume: str) -> tuple[Path, dict[str, Any]]:
         raise BadInputError(f"--resume: {error}") from error
 
 
-def resume_run(args: argparse.Namespace) -> Path:
-    """Continue the run of the checkpoint ``args.resume`` exactly, with the options it was started with (only
-    :data:`DISPLAY_OPTIONS` may be given anew); returns the model path."""
-    checkpoint, payload = _checkpoint_to_resume(args.resume)
-    stored = argparse.Namespace(**stored_arguments(payload))
-    defaults = stored_arguments({"arguments": {}})
+def resume_run(config: TrainConfig) -> Path:
+    """Continue the run of the checkpoint ``config.resume`` exactly, with the options it was started with (only
+    :data:`DISPLAY_OPTIONS` may be given anew; the others must keep their defaults or the run's values); returns the
+    model path."""
+    if config.resume is None:
+        raise ValueError("config.resume must name the checkpoint (or run folder) to resume")
+    checkpoint, payload = _checkpoint_to_resume(config.resume)
+    stored = stored_config(payload)
+    # Compared as the command line gives them (lists), so that the message shows the values as the user wrote them.
+    given, recorded, defaults = config.as_options(), stored.as_options(), TrainConfig().as_options()
     differing = [
-        f"{name} (the run's {getattr(stored, name)!r}, given {value!r})"
-        for name, value in vars(args).items()
-        if name not in DISPLAY_OPTIONS and value != defaults.get(name) and value != getattr(stored, name, None)
+        f"{name} (the run's {recorded[name]!r}, given {value!r})"
+        for name, value in given.items()
+        if name not in DISPLAY_OPTIONS and value != defaults[name] and value != recorded[name]
     ]
     if differing:
         raise BadInputError(
             f"--resume continues a run with the options it was started with; these differ: {'; '.join(differing)}. "
             "Resume without them, or start a new run from its weights with -i"
         )
-    for name in DISPLAY_OPTIONS:
-        setattr(stored, name, getattr(args, name))
     print(f"Resuming {checkpoint}")
-    return train(stored, checkpoint.parent, payload)
+    resumed = replace(stored, **{name: getattr(config, name) for name in DISPLAY_OPTIONS})
+    return train(resumed, checkpoint.parent, payload)
 
 
 def _save_interrupted(model: Any, folder: Path, env_id: str) -> None:
@@ -198,56 +193,60 @@ def _save_interrupted(model: Any, folder: Path, env_id: str) -> None:
     print(f"Interrupted at step {model.num_timesteps:,}: saved {path}; {how}", file=sys.stderr)
 
 
-def train_run(run_folder: str | Path, arguments: Sequence[str] = ()) -> Path:
+def train_run(run_folder: str | Path, config: TrainConfig) -> Path:
     """Train one run into exactly ``run_folder``, resuming it from its latest checkpoint if it has one.
 
     Parameters
     ----------
     run_folder : the run's folder (created if needed). If it holds the final model, nothing is trained; if it
         holds checkpoints, training continues exactly from the latest readable one; otherwise it starts afresh.
-    arguments : ``plastic-rl train`` options, e.g. ``["--policy", "rnn", "--seed", "3", "-n", "200000",
-        "--threads", "1", "--save-freq", "50000", "--no-progress-bar"]`` (``-f`` and ``--resume`` are not used).
-        A folder's checkpoint must have been written with the same options (display options aside).
+    config : the run, e.g. ``TrainConfig(policy="rnn", seed=3, n_timesteps=200_000, threads=1, save_freq=50_000,
+        no_progress_bar=True)`` (its ``log_folder`` is not used, its ``resume`` must be None). A folder's checkpoint
+        must have been written with the same options (display options aside).
 
     Returns
     -------
     The path of the final model, ``run_folder/<env>.zip``.
     """
-    args = train_parser().parse_args(list(arguments))
-    if args.resume is not None:
-        raise ValueError("arguments must not hold --resume: train_run resumes from run_folder's checkpoints itself")
+    if config.resume is not None:
+        raise ValueError("config.resume must be None: train_run resumes from run_folder's checkpoints itself")
     folder = Path(run_folder)
-    model_path = folder / f"{args.env}.zip"
+    model_path = folder / f"{config.env}.zip"
     if model_path.is_file():
         return model_path
     found = newest_readable_checkpoint(folder)
     payload = None if found is None else found[1]
     if payload is not None:
-        stored, given = stored_arguments(payload), vars(args)
-        differing = sorted(name for name in given if name not in DISPLAY_OPTIONS and stored.get(name) != given[name])
+        stored = stored_config(payload)
+        differing = sorted(
+            field.name
+            for field in fields(TrainConfig)
+            if field.name not in DISPLAY_OPTIONS and getattr(stored, field.name) != getattr(config, field.name)
+        )
         if differing:
             raise ValueError(
                 f"run_folder {folder} holds a run with other options ({', '.join(differing)}); "
                 "give its own options or another folder"
             )
     folder.mkdir(parents=True, exist_ok=True)
-    return train(args, folder, payload)
+    return train(config, folder, payload)
 
 
-def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | None = None) -> Path:
-    """Train (or, from a checkpoint's contents, continue) the run of ``args`` in ``folder``; returns the model path."""
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def train(config: TrainConfig, folder: Path, checkpoint: dict[str, Any] | None = None) -> Path:
+    """Train (or, from a checkpoint's contents, continue) the run of ``config`` in ``folder``; returns the model
+    path."""
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     with reported_as_bad_input():
-        check_device("--device", args.device)
-        check_env_id(args.env)
-        if args.tensorboard_log:
-            check_utf8_path("--tensorboard-log", args.tensorboard_log)
-        hyperparameters = load_hyperparameters(args.algo, args.env, args.hyperparams_set)
-        decided = decided_by_policy(args.policy)
+        check_device("--device", config.device)
+        check_env_id(config.env)
+        if config.tensorboard_log:
+            check_utf8_path("--tensorboard-log", config.tensorboard_log)
+        hyperparameters = load_hyperparameters(config.algo, config.env, config.hyperparams_set)
+        decided = decided_by_policy(config.policy)
         file_policy_kwargs = hyperparameters.get("policy_kwargs") or {}
         hyperparameters["policy_kwargs"] = {k: v for k, v in file_policy_kwargs.items() if k not in decided}
-        overrides = parse_key_values(args.hyperparams, "-params")
+        overrides = parse_key_values(config.hyperparams, "-params")
         for key in ("env_kwargs", "policy_kwargs"):
             # A dict given with -params completes the file's dict rather than replacing it.
             if isinstance(overrides.get(key), dict):
@@ -256,120 +255,134 @@ def train(args: argparse.Namespace, folder: Path, checkpoint: dict[str, Any] | N
         for key in ("env_kwargs", "policy_kwargs"):
             if not isinstance(hyperparameters.get(key) or {}, dict):
                 raise ValueError(f"{key} must be a mapping such as {{name: value}}; got {hyperparameters[key]!r}")
-        env_kwargs = {**(hyperparameters.get("env_kwargs") or {}), **parse_key_values(args.env_kwargs, "--env-kwargs")}
+        env_kwargs = {
+            **(hyperparameters.get("env_kwargs") or {}),
+            **parse_key_values(config.env_kwargs, "--env-kwargs"),
+        }
         hyperparameters["env_kwargs"] = env_kwargs
-        n_envs = args.n_envs if args.n_envs is not None else hyperparameters.get("n_envs", 1)
-        n_timesteps = args.n_timesteps if args.n_timesteps is not None else hyperparameters.get("n_timesteps", 100_000)
+        n_envs = config.n_envs if config.n_envs is not None else hyperparameters.get("n_envs", 1)
+        n_timesteps = (
+            config.n_timesteps if config.n_timesteps is not None else hyperparameters.get("n_timesteps", 100_000)
+        )
         hyperparameters.update(n_envs=check_positive_int("n_envs", n_envs))
         hyperparameters.update(n_timesteps=check_positive_int("n_timesteps", n_timesteps))
         # Before the envs are made (10**7 of them take minutes): their rollout alone must fit.
-        n_steps = algorithm_arguments(hyperparameters, n_envs).get("n_steps", _default_n_steps(args.algo))
+        n_steps = algorithm_arguments(hyperparameters, n_envs).get("n_steps", _default_n_steps(config.algo))
         n_steps = check_positive_int("n_steps", n_steps)
         check_fits(f"a rollout of n_steps={n_steps} x n_envs={n_envs}", rollout_bytes(n_steps, n_envs))
         env = make_training_env(
-            args.env, n_envs, seed=args.seed, env_kwargs=env_kwargs, monitor_dir=folder, vec_env=args.vec_env
+            config.env, n_envs, seed=config.seed, env_kwargs=env_kwargs, monitor_dir=folder, vec_env=config.vec_env
         )
     eval_callback = None
-    if args.eval_freq is not None:
-        eval_env = make_training_env(args.env, 1, seed=args.seed + 10_000, env_kwargs=env_kwargs)
+    if config.eval_freq is not None:
+        eval_env = make_training_env(config.env, 1, seed=config.seed + 10_000, env_kwargs=env_kwargs)
         # Sampled actions: the trained policy of a meta-learner explores within the episode by sampling.
         eval_callback = EvalCallback(
             eval_env,
-            n_eval_episodes=args.eval_episodes,
-            eval_freq=max(args.eval_freq // n_envs, 1),
+            n_eval_episodes=config.eval_episodes,
+            eval_freq=max(config.eval_freq // n_envs, 1),
             best_model_save_path=str(folder),
             log_path=str(folder),
             deterministic=False,
         )
-    load_kwargs = dict(tensorboard_log=args.tensorboard_log, verbose=args.verbose)
+    load_kwargs: dict[str, Any] = dict(tensorboard_log=config.tensorboard_log, verbose=config.verbose)
     if checkpoint is not None:
         model = restore_checkpoint(
-            checkpoint, algorithm_class(args.algo), env, args.device, eval_callback, **load_kwargs
+            checkpoint, algorithm_class(config.algo), env, config.device, eval_callback, **load_kwargs
         )
-    elif args.trained_agent is not None:
+    elif config.trained_agent is not None:
         with reported_as_bad_input():  # a missing, damaged or code-carrying file is the user's input
-            source: Any = args.trained_agent
+            source: Any = config.trained_agent
             if str(source).endswith(".pt"):
                 source = io.BytesIO(read_checkpoint(source)["model"])
             # As RL Zoo: the hyperparameters of this run (learning rate, ...) replace the saved model's.
-            model = algorithm_class(args.algo).load(
+            model = algorithm_class(config.algo).load(
                 source,
                 env=env,
-                device=args.device,
-                seed=args.seed,
+                device=config.device,
+                seed=config.seed,
                 **load_kwargs,
                 **algorithm_arguments(hyperparameters, n_envs),
             )
     else:
         with reported_as_bad_input():
             model = build_model(
-                args.algo, args.policy, env, hyperparameters, args.seed, args.device, args.tensorboard_log, args.verbose
+                config.algo,
+                config.policy,
+                env,
+                hyperparameters,
+                config.seed,
+                config.device,
+                config.tensorboard_log,
+                config.verbose,
             )
     if checkpoint is None:
-        config = {
-            "algo": args.algo,
-            "env": args.env,
-            "policy": args.policy,
-            "seed": args.seed,
-            "device": args.device,
+        record = {
+            "algo": config.algo,
+            "env": config.env,
+            "policy": config.policy,
+            "seed": config.seed,
+            "device": config.device,
             "hyperparameters": hyperparameters,
-            "trained_agent": args.trained_agent,
+            "trained_agent": config.trained_agent,
             "command": " ".join(["plastic-rl", *sys.argv[1:]]),
         }
-        atomic_write_text(folder / "config.yml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(folder / "config.yml", yaml.safe_dump(record, sort_keys=False))
         # RL Zoo's copies of the run's settings, so that its enjoy, record_video and plot_train read this run.
         zoo_policy, zoo_policy_kwargs = policy_settings(
-            args.algo, args.policy, hyperparameters.get("policy_kwargs") or {}
+            config.algo, config.policy, hyperparameters.get("policy_kwargs") or {}
         )
-        zoo_arguments = {**vars(args), "env_kwargs": env_kwargs or None, "hyperparams": overrides or None}
+        zoo_arguments = {**config.as_options(), "env_kwargs": env_kwargs or None, "hyperparams": overrides or None}
         write_run_files(
-            folder, args.env, {**hyperparameters, "policy_kwargs": zoo_policy_kwargs}, zoo_policy, zoo_arguments
+            folder, config.env, {**hyperparameters, "policy_kwargs": zoo_policy_kwargs}, zoo_policy, zoo_arguments
         )
 
     callbacks: list = [ProgressCSVCallback(folder / "progress.csv")]
     if eval_callback is not None:
         callbacks.append(eval_callback)
-    if args.heldout_freq is not None:
-        callbacks.append(HeldOutEvaluationCallback(args.env, args.heldout_freq, args.heldout_episodes, env_kwargs))
-    if args.save_freq is not None:
-        arguments = {**vars(args), "resume": None}
-        callbacks.append(ResumeCheckpointCallback(folder, args.save_freq, arguments, eval_callback, KEPT_CHECKPOINTS))
-    if checkpoint is not None and args.tensorboard_log:
+    if config.heldout_freq is not None:
+        callbacks.append(
+            HeldOutEvaluationCallback(config.env, config.heldout_freq, config.heldout_episodes, env_kwargs)
+        )
+    if config.save_freq is not None:
+        arguments = {**config.as_options(), "resume": None}
+        callbacks.append(ResumeCheckpointCallback(folder, config.save_freq, arguments, eval_callback, KEPT_CHECKPOINTS))
+    if checkpoint is not None and config.tensorboard_log:
         callbacks.append(OneEventFile())
-    if args.video_freq is not None and args.tensorboard_log:
-        callbacks.append(TraceVideoCallback(args.env, args.video_freq, env_kwargs, seed=args.seed + 30_000))
-    if not args.no_progress_bar:
+    if config.video_freq is not None and config.tensorboard_log:
+        callbacks.append(TraceVideoCallback(config.env, config.video_freq, env_kwargs, seed=config.seed + 30_000))
+    if not config.no_progress_bar:
         callbacks.append(ProgressBar(n_timesteps))
     done = model.num_timesteps if checkpoint is not None else 0
     print(
-        f"Training {args.algo} ({args.policy}) on {args.env} for {n_timesteps} steps with {n_envs} envs -> {folder}"
-        + (f" (from step {done})" if done else "")
+        f"Training {config.algo} ({config.policy}) on {config.env} for {n_timesteps} steps with {n_envs} envs "
+        f"-> {folder}" + (f" (from step {done})" if done else "")
     )
     try:
         model.learn(
             n_timesteps - done,
             callback=callbacks or None,
             log_interval=1,  # progress.csv: a row per update
-            tb_log_name=f"{args.algo}_{args.env}_{args.policy}",
+            tb_log_name=f"{config.algo}_{config.env}_{config.policy}",
             reset_num_timesteps=checkpoint is None,
         )
     except TrainingDiverged as error:
         kept = f"{folder} keeps what was saved before it (checkpoints, best model); no final model was written"
         raise TrainingDiverged(f"{error}; {kept}") from error
     except KeyboardInterrupt:
-        _save_interrupted(model, folder, args.env)
+        _save_interrupted(model, folder, config.env)
         raise
-    model_path = folder / f"{args.env}.zip"
+    model_path = folder / f"{config.env}.zip"
     with atomic_write(model_path) as file:
         model.save(file)  # type: ignore[arg-type]  # a binary file object, as SB3 accepts
     print(f"Saved {model_path}")
-    curve = write_learning_curve(folder, title=f"{args.algo} ({args.policy}) on {args.env}")
+    curve = write_learning_curve(folder, title=f"{config.algo} ({config.policy}) on {config.env}")
     if curve is not None:
         print(f"Saved {curve}")
     env.close()
 
-    if args.compare_random:
-        results = compare_with_random(model, args.env, env_kwargs, args.compare_episodes)
+    if config.compare_random:
+        results = compare_with_random(model, config.env, env_kwargs, config.compare_episodes)
         print(format_table(results))
         write_results(results, folder / "evaluation.json", {"model": str(model_path), "env_kwargs": env_kwargs})
         log_summary(model.logger, results[0], model.num_timesteps)

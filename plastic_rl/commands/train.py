@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from plastic_rl.agents.options import add_train_arguments
+from plastic_rl.agents.options import TrainConfig, add_train_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from plastic_rl.agents.training import resume_run, train_new_run
 
-    if args.resume is None:
-        train_new_run(args)
+    config = TrainConfig.from_options(vars(args))
+    if config.resume is None:
+        train_new_run(config)
     else:
-        resume_run(args)
+        resume_run(config)
     return 0

@@ -6,7 +6,8 @@ inside torch. The command line reports bad input as ``plastic-rl COMMAND: error:
 argparse does it for the option types below, and a command wraps the setup that turns its options
 into objects in :func:`reported_as_bad_input`, so that the constructors' ``ValueError`` reach the
 user the same way while a genuine bug later on still shows its traceback. The allowed values of the keyword options
-are named here, importing no torch, so that a command declares its options and answers ``--help`` at once.
+are named here, importing no torch, so that a command declares its options and answers ``--help`` at once. A command's
+parsed options become the library's typed configuration objects through :func:`config_from`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ import argparse
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    ConfigT = TypeVar("ConfigT", bound=DataclassInstance)
 
 PLASTICITY_MODES = ("full", "shared", "none")
 MODULATION_MODES = ("shared", "per_neuron")
@@ -119,6 +126,15 @@ def select_device(value: Any, name: str = "device") -> Any:
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(value)
+
+
+def config_from(cls: type[ConfigT], options: Mapping[str, Any]) -> ConfigT:
+    """The configuration dataclass ``cls`` from the entries of ``options`` that name its fields (a parsed command
+    line's ``vars``, a run's recorded options); a field without an entry keeps its default, other entries are left
+    to other objects. Lists become tuples, as a configuration object is immutable."""
+    names = {field.name for field in fields(cls)}
+    values = {name: tuple(value) if isinstance(value, list) else value for name, value in options.items()}
+    return cls(**{name: value for name, value in values.items() if name in names})
 
 
 class BadInputError(ValueError):

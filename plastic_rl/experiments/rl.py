@@ -20,7 +20,7 @@ import yaml
 from plastic_rl.agents.configuration import ALGORITHMS, POLICIES, algorithm_class
 from plastic_rl.agents.curves import monitor_episodes
 from plastic_rl.agents.evaluation import evaluate, held_out_seeds
-from plastic_rl.agents.options import add_train_arguments
+from plastic_rl.agents.options import TrainConfig, add_train_arguments
 from plastic_rl.core.files import cached_json, file_sha256
 from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
 
@@ -215,7 +215,7 @@ class RLAdapter(TaskAdapter):
     def launch(self, argv: list[str], folder: Path) -> None:
         from plastic_rl.agents.training import train_run  # torch and SB3: not for --help
 
-        train_run(folder / TRAIN_FOLDER, argv[1:])
+        train_run(folder / TRAIN_FOLDER, TrainConfig.from_options(self.options(argv)))
 
     def progress(self, folder: Path, options: dict[str, Any]) -> float:
         _, steps = episode_rewards(folder / TRAIN_FOLDER)
