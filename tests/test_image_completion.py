@@ -231,12 +231,15 @@ def test_bench_builds_the_image_task(data_dir):
     import argparse
 
     from plastic_rl.benchmarks import images
-    from plastic_rl.supervised.task import get_task_class
+    from plastic_rl.core.options import config_from
+    from plastic_rl.supervised.task import get_task_class, registered_task
 
     parser = argparse.ArgumentParser()
     images.add_arguments(parser)
     args = parser.parse_args(["--model", "shared", "--image-count", "5", "--data-dir", str(data_dir)])
-    task, options = get_task_class(args.task).from_args(args)
+    registered = registered_task(args.task)
+    task = get_task_class(args.task).from_options(config_from(registered.options, vars(args)), args.data_dir)
+    options = config_from(registered.model_options, vars(args)).keywords()
     assert (task.name, task.protocol.image_count, task.data_dir, args.batch_sizes) == (
         "images",
         5,

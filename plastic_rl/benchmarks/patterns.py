@@ -19,6 +19,7 @@ from typing import Any
 from plastic_rl.core.options import (
     IMPLEMENTATIONS,
     check_choice,
+    config_from,
     non_negative_int,
     positive_int,
     reported_as_bad_input,
@@ -55,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace) -> tuple[Any, Any]:
     """The task and the model of the options (with ``--implementation`` set on its recurrent layer)."""
-    task, model_options = get_task_class(args.task).from_args(args)
-    model = task.build_model(args.model, **model_options)
+    registered, options = registered_task(args.task), vars(args)
+    task = get_task_class(args.task).from_options(config_from(registered.options, options), args.data_dir)
+    model = task.build_model(args.model, **config_from(registered.model_options, options).keywords())
     if args.implementation is not None:
         layer = getattr(model, "recurrent", None)
         if layer is None or not hasattr(layer, "implementation"):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from plastic_rl.supervised.task import TASKS, add_task_arguments
+from plastic_rl.supervised.config import SupervisedConfig, add_task_arguments
+from plastic_rl.supervised.task import TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,5 +26,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from plastic_rl.supervised.runs import train_run
 
-    train_run(args)
+    train_run(SupervisedConfig.from_options(vars(args)))
     return 0

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from plastic_rl.core.options import check_utf8_path
+from plastic_rl.core.options import check_utf8_path, config_from
 from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
+from plastic_rl.supervised.config import SupervisedConfig, add_task_arguments
 from plastic_rl.supervised.options import add_trainer_arguments
-from plastic_rl.supervised.task import SupervisedTask, add_task_arguments, get_task_class, registered_task
+from plastic_rl.supervised.task import SupervisedTask, get_task_class, registered_task
 
 # Written by ``plastic-rl supervised`` into its run folder.
 CHECKPOINT, CURVE, MODEL, TENSORBOARD = "checkpoint.pt", "curve.csv", "model.pt", "tensorboard"
@@ -109,7 +110,8 @@ class SupervisedAdapter(TaskAdapter):
                 f"--steps ({args.steps}) must be at least --log-interval ({args.log_interval}): a run that logs no "
                 "step has no curve and no score for the summary"
             )
-        task, _ = self.task_class.from_args(args)  # the task's settings and data, checked before any run starts
+        # The task's settings and data, checked before any run starts.
+        task = self.task_class.from_options(config_from(self.registered.options, vars(args)), args.data_dir)
         task.check_data()
         super().check_options(args)
 
@@ -157,7 +159,7 @@ class SupervisedAdapter(TaskAdapter):
                 (folder / name).unlink(missing_ok=True)
         # The run serves every registered task, whether or not the CLI lists it yet.
         options = self.options([*argv, *self.location(folder), *resume])
-        train_run(argparse.Namespace(**options))
+        train_run(SupervisedConfig.from_options(options))
 
     def progress(self, folder: Path, options: dict[str, Any]) -> float:
         path = folder / CURVE

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import os
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from plastic_rl.core.options import check_choice, check_float_range
 from plastic_rl.envs.image_completion import ImageCompletionProtocol, sample_image_episodes
-from plastic_rl.supervised.models import build_memory_model, memory_model_options
-from plastic_rl.supervised.options import MEMORY_MODELS
+from plastic_rl.supervised.models import build_memory_model
+from plastic_rl.supervised.options import MEMORY_MODELS, ImageOptions
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
 # Completions that need no training, as references for the trained models.
@@ -152,16 +152,8 @@ class ImageCompletionTask(SupervisedTask):
         return build_memory_model(model_name, self.protocol.image_size, **options)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> tuple[ImageCompletionTask, dict[str, Any]]:
-        fields = ("image_count", "steps_shown", "gap_steps", "repetitions", "query_steps", "degradation")
-        protocol = {field: getattr(args, field) for field in fields}
-        task = cls(
-            data_dir=args.data_dir,
-            validation_fraction=args.validation_fraction,
-            degraded_fraction=args.degraded_fraction,
-            **protocol,
-        )
-        return task, memory_model_options(args)
+    def from_options(cls, options: ImageOptions, data_dir: str | None = None) -> ImageCompletionTask:
+        return cls(data_dir=data_dir, **asdict(options))
 
 
 @torch.no_grad()

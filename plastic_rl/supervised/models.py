@@ -6,9 +6,6 @@ rebuilt by :func:`plastic_rl.supervised.load_model` with one call.
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 from torch import Tensor, nn
 
 from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
@@ -157,18 +154,6 @@ def build_memory_model(
         input_gain=DEFAULT_INPUT_GAIN[input_mode] if input_gain is None else input_gain,
         bias="neuron",
         hebbian_learning_rate=hebbian_learning_rate,
-    )
-
-
-def memory_model_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keywords of :func:`build_memory_model` from the options of :func:`add_memory_model_arguments`."""
-    return dict(
-        input_mode=args.input_mode,
-        input_gain=args.input_gain,
-        rule=args.rule,
-        hebbian_learning_rate=args.eta,
-        extra_neurons=args.extra_neurons,
-        lstm_hidden_size=args.lstm_hidden_size,
     )
 
 

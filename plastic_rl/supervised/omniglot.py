@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from plastic_rl.core.embeddings import image_embedding
 from plastic_rl.core.options import EMBEDDINGS, check_choice, check_positive_int
 from plastic_rl.data.omniglot import IMAGE_SIZE, PARTS, SPLITS, OmniglotSplit, check_split, load_images, make_split
 from plastic_rl.envs.omniglot import OmniglotClasses, check_episode_size, sample_omniglot_episodes
-from plastic_rl.supervised.options import OMNIGLOT_HEADS
+from plastic_rl.supervised.options import OMNIGLOT_HEADS, OmniglotOptions
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -220,26 +220,8 @@ class OmniglotTask(SupervisedTask):
         )
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> tuple[OmniglotTask, dict[str, Any]]:
-        task = cls(
-            ways=args.ways,
-            shots=args.shots,
-            queries=args.queries,
-            split=args.split,
-            split_seed=args.split_seed,
-            test_characters=args.test_characters,
-            validation_characters=args.validation_characters,
-            data_dir=args.data_dir,
-        )
-        model_options = dict(
-            embedding=args.embedding,
-            rule=args.rule,
-            fixed_weight=not args.no_fixed_weight,
-            hebbian_learning_rate=args.eta,
-            alpha_init=args.alpha_init,
-            normalize_features=args.normalize_features,
-        )
-        return task, model_options
+    def from_options(cls, options: OmniglotOptions, data_dir: str | None = None) -> OmniglotTask:
+        return cls(data_dir=data_dir, **asdict(options))
 
 
 class OmniglotClassifier(nn.Module):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -12,8 +11,8 @@ from torch import Tensor, nn
 
 from plastic_rl.core.options import check_choice
 from plastic_rl.envs.pattern_memory import PROTOCOLS, PatternMemoryProtocol, sample_pattern_episodes
-from plastic_rl.supervised.models import build_memory_model, memory_model_options
-from plastic_rl.supervised.options import PATTERN_MODELS
+from plastic_rl.supervised.models import build_memory_model
+from plastic_rl.supervised.options import PATTERN_MODELS, PatternOptions
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
 
@@ -65,11 +64,11 @@ class PatternMemoryTask(SupervisedTask):
         return build_memory_model(model_name, self.protocol.pattern_size, **options)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> tuple[PatternMemoryTask, dict[str, Any]]:
+    def from_options(cls, options: PatternOptions, data_dir: str | None = None) -> PatternMemoryTask:
+        """The named protocol with the values that ``options`` replace (``data_dir``: unused, no dataset)."""
         overrides = {
-            field: getattr(args, field)
-            for field in PatternMemoryProtocol.__dataclass_fields__
-            if getattr(args, field, None) is not None
+            field.name: getattr(options, field.name)
+            for field in fields(PatternMemoryProtocol)
+            if getattr(options, field.name) is not None
         }
-        protocol = replace(PROTOCOLS[args.protocol], **overrides)
-        return cls(**protocol.as_dict()), memory_model_options(args)
+        return cls(**replace(PROTOCOLS[options.protocol], **overrides).as_dict())

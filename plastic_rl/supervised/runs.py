@@ -1,55 +1,57 @@
-"""A supervised training run in its folder, from the options of ``plastic-rl supervised TASK``.
+"""A supervised training run in its folder, from a :class:`~plastic_rl.supervised.config.SupervisedConfig`.
 
-:func:`train_run` is the command's work, which the experiment runner also calls for each of its runs: it chooses the
-run folder (never mixing two runs in one, see :func:`choose_run_dir`), builds the trainer of any registered task (or
-resumes one from its checkpoint), trains, and writes the model, the curve and the TensorBoard events. The options are
-those of :func:`~plastic_rl.supervised.options.add_task_arguments`.
+:func:`train_run` is the work of ``plastic-rl supervised TASK``, which the experiment runner also calls for each of its
+runs: it chooses the run folder (never mixing two runs in one, see :func:`choose_run_dir`), builds the trainer of any
+registered task (or resumes one from its checkpoint), trains, and writes the model, the curve and the TensorBoard
+events.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from plastic_rl.core.options import BadInputError, check_utf8_path, reported_as_bad_input
+from plastic_rl.supervised.config import SupervisedConfig
 from plastic_rl.supervised.models import count_parameters
 from plastic_rl.supervised.task import get_task_class
 from plastic_rl.supervised.trainer import SupervisedTrainer
 
 
-def build_trainer(args: argparse.Namespace, run_dir: Path, model_name: str) -> SupervisedTrainer:
-    """A new trainer for ``args.task`` (or the one resumed from ``args.resume``) writing into ``run_dir``."""
-    outputs = dict(
-        device=args.device,
+def build_trainer(config: SupervisedConfig, run_dir: Path) -> SupervisedTrainer:
+    """A new trainer for the run of ``config`` (or the one resumed from ``config.resume``) writing into ``run_dir``."""
+    options = config.trainer
+    outputs: dict[str, Any] = dict(
+        device=options.device,
         log_dir=run_dir / "tensorboard",
         checkpoint_path=run_dir / "checkpoint.pt",
-        checkpoint_interval=args.checkpoint_interval,
+        checkpoint_interval=options.checkpoint_interval,
         curve_path=run_dir / "curve.csv",
-        progress=not args.no_progress,
+        progress=not options.no_progress,
     )
-    if getattr(args, "resume", None):
-        return SupervisedTrainer.resume(args.resume, **outputs)
-    torch.manual_seed(args.seed)
-    task, model_options = get_task_class(args.task).from_args(args)
+    if config.resume:
+        return SupervisedTrainer.resume(config.resume, **outputs)
+    torch.manual_seed(options.seed)
+    task = get_task_class(config.task).from_options(config.task_options, config.data_dir)
     task.check_data()
     return SupervisedTrainer(
         task,
-        task.build_model(model_name, **model_options),
-        model_name=model_name,
-        learning_rate=args.learning_rate,
-        learning_rate_schedule=args.learning_rate_schedule,
-        schedule_steps=args.steps if args.learning_rate_schedule == "cosine" else None,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        log_interval=args.log_interval,
-        eval_interval=args.eval_interval,
-        eval_episodes=args.eval_episodes,
-        gradient_clip=args.gradient_clip,
-        on_non_finite=args.on_non_finite,
+        task.build_model(config.model, **config.model_options.keywords()),
+        model_name=config.model,
+        learning_rate=options.learning_rate,
+        learning_rate_schedule=options.learning_rate_schedule,
+        schedule_steps=options.steps if options.learning_rate_schedule == "cosine" else None,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        log_interval=options.log_interval,
+        eval_interval=options.eval_interval,
+        eval_episodes=options.eval_episodes,
+        gradient_clip=options.gradient_clip,
+        on_non_finite=options.on_non_finite,
         **outputs,
     )
 
@@ -62,25 +64,25 @@ def _run_outputs(folder: Path) -> list[Path]:
     return [folder / name for name in RUN_OUTPUTS if (folder / name).exists()]
 
 
-def choose_run_dir(args: argparse.Namespace) -> Path:
+def choose_run_dir(config: SupervisedConfig) -> Path:
     """The run folder: ``--run-dir``, else the ``--resume`` folder, else a new numbered default folder.
 
     A ``--run-dir`` that already holds another run is refused unless ``--overwrite`` is given (see
     :func:`remove_previous_run`), so that two runs never mix their models, curves or TensorBoard events.
     """
-    if args.run_dir:
-        run_dir = check_utf8_path("--run-dir", args.run_dir)
-    elif args.resume:
-        return Path(args.resume).parent
+    if config.run_dir:
+        run_dir = check_utf8_path("--run-dir", config.run_dir)
+    elif config.resume:
+        return Path(config.resume).parent
     else:
-        base = Path("runs", "supervised", args.task, f"{args.model}-seed{args.seed}")
+        base = Path("runs", "supervised", config.task, f"{config.model}-seed{config.trainer.seed}")
         run_dir, number = base, 1
         while _run_outputs(run_dir):
             number += 1
             run_dir = base.with_name(f"{base.name}_{number}")
         return run_dir
-    existing = _previous_run(args, run_dir)
-    if existing and not args.overwrite:
+    existing = _previous_run(config, run_dir)
+    if existing and not config.overwrite:
         raise BadInputError(
             f"--run-dir {run_dir} already holds a run ({', '.join(path.name for path in existing)}): continue it "
             f"with --resume {run_dir / 'checkpoint.pt'}, replace it with --overwrite, or choose another --run-dir"
@@ -88,15 +90,15 @@ def choose_run_dir(args: argparse.Namespace) -> Path:
     return run_dir
 
 
-def _previous_run(args: argparse.Namespace, run_dir: Path) -> list[Path]:
-    continues_its_own_run = args.resume and Path(args.resume).resolve().parent == run_dir.resolve()
+def _previous_run(config: SupervisedConfig, run_dir: Path) -> list[Path]:
+    continues_its_own_run = config.resume and Path(config.resume).resolve().parent == run_dir.resolve()
     return [] if continues_its_own_run else _run_outputs(run_dir)
 
 
-def remove_previous_run(args: argparse.Namespace, run_dir: Path) -> None:
+def remove_previous_run(config: SupervisedConfig, run_dir: Path) -> None:
     """With ``--overwrite``, remove the outputs of the other run in ``run_dir`` (once the new one is set up)."""
-    if args.overwrite:
-        for path in _previous_run(args, run_dir):
+    if config.overwrite:
+        for path in _previous_run(config, run_dir):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
@@ -108,25 +110,26 @@ def describe(trainer: SupervisedTrainer) -> str:
     )
 
 
-def train_run(args: argparse.Namespace) -> Path:
-    """Train the run of ``args`` (a new one, or ``--resume``'s) in its folder; returns the path of its model.
+def train_run(config: SupervisedConfig) -> Path:
+    """Train the run of ``config`` (a new one, or ``config.resume``'s) in its folder; returns the path of its model.
 
     An interrupted run saves its model as ``model_interrupted.pt`` beside its checkpoint and says how to go on.
     """
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    steps = config.trainer.steps
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
     with reported_as_bad_input():
-        run_dir = choose_run_dir(args)
-        trainer = build_trainer(args, run_dir, args.model)
-        trainer.check_steps(args.steps)  # a resumed run's schedule may end before --steps
-    remove_previous_run(args, run_dir)
+        run_dir = choose_run_dir(config)
+        trainer = build_trainer(config, run_dir)
+        trainer.check_steps(steps)  # a resumed run's schedule may end before --steps
+    remove_previous_run(config, run_dir)
     print(describe(trainer))
     try:
-        trainer.train(args.steps)
+        trainer.train(steps)
     except KeyboardInterrupt:
         trainer.save_model(run_dir / "model_interrupted.pt")
         checkpoint = run_dir / "checkpoint.pt"
-        how = (f"continue from its latest checkpoint with: plastic-rl supervised {args.task} --resume {checkpoint}"
+        how = (f"continue from its latest checkpoint with: plastic-rl supervised {config.task} --resume {checkpoint}"
                if checkpoint.exists() else "no checkpoint was written yet, so it cannot be resumed")  # fmt: skip
         print(f"Interrupted at step {trainer.step}: saved {run_dir / 'model_interrupted.pt'}; {how}", file=sys.stderr)
         raise

@@ -2,9 +2,9 @@
 
 A task supplies batched episodes, its loss and metrics, and its models; the trainer and the
 ``plastic-rl supervised`` command only ever talk to a task through :class:`SupervisedTask`, so a new
-task is one module, the function that adds its options (in :mod:`plastic_rl.supervised.options`) and one line in
-:data:`TASKS`. This module imports no torch (it names the tensors' types only), so that the commands can list the
-tasks and their options at once.
+task is one module, its options (a dataclass and the function that adds them to a parser, in
+:mod:`plastic_rl.supervised.options`) and one line in :data:`TASKS`. This module imports no torch (it names the
+tensors' types only), so that the commands can list the tasks and their options at once.
 """
 
 from __future__ import annotations
@@ -20,10 +20,16 @@ from plastic_rl.supervised.options import (
     MEMORY_MODELS,
     OMNIGLOT_HEADS,
     PATTERN_MODELS,
+    ImageOptions,
+    MemoryModelOptions,
+    ModelOptions,
+    OmniglotModelOptions,
+    OmniglotOptions,
+    PatternOptions,
+    TaskOptions,
     add_image_arguments,
     add_omniglot_arguments,
     add_pattern_arguments,
-    add_trainer_arguments,
 )
 
 if TYPE_CHECKING:
@@ -112,29 +118,45 @@ class SupervisedTask(ABC):
 
     @classmethod
     @abstractmethod
-    def from_args(cls, args: argparse.Namespace) -> tuple[SupervisedTask, dict[str, Any]]:
-        """The task and the keywords for :meth:`build_model` from the parsed options of its registry entry's
-        ``add_arguments``.
-
-        ``args`` also holds the shared options (``args.data_dir`` for tasks that read a dataset).
-        """
+    def from_options(cls, options: Any, data_dir: str | None = None) -> SupervisedTask:
+        """The task of its options (an instance of its registry entry's ``options`` class); ``data_dir`` is the
+        dataset folder of tasks that read one (None: ``$PLASTIC_RL_DATA``)."""
 
 
 class RegisteredTask(NamedTuple):
     """A task of the registry: its class as ``"module:Class"`` (imported only when the task is used), its
-    ``model_names`` (the class's own; the first is the default) and the function that adds its options."""
+    ``model_names`` (the class's own; the first is the default), the classes of its options and of its models'
+    options, and the function that adds both to a parser."""
 
     task_class: str
     model_names: tuple[str, ...]
+    options: type[TaskOptions]
+    model_options: type[ModelOptions]
     add_arguments: Callable[[argparse.ArgumentParser], None]
 
 
 TASKS: dict[str, RegisteredTask] = {
     "patterns": RegisteredTask(
-        "plastic_rl.supervised.patterns:PatternMemoryTask", PATTERN_MODELS, add_pattern_arguments
+        "plastic_rl.supervised.patterns:PatternMemoryTask",
+        PATTERN_MODELS,
+        PatternOptions,
+        MemoryModelOptions,
+        add_pattern_arguments,
     ),
-    "omniglot": RegisteredTask("plastic_rl.supervised.omniglot:OmniglotTask", OMNIGLOT_HEADS, add_omniglot_arguments),
-    "images": RegisteredTask("plastic_rl.supervised.images:ImageCompletionTask", MEMORY_MODELS, add_image_arguments),
+    "omniglot": RegisteredTask(
+        "plastic_rl.supervised.omniglot:OmniglotTask",
+        OMNIGLOT_HEADS,
+        OmniglotOptions,
+        OmniglotModelOptions,
+        add_omniglot_arguments,
+    ),
+    "images": RegisteredTask(
+        "plastic_rl.supervised.images:ImageCompletionTask",
+        MEMORY_MODELS,
+        ImageOptions,
+        MemoryModelOptions,
+        add_image_arguments,
+    ),
 }
 
 
@@ -147,21 +169,6 @@ def get_task_class(name: str) -> type[SupervisedTask]:
     """The task class registered as ``name``; a ``ValueError`` lists the known tasks otherwise."""
     module_name, class_name = registered_task(name).task_class.split(":")
     return getattr(importlib.import_module(module_name), class_name)
-
-
-def add_task_arguments(parser: argparse.ArgumentParser, task_name: str) -> None:
-    """All the options of ``plastic-rl supervised <task_name>``: the run's, the trainer's and the task's."""
-    task = registered_task(task_name)
-    parser.set_defaults(task=task_name)
-    parser.add_argument("--model", choices=task.model_names, default=task.model_names[0])
-    parser.add_argument(
-        "--run-dir",
-        help=f"output folder (default: a new runs/supervised/{task_name}/MODEL-seedSEED[_N], or the --resume folder)",
-    )
-    parser.add_argument("--resume", help="checkpoint to continue from (its task, model and settings are kept)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
-    add_trainer_arguments(parser)
-    task.add_arguments(parser)
 
 
 def make_task(name: str, **config: Any) -> SupervisedTask:
