@@ -229,6 +229,44 @@ def test_sweeps_make_a_run_folder_per_value_and_reach_the_run_command(tmp_path, 
     assert "--sweep keys must be options of plastic-rl supervised patterns" in capsys.readouterr().err
 
 
+def test_the_runner_builds_the_config_that_its_runs_command_line_builds(tmp_path, monkeypatch):
+    # The configuration each run trains is the one `plastic-rl` builds from the run's recorded command line.
+    from plastic_rl.agents import training
+    from plastic_rl.supervised import runs as supervised_runs
+
+    built = []
+    monkeypatch.setattr(training, "train_new_run", built.append)
+    monkeypatch.setattr(supervised_runs, "train_run", built.append)
+    parser = argparse.ArgumentParser()
+    experiment.add_arguments(parser)
+    maze = [*MAZE, "--conditions", "rnn", "--heldout-freq", "20", "--heldout-episodes", "3"]
+    maze += ["--sweep", "gamma", "0.5", "0.8"]
+    patterns = [*PATTERNS, "--gradient-clip", "2", "--protocol", "fast", "--sweep", "eta", "0.1", "1e-2"]
+    for arguments in (maze, patterns):
+        args = parser.parse_args([*arguments[1:], "--seeds", "1", "-f", str(tmp_path / arguments[1])])
+        runs = study.plan(tasks.adapter_for(args.task), args)
+        assert len(runs) == 2
+        for run in runs:
+            assert main(list(run.argv)) == 0
+            assert built.pop() == run.config
+
+
+def test_a_study_folder_of_an_earlier_version_is_taken_as_it_is(tmp_path, capsys):
+    # A run's record as the runner wrote it before its runs were configuration objects: the same study goes on.
+    options = {
+        "algo": "plastic_a2c", "env": "PlasticMaze-v0", "policy": "rnn", "n_timesteps": 40, "device": "cpu",
+        "seed": 0, "n_envs": 2, "threads": 1, "vec_env": "dummy", "tensorboard_log": None, "eval_freq": None,
+        "eval_episodes": 10, "heldout_freq": None, "heldout_episodes": 100, "save_freq": 20, "resume": None,
+        "trained_agent": None, "video_freq": None, "hyperparams": ["n_steps:10", "policy_kwargs:{hidden_size: 8}"],
+        "hyperparams_set": None, "env_kwargs": ["size:5", "episode_length:10"], "compare_random": False,
+        "compare_episodes": 300, "verbose": 0,
+    }  # fmt: skip
+    (tmp_path / "rnn" / "seed_0").mkdir(parents=True)
+    (tmp_path / "rnn" / "seed_0" / "run.json").write_text(json.dumps({"options": options}))
+    assert main([*MAZE, "--seeds", "1", "--conditions", "rnn", "-f", str(tmp_path), "--status"]) == 0
+    assert capsys.readouterr().out.startswith("0 finished, 0 running, 1 left (1 of them partly done)")
+
+
 def test_any_registered_supervised_task_gets_a_study(tmp_path, capsys, monkeypatch):
     from plastic_rl.supervised import task
 

@@ -1,9 +1,10 @@
 """What the experiment runner needs from a kind of run: how to launch one, and how to read it back.
 
 The runner (:mod:`plastic_rl.experiments.study`) owns the grid, the run folders, the scheduling and
-the summary. A :class:`TaskAdapter` supplies the rest for one task: the ``plastic-rl`` command line
-of one run (which is also what the run folder records, so any run can be re-run alone), how to
-launch it into a folder and resume it there, and how to read its learning curve and final score.
+the summary. A :class:`TaskAdapter` supplies the rest for one task: the configuration object of
+one run (what the library's training function takes), its ``plastic-rl`` command line (which the run
+folder records, so any run can be re-run alone), how to launch it into a folder and resume it there,
+and how to read its learning curve and final score.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -43,12 +44,24 @@ def parse_command(
     return vars(parser.parse_args(argv))
 
 
-class TaskAdapter(ABC):
+class RunConfig(Protocol):
+    """A run's configuration object (:class:`~plastic_rl.agents.options.TrainConfig`,
+    :class:`~plastic_rl.supervised.config.SupervisedConfig`)."""
+
+    def as_options(self) -> dict[str, Any]:
+        """Its options as plain data, named as the run's command line names them."""
+        ...
+
+
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
+
+
+class TaskAdapter(ABC, Generic[ConfigT]):
     """How the runner launches one run of a task and reads its curve and final score.
 
-    A run is one ``plastic-rl`` command line: :meth:`command` gives it without the run folder, and
-    :meth:`location` adds the folder (it differs between the driver and a Ray worker). The options
-    it parses to, less the location, are the run's recorded configuration.
+    A run is one configuration object (:meth:`config`), which :meth:`launch` trains into the run's folder (it differs
+    between the driver and a Ray worker). Its options, less those that say where it writes, are the run's recorded
+    configuration; :meth:`command` and :meth:`location` give the ``plastic-rl`` command line that runs it alone.
     """
 
     #: The experiment option that sets each run's budget (``--timesteps`` / ``--steps``).
@@ -74,20 +87,25 @@ class TaskAdapter(ABC):
         """Each run's budget, from the experiment's options."""
 
     @abstractmethod
-    def command(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, Any]) -> list[str]:
-        """The ``plastic-rl`` arguments of one run, without its folder (see :meth:`location`)."""
+    def config(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, str]) -> ConfigT:
+        """The configuration of one run, from the experiment's options, its condition, seed and ``--sweep`` values
+        (a ``ValueError`` if the run's command would reject them); its folder is :meth:`launch`'s."""
+
+    @abstractmethod
+    def command(self, config: ConfigT) -> list[str]:
+        """The ``plastic-rl`` arguments that run ``config`` alone, without its folder (see :meth:`location`)."""
 
     @abstractmethod
     def location(self, folder: Path) -> list[str]:
         """The arguments that make the run's command write into ``folder``."""
 
-    @abstractmethod
-    def options(self, argv: list[str]) -> dict[str, Any]:
-        """The options the run's command parses from ``argv``; an :class:`ArgumentError` if it rejects them."""
+    def options(self, config: ConfigT) -> dict[str, Any]:
+        """The run's recorded configuration: its options, less the :attr:`location_options`."""
+        return {key: value for key, value in config.as_options().items() if key not in self.location_options}
 
     @abstractmethod
-    def launch(self, argv: list[str], folder: Path) -> None:
-        """Run ``argv`` (from :meth:`command`) into ``folder``, resuming what an earlier launch left there."""
+    def launch(self, config: ConfigT, folder: Path) -> None:
+        """Train the run of ``config`` into ``folder``, resuming what an earlier launch left there."""
 
     @abstractmethod
     def progress(self, folder: Path, options: dict[str, Any]) -> float:
@@ -129,6 +147,6 @@ class TaskAdapter(ABC):
         """Check the experiment's task options (a ``ValueError`` if one is bad) and keep them for reading runs back."""
         self.args = args
 
-    def shell_command(self, argv: list[str], folder: Path) -> str:
+    def shell_command(self, config: ConfigT, folder: Path) -> str:
         """The command line that runs (or resumes) this one run alone."""
-        return shlex.join(["plastic-rl", *argv, *self.location(folder)])
+        return shlex.join(["plastic-rl", *self.command(config), *self.location(folder)])

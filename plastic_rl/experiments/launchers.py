@@ -56,16 +56,19 @@ def _output_to(path: Path) -> Iterator[None]:
                 os.close(descriptor)
 
 
-def execute_run(task: str, argv: list[str], folder: str) -> dict[str, Any]:
-    """Launch (or resume) one run of ``task`` into ``folder``, its output in ``log.txt``; write ``result.json``."""
+def execute_run(task: str, config: Any, folder: str) -> dict[str, Any]:
+    """Launch (or resume) the run of ``task`` configured by ``config`` into ``folder``, its output in ``log.txt``;
+    write ``result.json``."""
     run_folder = Path(folder)
     run_folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    adapter = adapter_for(task)
     with _output_to(run_folder / LOG):
         now = datetime.now(timezone.utc)
-        print(f"== {now:%Y-%m-%d %H:%M:%S} UTC on {platform.node()}: plastic-rl {' '.join(argv)}", flush=True)
+        command = " ".join(adapter.command(config))
+        print(f"== {now:%Y-%m-%d %H:%M:%S} UTC on {platform.node()}: plastic-rl {command}", flush=True)
         try:
-            adapter_for(task).launch(argv, run_folder)
+            adapter.launch(config, run_folder)
         except BaseException:
             traceback.print_exc()  # into the run's log; the driver reports the error's message
             raise
@@ -84,8 +87,8 @@ class Launcher(ABC):
     jobs: int
 
     @abstractmethod
-    def submit(self, task: str, argv: list[str], folder: Path) -> Any:
-        """Start one run; returns a handle for :meth:`wait`."""
+    def submit(self, task: str, config: Any, folder: Path) -> Any:
+        """Start the run of ``config`` (the task adapter's configuration object); returns a handle for :meth:`wait`."""
 
     @abstractmethod
     def wait(self, handles: list[Any]) -> list[tuple[Any, str | None]]:
@@ -121,8 +124,8 @@ class LocalLauncher(Launcher):
             jobs, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),)
         )
 
-    def submit(self, task: str, argv: list[str], folder: Path) -> Future:
-        return self.pool.submit(execute_run, task, argv, str(folder))
+    def submit(self, task: str, config: Any, folder: Path) -> Future:
+        return self.pool.submit(execute_run, task, config, str(folder))
 
     def wait(self, handles: list[Future]) -> list[tuple[Future, str | None]]:
         done, _ = wait_for_futures(handles, return_when=FIRST_COMPLETED)
@@ -179,13 +182,13 @@ def recover_folder(folder: Path) -> None:
         shutil.rmtree(incoming, ignore_errors=True)
 
 
-def _execute_shipped_run(task: str, argv: list[str], archive: bytes) -> tuple[bytes, str | None]:
+def _execute_shipped_run(task: str, config: Any, archive: bytes) -> tuple[bytes, str | None]:
     """A Ray task: unpack the run folder, run it, and return the folder (also when the run failed)."""
     with tempfile.TemporaryDirectory(prefix="plastic_rl_run_") as scratch:
         folder = Path(scratch, "run")
         unpack_folder(archive, folder)
         try:
-            execute_run(task, argv, str(folder))
+            execute_run(task, config, str(folder))
             error = None
         except Exception as exception:  # the files so far still go back, to resume from
             error = _describe(exception)
@@ -212,8 +215,8 @@ class RayLauncher(Launcher):
         self.remote = ray.remote(num_cpus=1, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})(_execute_shipped_run)
         self.folders: dict[Any, Path] = {}
 
-    def submit(self, task: str, argv: list[str], folder: Path) -> Any:
-        handle = self.remote.remote(task, argv, pack_folder(folder))
+    def submit(self, task: str, config: Any, folder: Path) -> Any:
+        handle = self.remote.remote(task, config, pack_folder(folder))
         self.folders[handle] = folder
         return handle
 

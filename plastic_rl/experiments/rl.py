@@ -1,4 +1,5 @@
-"""The RL side of the experiment runner: one run is one ``plastic-rl train`` command, for any env id.
+"""The RL side of the experiment runner: one run is one ``plastic-rl train`` run (a
+:class:`~plastic_rl.agents.options.TrainConfig`), for any env id.
 
 A run trains into ``RUN/train/`` (model ``<env>.zip``, ``config.yml``, monitor CSVs and checkpoints every
 ``--save-freq`` env steps) through :func:`plastic_rl.agents.training.train_run`, which continues an
@@ -20,9 +21,9 @@ import yaml
 from plastic_rl.agents.configuration import ALGORITHMS, POLICIES, algorithm_class
 from plastic_rl.agents.curves import monitor_episodes
 from plastic_rl.agents.evaluation import evaluate, held_out_seeds
-from plastic_rl.agents.options import TrainConfig, add_train_arguments
+from plastic_rl.agents.options import TrainConfig
 from plastic_rl.core.files import cached_json, file_sha256
-from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
+from plastic_rl.experiments.adapter import Curve, TaskAdapter
 
 TRAIN_FOLDER = "train"
 
@@ -134,7 +135,7 @@ SCORES: dict[str, Callable[[Path, dict[str, Any], argparse.Namespace], float]] =
 }
 
 
-class RLAdapter(TaskAdapter):
+class RLAdapter(TaskAdapter[TrainConfig]):
     """``plastic-rl train`` runs on any Gymnasium env id; conditions are ``--policy`` names."""
 
     budget_option = "timesteps"
@@ -187,21 +188,41 @@ class RLAdapter(TaskAdapter):
     def budget(self, args: argparse.Namespace) -> int:
         return args.timesteps
 
-    def command(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, Any]) -> list[str]:
-        argv = ["train", "--algo", args.algo, "--env", args.env, "--policy", condition, "--seed", str(seed)]
-        argv += ["-n", str(args.timesteps), "--device", args.device, "--save-freq", str(args.save_freq)]
-        argv += ["--threads", "1", "--no-progress-bar"]
-        if args.n_envs:
-            argv += ["--n-envs", str(args.n_envs)]
-        if args.hyperparams_set:
-            argv += ["--hyperparams-set", args.hyperparams_set]
-        if args.heldout_freq:
-            argv += ["--heldout-freq", str(args.heldout_freq), "--heldout-episodes", str(args.heldout_episodes)]
+    def config(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, str]) -> TrainConfig:
+        # A sweep's key is a hyperparameter: its values join -params.
         hyperparameters = [*(args.hyperparams or []), *(f"{key}:{value}" for key, value in overrides.items())]
-        if hyperparameters:
-            argv += ["-params", *hyperparameters]
-        if args.env_kwargs:
-            argv += ["--env-kwargs", *args.env_kwargs]
+        held_out = {"heldout_freq": args.heldout_freq, "heldout_episodes": args.heldout_episodes}
+        return TrainConfig(
+            algo=args.algo,
+            env=args.env,
+            policy=condition,
+            seed=seed,
+            n_timesteps=args.timesteps,
+            device=args.device,
+            save_freq=args.save_freq,
+            threads=1,  # one torch thread per job
+            no_progress_bar=True,
+            n_envs=args.n_envs or None,  # 0: the YAML's, as when not given
+            hyperparams_set=args.hyperparams_set or None,
+            hyperparams=tuple(hyperparameters) or None,
+            env_kwargs=tuple(args.env_kwargs or ()) or None,
+            **(held_out if args.heldout_freq else {}),
+        )
+
+    def command(self, config: TrainConfig) -> list[str]:
+        argv = ["train", "--algo", config.algo, "--env", config.env, "--policy", config.policy]
+        argv += ["--seed", str(config.seed), "-n", str(config.n_timesteps), "--device", config.device]
+        argv += ["--save-freq", str(config.save_freq), "--threads", str(config.threads), "--no-progress-bar"]
+        if config.n_envs:
+            argv += ["--n-envs", str(config.n_envs)]
+        if config.hyperparams_set:
+            argv += ["--hyperparams-set", config.hyperparams_set]
+        if config.heldout_freq:
+            argv += ["--heldout-freq", str(config.heldout_freq), "--heldout-episodes", str(config.heldout_episodes)]
+        if config.hyperparams:
+            argv += ["-params", *config.hyperparams]
+        if config.env_kwargs:
+            argv += ["--env-kwargs", *config.env_kwargs]
         return argv
 
     def location(self, folder: Path) -> list[str]:
@@ -209,19 +230,18 @@ class RLAdapter(TaskAdapter):
         # the runner itself trains into exactly RUN/train.
         return ["-f", str(folder / TRAIN_FOLDER)]
 
-    def options(self, argv: list[str]) -> dict[str, Any]:
-        return parse_command(add_train_arguments, argv[:1], argv[1:])
-
-    def launch(self, argv: list[str], folder: Path) -> None:
+    def launch(self, config: TrainConfig, folder: Path) -> None:
         from plastic_rl.agents.training import train_run  # torch and SB3: not for --help
 
-        train_run(folder / TRAIN_FOLDER, TrainConfig.from_options(self.options(argv)))
+        train_run(folder / TRAIN_FOLDER, config)
 
     def progress(self, folder: Path, options: dict[str, Any]) -> float:
         _, steps = episode_rewards(folder / TRAIN_FOLDER)
         return min(steps / options["n_timesteps"], 1.0)
 
     def check_options(self, args: argparse.Namespace) -> None:
+        if args.n_envs is not None and args.n_envs < 0:  # 0 is the YAML's, as when not given
+            raise ValueError(f"--n-envs must be a positive integer; got {args.n_envs}")
         if args.save_freq < 1:
             raise ValueError(f"--save-freq must be a positive integer; got {args.save_freq}")
         if not 0 < args.final_fraction <= 1:

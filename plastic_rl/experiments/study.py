@@ -43,7 +43,8 @@ class Run:
     overrides: tuple[tuple[str, str], ...]
     seed: int
     folder: Path
-    argv: tuple[str, ...]
+    config: Any  # the adapter's configuration object, which its launch trains
+    argv: tuple[str, ...]  # the plastic-rl command line of the run, without its folder
     options: dict[str, Any]
 
     def extends(self) -> bool:
@@ -108,10 +109,9 @@ def plan(adapter: TaskAdapter, args: argparse.Namespace) -> list[Run]:
             for overrides in itertools.product(*sweeps):
                 name = condition + "".join(f"__{key}={value}" for key, value in overrides).replace(os.sep, "_")
                 folder = root / name / f"seed_{seed}"
-                argv = adapter.command(args, condition, seed, dict(overrides))
-                options = adapter.options([*argv, *adapter.location(folder)])
-                options = _json({k: v for k, v in options.items() if k not in adapter.location_options})
-                run = Run(condition, overrides, seed, folder, tuple(argv), options)
+                config = adapter.config(args, condition, seed, dict(overrides))
+                options = _json(adapter.options(config))
+                run = Run(condition, overrides, seed, folder, config, tuple(adapter.command(config)), options)
                 differences = _differences(run)
                 if differences and not _extends(adapter, run, differences):
                     mismatches += [
@@ -151,7 +151,7 @@ def _record(adapter: TaskAdapter, run: Run, task: str) -> None:
         "condition": run.condition,
         "overrides": dict(run.overrides),
         "seed": run.seed,
-        "command": adapter.shell_command(list(run.argv), run.folder),
+        "command": adapter.shell_command(run.config, run.folder),
         "argv": list(run.argv),
         "options": run.options,
         "created_utc": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}",
@@ -218,7 +218,7 @@ def execute(adapter: TaskAdapter, runs: list[Run], launcher: Launcher, task: str
                     _record(adapter, run, task)
                 done = adapter.progress(run.folder, run.options)
                 atomic_write_text(run.folder / RUNNING, marker)
-                in_flight[launcher.submit(task, list(run.argv), run.folder)] = (run, time.perf_counter())
+                in_flight[launcher.submit(task, run.config, run.folder)] = (run, time.perf_counter())
                 print(f"started {run.folder}" + (f" (resuming, {done:.0%} done)" if done else ""), flush=True)
             for handle, error in launcher.wait(list(in_flight)):
                 run, started = in_flight.pop(handle)

@@ -1,4 +1,5 @@
-"""The supervised side of the experiment runner: one run is one ``plastic-rl supervised TASK`` command.
+"""The supervised side of the experiment runner: one run is one ``plastic-rl supervised TASK`` run (a
+:class:`~plastic_rl.supervised.config.SupervisedConfig`).
 
 Serves every task registered in :data:`plastic_rl.supervised.task.TASKS`; its options are the task's
 own and the shared trainer's. The trainer resumes exactly from its checkpoint, so an interrupted
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ CHECKPOINT, CURVE, MODEL, TENSORBOARD = "checkpoint.pt", "curve.csv", "model.pt"
 SCORES = ("validation", "test")
 # Test episodes drawn for --score test (the same for every run): a 95% CI of about 0.03 on an accuracy.
 TEST_EPISODES = 1000
+# The run command's options that the experiment sets per run; it passes the others through (and sweeps them).
+PER_RUN_OPTIONS = ("task", "model", "seed", "threads", "no_progress", "run_dir", "resume")
 
 
 def _read_curve(path: Path) -> list[dict[str, float]]:
@@ -34,7 +38,7 @@ def _read_curve(path: Path) -> list[dict[str, float]]:
         return [{name: float(value) for name, value in row.items() if value != ""} for row in csv.DictReader(file)]
 
 
-class SupervisedAdapter(TaskAdapter):
+class SupervisedAdapter(TaskAdapter[SupervisedConfig]):
     """Runs of the supervised task ``task``; conditions are the task's models.
 
     The score (``--score``): the primary metric of the run's last evaluation during training
@@ -64,16 +68,15 @@ class SupervisedAdapter(TaskAdapter):
         """The task's primary metric, which scores every run."""
         return self.task_class.primary_metric
 
-    def _run_parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser()
-        add_task_arguments(parser, self.task)
-        return parser
+    def _passed_options(self) -> list[str]:
+        """The run command's options that the experiment passes through, in the command's order."""
+        defaults = SupervisedConfig.from_options({"task": self.task, "model": self.registered.model_names[0]})
+        return [name for name in defaults.as_options() if name not in PER_RUN_OPTIONS]
 
-    def _passed_actions(self) -> list[argparse.Action]:
-        """The run command's options that the experiment passes through (all but those it sets per run)."""
-        per_run = {"help", "model", "seed", "run_dir", "resume", "threads", "no_progress"}
-        actions = self._run_parser()._actions
-        return [action for action in actions if action.option_strings and action.dest not in per_run]
+    def _swept_value(self, name: str, value: str) -> Any:
+        """``--sweep``'s ``value`` of the run command's option ``name``, parsed and checked as the command does."""
+        command = ["supervised", self.task]
+        return parse_command(lambda parser: add_task_arguments(parser, self.task), command, [_flag(name), value])[name]
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -118,48 +121,48 @@ class SupervisedAdapter(TaskAdapter):
     def budget(self, args: argparse.Namespace) -> int:
         return args.steps
 
-    def command(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, Any]) -> list[str]:
-        actions = {action.dest: action for action in self._passed_actions()}
-        unknown = set(overrides) - set(actions)
+    def config(
+        self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, str]
+    ) -> SupervisedConfig:
+        passed = self._passed_options()
+        unknown = set(overrides) - set(passed)
         if unknown:
             raise ValueError(
-                f"--sweep keys must be options of plastic-rl supervised {self.task} ({', '.join(sorted(actions))}); "
+                f"--sweep keys must be options of plastic-rl supervised {self.task} ({', '.join(sorted(passed))}); "
                 f"got {', '.join(sorted(unknown))}"
             )
-        threads = str(args.threads or 1)  # one torch thread per job unless asked otherwise
-        argv = ["supervised", self.task, "--model", condition, "--seed", str(seed), "--threads", threads]
-        argv.append("--no-progress")
-        for dest, action in actions.items():
-            if dest in overrides:
-                argv += [action.option_strings[-1], str(overrides[dest])]
-                continue
-            value = getattr(args, dest, None)
-            if isinstance(action, argparse._StoreTrueAction):
-                argv += [action.option_strings[-1]] if value else []
-            elif value is not None:
-                argv += [action.option_strings[-1], str(value)]
+        # The experiment declares the run command's options under the same names; those it lacks (--overwrite)
+        # or leaves unset keep the run's defaults.
+        given = {name: getattr(args, name) for name in passed if getattr(args, name, None) is not None}
+        swept = {name: self._swept_value(name, value) for name, value in overrides.items()}
+        per_run = {"task": self.task, "model": condition, "seed": seed, "no_progress": True}
+        per_run["threads"] = args.threads or 1  # one torch thread per job unless asked otherwise
+        return SupervisedConfig.from_options({**given, **swept, **per_run})
+
+    def command(self, config: SupervisedConfig) -> list[str]:
+        options = config.as_options()
+        argv = ["supervised", self.task]
+        for name in ("model", "seed", "threads", "no_progress", *self._passed_options()):
+            value = options[name]
+            if value is True:
+                argv.append(_flag(name))
+            elif value is not None and value is not False:
+                argv += [_flag(name), str(value)]
         return argv
 
     def location(self, folder: Path) -> list[str]:
         return ["--run-dir", str(folder)]
 
-    def options(self, argv: list[str]) -> dict[str, Any]:
-        return parse_command(lambda parser: add_task_arguments(parser, self.task), argv[:2], argv[2:])
-
-    def launch(self, argv: list[str], folder: Path) -> None:
+    def launch(self, config: SupervisedConfig, folder: Path) -> None:
         from plastic_rl.supervised.runs import train_run  # torch: not for --help
 
         checkpoint = folder / CHECKPOINT
-        if checkpoint.exists():
-            resume = ["--resume", str(checkpoint)]
-        else:  # stopped before its first checkpoint: nothing to keep
-            resume = []
+        if not checkpoint.exists():  # stopped before its first checkpoint: nothing to keep
             shutil.rmtree(folder / TENSORBOARD, ignore_errors=True)
             for name in (CURVE, MODEL):
                 (folder / name).unlink(missing_ok=True)
-        # The run serves every registered task, whether or not the CLI lists it yet.
-        options = self.options([*argv, *self.location(folder), *resume])
-        train_run(SupervisedConfig.from_options(options))
+        resume = str(checkpoint) if checkpoint.exists() else None
+        train_run(replace(config, run_dir=str(folder), resume=resume))
 
     def progress(self, folder: Path, options: dict[str, Any]) -> float:
         path = folder / CURVE
@@ -188,15 +191,12 @@ class SupervisedAdapter(TaskAdapter):
         return evaluated[-1] if evaluated else rows[-1][self.metric]
 
     def describe(self, options: dict[str, Any], swept: set[str]) -> str:
-        task_parser = argparse.ArgumentParser()
-        self.registered.add_arguments(task_parser)
+        defaults = {**asdict(self.registered.options()), **asdict(self.registered.model_options())}
         # The settings that differ from the task's defaults; summary.md gives a run's whole command line.
         settings = [
-            f"{action.dest}={options[action.dest]}"
-            for action in task_parser._actions
-            if action.option_strings
-            and action.dest not in {"help", *swept}
-            and options.get(action.dest) != action.default
+            f"{name}={options[name]}"
+            for name, default in defaults.items()
+            if name not in swept and options.get(name) != default
         ]
         budget = f"{options['steps']:,} steps, batch {options['batch_size']}"
         return f"{self.task} ({', '.join([*settings, budget])})"
@@ -215,3 +215,8 @@ class SupervisedAdapter(TaskAdapter):
         else:  # --eval-interval 0: the runs never evaluated
             scored = f"{self.metric} of the last training steps (the runs never evaluated: --eval-interval 0)"
         return {"x": "training episodes", "y": f"{self.metric} (training mean)", "score": scored}
+
+
+def _flag(name: str) -> str:
+    """The run command's option of the parsed name ``name`` (``learning_rate``: ``--learning-rate``)."""
+    return "--" + name.replace("_", "-")
