@@ -135,8 +135,13 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig]):
         # or leaves unset keep the run's defaults.
         given = {name: getattr(args, name) for name in passed if getattr(args, name, None) is not None}
         swept = {name: self._swept_value(name, value) for name, value in overrides.items()}
-        per_run = {"task": self.task, "model": condition, "seed": seed, "no_progress": True}
-        per_run["threads"] = args.threads or 1  # one torch thread per job unless asked otherwise
+        per_run = {
+            "task": self.task,
+            "model": condition,
+            "seed": seed,
+            "threads": args.threads or 1,  # one torch thread per job unless asked otherwise
+            "no_progress": True,
+        }
         return SupervisedConfig.from_options({**given, **swept, **per_run})
 
     def command(self, config: SupervisedConfig) -> list[str]:
@@ -144,9 +149,9 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig]):
         argv = ["supervised", self.task]
         for name in ("model", "seed", "threads", "no_progress", *self._passed_options()):
             value = options[name]
-            if value is True:
-                argv.append(_flag(name))
-            elif value is not None and value is not False:
+            if isinstance(value, bool):  # a flag
+                argv += [_flag(name)] if value else []
+            elif value is not None:
                 argv += [_flag(name), str(value)]
         return argv
 
