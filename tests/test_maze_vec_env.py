@@ -1,4 +1,5 @@
-"""Tests of the batched maze VecEnv (plastic_rl/agents/maze_vec_env.py) and make_training_env."""
+"""Tests of the batched maze (plastic_rl/envs/maze_batch.py), its SB3 VecEnv (plastic_rl/agents/batched_vec_env.py)
+and make_training_env."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import plastic_rl  # noqa: F401  (registers the envs)
+from plastic_rl.agents.batched_vec_env import BatchedVecEnv
 from plastic_rl.agents.make_env import make_training_env
-from plastic_rl.agents.maze_vec_env import BatchedMazeVecEnv
+from plastic_rl.envs.maze_batch import BatchedMaze
 
 
 def play(env, actions: np.ndarray) -> list:
@@ -67,7 +69,7 @@ def test_same_transitions_as_single_envs_with_the_same_seeds(env_kwargs):
     rng = np.random.default_rng(0)
     actions = rng.integers(4, size=(300, n_envs))
     batched = make_training_env("PlasticMaze-v0", n_envs, seed=seed, env_kwargs=env_kwargs)
-    assert isinstance(batched, BatchedMazeVecEnv)
+    assert isinstance(batched, BatchedVecEnv) and isinstance(batched.batch, BatchedMaze)
     reference = make_vec_env("PlasticMaze-v0", n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
     batched_transitions, reference_transitions = play(batched, actions), play(reference, actions)
     assert_same_transitions(batched_transitions, reference_transitions)
@@ -78,7 +80,7 @@ def test_same_transitions_as_single_envs_with_the_same_seeds(env_kwargs):
 
 def test_draws_are_uniform_and_distinct_per_env():
     """Reward squares: every free square but the centre, equally often; teleports: never onto the reward square."""
-    env = BatchedMazeVecEnv(50, size=5, episode_length=1)
+    env = BatchedVecEnv(BatchedMaze(50, size=5, episode_length=1))
     env.seed(0)
     env.reset()
     counts: dict[tuple[int, int], int] = {}
@@ -122,7 +124,7 @@ def test_monitor_files_and_evaluation_contract(tmp_path):
 
 
 def test_views_render_and_take_the_panel_matrix():
-    env = BatchedMazeVecEnv(2, render_mode="rgb_array", show_trace_panel=True, size=5)
+    env = BatchedVecEnv(BatchedMaze(2, render_mode="rgb_array", show_trace_panel=True, size=5))
     env.seed(0)
     env.reset()
     infos = env.step(np.array([1, 2]))[3]
@@ -142,16 +144,16 @@ def test_views_render_and_take_the_panel_matrix():
     [(np.array([0, 4]), "actions must be one of"), (np.array([0.0, 1.0]), "integers"), (np.array([0]), "integers")],
 )
 def test_bad_actions_and_kwargs_raise(actions, match):
-    env = BatchedMazeVecEnv(2)
+    env = BatchedVecEnv(BatchedMaze(2))
     env.reset()
     with pytest.raises(ValueError, match=match):
         env.step(actions)
     with pytest.raises(ValueError, match="size"):
-        BatchedMazeVecEnv(2, size=4)
+        BatchedMaze(2, size=4)
     with pytest.raises(ValueError, match="n_envs"):
-        BatchedMazeVecEnv(0)
+        BatchedMaze(0)
     with pytest.raises(ValueError, match="max_episode_steps must be at least episode_length = 20"):
-        BatchedMazeVecEnv(2, episode_length=20, max_episode_steps=19)
+        BatchedMaze(2, episode_length=20, max_episode_steps=19)
 
 
 def test_gym_makes_time_limit_is_accepted_where_it_never_acts():

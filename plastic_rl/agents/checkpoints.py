@@ -4,7 +4,7 @@ A checkpoint is one file, ``rl_checkpoint_<steps>_steps.pt`` in the run folder, 
 (:func:`plastic_rl.core.files.atomic_write_bytes`) between two updates, when a rollout starts. It holds the
 model as SB3 saves it (parameters, optimizer state, step and update counters, the last observations and episode
 starts), the recurrent state the next rollout starts from, every random state (torch, CUDA, numpy, Python, the
-action space's), the VecEnv's state where it has one (:class:`~plastic_rl.agents.maze_vec_env.BatchedMazeVecEnv`:
+action space's), the VecEnv's state where it has one (:class:`~plastic_rl.agents.batched_vec_env.BatchedVecEnv`:
 the mazes, their generators and the monitor files' ends), the evaluation callback's counters and the run's
 ``plastic-rl train`` arguments. Resuming from it on the same machine and thread count gives the parameters of
 the run that was never stopped (tested with SIGKILL). The file holds tensors and plain data only
@@ -112,12 +112,8 @@ def _eval_state(callback: EvalCallback) -> dict[str, Any]:
     env = callback.eval_env
     return {
         "fields": {name: getattr(callback, name) for name in EVAL_CALLBACK_FIELDS},
-        "env_state": env.get_state() if hasattr(env, "get_state") and _was_reset(env) else None,
+        "env_state": env.get_state() if hasattr(env, "get_state") and getattr(env, "was_reset", False) else None,
     }
-
-
-def _was_reset(env: Any) -> bool:
-    return all(generator is not None for generator in getattr(env, "_generators", [None]))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

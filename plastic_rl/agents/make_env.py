@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from plastic_rl.agents.batched_vec_env import BatchedVecEnv
 from plastic_rl.core.options import check_choice, check_positive_int
+from plastic_rl.envs import ENTRY_POINTS
+from plastic_rl.envs.batched import batched_form
 
 VEC_ENV_CLASSES = ("dummy", "subproc")
 
@@ -22,9 +26,10 @@ def make_training_env(
 ) -> VecEnv:
     """``n_envs`` copies of ``env_id`` in one VecEnv, each with Monitor statistics, seeded ``seed + i``.
 
-    PlasticMaze-v0 gets :class:`~plastic_rl.agents.maze_vec_env.BatchedMazeVecEnv` (all mazes stepped at once,
-    the same transitions as ``make_vec_env`` with the same seed, whatever ``vec_env`` says); any other env goes
-    through SB3's ``make_vec_env`` with the ``vec_env`` class (``"dummy"`` or ``"subproc"``).
+    An env whose registration names a batched form (:func:`~plastic_rl.envs.batched.batched_form`: the maze's)
+    gets it in a :class:`~plastic_rl.agents.batched_vec_env.BatchedVecEnv` (all episodes stepped at once, the same
+    transitions as ``make_vec_env`` with the same seed, whatever ``vec_env`` says); any other env goes through SB3's
+    ``make_vec_env`` with the ``vec_env`` class (``"dummy"`` or ``"subproc"``).
 
     Parameters
     ----------
@@ -33,25 +38,19 @@ def make_training_env(
     seed : seed of env 0 (env ``i`` gets ``seed + i``); ``None`` for fresh entropy.
     env_kwargs : keywords of the env's constructor.
     monitor_dir : folder of the Monitor CSVs ``<i>.monitor.csv``; ``None`` for none.
-    vec_env : ``"dummy"`` or ``"subproc"`` (ignored for the maze, which needs neither).
+    vec_env : ``"dummy"`` or ``"subproc"`` (ignored for a batched form, which needs neither).
     """
-    import plastic_rl  # noqa: F401  (registers the envs)
-    from plastic_rl.envs import ENTRY_POINTS
-
     check_positive_int("n_envs", n_envs)
     check_choice("vec_env", vec_env, VEC_ENV_CLASSES)
     env_kwargs = dict(env_kwargs or {})
     plain_id = env_id.removeprefix("plastic_rl:")
-    if plain_id == "PlasticMaze-v0":
-        from plastic_rl.agents.maze_vec_env import BatchedMazeVecEnv
-
-        env = BatchedMazeVecEnv(n_envs, monitor_dir=monitor_dir, **env_kwargs)
+    form = batched_form(plain_id)
+    if form is not None:
+        env = BatchedVecEnv(form(n_envs, **env_kwargs), env_id=plain_id, monitor_dir=monitor_dir)
         if seed is not None:
             env.seed(seed)
             env.action_space.seed(seed)
         return env
-    from stable_baselines3.common.env_util import make_vec_env
-
     # "plastic_rl:<id>" makes SubprocVecEnv's worker processes import plastic_rl, which registers its envs.
     return make_vec_env(
         f"plastic_rl:{plain_id}" if plain_id in ENTRY_POINTS else env_id,

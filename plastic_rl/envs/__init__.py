@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+MAZE_ID = "PlasticMaze-v0"
+"""The paper's maze (Experiment 4)."""
+
 # String entry points: registering imports nothing heavy; gym.make imports the env's module.
 ENTRY_POINTS: dict[str, str] = {
-    "PlasticMaze-v0": "plastic_rl.envs.maze:PlasticMazeEnv",
+    MAZE_ID: "plastic_rl.envs.maze:PlasticMazeEnv",
     "PlasticPatternMemory-v0": "plastic_rl.envs.pattern_memory:PatternMemoryEnv",
     "PlasticOmniglot-v0": "plastic_rl.envs.omniglot:OmniglotEnv",
     "PlasticImageCompletion-v0": "plastic_rl.envs.image_completion:ImageCompletionEnv",
+}
+# The envs that have a batched form (plastic_rl.envs.batched): training steps it instead of a vector of single envs.
+BATCHED_ENTRY_POINTS: dict[str, str] = {
+    MAZE_ID: "plastic_rl.envs.maze_batch:BatchedMaze",
 }
 
 

@@ -4,49 +4,15 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import check_choice, check_positive_float, check_positive_int
 from plastic_rl.envs.maze_rendering import MazeRenderer, frame_shape
-
-# Row and column change of each action, in action order: 0 up, 1 right, 2 down, 3 left.
-ACTION_MOVES: tuple[tuple[int, int], ...] = ((-1, 0), (0, 1), (1, 0), (0, -1))
-ACTION_NAMES: tuple[str, ...] = ("up", "right", "down", "left")
-TIME_UNITS = ("fraction", "steps")
-
-
-def maze_walls(size: int) -> np.ndarray:
-    """Wall map of a ``size`` x ``size`` maze with its border: a bool array of shape ``(size + 2, size + 2)``.
-
-    The border is all walls; inside, every square whose row and column (counted in the full grid) are both even
-    is a wall, a regular grid of ``((size - 1) // 2) ** 2`` walls (16 for size 9). The centre is always free:
-    when the rule puts a wall there (size 7, 11, ...) it is cleared.
-    """
-    grid_size = size + 2
-    check_fits(f"a maze of size {size}", 17 * grid_size**2)  # two int64 index grids and the bool wall map
-    rows, cols = np.indices((grid_size, grid_size))
-    walls = (rows % 2 == 0) & (cols % 2 == 0)
-    walls[[0, -1], :] = True
-    walls[:, [0, -1]] = True
-    walls[grid_size // 2, grid_size // 2] = False
-    return walls
-
-
-class MazeSquare(NamedTuple):
-    """A square of the maze's full grid (border included): a ``(row, col)`` tuple of ints."""
-
-    row: int
-    col: int
-
-    def __deepcopy__(self, memo: dict) -> MazeSquare:
-        # Immutable, so a deep copy is the square itself. SB3's DummyVecEnv deep-copies every info dict at every
-        # step, and copying the two positions as plain tuples was half of that copy's cost.
-        return self
+from plastic_rl.envs.maze_rules import ACTION_MOVES, TIME_UNITS, MazeRules, MazeSquare, MazeState
 
 
 def _action_index(action: Any) -> int:
@@ -66,11 +32,13 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
 
     A ``size`` x ``size`` maze (default 9 x 9), surrounded by a border of walls (an 11 x 11 grid in all), in which
     every other square in either direction is a wall (16 wall squares in a regular grid at the default size, see
-    :func:`maze_walls`). Each episode one free square other than the centre is drawn, uniformly, as the reward
-    square, which the agent cannot see. The agent starts each episode at the centre square. Stepping onto the
-    reward square gives ``+reward_value`` and teleports the agent to a uniformly drawn free square other than the
-    reward square; walking into a wall gives ``-wall_penalty`` and the agent stays put. All positions are
-    ``(row, col)`` in the full grid, border included (the centre is ``(size // 2 + 1, size // 2 + 1)``).
+    :func:`~plastic_rl.envs.maze_rules.maze_walls`). Each episode one free square other than the centre is drawn,
+    uniformly, as the reward square, which the agent cannot see. The agent starts each episode at the centre
+    square. Stepping onto the reward square gives ``+reward_value`` and teleports the agent to a uniformly drawn
+    free square other than the reward square; walking into a wall gives ``-wall_penalty`` and the agent stays put.
+    All positions are ``(row, col)`` in the full grid, border included (the centre is
+    ``(size // 2 + 1, size // 2 + 1)``). The rules live in :class:`~plastic_rl.envs.maze_rules.MazeRules`, with
+    which :class:`~plastic_rl.envs.maze_batch.BatchedMaze` steps many mazes at once.
 
     The episode lasts exactly ``episode_length`` steps (default 250) and then ends with ``terminated=True``: the
     horizon is part of the task (the paper's A2C does not bootstrap there), so the env is never truncated.
@@ -180,41 +148,25 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         self.observe_bias = observe_bias
         self.show_trace_panel = show_trace_panel
 
-        walls = maze_walls(size)
-        walls.flags.writeable = False
-        self.walls = walls
+        self.rules = MazeRules(
+            size=size,
+            episode_length=episode_length,
+            reward_value=self.reward_value,
+            wall_penalty=self.wall_penalty,
+            observe_previous_action=observe_previous_action,
+            observe_time=observe_time,
+            time_units=time_units,
+            observe_bias=observe_bias,
+        )
+        """The maze's dynamics, shared with :class:`~plastic_rl.envs.maze_batch.BatchedMaze`."""
+        self.walls = self.rules.walls
         """Wall map of the full grid (border included), ``[row, col]``, read-only."""
-        self.start_position = MazeSquare(size // 2 + 1, size // 2 + 1)
-        self.free_squares = np.argwhere(~walls)
-        """``(n_free, 2)`` array of the free squares' ``(row, col)``, in row-major order."""
-        self.start_index = int(np.flatnonzero((self.free_squares == self.start_position).all(axis=1))[0])
-        """Row of :attr:`free_squares` that holds the start (centre) square."""
-        # The 3 x 3 neighbourhood of every square, looked up at each step rather than sliced and concatenated.
-        windows = np.lib.stride_tricks.sliding_window_view(np.pad(walls, 1, constant_values=True), (3, 3))
-        neighbourhoods = windows.reshape(*walls.shape, 9).astype(np.float32)
-        neighbourhoods.flags.writeable = False
-        self.neighbourhoods = neighbourhoods
-        """``(size + 2, size + 2, 9)`` float32: the observed 3 x 3 neighbourhood of every square, read-only."""
-
-        observation_size = 10 + 4 * observe_previous_action + observe_time + observe_bias
-        low = np.zeros(observation_size, dtype=np.float32)
-        high = np.ones(observation_size, dtype=np.float32)
-        low[9], high[9] = -self.wall_penalty, self.reward_value
-        self.time_index = 10 + 4 * observe_previous_action
-        self.time_divisor = episode_length if time_units == "fraction" else 1
-        if observe_time:
-            high[self.time_index] = episode_length / self.time_divisor
+        self.start_position = self.rules.start_position
+        low, high = self.rules.observation_bounds()
         self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
         self.action_space = spaces.Discrete(len(ACTION_MOVES))
-
-        self.agent_position = self.start_position
-        self.reward_position = self.start_position
-        self._reward_index = self.start_index
-        self.reward_hits = 0
-        self.step_count = 0
-        self.episode_reward = 0.0
-        self._previous_reward = 0.0
-        self._previous_action: int | None = None
+        self.state: MazeState = self.rules.new_state(1)
+        """Where the maze stands: a batch of one, stepped by :attr:`rules`."""
         self._panel_matrix: np.ndarray | None = None
         self._panel_title = "Hebbian trace"
         self._panel_scale: float | None = None
@@ -228,17 +180,38 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
         """Shape ``(height, width, 3)`` of every frame this env renders."""
         return frame_shape(self.walls.shape[0], self.show_trace_panel)
 
+    @property
+    def agent_position(self) -> MazeSquare:
+        """The agent's square."""
+        return self.rules.agent_squares(self.state)[0]
+
+    @property
+    def reward_position(self) -> MazeSquare:
+        """The reward square (hidden from the agent); settable to any free square, e.g. to stage a hit."""
+        return self.rules.reward_squares(self.state)[0]
+
+    @reward_position.setter
+    def reward_position(self, square: tuple[int, int]) -> None:
+        self.state.reward_indices[0] = self.rules.free_index(square)
+
+    @property
+    def reward_hits(self) -> int:
+        """Times the reward square was reached this episode."""
+        return int(self.state.reward_hits[0])
+
+    @property
+    def step_count(self) -> int:
+        """Steps taken this episode."""
+        return int(self.state.steps[0])
+
+    @property
+    def episode_reward(self) -> float:
+        """The rewards summed over this episode."""
+        return float(self.state.episode_returns[0])
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        # Any free square but the start: drawing an index among n_free - 1 and skipping the start keeps it uniform.
-        self._reward_index = self._index_skipping(self.start_index)
-        self.reward_position = self._square(self._reward_index)
-        self.agent_position = self.start_position
-        self.reward_hits = 0
-        self.step_count = 0
-        self.episode_reward = 0.0
-        self._previous_reward = 0.0
-        self._previous_action = None
+        self.rules.start_episodes(self.state, [0], [self.np_random])
         if self.render_mode == "human":
             self.render()
         return self._observation(), self._info()
@@ -246,28 +219,11 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.step_count >= self.episode_length:
             raise RuntimeError("step() called after the episode ended; call reset()")
-        action = _action_index(action)
-        row_move, col_move = ACTION_MOVES[action]
-        row, col = self.agent_position
-        target = MazeSquare(row + row_move, col + col_move)
-        if self.walls[target]:
-            reward = -self.wall_penalty
-        elif target == self.reward_position:
-            reward = self.reward_value
-            self.reward_hits += 1
-            self.agent_position = self._square(self._index_skipping(self._reward_index))
-        else:
-            reward = 0.0
-            self.agent_position = target
-
-        self.step_count += 1
-        self.episode_reward += reward
-        self._previous_reward = reward
-        self._previous_action = action
-        terminated = self.step_count >= self.episode_length
+        actions = np.array([_action_index(action)])
+        rewards, dones = self.rules.step(self.state, actions, [self.np_random])
         if self.render_mode == "human":
             self.render()
-        return self._observation(), reward, terminated, False, self._info()
+        return self._observation(), float(rewards[0]), bool(dones[0]), False, self._info()
 
     def set_panel_matrix(
         self,
@@ -366,31 +322,8 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
             self._renderer.close()
             self._renderer = None
 
-    def _index_skipping(self, excluded_index: int) -> int:
-        """A uniformly drawn index of a free square other than ``excluded_index``."""
-        index = int(self.np_random.integers(len(self.free_squares) - 1))
-        return index + (index >= excluded_index)
-
-    def _square(self, index: int) -> MazeSquare:
-        row, col = self.free_squares[index]
-        return MazeSquare(int(row), int(col))
-
     def _observation(self) -> np.ndarray:
-        observation = np.zeros(self.observation_space.shape or (), dtype=np.float32)
-        observation[:9] = self.neighbourhoods[self.agent_position]
-        observation[9] = self._previous_reward
-        if self.observe_previous_action and self._previous_action is not None:
-            observation[10 + self._previous_action] = 1.0
-        if self.observe_time:
-            observation[self.time_index] = self.step_count / self.time_divisor
-        if self.observe_bias:
-            observation[-1] = 1.0
-        return observation
+        return self.rules.observe(self.state)[0]
 
     def _info(self) -> dict[str, Any]:
-        return {
-            "agent_position": self.agent_position,
-            "reward_position": self.reward_position,
-            "reward_hits": self.reward_hits,
-            "step": self.step_count,
-        }
+        return self.rules.infos(self.state, [0])[0]
