@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from plastic_rl.core.options import check_positive_int
+from plastic_rl.envs import MAZE_ID
 
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
@@ -44,8 +45,8 @@ BOOTSTRAP_RESAMPLES = 2000
 def make_evaluation_env(env_id: str, env_kwargs: dict[str, Any], seeds: Sequence[int]) -> VecEnv:
     """A VecEnv of ``len(seeds)`` copies of ``env_id`` whose env ``i`` starts its next episode from ``seeds[i]``.
 
-    Built as training builds its envs (:func:`~plastic_rl.agents.make_env.make_training_env`: the batched maze for
-    the maze, the same episodes as single envs), without monitor files.
+    Built as training builds its envs (:func:`~plastic_rl.agents.make_env.make_training_env`: an env's batched form
+    where it has one, the same episodes as single envs), without monitor files.
     """
     from plastic_rl.agents.make_env import make_training_env
 
@@ -200,7 +201,7 @@ def held_out_seeds(n_episodes: int, first_seed: int = HELD_OUT_FIRST_SEED) -> li
 
 def evaluate(
     model: Any,
-    env_id: str = "PlasticMaze-v0",
+    env_id: str = MAZE_ID,
     env_kwargs: dict[str, Any] | None = None,
     n_episodes: int | None = None,
     seeds: Sequence[int] | None = None,
@@ -299,7 +300,7 @@ def _run_batch(model: Any, env: VecEnv, deterministic: bool) -> tuple[list, list
 
 def compare_with_random(
     model: Any,
-    env_id: str = "PlasticMaze-v0",
+    env_id: str = MAZE_ID,
     env_kwargs: dict[str, Any] | None = None,
     n_episodes: int | None = None,
     seeds: Sequence[int] | None = None,

@@ -18,9 +18,10 @@ import yaml
 from plastic_rl.agents.configuration import algorithm_class
 from plastic_rl.core.files import atomic_path, atomic_write_text
 from plastic_rl.core.options import check_choice
+from plastic_rl.envs import MAZE_ID
 
 #: Name -> the env its agent plays.
-PRETRAINED_AGENTS = {"maze": "PlasticMaze-v0"}
+PRETRAINED_AGENTS = {"maze": MAZE_ID}
 
 
 def pretrained_folder(name: str) -> Path:

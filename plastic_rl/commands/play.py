@@ -13,6 +13,7 @@ from typing import Any
 import gymnasium as gym
 
 from plastic_rl.core.options import non_negative_int, positive_float, positive_int, reported_as_bad_input
+from plastic_rl.envs import MAZE_ID
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from gymnasium.utils.play import play  # pygame
 
     with reported_as_bad_input():
-        env = gym.make("PlasticMaze-v0", render_mode="rgb_array", size=args.size, episode_length=args.episode_length)
+        env = gym.make(MAZE_ID, render_mode="rgb_array", size=args.size, episode_length=args.episode_length)
     # Seed once here and let play() reset unseeded, so each episode draws a new reward square.
     env.reset(seed=args.seed)
     try:
