@@ -132,6 +132,7 @@ def test_bench_reports_throughput_and_memory(capsys):
     assert main(["bench", "a2c", "--n-envs", "2", "--n-steps", "10", "--hidden-size", "8", "--updates", "1"]) == 0
     output = capsys.readouterr().out
     assert "env steps/s" in output and "peak memory" in output and "previous path" in output
+    assert "x outside env stepping" in output
     assert "; autograd core" not in output
 
 
