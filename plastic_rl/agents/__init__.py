@@ -11,7 +11,7 @@ _EXPORTS = {
     "ImageKeyExtractor": "plastic_rl.agents.extractors",
     "LstmPolicy": "plastic_rl.agents.policies",
     "PlasticA2C": "plastic_rl.agents.a2c",
-    "PlasticPPO": "plastic_rl.agents.a2c",
+    "PlasticPPO": "plastic_rl.agents.ppo",
     "PlasticRecurrentPolicy": "plastic_rl.agents.policies",
     "RecurrentActorCriticPolicy": "plastic_rl.agents.policies",
     "load_pretrained": "plastic_rl.agents.pretrained",

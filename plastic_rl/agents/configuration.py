@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # algo name -> (module, class)
 ALGORITHMS: dict[str, tuple[str, str]] = {
     "plastic_a2c": ("plastic_rl.agents.a2c", "PlasticA2C"),
-    "plastic_ppo": ("plastic_rl.agents.a2c", "PlasticPPO"),
+    "plastic_ppo": ("plastic_rl.agents.ppo", "PlasticPPO"),
     "recurrent_ppo": ("plastic_rl.agents.recurrent_ppo", "RecurrentPPO"),
 }
 # --policy name -> (policy alias, policy kwargs it implies)

@@ -27,8 +27,8 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from plastic_rl.core import fused
-from plastic_rl.core.arguments import Modulator, check_unroll_arguments, reset_where
 from plastic_rl.core.rules import Traces, get_rule, rule_names
+from plastic_rl.core.unroll_arguments import Modulator, check_unroll_arguments, reset_where
 
 
 def neuromodulation(post: Tensor, modulator: Modulator) -> Tensor:

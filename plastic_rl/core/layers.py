@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plastic_rl.core import functional
-from plastic_rl.core.arguments import Modulator, check_state, reset_where
 from plastic_rl.core.fused import RecordedUnroll, resolve_backend
 from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
@@ -28,6 +27,7 @@ from plastic_rl.core.options import (
     check_positive_int,
 )
 from plastic_rl.core.rules import Traces, get_rule, rule_names
+from plastic_rl.core.unroll_arguments import Modulator, check_state, reset_where
 
 
 class PlasticState(NamedTuple):

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from plastic_rl.core.arguments import Modulator, check_unroll_arguments, reset_where
 from plastic_rl.core.fused.cpp_backend import (
     NO_CPP_ENVIRONMENT_VARIABLE,
     batch_slices,
@@ -49,6 +48,7 @@ from plastic_rl.core.fused.plan import (
 )
 from plastic_rl.core.fused.torch_backend import torch_backward, torch_forward
 from plastic_rl.core.rules import Traces, get_rule
+from plastic_rl.core.unroll_arguments import Modulator, check_unroll_arguments, reset_where
 
 __all__ = [
     "BACKENDS",
@@ -339,8 +339,8 @@ def fused_unroll(
     ``overwrite_trace``: when no gradient is recorded, the final trace may be written into ``trace``'s own memory,
     which then no longer holds the initial trace. A rollout that steps its state forward one step at a time saves
     allocating (and page-faulting) a fresh ``B x N x N`` buffer and copying the trace into it at every step.
-    ``eligibility_trace`` and ``modulator`` (:class:`~plastic_rl.core.arguments.Modulator`) are those of a rule that
-    has them.
+    ``eligibility_trace`` and ``modulator`` (:class:`~plastic_rl.core.unroll_arguments.Modulator`) are those of a
+    rule that has them.
     """
     get_rule(rule)  # an unknown rule: the same ValueError as on every path
     if plasticity_coefficient is None:
