@@ -22,7 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK", help=", ".join(task_names()))
     for task in task_names():
         adapter = adapter_for(task)
-        task_parser = tasks.add_parser(task, help=f"a study of {task!r} runs")
+        task_parser = tasks.add_parser(
+            task,
+            help=f"a study of {task!r} runs",
+            description=f"A resumable grid of {task!r} runs (conditions x seeds, x --sweep), local or on Ray, "
+            "with statistics: re-running the same command picks up where it stopped.",
+        )
         group = task_parser.add_argument_group("study")
         group.add_argument(
             "--seeds", type=int, default=10, help="seeds per condition (at least 4 for p < 0.05 to be possible)"
