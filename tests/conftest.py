@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from plastic_rl.agents.options import TrainConfig
+from plastic_rl.agents.config import TrainConfig
 from plastic_rl.commands import train
 
 # pygame must never try to open a real display or audio device in tests.

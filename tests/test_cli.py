@@ -234,7 +234,7 @@ def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_resumes(tmp_path
 def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, capsys, train_config):
     arguments = ["--n-envs", "2", "--threads", "1", "--no-progress-bar", "-n", "800", "--save-freq", "40", *TINY]
     killed = tmp_path / "killed"
-    script = "import sys; from plastic_rl.agents.options import TrainConfig; from plastic_rl.agents.training import "
+    script = "import sys; from plastic_rl.agents.config import TrainConfig; from plastic_rl.agents.training import "
     script += "train_run; train_run(sys.argv[1], eval(sys.argv[2]))"  # the config's repr builds it again
     process = subprocess.Popen(
         [sys.executable, "-c", script, str(killed), repr(train_config(*arguments))],

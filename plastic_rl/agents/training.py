@@ -4,7 +4,7 @@ A run writes ``LOGDIR/<algo>/<env>_<N>/``: the final model ``<env>.zip``, ``best
 checkpoints ``rl_checkpoint_<steps>_steps.pt`` (with ``--save-freq``; the last two are kept), ``config.yml`` and
 one monitor CSV per env. :func:`train_new_run` starts a run in the next numbered folder, :func:`resume_run` continues
 one exactly from a checkpoint (see :mod:`plastic_rl.agents.checkpoints`), and :func:`train_run` trains into a given
-folder and resumes what is there. Each takes a :class:`~plastic_rl.agents.options.TrainConfig`.
+folder and resumes what is there. Each takes a :class:`~plastic_rl.agents.config.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from plastic_rl.agents.checkpoints import (
     read_checkpoint,
     restore_checkpoint,
 )
+from plastic_rl.agents.config import TrainConfig
 from plastic_rl.agents.configuration import (
     RUN_KEYS,
     algorithm_class,
@@ -45,7 +46,6 @@ from plastic_rl.agents.diagnostics import ProgressCSVCallback
 from plastic_rl.agents.evaluation import compare_with_random, format_table, log_summary, write_results
 from plastic_rl.agents.extractors import EXTRACTORS
 from plastic_rl.agents.make_env import make_training_env
-from plastic_rl.agents.options import TrainConfig
 from plastic_rl.agents.saving import EvalCallback
 from plastic_rl.agents.zoo import write_run_files
 from plastic_rl.core.divergence import TrainingDiverged

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from plastic_rl.agents.options import TrainConfig, add_train_arguments
+from plastic_rl.agents.config import TrainConfig, add_train_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -45,7 +45,7 @@ def parse_command(
 
 
 class RunConfig(Protocol):
-    """A run's configuration object (:class:`~plastic_rl.agents.options.TrainConfig`,
+    """A run's configuration object (:class:`~plastic_rl.agents.config.TrainConfig`,
     :class:`~plastic_rl.supervised.config.SupervisedConfig`)."""
 
     def as_options(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The RL side of the experiment runner: one run is one ``plastic-rl train`` run (a
-:class:`~plastic_rl.agents.options.TrainConfig`), for any env id.
+:class:`~plastic_rl.agents.config.TrainConfig`), for any env id.
 
 A run trains into ``RUN/train/`` (model ``<env>.zip``, ``config.yml``, monitor CSVs and checkpoints every
 ``--save-freq`` env steps) through :func:`plastic_rl.agents.training.train_run`, which continues an
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from plastic_rl.agents.config import TrainConfig
 from plastic_rl.agents.configuration import ALGORITHMS, POLICIES, algorithm_class
 from plastic_rl.agents.curves import monitor_episodes
 from plastic_rl.agents.evaluation import evaluate, held_out_seeds
-from plastic_rl.agents.options import TrainConfig
 from plastic_rl.core.files import cached_json, file_sha256
 from plastic_rl.experiments.adapter import Curve, TaskAdapter
 

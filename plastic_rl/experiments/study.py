@@ -7,7 +7,7 @@ the local process pool (``--jobs`` at a time, one torch thread each) or to Ray (
 ray``). Re-running the same command skips finished runs and resumes the others from their last
 checkpoint; a folder whose recorded configuration differs from the command's is an error that says
 what differs. ``--status`` prints what is done, running and left, with a time estimate. The summary
-(see :mod:`plastic_rl.experiments.report`) is rebuilt from the finished runs of the grid.
+(see :mod:`plastic_rl.experiments.summary`) is rebuilt from the finished runs of the grid.
 
 Tasks: see :mod:`plastic_rl.experiments.tasks`.
 """
@@ -30,7 +30,7 @@ from plastic_rl.core.files import atomic_write_text
 from plastic_rl.experiments.adapter import TaskAdapter
 from plastic_rl.experiments.launchers import LOG, RESULT, Launcher, LocalLauncher, RayLauncher, recover_folder
 from plastic_rl.experiments.lock import study_lock
-from plastic_rl.experiments.report import write_summary
+from plastic_rl.experiments.summary import write_summary
 
 RUN_RECORD, RUNNING, STUDY = "run.json", "running.json", "study.json"
 
