@@ -2,6 +2,7 @@ import argparse
 import os
 
 import pytest
+import torch
 
 from plastic_rl.agents.config import TrainConfig
 from plastic_rl.commands import train
@@ -9,6 +10,20 @@ from plastic_rl.commands import train
 # pygame must never try to open a real display or audio device in tests.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Give every test torch's thread count back: the commands set it for their process."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (a module asks for it with ``pytestmark``)."""
+    torch.set_num_threads(1)
 
 
 class _CodeCarrier:

@@ -38,12 +38,7 @@ TINY_PATTERNS = dict(pattern_count=2, pattern_size=10, steps_shown=2, gap_steps=
 NAN, INF = math.nan, math.inf
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def a2c(**kwargs):

@@ -21,14 +21,6 @@ from plastic_rl.cli import main
 TINY = ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
 
 
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    # The commands set torch's thread count for their process; give the rest of the suite its own back.
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def train(log_folder, *extra: str) -> int:
     return main(["train", "-f", str(log_folder), "--n-envs", "2", "--no-progress-bar", *TINY, *extra])
 

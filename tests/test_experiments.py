@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from plastic_rl.cli import main
 from plastic_rl.commands import experiment
@@ -27,13 +26,6 @@ PATTERNS = ["experiment", "patterns", "--conditions", "plastic", "--seeds", "2",
 PATTERNS += ["--checkpoint-interval", "5", "--eval-interval", "100", "--eval-episodes", "4", "--log-interval", "5"]
 PATTERNS += ["--pattern-count", "2", "--pattern-size", "8", "--steps-shown", "2", "--gap-steps", "1"]
 PATTERNS += ["--repetitions", "1"]
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

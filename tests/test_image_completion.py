@@ -24,12 +24,7 @@ from plastic_rl.supervised import SupervisedTrainer, make_task
 SMALL = dict(image_count=3, steps_shown=2, gap_steps=1, repetitions=2, query_steps=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_batch(path, count: int, seed: int) -> np.ndarray:

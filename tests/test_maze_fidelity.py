@@ -6,7 +6,6 @@ import csv
 
 import gymnasium as gym
 import pytest
-import torch
 import yaml
 from stable_baselines3.common.env_util import make_vec_env
 
@@ -14,13 +13,6 @@ import plastic_rl  # noqa: F401  (registers the envs)
 from plastic_rl.agents import PlasticA2C
 from plastic_rl.agents.configuration import load_hyperparameters
 from plastic_rl.cli import main
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_maze_can_feed_the_raw_step_count_and_a_bias_input():
