@@ -357,6 +357,23 @@ Decay<S, RULE> make_decay(const S* post, S eta, int64_t count, std::vector<S>& s
 template <typename S, int RULE>
 constexpr bool kModulated = RULE == kNeuromod || RULE == kRetroneuromod;
 
+// One element of the decaying trace's update: ``value * decay + (gain * pre_i) * post_j`` (H, or a gated rule's E).
+template <typename S>
+inline S decayed(S value, S decay, S ex, S post) {
+  return value * decay + ex * post;
+}
+
+// One element of the Hebbian trace's update, clipped: decaying, or kRetroneuromod's ``h + M e`` (``e`` before its own
+// update). Every loop that steps or rebuilds the trace forward goes through these two.
+template <typename S, int RULE, bool CLIP>
+inline S updated_hebbian(S h, S e, S decay, S ex, S post, S m, S clip) {
+  if constexpr (RULE == kRetroneuromod) {
+    return clip_value<S, CLIP>(h + m * e, clip);
+  } else {
+    return clip_value<S, CLIP>(decayed(h, decay, ex, post), clip);
+  }
+}
+
 // The gain of the decaying trace's outer product: eta, or 1 for kNeuromod (M(t) is in its effective post).
 template <typename S, int RULE>
 inline S gain_of(S eta) {
@@ -482,20 +499,20 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
               const S* __restrict y = y_prev + b * N;
               const auto d = decay.offset(RULE == kOja ? b * N : 0);
               const S* __restrict m = RULE == kRetroneuromod ? m_prev + b * N : nullptr;
+              constexpr bool gated = RULE == kRetroneuromod;
+              // The element's new H, and a gated rule's E stepped in place (or into ``e_out``).
+              auto element = [&](int64_t j, S* e_out) {
+                const S ej = gated ? e[j] : S(0);
+                if constexpr (gated) e_out[j] = decayed(ej, d[j], ex, y[j]);
+                return updated_hebbian<S, RULE, CLIP>(h[j], ej, d[j], ex, y[j], gated ? m[j] : S(0), clip);
+              };
               if (reset) {
                 const int64_t slot = pre_reset_index ? pre_reset_index[t * SB + b] : -1;
                 if (slot >= 0) {
                   S* __restrict saved = pre_reset + slot * NN + i * N;
-                  if constexpr (RULE == kRetroneuromod) {
-                    S* __restrict saved_e = mod.pre_reset + slot * NN + i * N;
+                  S* saved_e = gated ? mod.pre_reset + slot * NN + i * N : nullptr;
 #pragma omp simd
-                    for (int64_t j = 0; j < N; ++j) {
-                      saved[j] = clip_value<S, CLIP>(h[j] + m[j] * e[j], clip);
-                      saved_e[j] = e[j] * d[j] + ex * y[j];
-                    }
-                  } else {
-                    for (int64_t j = 0; j < N; ++j) saved[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
-                  }
+                  for (int64_t j = 0; j < N; ++j) saved[j] = element(j, saved_e);
                 }
                 std::fill_n(h, N, S(0));
                 if (e) std::fill_n(e, N, S(0));
@@ -504,25 +521,14 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
                 // its loop stayed scalar, 6x slower (they are distinct rows, __restrict above).
 #pragma omp simd
                 for (int64_t j = 0; j < N; ++j) {
-                  S u;
-                  if constexpr (RULE == kRetroneuromod) {
-                    u = clip_value<S, CLIP>(h[j] + m[j] * e[j], clip);
-                    e[j] = e[j] * d[j] + ex * y[j];
-                  } else {
-                    u = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
-                  }
+                  const S u = element(j, e);
                   h[j] = u;
                   out[j] += xi * (w[j] + a[j] * u);
                 }
                 fused_matvec = true;
-              } else if constexpr (RULE == kRetroneuromod) {
-#pragma omp simd
-                for (int64_t j = 0; j < N; ++j) {
-                  h[j] = clip_value<S, CLIP>(h[j] + m[j] * e[j], clip);
-                  e[j] = e[j] * d[j] + ex * y[j];
-                }
               } else {
-                for (int64_t j = 0; j < N; ++j) h[j] = clip_value<S, CLIP>(h[j] * d[j] + ex * y[j], clip);
+#pragma omp simd
+                for (int64_t j = 0; j < N; ++j) h[j] = element(j, e);
               }
             } else if (reset) {  // a reset after a settled update: the trace before it is already in place
               const int64_t slot = pre_reset_index ? pre_reset_index[t * SB + b] : -1;
@@ -628,16 +634,14 @@ void recompute_segment(const Sizes& z, Team* team, int64_t first, int64_t last, 
         const S ex = gain * x_prev[b * N + i];
         const S* __restrict y = y_prev + b * N;
         const auto d = decay.offset(RULE == kOja ? b * N : 0);
-        if constexpr (RULE == kRetroneuromod) {
-          const S* __restrict es = e_source + row;
-          const S* __restrict m = m_prev + b * N;
+        constexpr bool gated = RULE == kRetroneuromod;
+        const S* __restrict es = gated ? e_source + row : nullptr;
+        const S* __restrict m = gated ? m_prev + b * N : nullptr;
 #pragma omp simd
-          for (int64_t j = 0; j < N; ++j) {
-            h[j] = clip_value<S, CLIP>(s[j] + m[j] * es[j], clip);
-            e[j] = es[j] * d[j] + ex * y[j];
-          }
-        } else {
-          for (int64_t j = 0; j < N; ++j) h[j] = clip_value<S, CLIP>(s[j] * d[j] + ex * y[j], clip);
+        for (int64_t j = 0; j < N; ++j) {
+          const S ej = gated ? es[j] : S(0);
+          if constexpr (gated) e[j] = decayed(ej, d[j], ex, y[j]);
+          h[j] = updated_hebbian<S, RULE, CLIP>(s[j], ej, d[j], ex, y[j], gated ? m[j] : S(0), clip);
         }
       });
     });
