@@ -19,6 +19,7 @@ import torch
 from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer, PlasticState, fused
 from plastic_rl.core.functional import recurrent_unroll
 from plastic_rl.core.fused.cpp_backend import cpp_backward, cpp_forward
+from plastic_rl.core.unroll_arguments import UnrollArguments
 
 IMPLEMENTATIONS = ["autograd", "fused"]
 CPP = "cpp" in fused.available_backends()
@@ -102,7 +103,7 @@ def _prepared_unroll(batch=3, size=6, steps=7, plasticity="full", **plan_overrid
         arguments["plasticity_coefficient"] = torch.full((1,), 0.1)
     arguments["episode_starts"][3, 1] = True
     options = fused.UnrollOptions(plasticity, "hebb", "add", None, False)
-    inputs = fused.unroll_inputs(*arguments.values())
+    inputs = fused.unroll_inputs(UnrollArguments(*arguments.values()))
     buffers = fused.prepare_unroll(inputs, options, "cpp", keep_for_backward=True)
     if plan_overrides:
         return dataclasses.replace(buffers, plan=dataclasses.replace(buffers.plan, **plan_overrides))

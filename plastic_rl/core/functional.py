@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from plastic_rl.core import fused
 from plastic_rl.core.rules import Traces, get_rule, rule_names
-from plastic_rl.core.unroll_arguments import Modulator, check_unroll_arguments, reset_where
+from plastic_rl.core.unroll_arguments import Modulator, UnrollArguments, check_unroll_arguments, reset_where
 
 
 def neuromodulation(post: Tensor, modulator: Modulator) -> Tensor:
@@ -160,43 +160,32 @@ def recurrent_unroll(
         and drive.shape[0] > 0
         and use_fused(implementation, drive, rule, plastic)
     )
-    if not fused_path:
-        # fused_unroll checks its own arguments: checking them here too cost as much again on every rollout step
-        check_unroll_arguments(
-            drive,
-            activation,
-            trace,
-            weight,
-            plasticity_coefficient,
-            hebbian_learning_rate,
-            bias,
-            episode_starts,
-            reset_activation,
-            rule=rule,
-            eligibility_trace=eligibility_trace,
-            modulator=modulator,
-        )
+    arguments = UnrollArguments(
+        drive,
+        activation,
+        trace,
+        weight,
+        plasticity_coefficient,
+        hebbian_learning_rate,
+        bias,
+        episode_starts,
+        reset_activation,
+        eligibility_trace,
+        modulator,
+    )
+    if not fused_path:  # the fused unroll checks its own: checking here too cost as much again per rollout step
+        check_unroll_arguments(arguments, rule)
     if recorded is not None and not fused_path:
         raise ValueError("a recorded unroll is differentiated by the fused unroll: implementation 'auto' or 'fused'")
     if fused_path:
-        return fused.fused_unroll(
-            drive,
-            activation,
-            trace,
-            weight,
-            plasticity_coefficient,
-            hebbian_learning_rate,
-            bias,
-            episode_starts,
-            reset_activation,
+        return fused.unroll(
+            arguments,
             rule=rule,
             input_mode=input_mode,
             trace_clip=trace_clip,
             bias_neuron=bias_neuron,
             overwrite_trace=overwrite_trace,
             recorded=recorded,
-            eligibility_trace=eligibility_trace,
-            modulator=modulator,
         )
     traces = None
     if plastic:

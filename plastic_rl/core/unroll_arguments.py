@@ -23,6 +23,24 @@ class Modulator(NamedTuple):
     bias: Tensor
 
 
+class UnrollArguments(NamedTuple):
+    """The tensors of one unroll, in the order :func:`~plastic_rl.core.functional.recurrent_unroll` and
+    :func:`~plastic_rl.core.fused.fused_unroll` take them: every path checks and passes them as this one object.
+    ``eligibility_trace`` and ``modulator`` are those of a rule that has them."""
+
+    drive: Tensor
+    activation: Tensor
+    trace: Tensor | None
+    weight: Tensor
+    plasticity_coefficient: Tensor | None
+    hebbian_learning_rate: Tensor | None
+    bias: Tensor | None
+    episode_starts: Tensor | None
+    reset_activation: Tensor
+    eligibility_trace: Tensor | None = None
+    modulator: Modulator | None = None
+
+
 def _shape_error(name: str, expected: str, tensor: Tensor) -> ValueError:
     return ValueError(f"{name} must have shape {expected}; got {tuple(tensor.shape)}")
 
@@ -57,36 +75,33 @@ def check_state(
         raise _shape_error("the state's hebbian_trace", f"(B={batch}, N={size}, N={size})", trace)
 
 
-def check_unroll_arguments(
-    drive: Tensor,
-    activation: Tensor,
-    trace: Tensor | None,
-    weight: Tensor,
-    plasticity_coefficient: Tensor | None,
-    hebbian_learning_rate: Tensor | None,
-    bias: Tensor | None,
-    episode_starts: Tensor | None,
-    reset_activation: Tensor,
-    *,
-    rule: str = "hebb",
-    eligibility_trace: Tensor | None = None,
-    modulator: Modulator | None = None,
-) -> None:
-    """Raise a ``ValueError`` naming the first argument of :func:`recurrent_unroll` whose shape, dtype or device
-    does not fit the others (or ``rule``): every path (autograd loop, fused PyTorch, C++ kernel) assumes they do."""
+def check_unroll_arguments(arguments: UnrollArguments, rule: str = "hebb") -> None:
+    """Raise a ``ValueError`` naming the first of ``arguments`` whose shape, dtype or device does not fit the others
+    (or ``rule``): every path (autograd loop, fused PyTorch, C++ kernel) assumes they do."""
     plasticity_rule = get_rule(rule)
+    drive, weight, coefficient, modulator = (
+        arguments.drive, arguments.weight, arguments.plasticity_coefficient, arguments.modulator
+    )  # fmt: skip
     if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
         raise _shape_error("weight", "(N, N)", weight)
     size = weight.shape[0]
     if drive.dim() != 3 or drive.shape[2] != size:
         raise _shape_error("drive", f"(T, B, N={size})", drive)
     steps, batch = drive.shape[:2]
-    plastic = plasticity_coefficient is not None
-    check_state(activation, trace, batch, size, plastic, eligibility_trace, plasticity_rule.eligibility)
-    if plasticity_coefficient is not None:
-        if plasticity_coefficient.numel() != 1 and tuple(plasticity_coefficient.shape) != (size, size):
-            raise _shape_error("plasticity_coefficient", f"(N={size}, N={size}) or one element", plasticity_coefficient)
-        if plasticity_rule.uses_learning_rate and (hebbian_learning_rate is None or hebbian_learning_rate.numel() != 1):
+    check_state(
+        arguments.activation,
+        arguments.trace,
+        batch,
+        size,
+        coefficient is not None,
+        arguments.eligibility_trace,
+        plasticity_rule.eligibility,
+    )
+    if coefficient is not None:
+        if coefficient.numel() != 1 and tuple(coefficient.shape) != (size, size):
+            raise _shape_error("plasticity_coefficient", f"(N={size}, N={size}) or one element", coefficient)
+        learning_rate = arguments.hebbian_learning_rate
+        if plasticity_rule.uses_learning_rate and (learning_rate is None or learning_rate.numel() != 1):
             raise ValueError(
                 f"hebbian_learning_rate must be a one-element tensor when plasticity_coefficient is given "
                 f"(rule {rule!r})"
@@ -99,36 +114,35 @@ def check_unroll_arguments(
                 raise _shape_error("the modulator's weight", f"(N={size}, 1) or (N={size}, N={size})", modulator.weight)
             if tuple(modulator.bias.shape) != (outputs,):
                 raise _shape_error("the modulator's bias", f"({outputs},)", modulator.bias)
-    if bias is not None and tuple(bias.shape) != (size,):
-        raise _shape_error("bias", f"(N={size},)", bias)
-    if tuple(reset_activation.shape) != (size,):
-        raise _shape_error("reset_activation", f"(N={size},)", reset_activation)
-    if episode_starts is not None:
-        if tuple(episode_starts.shape) != (steps, batch):
-            raise _shape_error("episode_starts", f"(T={steps}, B={batch})", episode_starts)
-        if episode_starts.dtype != torch.bool:
-            raise ValueError(f"episode_starts must be a bool tensor; got {episode_starts.dtype}")
-    named = {
-        "drive": drive,
-        "activation": activation,
-        "hebbian_trace": trace,
-        "eligibility_trace": eligibility_trace,
-        "weight": weight,
-        "plasticity_coefficient": plasticity_coefficient,
-        "hebbian_learning_rate": hebbian_learning_rate,
-        "bias": bias,
-        "episode_starts": episode_starts,
-        "reset_activation": reset_activation,
-        "the modulator's weight": None if modulator is None else modulator.weight,
-        "the modulator's bias": None if modulator is None else modulator.bias,
-    }
-    for name, tensor in named.items():
+    if arguments.bias is not None and tuple(arguments.bias.shape) != (size,):
+        raise _shape_error("bias", f"(N={size},)", arguments.bias)
+    if tuple(arguments.reset_activation.shape) != (size,):
+        raise _shape_error("reset_activation", f"(N={size},)", arguments.reset_activation)
+    starts = arguments.episode_starts
+    if starts is not None:
+        if tuple(starts.shape) != (steps, batch):
+            raise _shape_error("episode_starts", f"(T={steps}, B={batch})", starts)
+        if starts.dtype != torch.bool:
+            raise ValueError(f"episode_starts must be a bool tensor; got {starts.dtype}")
+    for name, tensor in _named_tensors(arguments).items():
         if tensor is None:
             continue
         if tensor.device != drive.device:
             raise ValueError(f"{name} is on {tensor.device} but drive is on {drive.device}: move both to one device")
         if name != "episode_starts" and not tensor.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor; got {tensor.dtype}")
+
+
+def _named_tensors(arguments: UnrollArguments) -> dict[str, Tensor | None]:
+    """Every tensor of ``arguments`` by the name its errors give it."""
+    named: dict[str, Tensor | None] = {
+        "hebbian_trace" if name == "trace" else name: value
+        for name, value in arguments._asdict().items()
+        if name != "modulator"
+    }
+    named["the modulator's weight"] = None if arguments.modulator is None else arguments.modulator.weight
+    named["the modulator's bias"] = None if arguments.modulator is None else arguments.modulator.bias
+    return named
 
 
 def reset_where(starts: Tensor, value: Tensor, reset_value: Tensor | float) -> Tensor:

@@ -48,7 +48,7 @@ from plastic_rl.core.fused.plan import (
 )
 from plastic_rl.core.fused.torch_backend import torch_backward, torch_forward
 from plastic_rl.core.rules import Traces, get_rule
-from plastic_rl.core.unroll_arguments import Modulator, check_unroll_arguments, reset_where
+from plastic_rl.core.unroll_arguments import Modulator, UnrollArguments, check_unroll_arguments, reset_where
 
 __all__ = [
     "BACKENDS",
@@ -64,6 +64,7 @@ __all__ = [
     "fused_unroll",
     "plan_checkpoints",
     "prepare_unroll",
+    "unroll",
     "unroll_inputs",
     "resolve_backend",
 ]
@@ -120,22 +121,9 @@ def prepare_unroll(
     return buffers
 
 
-def unroll_inputs(
-    drive: Tensor,
-    activation: Tensor,
-    trace: Tensor | None,
-    weight: Tensor,
-    plasticity_coefficient: Tensor | None,
-    hebbian_learning_rate: Tensor | None,
-    bias: Tensor | None,
-    episode_starts: Tensor | None,
-    reset_activation: Tensor,
-    eligibility: Tensor | None = None,
-    modulator_weight: Tensor | None = None,
-    modulator_bias: Tensor | None = None,
-) -> UnrollInputs:
-    """The arguments of :func:`fused_unroll`, detached, in ``drive``'s dtype and contiguous."""
-    dtype = drive.dtype
+def unroll_inputs(arguments: UnrollArguments) -> UnrollInputs:
+    """The arguments of :func:`fused_unroll`, detached, in the drive's dtype and contiguous."""
+    dtype = arguments.drive.dtype
 
     def prepared(tensor: Tensor) -> Tensor:
         return tensor.detach().to(dtype).contiguous()
@@ -143,19 +131,20 @@ def unroll_inputs(
     def optional(tensor: Tensor | None) -> Tensor | None:
         return None if tensor is None else prepared(tensor)
 
+    learning_rate, starts, modulator = arguments.hebbian_learning_rate, arguments.episode_starts, arguments.modulator
     return UnrollInputs(
-        drive=prepared(drive),
-        initial_activation=prepared(activation),
-        initial_trace=optional(trace),
-        weight=prepared(weight),
-        plasticity_coefficient=optional(plasticity_coefficient),
-        hebbian_learning_rate=0.0 if hebbian_learning_rate is None else float(hebbian_learning_rate),
-        bias=optional(bias),
-        episode_starts=None if episode_starts is None else episode_starts.contiguous(),
-        reset_activation=prepared(reset_activation),
-        initial_eligibility=optional(eligibility),
-        modulator_weight=optional(modulator_weight),
-        modulator_bias=optional(modulator_bias),
+        drive=prepared(arguments.drive),
+        initial_activation=prepared(arguments.activation),
+        initial_trace=optional(arguments.trace),
+        weight=prepared(arguments.weight),
+        plasticity_coefficient=optional(arguments.plasticity_coefficient),
+        hebbian_learning_rate=0.0 if learning_rate is None else float(learning_rate),
+        bias=optional(arguments.bias),
+        episode_starts=None if starts is None else starts.contiguous(),
+        reset_activation=prepared(arguments.reset_activation),
+        initial_eligibility=optional(arguments.eligibility_trace),
+        modulator_weight=None if modulator is None else prepared(modulator.weight),
+        modulator_bias=None if modulator is None else prepared(modulator.bias),
     )
 
 
@@ -186,19 +175,23 @@ class _FusedUnrollFunction(torch.autograd.Function):
         modulator_bias: Tensor | None,
         static: _StaticArguments,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        modulator = None
+        if modulator_weight is not None and modulator_bias is not None:
+            modulator = Modulator(modulator_weight, modulator_bias)
         inputs = unroll_inputs(
-            drive,
-            activation,
-            trace,
-            weight,
-            plasticity_coefficient,
-            hebbian_learning_rate,
-            bias,
-            static.episode_starts,
-            static.reset_activation,
-            eligibility,
-            modulator_weight,
-            modulator_bias,
+            UnrollArguments(
+                drive,
+                activation,
+                trace,
+                weight,
+                plasticity_coefficient,
+                hebbian_learning_rate,
+                bias,
+                static.episode_starts,
+                static.reset_activation,
+                eligibility,
+                modulator,
+            )
         )
         if static.recorded is None:
             buffers = prepare_unroll(inputs, static.options, static.backend, keep_for_backward=True)
@@ -342,15 +335,7 @@ def fused_unroll(
     ``eligibility_trace`` and ``modulator`` (:class:`~plastic_rl.core.unroll_arguments.Modulator`) are those of a
     rule that has them.
     """
-    get_rule(rule)  # an unknown rule: the same ValueError as on every path
-    if plasticity_coefficient is None:
-        plasticity = "none"
-    else:
-        plasticity = "shared" if plasticity_coefficient.numel() == 1 else "full"
-    backend = resolve_backend(backend, drive.device, drive.dtype, rule if plasticity != "none" else None)
-    if plasticity != "none":
-        get_rule(rule, backend)  # a rule this backend does not run
-    check_unroll_arguments(
+    arguments = UnrollArguments(
         drive,
         activation,
         trace,
@@ -360,10 +345,47 @@ def fused_unroll(
         bias,
         episode_starts,
         reset_activation,
-        rule=rule,
-        eligibility_trace=eligibility_trace,
-        modulator=modulator,
+        eligibility_trace,
+        modulator,
     )
+    return unroll(
+        arguments,
+        rule=rule,
+        input_mode=input_mode,
+        trace_clip=trace_clip,
+        bias_neuron=bias_neuron,
+        backend=backend,
+        overwrite_trace=overwrite_trace,
+        recorded=recorded,
+    )
+
+
+def unroll(
+    arguments: UnrollArguments,
+    *,
+    rule: str,
+    input_mode: str,
+    trace_clip: float | None,
+    bias_neuron: bool,
+    backend: str = "auto",
+    overwrite_trace: bool = False,
+    recorded: RecordedUnroll | None = None,
+) -> tuple[Tensor, Tensor, Traces | None]:
+    """:func:`fused_unroll` of the tensors ``arguments`` (checked here), as
+    :func:`~plastic_rl.core.functional.recurrent_unroll` hands them on."""
+    get_rule(rule)  # an unknown rule: the same ValueError as on every path
+    (
+        drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias, episode_starts,
+        reset_activation, eligibility_trace, modulator,
+    ) = arguments  # fmt: skip
+    if plasticity_coefficient is None:
+        plasticity = "none"
+    else:
+        plasticity = "shared" if plasticity_coefficient.numel() == 1 else "full"
+    backend = resolve_backend(backend, drive.device, drive.dtype, rule if plasticity != "none" else None)
+    if plasticity != "none":
+        get_rule(rule, backend)  # a rule this backend does not run
+    check_unroll_arguments(arguments, rule)
     options = UnrollOptions(plasticity, rule, input_mode, trace_clip, bias_neuron)
     if episode_starts is not None:  # the reset at step 0, in autograd; the kernels handle t >= 1
         first = episode_starts[0]
@@ -391,8 +413,10 @@ def fused_unroll(
         outputs, final_trace, final_eligibility = _FusedUnrollFunction.apply(*differentiable, static)
     else:
         inputs = unroll_inputs(
-            drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias, episode_starts,
-            reset_activation, eligibility_trace, modulator_weight, modulator_bias,
+            UnrollArguments(
+                drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias, episode_starts,
+                reset_activation, eligibility_trace, modulator if options.modulated else None,
+            )
         )  # fmt: skip
         buffers = prepare_unroll(inputs, options, backend, False, overwrite_trace)
         outputs, final_trace, final_eligibility = buffers.outputs, buffers.trace, buffers.eligibility
@@ -462,24 +486,18 @@ class RecordedUnroll:
             trace = weight.new_zeros(batch, size, size)
         if options.gated and eligibility is None:
             eligibility = weight.new_zeros(batch, size, size)
-        check_unroll_arguments(
+        arguments = UnrollArguments(
             drive, activation, trace, weight, plasticity_coefficient, hebbian_learning_rate, bias, starts,
-            reset_activation, rule=rule, eligibility_trace=eligibility, modulator=modulator,
+            reset_activation, eligibility, modulator,
         )  # fmt: skip
-        modulator_weight, modulator_bias = modulator if options.modulated and modulator is not None else (None, None)
-        inputs = unroll_inputs(
-            drive,
-            activation.clone(),
-            None if plasticity == "none" or trace is None else trace.detach().clone(),
-            weight,
-            plasticity_coefficient,
-            hebbian_learning_rate,
-            bias,
-            starts,
-            reset_activation,
-            None if not options.gated or eligibility is None else eligibility.detach().clone(),
-            modulator_weight,
-            modulator_bias,
+        check_unroll_arguments(arguments, rule)
+        inputs = unroll_inputs(  # copies of the state: the recording steps its own
+            arguments._replace(
+                activation=activation.clone(),
+                trace=None if plasticity == "none" or trace is None else trace.detach().clone(),
+                eligibility_trace=None if not options.gated or eligibility is None else eligibility.detach().clone(),
+                modulator=modulator if options.modulated else None,
+            )
         )
         # Mid-sequence resets get their pre-reset trace slots as they come (the whole-sequence plan knows them ahead).
         plan = plan_checkpoints(steps, inputs.hebbian_learning_rate, options, drive.dtype, 1.0, None)
