@@ -131,6 +131,13 @@ class MazeRules:
         windows = np.lib.stride_tricks.sliding_window_view(np.pad(self.walls, 1, constant_values=True), (3, 3))
         self.neighbourhoods = _read_only(windows.reshape(-1, 9).astype(np.float32))
         """``((size + 2) ** 2, 9)`` float32: the observed 3 x 3 neighbourhood of every (flat) square."""
+        # What an observation holds on each square before the step's own entries (reward, action, time) are
+        # written: the neighbourhood, and the bias.
+        square_observations = np.zeros((self.walls.size, self.n_observations), dtype=np.float32)
+        square_observations[:, :9] = self.neighbourhoods
+        if observe_bias:
+            square_observations[:, -1] = 1.0
+        self._square_observations = _read_only(square_observations)
         self.moves = _read_only(np.array([row * self.width + col for row, col in ACTION_MOVES], dtype=np.int64))
         """Each action's change of the flat square."""
         # The reward of each outcome of a step, indexed by 2 * hit + bump: a lookup costs less than two np.where.
@@ -209,15 +216,12 @@ class MazeRules:
 
     def observe(self, state: MazeState) -> np.ndarray:
         """The mazes' observations, ``(n_mazes, n_observations)`` float32 (the layout is the env's docstring's)."""
-        observations = np.zeros((len(state.positions), self.n_observations), dtype=np.float32)
-        observations[:, :9] = self.neighbourhoods[state.positions]
+        observations = self._square_observations[state.positions]
         observations[:, 9] = state.previous_rewards
         if self.observe_previous_action:
             observations[:, 10:14] = self._action_codes[state.previous_actions]
         if self.observe_time:
             observations[:, self.time_index] = state.steps / self.time_divisor
-        if self.observe_bias:
-            observations[:, -1] = 1.0
         return observations
 
     def infos(self, state: MazeState, indices: Sequence[int]) -> list[dict[str, Any]]:
