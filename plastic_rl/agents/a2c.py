@@ -419,15 +419,22 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
             state = self.policy.recorded_state(recording)
             with th.no_grad():
                 buffer.values[:] = self.policy.recorded_values(recording).cpu().numpy()
-        self._last_recurrent_state = state
-        with th.no_grad():
-            last_values = self.policy.predict_values(
-                obs_as_tensor(new_obs, self.device), state, th.as_tensor(dones, device=self.device)
-            )
-        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        self._compute_returns(rollout_buffer, new_obs, dones, state)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _compute_returns(
+        self, rollout_buffer: RolloutBuffer, last_obs: np.ndarray, dones: np.ndarray, state: RecurrentState
+    ) -> None:
+        """Keep the rollout's final ``state`` and compute its returns and advantages, bootstrapped from the value of
+        ``last_obs``."""
+        self._last_recurrent_state = state
+        with th.no_grad():
+            last_values = self.policy.predict_values(
+                obs_as_tensor(last_obs, self.device), state, th.as_tensor(dones, device=self.device)
+            )
+        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
 
     def _bootstrap_truncated(
         self,

@@ -61,12 +61,7 @@ class ReferencePlasticA2C(PlasticA2C):
             )
             self._last_obs = new_obs
             self._last_episode_starts = dones
-        self._last_recurrent_state = state
-        with th.no_grad():
-            last_values = self.policy.predict_values(
-                obs_as_tensor(new_obs, self.device), state, th.as_tensor(dones, device=self.device)
-            )
-        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        self._compute_returns(rollout_buffer, new_obs, dones, state)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
