@@ -18,7 +18,7 @@ import pytest
 
 from plastic_rl.cli import main
 from plastic_rl.commands import experiment
-from plastic_rl.experiments import statistics, study, tasks
+from plastic_rl.experiments import statistics, study
 
 MAZE = ["experiment", "maze", "--timesteps", "40", "--n-envs", "2", "--bin-episodes", "2", "--save-freq", "20"]
 MAZE += ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
@@ -210,7 +210,7 @@ def test_sweeps_make_a_run_folder_per_value_and_reach_the_run_command(tmp_path, 
     assert capsys.readouterr().out.startswith("0 finished, 0 running, 4 left")
     parser = argparse.ArgumentParser()
     experiment.add_arguments(parser)
-    runs = study.plan(tasks.adapter_for("maze"), parser.parse_args(arguments[1:]))
+    runs = study.plan(*experiment.parsed_study(parser.parse_args(arguments[1:])))
     assert [run.folder.relative_to(tmp_path).as_posix() for run in runs] == [
         "rnn__gamma=0.5/seed_0", "rnn__gamma=0.8/seed_0", "rnn__gamma=0.5/seed_1", "rnn__gamma=0.8/seed_1"
     ]  # fmt: skip
@@ -236,7 +236,7 @@ def test_the_runner_builds_the_config_that_its_runs_command_line_builds(tmp_path
     patterns = [*PATTERNS, "--gradient-clip", "2", "--protocol", "fast", "--sweep", "eta", "0.1", "1e-2"]
     for arguments in (maze, patterns):
         args = parser.parse_args([*arguments[1:], "--seeds", "1", "-f", str(tmp_path / arguments[1])])
-        runs = study.plan(tasks.adapter_for(args.task), args)
+        runs = study.plan(*experiment.parsed_study(args))
         assert len(runs) == 2
         for run in runs:
             assert main(list(run.argv)) == 0

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from plastic_rl.core.options import reported_as_bad_input
+from plastic_rl.experiments.adapter import TaskAdapter
+from plastic_rl.experiments.options import StudyOptions
 from plastic_rl.experiments.tasks import adapter_for, task_names
 
 
@@ -30,9 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         group = task_parser.add_argument_group("study")
         group.add_argument(
-            "--seeds", type=int, default=10, help="seeds per condition (at least 4 for p < 0.05 to be possible)"
+            "--seeds",
+            type=int,
+            default=StudyOptions.seeds,
+            help="seeds per condition (at least 4 for p < 0.05 to be possible)",
         )
-        group.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
+        group.add_argument(
+            "--first-seed", type=int, default=StudyOptions.first_seed, help="seeds are first-seed, first-seed + 1, ..."
+        )
         group.add_argument(
             "--sweep",
             nargs="+",
@@ -43,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         group.add_argument("-f", "--out", default=f"runs/experiment/{task}", help="study folder")
         group.add_argument("--jobs", type=int, default=None, help="runs at a time (default: one per CPU)")
-        group.add_argument("--launcher", default="local", choices=["local", "ray"], help="process pool or Ray")
+        group.add_argument(
+            "--launcher", default=StudyOptions.launcher, choices=["local", "ray"], help="process pool or Ray"
+        )
         group.add_argument("--address", default=None, help="Ray cluster to join (default: start a local one)")
         group.add_argument("--status", action="store_true", help="print what is done, running and left; run nothing")
         group.add_argument("--summarize-only", action="store_true", help="only rebuild the summary of finished runs")
@@ -57,14 +66,20 @@ def _command_line() -> str | None:
     return None
 
 
+def parsed_study(args: argparse.Namespace) -> tuple[TaskAdapter, StudyOptions]:
+    """The task's adapter and the study that the parsed command line ``args`` asks for."""
+    adapter = adapter_for(args.task)
+    return adapter, StudyOptions.from_parsed(vars(args), adapter.task_options(vars(args)))
+
+
 def run(args: argparse.Namespace) -> int:
     from plastic_rl.experiments.statistics import SIGNIFICANCE, seeds_needed
     from plastic_rl.experiments.study import plan, recorded_jobs, run_study, status_text, summarize
 
-    adapter = adapter_for(args.task)
     root = Path(args.out)
     with reported_as_bad_input():
-        runs = plan(adapter, args)
+        adapter, study = parsed_study(args)
+        runs = plan(adapter, study)
         jobs = args.jobs or recorded_jobs(root) or os.cpu_count() or 1
     if len({run.group for run in runs}) > 1 and args.seeds < seeds_needed():
         print(
@@ -76,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(status_text(adapter, runs, jobs))
         return 0
     command = _command_line()
-    failures = [] if args.summarize_only else run_study(adapter, runs, args, command)
+    failures = [] if args.summarize_only else run_study(adapter, runs, study, command)
     header = [f"Command: `{command}`"] if command else []
     header.append(f"Summarized: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, in {root}.")
     text = summarize(adapter, runs, root, header)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
@@ -54,14 +54,16 @@ class RunConfig(Protocol):
 
 
 ConfigT = TypeVar("ConfigT", bound=RunConfig)
+OptionsT = TypeVar("OptionsT")
 
 
-class TaskAdapter(ABC, Generic[ConfigT]):
+class TaskAdapter(ABC, Generic[ConfigT, OptionsT]):
     """How the runner launches one run of a task and reads its curve and final score.
 
-    A run is one configuration object (:meth:`config`), which :meth:`launch` trains into the run's folder (it differs
-    between the driver and a Ray worker). Its options, less those that say where it writes, are the run's recorded
-    configuration; :meth:`command` and :meth:`location` give the ``plastic-rl`` command line that runs it alone.
+    The experiment's options of the task are one typed object (:meth:`task_options`). A run is one configuration
+    object (:meth:`config`), which :meth:`launch` trains into the run's folder (it differs between the driver and a
+    Ray worker). Its options, less those that say where it writes, are the run's recorded configuration;
+    :meth:`command` and :meth:`location` give the ``plastic-rl`` command line that runs it alone.
     """
 
     #: The experiment option that sets each run's budget (``--timesteps`` / ``--steps``).
@@ -83,12 +85,17 @@ class TaskAdapter(ABC, Generic[ConfigT]):
         """The task's options of ``plastic-rl experiment TASK`` (``--conditions`` included)."""
 
     @abstractmethod
-    def budget(self, args: argparse.Namespace) -> int:
-        """Each run's budget, from the experiment's options."""
+    def task_options(self, parsed: Mapping[str, Any]) -> OptionsT:
+        """The task's options of the experiment as its typed object, from the values of :meth:`add_arguments`'s
+        options by their parsed names (other names are ignored)."""
 
     @abstractmethod
-    def config(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, str]) -> ConfigT:
-        """The configuration of one run, from the experiment's options, its condition, seed and ``--sweep`` values
+    def budget(self, options: OptionsT) -> int:
+        """Each run's budget, from the task's options."""
+
+    @abstractmethod
+    def config(self, options: OptionsT, condition: str, seed: int, overrides: dict[str, str]) -> ConfigT:
+        """The configuration of one run, from the task's options, its condition, seed and ``--sweep`` values
         (a ``ValueError`` if the run's command would reject them); its folder is :meth:`launch`'s."""
 
     @abstractmethod
@@ -143,9 +150,10 @@ class TaskAdapter(ABC, Generic[ConfigT]):
     #: Whether the curves' y axis is logarithmic.
     log_scale: ClassVar[bool] = False
 
-    def check_options(self, args: argparse.Namespace) -> None:
-        """Check the experiment's task options (a ``ValueError`` if one is bad) and keep them for reading runs back."""
-        self.args = args
+    def check_options(self, options: OptionsT, out: Path) -> None:
+        """Check the task's options (a ``ValueError`` if one is bad) for a study in the folder ``out``, and keep them
+        for reading runs back."""
+        self.study_options = options
 
     def shell_command(self, config: ConfigT, folder: Path) -> str:
         """The command line that runs (or resumes) this one run alone."""

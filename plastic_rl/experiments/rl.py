@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from plastic_rl.agents.configuration import ALGORITHMS, POLICIES, algorithm_clas
 from plastic_rl.agents.curves import monitor_episodes
 from plastic_rl.agents.evaluation import evaluate, held_out_seeds
 from plastic_rl.core.files import cached_json, file_sha256
+from plastic_rl.core.options import config_from
 from plastic_rl.experiments.adapter import Curve, TaskAdapter
 
 TRAIN_FOLDER = "train"
@@ -34,12 +36,12 @@ def episode_rewards(train_folder: Path) -> tuple[np.ndarray, int]:
     return rewards, int(steps[-1]) if len(steps) else 0
 
 
-def final_training_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
+def final_training_reward(train_folder: Path, options: dict[str, Any], study: RLStudyOptions) -> float:
     """Mean reward of the last ``--final-fraction`` of the run's training episodes."""
     rewards, _ = episode_rewards(train_folder)
     if not len(rewards):
         raise ValueError(f"no monitor CSV with episodes under {train_folder}")
-    return float(rewards[-max(int(len(rewards) * args.final_fraction), 1) :].mean())
+    return float(rewards[-max(int(len(rewards) * study.final_fraction), 1) :].mean())
 
 
 # Held-out episodes per run for --score heldout: enough that one run's 95% CI is a few reward units.
@@ -79,7 +81,7 @@ def held_out_evaluation(train_folder: Path, options: dict[str, Any]) -> dict[str
     return cached_json(models[0].parent / HELD_OUT_RECORD, key, measure)
 
 
-def held_out_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
+def held_out_reward(train_folder: Path, options: dict[str, Any], study: RLStudyOptions) -> float:
     """Mean reward of the run's final model on the held-out episodes of :func:`held_out_evaluation`."""
     return float(held_out_evaluation(train_folder, options)["reward_mean"])
 
@@ -115,9 +117,10 @@ def held_out_curves(train_folder: Path, statistics: Sequence[str], every: int) -
     }
 
 
-def held_out_curve_reward(train_folder: Path, options: dict[str, Any], args: argparse.Namespace) -> float:
+def held_out_curve_reward(train_folder: Path, options: dict[str, Any], study: RLStudyOptions) -> float:
     """Mean held-out reward of the last :data:`CURVE_POINTS_SCORED` points of the run's held-out curve."""
-    curve = held_out_curves(train_folder, ["reward_mean"], args.heldout_freq)["reward_mean"]
+    assert study.heldout_freq is not None, "--score heldout_curve needs --heldout-freq (checked with the options)"
+    curve = held_out_curves(train_folder, ["reward_mean"], study.heldout_freq)["reward_mean"]
     if len(curve.y) < CURVE_POINTS_SCORED:
         raise ValueError(
             f"{train_folder} has {len(curve.y)} held-out measurements; --score heldout_curve averages the last "
@@ -126,16 +129,44 @@ def held_out_curve_reward(train_folder: Path, options: dict[str, Any], args: arg
     return float(curve.y[-CURVE_POINTS_SCORED:].mean())
 
 
-#: ``--score`` name -> ``score(train_folder, run_options, experiment_args) -> float``. ``train_folder``
+#: ``--score`` name -> ``score(train_folder, run_options, study_options) -> float``. ``train_folder``
 #: holds the ``plastic-rl train`` run (``<algo>/<env>_1/<env>.zip``); ``run_options`` are its options.
-SCORES: dict[str, Callable[[Path, dict[str, Any], argparse.Namespace], float]] = {
+SCORES: dict[str, Callable[[Path, dict[str, Any], RLStudyOptions], float]] = {
     "training": final_training_reward,
     "heldout": held_out_reward,
     "heldout_curve": held_out_curve_reward,
 }
 
 
-class RLAdapter(TaskAdapter[TrainConfig]):
+@dataclass(frozen=True)
+class RLStudyOptions:
+    """The options of a study of ``plastic-rl train`` runs (``plastic-rl experiment maze``), named as that command
+    names them; its parser's defaults are these fields'.
+
+    Every run trains ``algo`` on ``env`` for ``timesteps`` env steps with ``n_envs`` envs (``None``: the YAML's), a
+    checkpoint every ``save_freq`` steps, the ``hyperparams_set``, ``-params`` (``hyperparams``) and ``env_kwargs``
+    given, and its held-out signature every ``heldout_freq`` steps on ``heldout_episodes`` episodes (``None``: not
+    measured). ``score`` (a :data:`SCORES` name) and ``final_fraction``, ``bin_episodes`` (``None``: about 40 curve
+    points) say how runs are read back.
+    """
+
+    env: str = "PlasticMaze-v0"
+    algo: str = "plastic_a2c"
+    timesteps: int = 1_000_000
+    n_envs: int | None = None
+    device: str = "cpu"
+    save_freq: int = 100_000
+    hyperparams_set: str | None = None
+    hyperparams: tuple[str, ...] | None = None
+    env_kwargs: tuple[str, ...] | None = None
+    score: str = "training"
+    heldout_freq: int | None = None
+    heldout_episodes: int = 100
+    final_fraction: float = 0.1
+    bin_episodes: int | None = None
+
+
+class RLAdapter(TaskAdapter[TrainConfig, RLStudyOptions]):
     """``plastic-rl train`` runs on any Gymnasium env id; conditions are ``--policy`` names."""
 
     budget_option = "timesteps"
@@ -144,16 +175,20 @@ class RLAdapter(TaskAdapter[TrainConfig]):
     location_options = ("log_folder", "no_progress_bar")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        defaults = RLStudyOptions()
         parser.add_argument(
             "--conditions", nargs="+", default=list(POLICIES), choices=list(POLICIES), help="policies to compare"
         )
-        parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
-        parser.add_argument("--algo", default="plastic_a2c", choices=list(ALGORITHMS), help="algorithm of every run")
-        parser.add_argument("--timesteps", type=int, default=1_000_000, help="env steps per run")
+        parser.add_argument("--env", default=defaults.env, help="Gymnasium env id")
+        parser.add_argument("--algo", default=defaults.algo, choices=list(ALGORITHMS), help="algorithm of every run")
+        parser.add_argument("--timesteps", type=int, default=defaults.timesteps, help="env steps per run")
         parser.add_argument("--n-envs", type=int, default=None, help="episodes per update (default: from the YAML)")
-        parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device")
+        parser.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"], help="torch device")
         parser.add_argument(
-            "--save-freq", type=int, default=100_000, help="checkpoint every F env steps, to resume interrupted runs"
+            "--save-freq",
+            type=int,
+            default=defaults.save_freq,
+            help="checkpoint every F env steps, to resume interrupted runs",
         )
         parser.add_argument(
             "--hyperparams-set", default=None, metavar="NAME", help="a named entry <env>:NAME of the YAML, every run"
@@ -164,7 +199,7 @@ class RLAdapter(TaskAdapter[TrainConfig]):
         parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="passed to every run")
         parser.add_argument(
             "--score",
-            default="training",
+            default=defaults.score,
             choices=list(SCORES),
             help="each run's final score: its last training episodes, its final model on 300 held-out episodes, or "
             f"the mean held-out reward of the last {CURVE_POINTS_SCORED} --heldout-freq measurements",
@@ -179,35 +214,41 @@ class RLAdapter(TaskAdapter[TrainConfig]):
         parser.add_argument(
             "--heldout-episodes",
             type=int,
-            default=100,
+            default=defaults.heldout_episodes,
             help="held-out episodes per --heldout-freq measurement (the same episodes each time)",
         )
-        parser.add_argument("--final-fraction", type=float, default=0.1, help="last fraction of episodes scored")
+        parser.add_argument(
+            "--final-fraction", type=float, default=defaults.final_fraction, help="last fraction of episodes scored"
+        )
         parser.add_argument("--bin-episodes", type=int, default=None, help="episodes per curve point (default: auto)")
 
-    def budget(self, args: argparse.Namespace) -> int:
-        return args.timesteps
+    def task_options(self, parsed: Mapping[str, Any]) -> RLStudyOptions:
+        return config_from(RLStudyOptions, parsed)
 
-    def config(self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, str]) -> TrainConfig:
+    def budget(self, options: RLStudyOptions) -> int:
+        return options.timesteps
+
+    def config(self, options: RLStudyOptions, condition: str, seed: int, overrides: dict[str, str]) -> TrainConfig:
         # A sweep's key is a hyperparameter: its values join -params.
-        hyperparameters = [*(args.hyperparams or []), *(f"{key}:{value}" for key, value in overrides.items())]
-        held_out = {"heldout_freq": args.heldout_freq, "heldout_episodes": args.heldout_episodes}
-        return TrainConfig(
-            algo=args.algo,
-            env=args.env,
+        hyperparameters = [*(options.hyperparams or ()), *(f"{key}:{value}" for key, value in overrides.items())]
+        config = TrainConfig(
+            algo=options.algo,
+            env=options.env,
             policy=condition,
             seed=seed,
-            n_timesteps=args.timesteps,
-            device=args.device,
-            save_freq=args.save_freq,
+            n_timesteps=options.timesteps,
+            device=options.device,
+            save_freq=options.save_freq,
             threads=1,  # one torch thread per job
             no_progress_bar=True,
-            n_envs=args.n_envs or None,  # 0: the YAML's, as when not given
-            hyperparams_set=args.hyperparams_set or None,
+            n_envs=options.n_envs or None,  # 0: the YAML's, as when not given
+            hyperparams_set=options.hyperparams_set or None,
             hyperparams=tuple(hyperparameters) or None,
-            env_kwargs=tuple(args.env_kwargs or ()) or None,
-            **(held_out if args.heldout_freq else {}),
+            env_kwargs=options.env_kwargs or None,
         )
+        if options.heldout_freq:
+            config = replace(config, heldout_freq=options.heldout_freq, heldout_episodes=options.heldout_episodes)
+        return config
 
     def command(self, config: TrainConfig) -> list[str]:
         argv = ["train", "--algo", config.algo, "--env", config.env, "--policy", config.policy]
@@ -239,50 +280,51 @@ class RLAdapter(TaskAdapter[TrainConfig]):
         _, steps = episode_rewards(folder / TRAIN_FOLDER)
         return min(steps / options["n_timesteps"], 1.0)
 
-    def check_options(self, args: argparse.Namespace) -> None:
-        if args.n_envs is not None and args.n_envs < 0:  # 0 is the YAML's, as when not given
-            raise ValueError(f"--n-envs must be a positive integer; got {args.n_envs}")
-        if args.save_freq < 1:
-            raise ValueError(f"--save-freq must be a positive integer; got {args.save_freq}")
-        if not 0 < args.final_fraction <= 1:
-            raise ValueError(f"--final-fraction must be in (0, 1]; got {args.final_fraction}")
-        if args.heldout_freq is not None and args.heldout_freq < 1:
-            raise ValueError(f"--heldout-freq must be a positive integer; got {args.heldout_freq}")
-        if args.heldout_episodes < 1:
-            raise ValueError(f"--heldout-episodes must be a positive integer; got {args.heldout_episodes}")
-        if args.score == "heldout_curve" and args.heldout_freq is None:
+    def check_options(self, options: RLStudyOptions, out: Path) -> None:
+        if options.n_envs is not None and options.n_envs < 0:  # 0 is the YAML's, as when not given
+            raise ValueError(f"--n-envs must be a positive integer; got {options.n_envs}")
+        if options.save_freq < 1:
+            raise ValueError(f"--save-freq must be a positive integer; got {options.save_freq}")
+        if not 0 < options.final_fraction <= 1:
+            raise ValueError(f"--final-fraction must be in (0, 1]; got {options.final_fraction}")
+        if options.heldout_freq is not None and options.heldout_freq < 1:
+            raise ValueError(f"--heldout-freq must be a positive integer; got {options.heldout_freq}")
+        if options.heldout_episodes < 1:
+            raise ValueError(f"--heldout-episodes must be a positive integer; got {options.heldout_episodes}")
+        if options.score == "heldout_curve" and options.heldout_freq is None:
             raise ValueError("--score heldout_curve needs --heldout-freq (the held-out measurements it averages)")
-        if args.bin_episodes is not None and args.bin_episodes < 1:
-            raise ValueError(f"--bin-episodes must be a positive integer; got {args.bin_episodes}")
-        super().check_options(args)
+        if options.bin_episodes is not None and options.bin_episodes < 1:
+            raise ValueError(f"--bin-episodes must be a positive integer; got {options.bin_episodes}")
+        super().check_options(options, out)
 
     def curve(self, folder: Path, options: dict[str, Any]) -> Curve:
         rewards, _ = episode_rewards(folder / TRAIN_FOLDER)
-        self.bin_episodes = self.args.bin_episodes or max(len(rewards) // 40, 1)
+        self.bin_episodes = self.study_options.bin_episodes or max(len(rewards) // 40, 1)
         n_bins = len(rewards) // self.bin_episodes
         binned = rewards[: n_bins * self.bin_episodes].reshape(n_bins, self.bin_episodes).mean(axis=1)
         return Curve(self.bin_episodes * np.arange(1, n_bins + 1), binned)
 
     def further_curves(self, folder: Path, options: dict[str, Any]) -> dict[str, Curve]:
-        if self.args.heldout_freq is None:
+        if self.study_options.heldout_freq is None:
             return {}
-        curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_CURVES), self.args.heldout_freq)
+        curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_CURVES), self.study_options.heldout_freq)
         return {label: curves[key] for key, label in HELD_OUT_CURVES.items()}
 
     def final_score(self, folder: Path, options: dict[str, Any]) -> float:
-        return SCORES[self.args.score](folder / TRAIN_FOLDER, options, self.args)
+        return SCORES[self.study_options.score](folder / TRAIN_FOLDER, options, self.study_options)
 
     def final_details(self, folder: Path, options: dict[str, Any]) -> dict[str, float]:
-        if self.args.score == "heldout":
+        study = self.study_options
+        if study.score == "heldout":
             statistics = held_out_evaluation(folder / TRAIN_FOLDER, options)
             return {label: float(statistics[key]) for key, label in HELD_OUT_DETAILS.items()}
-        if self.args.score == "heldout_curve":
+        if study.score == "heldout_curve" and study.heldout_freq is not None:  # it is: checked with the options
             # The same points as the score: the mean of the last measurements (NaN ones left out).
             details = {}
-            curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_DETAILS), self.args.heldout_freq)
+            curves = held_out_curves(folder / TRAIN_FOLDER, list(HELD_OUT_DETAILS), study.heldout_freq)
             for key, label in HELD_OUT_DETAILS.items():
                 if key == "no_hit_episodes":
-                    label = f"episodes with no hit (of {self.args.heldout_episodes})"
+                    label = f"episodes with no hit (of {study.heldout_episodes})"
                 last = curves[key].y[-CURVE_POINTS_SCORED:]
                 details[label] = float(np.nanmean(last)) if np.isfinite(last).any() else float("nan")
             return details
@@ -292,15 +334,16 @@ class RLAdapter(TaskAdapter[TrainConfig]):
         return f"{options['env']} ({options['algo']}, {options['n_timesteps']:,} env steps per run)"
 
     def labels(self) -> dict[str, str]:
-        if self.args.score == "training":
-            scored = f"mean reward of the last {self.args.final_fraction:.0%} of each run's training episodes"
-        elif self.args.score == "heldout_curve":
+        if self.study_options.score == "training":
+            scored = f"mean reward of the last {self.study_options.final_fraction:.0%} of each run's training episodes"
+        elif self.study_options.score == "heldout_curve":
+            study = self.study_options
             scored = (
-                f"mean held-out reward ({self.args.heldout_episodes} episodes) of the last {CURVE_POINTS_SCORED} "
-                f"measurements, every {self.args.heldout_freq:,} env steps"
+                f"mean held-out reward ({study.heldout_episodes} episodes) of the last {CURVE_POINTS_SCORED} "
+                f"measurements, every {study.heldout_freq:,} env steps"
             )
         else:
-            scored = f"{self.args.score} score"
+            scored = f"{self.study_options.score} score"
         return {
             "x": "training episodes",
             "y": f"reward per episode (mean of {getattr(self, 'bin_episodes', 1)})",

@@ -14,7 +14,6 @@ Tasks: see :mod:`plastic_rl.experiments.tasks`.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -30,6 +29,7 @@ from plastic_rl.core.files import atomic_write_text
 from plastic_rl.experiments.adapter import TaskAdapter
 from plastic_rl.experiments.launchers import LOG, RESULT, Launcher, LocalLauncher, RayLauncher, recover_folder
 from plastic_rl.experiments.lock import study_lock
+from plastic_rl.experiments.options import StudyOptions
 from plastic_rl.experiments.summary import write_summary
 
 RUN_RECORD, RUNNING, STUDY = "run.json", "running.json", "study.json"
@@ -89,27 +89,27 @@ def _json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def plan(adapter: TaskAdapter, args: argparse.Namespace) -> list[Run]:
+def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
     """Every run of the study, checked against the configuration recorded in its folder."""
-    _check_positive("--seeds", args.seeds)
-    _check_positive("--first-seed", args.first_seed, minimum=0)
-    _check_positive("--jobs", args.jobs)
-    _check_positive(f"--{adapter.budget_option}", adapter.budget(args))
-    if args.address and args.launcher != "ray":
+    _check_positive("--seeds", study.seeds)
+    _check_positive("--first-seed", study.first_seed, minimum=0)
+    _check_positive("--jobs", study.jobs)
+    _check_positive(f"--{adapter.budget_option}", adapter.budget(study.task_options))
+    if study.address and study.launcher != "ray":
         raise ValueError("--address needs --launcher ray")
-    for sweep in args.sweep:
+    for sweep in study.sweep:
         if len(sweep) < 2:
             raise ValueError(f"--sweep takes a key and at least one value; got {' '.join(sweep)!r}")
-    adapter.check_options(args)
-    sweeps = [[(sweep[0], value) for value in sweep[1:]] for sweep in args.sweep]
-    root = Path(args.out)
+    root = Path(study.out)
+    adapter.check_options(study.task_options, root)
+    sweeps = [[(sweep[0], value) for value in sweep[1:]] for sweep in study.sweep]
     runs, mismatches = [], []
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for condition in args.conditions:
+    for seed in range(study.first_seed, study.first_seed + study.seeds):
+        for condition in study.conditions:
             for overrides in itertools.product(*sweeps):
                 name = condition + "".join(f"__{key}={value}" for key, value in overrides).replace(os.sep, "_")
                 folder = root / name / f"seed_{seed}"
-                config = adapter.config(args, condition, seed, dict(overrides))
+                config = adapter.config(study.task_options, condition, seed, dict(overrides))
                 options = _json(adapter.options(config))
                 run = Run(condition, overrides, seed, folder, config, tuple(adapter.command(config)), options)
                 differences = _differences(run)
@@ -280,21 +280,19 @@ def recorded_jobs(root: Path) -> int | None:
     return json.loads(path.read_text())["jobs"] if path.exists() else None
 
 
-def run_study(
-    adapter: TaskAdapter, runs: list[Run], args: argparse.Namespace, command: str | None
-) -> list[tuple[Run, str]]:
-    """Run the study's unfinished runs under its lock, on the launcher of ``args``; returns the failures.
+def run_study(adapter: TaskAdapter, runs: list[Run], study: StudyOptions, command: str | None) -> list[tuple[Run, str]]:
+    """Run the study's unfinished runs under its lock, on its launcher; returns the failures.
 
     ``command`` is the command line that runs the study, recorded in ``study.json`` and the lock for the next driver.
     """
-    root = Path(args.out)
+    root = Path(study.out)
     with study_lock(root, command):
         for run in runs:
             recover_folder(run.folder)
-        if args.launcher == "ray":
-            launcher: Launcher = RayLauncher(args.jobs, args.address)
+        if study.launcher == "ray":
+            launcher: Launcher = RayLauncher(study.jobs, study.address)
         else:
-            launcher = LocalLauncher(args.jobs or os.cpu_count() or 1)
-        study = {"task": args.task, "command": command, "jobs": launcher.jobs, "launcher": args.launcher}
-        atomic_write_text(root / STUDY, json.dumps(study, indent=2) + "\n")
-        return execute(adapter, runs, launcher, args.task)
+            launcher = LocalLauncher(study.jobs or os.cpu_count() or 1)
+        record = {"task": study.task, "command": command, "jobs": launcher.jobs, "launcher": study.launcher}
+        atomic_write_text(root / STUDY, json.dumps(record, indent=2) + "\n")
+        return execute(adapter, runs, launcher, study.task)

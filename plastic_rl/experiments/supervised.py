@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
-from dataclasses import asdict, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from plastic_rl.core.options import check_utf8_path, config_from
+from plastic_rl.core.options import check_utf8_path
 from plastic_rl.experiments.adapter import Curve, TaskAdapter, parse_command
 from plastic_rl.supervised.config import SupervisedConfig, add_task_arguments
 from plastic_rl.supervised.options import add_trainer_arguments
@@ -38,7 +39,18 @@ def _read_curve(path: Path) -> list[dict[str, float]]:
         return [{name: float(value) for name, value in row.items() if value != ""} for row in csv.DictReader(file)]
 
 
-class SupervisedAdapter(TaskAdapter[SupervisedConfig]):
+@dataclass(frozen=True)
+class SupervisedStudyOptions:
+    """The options of a study of ``plastic-rl supervised TASK`` runs: ``runs``, what every run shares (the run
+    command's options that the experiment passes through; :meth:`SupervisedAdapter.config` sets each run's model,
+    seed and threads), and how runs are scored (``score``, one of :data:`SCORES`, on ``test_episodes``)."""
+
+    runs: SupervisedConfig
+    score: str = "validation"
+    test_episodes: int = TEST_EPISODES
+
+
+class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
     """Runs of the supervised task ``task``; conditions are the task's models.
 
     The score (``--score``): the primary metric of the run's last evaluation during training
@@ -89,7 +101,7 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig]):
         parser.add_argument(
             "--score",
             choices=SCORES,
-            default="validation",
+            default=SupervisedStudyOptions.score,
             help="each run's final score: its last evaluation during training (validation data; the default), or its "
             "final model on --test-episodes episodes of test data",
         )
@@ -102,27 +114,35 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig]):
         add_trainer_arguments(parser, single_seed=False)
         self.registered.add_arguments(parser)
 
-    def check_options(self, args: argparse.Namespace) -> None:
-        check_utf8_path("-f", args.out)  # every run writes TensorBoard events under it
-        if args.score == "test" and self.task_class.test_scores is SupervisedTask.test_scores:  # not overridden
+    def task_options(self, parsed: Mapping[str, Any]) -> SupervisedStudyOptions:
+        # The experiment declares the run command's options under the same names; those it lacks (--overwrite)
+        # or leaves unset keep the run's defaults.
+        given = {name: parsed[name] for name in self._passed_options() if parsed.get(name) is not None}
+        runs = SupervisedConfig.from_options({**given, "task": self.task, "model": self.registered.model_names[0]})
+        return SupervisedStudyOptions(runs, parsed["score"], parsed["test_episodes"])
+
+    def check_options(self, options: SupervisedStudyOptions, out: Path) -> None:
+        check_utf8_path("-f", str(out))  # every run writes TensorBoard events under it
+        if options.score == "test" and self.task_class.test_scores is SupervisedTask.test_scores:  # not overridden
             raise ValueError(f"--score test needs a task with test data; the {self.task!r} task has none")
-        if args.test_episodes < 2:
-            raise ValueError(f"--test-episodes must be an integer >= 2; got {args.test_episodes}")
-        if args.steps < args.log_interval:
+        if options.test_episodes < 2:
+            raise ValueError(f"--test-episodes must be an integer >= 2; got {options.test_episodes}")
+        trainer = options.runs.trainer
+        if trainer.steps < trainer.log_interval:
             raise ValueError(
-                f"--steps ({args.steps}) must be at least --log-interval ({args.log_interval}): a run that logs no "
-                "step has no curve and no score for the summary"
+                f"--steps ({trainer.steps}) must be at least --log-interval ({trainer.log_interval}): a run that logs "
+                "no step has no curve and no score for the summary"
             )
         # The task's settings and data, checked before any run starts.
-        task = self.task_class.from_options(config_from(self.registered.options, vars(args)), args.data_dir)
+        task = self.task_class.from_options(options.runs.task_options, options.runs.data_dir)
         task.check_data()
-        super().check_options(args)
+        super().check_options(options, out)
 
-    def budget(self, args: argparse.Namespace) -> int:
-        return args.steps
+    def budget(self, options: SupervisedStudyOptions) -> int:
+        return options.runs.trainer.steps
 
     def config(
-        self, args: argparse.Namespace, condition: str, seed: int, overrides: dict[str, str]
+        self, options: SupervisedStudyOptions, condition: str, seed: int, overrides: dict[str, str]
     ) -> SupervisedConfig:
         passed = self._passed_options()
         unknown = set(overrides) - set(passed)
@@ -131,18 +151,16 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig]):
                 f"--sweep keys must be options of plastic-rl supervised {self.task} ({', '.join(sorted(passed))}); "
                 f"got {', '.join(sorted(unknown))}"
             )
-        # The experiment declares the run command's options under the same names; those it lacks (--overwrite)
-        # or leaves unset keep the run's defaults.
-        given = {name: getattr(args, name) for name in passed if getattr(args, name, None) is not None}
+        shared = {name: value for name, value in options.runs.as_options().items() if name in passed}
         swept = {name: self._swept_value(name, value) for name, value in overrides.items()}
         per_run = {
             "task": self.task,
             "model": condition,
             "seed": seed,
-            "threads": args.threads or 1,  # one torch thread per job unless asked otherwise
+            "threads": options.runs.trainer.threads or 1,  # one torch thread per job unless asked otherwise
             "no_progress": True,
         }
-        return SupervisedConfig.from_options({**given, **swept, **per_run})
+        return SupervisedConfig.from_options({**shared, **swept, **per_run})
 
     def command(self, config: SupervisedConfig) -> list[str]:
         options = config.as_options()
@@ -183,13 +201,15 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig]):
     def _test_means(self, folder: Path) -> dict[str, float]:
         from plastic_rl.supervised.trainer import cached_test_scores  # torch: not for --help
 
-        scores = cached_test_scores(folder / MODEL, self.args.test_episodes, data_dir=self.args.data_dir)
+        scores = cached_test_scores(
+            folder / MODEL, self.study_options.test_episodes, data_dir=self.study_options.runs.data_dir
+        )
         return {name: float(values.mean()) for name, values in scores.items()}
 
     def final_score(self, folder: Path, options: dict[str, Any]) -> float:
         """The final model's test score (``--score test``), else the last evaluation's primary metric (the last
         training mean when the run never evaluated)."""
-        if self.args.score == "test":
+        if self.study_options.score == "test":
             return self._test_means(folder)[self.metric]
         rows = _read_curve(folder / CURVE)
         evaluated = [row[f"eval_{self.metric}"] for row in rows if f"eval_{self.metric}" in row]
@@ -207,15 +227,15 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig]):
         return f"{self.task} ({', '.join([*settings, budget])})"
 
     def final_details(self, folder: Path, options: dict[str, Any]) -> dict[str, float]:
-        if self.args.score != "test":
+        if self.study_options.score != "test":
             return {}
         means = self._test_means(folder)
         return {f"test {name}": value for name, value in means.items() if name != self.metric}
 
     def labels(self) -> dict[str, str]:
-        if self.args.score == "test":
-            scored = f"{self.metric} of the final model on {self.args.test_episodes:,} test episodes"
-        elif self.args.eval_interval:
+        if self.study_options.score == "test":
+            scored = f"{self.metric} of the final model on {self.study_options.test_episodes:,} test episodes"
+        elif self.study_options.runs.trainer.eval_interval:
             scored = f"final eval {self.metric} (validation data)"
         else:  # --eval-interval 0: the runs never evaluated
             scored = f"{self.metric} of the last training steps (the runs never evaluated: --eval-interval 0)"
