@@ -47,7 +47,7 @@ def register() -> None:
     """Add ``plastic_a2c`` and ``plastic_ppo`` to ``rl_zoo3.ALGOS`` (the dict every Zoo script reads; idempotent)."""
     from rl_zoo3 import ALGOS
 
-    from plastic_rl.agents.configuration import algorithm_class
+    from plastic_rl.agents.hyperparameters import algorithm_class
 
     for algo in ZOO_ALGORITHMS:
         ALGOS[algo] = algorithm_class(algo)
