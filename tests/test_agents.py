@@ -302,7 +302,7 @@ def test_tuple_observations_are_refused_at_construction():
 
 
 def test_the_lstm_leaves_out_plasticity_keys_that_a_study_passes_to_every_condition():
-    from plastic_rl.agents.configuration import policy_settings
+    from plastic_rl.agents.hyperparameters import policy_settings
 
     shared = {"hidden_size": 16, "rule": "oja", "trace_clip": 1.0}
     with pytest.warns(UserWarning, match="policy 'lstm' has no plasticity: ignoring policy_kwargs rule, trace_clip"):

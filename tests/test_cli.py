@@ -112,7 +112,7 @@ def test_bad_command_line_values_give_clear_errors(tmp_path, capsys):
 
 
 def test_key_values_read_exponent_numbers_as_numbers():
-    from plastic_rl.agents.configuration import parse_key_values
+    from plastic_rl.agents.hyperparameters import parse_key_values
 
     parsed = parse_key_values(["learning_rate:1e-4", "policy_kwargs:{hebbian_learning_rate: 2.5E+2, rule: e1}"], "-p")
     assert parsed == {"learning_rate": 1e-4, "policy_kwargs": {"hebbian_learning_rate": 250.0, "rule": "e1"}}

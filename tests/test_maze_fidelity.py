@@ -11,7 +11,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import plastic_rl  # noqa: F401  (registers the envs)
 from plastic_rl.agents import PlasticA2C
-from plastic_rl.agents.configuration import load_hyperparameters
+from plastic_rl.agents.hyperparameters import load_hyperparameters
 from plastic_rl.cli import main
 
 

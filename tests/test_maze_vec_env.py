@@ -1,4 +1,4 @@
-"""Tests of the batched maze (plastic_rl/envs/maze_batch.py), its SB3 VecEnv (plastic_rl/agents/batched_vec_env.py)
+"""Tests of the batched maze (plastic_rl/envs/batched_maze.py), its SB3 VecEnv (plastic_rl/agents/batched_vec_env.py)
 and make_training_env."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import plastic_rl  # noqa: F401  (registers the envs)
 from plastic_rl.agents.batched_vec_env import BatchedVecEnv
 from plastic_rl.agents.make_env import make_training_env
-from plastic_rl.envs.maze_batch import BatchedMaze
+from plastic_rl.envs.batched_maze import BatchedMaze
 
 
 def play(env, actions: np.ndarray) -> list:

@@ -1,4 +1,4 @@
-"""RL Baselines3 Zoo: its train and enjoy scripts run plastic_a2c through plastic_rl.agents.zoo, and read our runs."""
+"""RL Baselines3 Zoo: its train and enjoy scripts run plastic_a2c through plastic_rl.commands.zoo, and read our runs."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def zoo(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
     environment.update(SDL_VIDEODRIVER="dummy")
     return subprocess.run(
-        [sys.executable, "-m", "plastic_rl.agents.zoo", *arguments],
+        [sys.executable, "-m", "plastic_rl.commands.zoo", *arguments],
         cwd=cwd, env=environment, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
@@ -90,7 +90,7 @@ def test_the_readme_zoo_commands_run_as_written_with_the_yaml_env_kwargs(tmp_pat
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == 1
     environment_without_display = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
     plot = subprocess.run(
-        [sys.executable, "-m", "plastic_rl.agents.zoo", "plot_train", "--algo", "plastic_a2c", "--env",
+        [sys.executable, "-m", "plastic_rl.commands.zoo", "plot_train", "--algo", "plastic_a2c", "--env",
          "PlasticMaze-v0", "--gym-packages", "plastic_rl", "-f", "logs"],
         cwd=tmp_path, env={**environment_without_display, "PYTHONPATH": os.pathsep.join(sys.path)},
         capture_output=True, text=True, timeout=600, check=False,

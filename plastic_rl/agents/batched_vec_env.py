@@ -1,7 +1,7 @@
 """An SB3 VecEnv over an env's batched form, with the episode statistics and files of SB3's ``Monitor``.
 
-The batched form (:class:`~plastic_rl.envs.batched.BatchedEnv`, e.g. the maze's
-:class:`~plastic_rl.envs.maze_batch.BatchedMaze`) steps all the episodes; this adapter adds what SB3 expects of a
+The batched form (:class:`~plastic_rl.envs.batched_env.BatchedEnv`, e.g. the maze's
+:class:`~plastic_rl.envs.batched_maze.BatchedMaze`) steps all the episodes; this adapter adds what SB3 expects of a
 ``DummyVecEnv`` over ``Monitor``-wrapped envs, so that training and ``evaluate_policy`` see the same transitions,
 infos and monitor files as on ``make_vec_env`` with the same seed. It lives with the agents because it is SB3's
 interface: the envs package does not import SB3.
@@ -20,7 +20,7 @@ from stable_baselines3.common.monitor import Monitor, ResultsWriter
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from plastic_rl.core.memory import check_open_files
-from plastic_rl.envs.batched import BatchedEnv
+from plastic_rl.envs.batched_env import BatchedEnv
 
 # Methods that would change one env behind the batch's back: the VecEnv's own reset/step/seed do that.
 _STATE_CHANGING_METHODS = ("reset", "step")

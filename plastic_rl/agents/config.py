@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from plastic_rl.agents.configuration import ALGORITHMS, POLICIES
+from plastic_rl.agents.hyperparameters import ALGORITHMS, POLICIES
 from plastic_rl.core.options import config_from, non_negative_int, positive_int
 
 

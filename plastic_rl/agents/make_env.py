@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from plastic_rl.agents.batched_vec_env import BatchedVecEnv
 from plastic_rl.core.options import check_choice, check_positive_int
 from plastic_rl.envs import ENTRY_POINTS
-from plastic_rl.envs.batched import batched_form
+from plastic_rl.envs.batched_env import batched_form
 
 VEC_ENV_CLASSES = ("dummy", "subproc")
 
@@ -26,7 +26,7 @@ def make_training_env(
 ) -> VecEnv:
     """``n_envs`` copies of ``env_id`` in one VecEnv, each with Monitor statistics, seeded ``seed + i``.
 
-    An env whose registration names a batched form (:func:`~plastic_rl.envs.batched.batched_form`: the maze's)
+    An env whose registration names a batched form (:func:`~plastic_rl.envs.batched_env.batched_form`: the maze's)
     gets it in a :class:`~plastic_rl.agents.batched_vec_env.BatchedVecEnv` (all episodes stepped at once, the same
     transitions as ``make_vec_env`` with the same seed, whatever ``vec_env`` says); any other env goes through SB3's
     ``make_vec_env`` with the ``vec_env`` class (``"dummy"`` or ``"subproc"``).

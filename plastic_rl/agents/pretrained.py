@@ -13,10 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from plastic_rl.agents.configuration import algorithm_class
-from plastic_rl.core.files import atomic_path, atomic_write_text
+from plastic_rl.agents.hyperparameters import algorithm_class
+from plastic_rl.agents.run_folders import read_run_config, write_run_config
+from plastic_rl.core.files import atomic_path
 from plastic_rl.core.options import check_choice
 from plastic_rl.envs import MAZE_ID
 
@@ -32,7 +31,7 @@ def pretrained_folder(name: str) -> Path:
 
 def pretrained_config(name: str) -> dict[str, Any]:
     """The run configuration of the pretrained agent ``name``, with its ``provenance``."""
-    return yaml.safe_load((pretrained_folder(name) / "config.yml").read_text())
+    return read_run_config(pretrained_folder(name))
 
 
 def load_pretrained(name: str, device: str = "cpu") -> Any:
@@ -46,11 +45,11 @@ def package_pretrained(run_folder: Path, name: str, provenance: dict[str, Any], 
     """Copy the final model of the ``plastic-rl train`` run in ``run_folder`` (without its optimizer state) and its
     configuration (with ``provenance``) into the package folder of ``name`` (or ``target``); returns that folder."""
     env_id = PRETRAINED_AGENTS[check_choice("pretrained", name, PRETRAINED_AGENTS)]
-    config = yaml.safe_load((run_folder / "config.yml").read_text())
+    config = read_run_config(run_folder)
     model = algorithm_class(config["algo"]).load(run_folder / f"{env_id}.zip", device="cpu")
     model.policy.optimizer.state.clear()  # Adam's moments: 2/3 of the file, and re-made at the first step
     folder = target or pretrained_folder(name)
     with atomic_path(folder / f"{env_id}.zip") as partial:
         model.save(partial)
-    atomic_write_text(folder / "config.yml", yaml.safe_dump({**config, "provenance": provenance}, sort_keys=False))
+    write_run_config(folder, {**config, "provenance": provenance})
     return folder

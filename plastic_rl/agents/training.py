@@ -2,9 +2,10 @@
 
 A run writes ``LOGDIR/<algo>/<env>_<N>/``: the final model ``<env>.zip``, ``best_model.zip`` (with ``--eval-freq``),
 checkpoints ``rl_checkpoint_<steps>_steps.pt`` (with ``--save-freq``; the last two are kept), ``config.yml`` and
-one monitor CSV per env. :func:`train_new_run` starts a run in the next numbered folder, :func:`resume_run` continues
-one exactly from a checkpoint (see :mod:`plastic_rl.agents.checkpoints`), and :func:`train_run` trains into a given
-folder and resumes what is there. Each takes a :class:`~plastic_rl.agents.config.TrainConfig`.
+one monitor CSV per env (the folder's layout: :mod:`plastic_rl.agents.run_folders`). :func:`train_new_run` starts a
+run in the next numbered folder, :func:`resume_run` continues one exactly from a checkpoint (see
+:mod:`plastic_rl.agents.checkpoints`), and :func:`train_run` trains into a given folder and resumes what is there.
+Each takes a :class:`~plastic_rl.agents.config.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from plastic_rl.agents.a2c import rollout_bytes
 from plastic_rl.agents.callbacks import HeldOutEvaluationCallback, OneEventFile, ProgressBar, TraceVideoCallback
@@ -31,25 +31,25 @@ from plastic_rl.agents.checkpoints import (
     restore_checkpoint,
 )
 from plastic_rl.agents.config import TrainConfig
-from plastic_rl.agents.configuration import (
+from plastic_rl.agents.curves import write_learning_curve
+from plastic_rl.agents.diagnostics import ProgressCSVCallback
+from plastic_rl.agents.evaluation import compare_with_random, format_table, log_summary, write_results
+from plastic_rl.agents.extractors import EXTRACTORS
+from plastic_rl.agents.hyperparameters import (
     RUN_KEYS,
     algorithm_class,
     check_env_id,
     decided_by_policy,
     load_hyperparameters,
-    next_run_folder,
     parse_key_values,
     policy_settings,
 )
-from plastic_rl.agents.curves import write_learning_curve
-from plastic_rl.agents.diagnostics import ProgressCSVCallback
-from plastic_rl.agents.evaluation import compare_with_random, format_table, log_summary, write_results
-from plastic_rl.agents.extractors import EXTRACTORS
 from plastic_rl.agents.make_env import make_training_env
+from plastic_rl.agents.run_folders import next_run_folder, write_run_config
 from plastic_rl.agents.saving import EvalCallback
 from plastic_rl.agents.zoo import write_run_files
 from plastic_rl.core.divergence import TrainingDiverged
-from plastic_rl.core.files import atomic_write, atomic_write_text
+from plastic_rl.core.files import atomic_write
 from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
     BadInputError,
@@ -327,7 +327,7 @@ def train(config: TrainConfig, folder: Path, checkpoint: dict[str, Any] | None =
             "trained_agent": config.trained_agent,
             "command": " ".join(["plastic-rl", *sys.argv[1:]]),
         }
-        atomic_write_text(folder / "config.yml", yaml.safe_dump(record, sort_keys=False))
+        write_run_config(folder, record)
         # RL Zoo's copies of the run's settings, so that its enjoy, record_video and plot_train read this run.
         zoo_policy, zoo_policy_kwargs = policy_settings(
             config.algo, config.policy, hyperparameters.get("policy_kwargs") or {}

@@ -2,28 +2,16 @@
 
 The Zoo has no plug-in entry point for algorithms: its scripts check ``--algo`` against ``rl_zoo3.ALGOS`` before
 they import ``--gym-packages``. The Zoo's own way to add algorithms (its ``train_sbx.py``) is a launcher that adds
-them to ``ALGOS`` and then runs the Zoo's script; this module is that launcher::
-
-    python -m plastic_rl.agents.zoo train --algo plastic_a2c --env PlasticMaze-v0 --gym-packages plastic_rl
-    python -m plastic_rl.agents.zoo enjoy --algo plastic_a2c --env PlasticMaze-v0 -f logs
-    python -m plastic_rl.agents.zoo record_video --algo plastic_a2c --env PlasticMaze-v0 -f logs -n 250
-    python -m plastic_rl.agents.zoo plot_train --algo plastic_a2c --env PlasticMaze-v0 -f logs [-o curve.png]
-
-Everything after the script name is the Zoo's own command line (``--gym-packages`` may be given to every script;
-``plot_train`` also takes ``-o/--output``, and writes ``plot_train.png`` when there is no display). Without
-``--conf-file``, ``train`` reads the hyperparameters of ``plastic-rl train``
-(``plastic_rl/agents/hyperparams/<algo>.yml``, which name the policy the Zoo builds). Runs of ``plastic-rl train``
-carry the Zoo's ``<env>/config.yml`` and ``<env>/args.yml`` (:func:`write_run_files`), so the Zoo's ``enjoy``,
-``record_video`` and ``plot_train`` work on them too.
+them to ``ALGOS`` and then runs the Zoo's script; that launcher is the ``zoo`` command module (``commands/zoo.py``),
+and this module is what it needs: :func:`register` adds the algorithms, :func:`zoo_arguments` completes the Zoo's
+command line (our envs' package, and for ``train`` our hyperparameter file, :func:`hyperparameter_file`, and its
+``env_kwargs``). Runs of ``plastic-rl train`` carry the Zoo's ``<env>/config.yml`` and ``<env>/args.yml``
+(:func:`write_run_files`), so the Zoo's ``enjoy``, ``record_video`` and ``plot_train`` work on them too.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
-import runpy
-import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -31,23 +19,16 @@ from typing import Any
 
 import yaml
 
-from plastic_rl.core.files import atomic_path, atomic_write_text
+from plastic_rl.core.files import atomic_write_text
 
 ZOO_ALGORITHMS = ("plastic_a2c", "plastic_ppo")
-# launcher script name -> the Zoo's "module:function", or its module when the script is only a __main__ block
-ZOO_SCRIPTS: dict[str, str] = {
-    "train": "rl_zoo3.train:train",
-    "enjoy": "rl_zoo3.enjoy:enjoy",
-    "record_video": "rl_zoo3.record_video",
-    "plot_train": "rl_zoo3.plots.plot_train:plot_train",
-}
 
 
 def register() -> None:
     """Add ``plastic_a2c`` and ``plastic_ppo`` to ``rl_zoo3.ALGOS`` (the dict every Zoo script reads; idempotent)."""
     from rl_zoo3 import ALGOS
 
-    from plastic_rl.agents.configuration import algorithm_class
+    from plastic_rl.agents.hyperparameters import algorithm_class
 
     for algo in ZOO_ALGORITHMS:
         ALGOS[algo] = algorithm_class(algo)
@@ -117,24 +98,6 @@ def zoo_arguments(script: str, arguments: Sequence[str]) -> list[str]:
     return arguments
 
 
-def _save_figures_instead_of_showing(path: Path) -> None:
-    """Make ``plt.show()`` write the open figures to ``path`` (``-1``, ``-2``, ... before the suffix after the
-    first): the Zoo's ``plot_train`` only shows its figure, which a machine without a display never sees."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def save() -> None:
-        for index, number in enumerate(plt.get_fignums()):
-            target = path if index == 0 else path.with_name(f"{path.stem}-{index}{path.suffix}")
-            with atomic_path(target) as partial:
-                plt.figure(number).savefig(partial)
-            print(f"Saved {target}")
-
-    plt.show = save  # type: ignore[assignment]
-
-
 def write_run_files(
     folder: str | Path, env_id: str, hyperparameters: dict[str, Any], policy: str, arguments: dict[str, Any]
 ) -> None:
@@ -149,30 +112,3 @@ def write_run_files(
     config = {**hyperparameters, "policy": policy}
     atomic_write_text(run_files / "config.yml", yaml.safe_dump(dict(sorted(config.items())), sort_keys=False))
     atomic_write_text(run_files / "args.yml", yaml.safe_dump(dict(sorted(arguments.items())), sort_keys=False))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ZOO_SCRIPTS:
-        print(f"usage: python -m plastic_rl.agents.zoo {{{','.join(ZOO_SCRIPTS)}}} [RL Zoo options]", file=sys.stderr)
-        return 2
-    script, arguments = argv[0], zoo_arguments(argv[0], argv[1:])
-    if script == "plot_train":
-        # Our option, not the Zoo's: where the figure goes when there is no display to show it on.
-        parser = argparse.ArgumentParser(add_help=False)
-        parser.add_argument("--output", "-o")
-        known, arguments = parser.parse_known_args(arguments)
-        if known.output or not os.environ.get("DISPLAY"):
-            _save_figures_instead_of_showing(Path(known.output or "plot_train.png"))
-    register()
-    module_name, _, function_name = ZOO_SCRIPTS[script].partition(":")
-    sys.argv = [module_name, *arguments]
-    if function_name:
-        getattr(importlib.import_module(module_name), function_name)()
-    else:
-        runpy.run_module(module_name, run_name="__main__", alter_sys=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

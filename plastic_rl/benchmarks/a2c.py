@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from plastic_rl.agents.configuration import POLICIES, check_env_id
+from plastic_rl.agents.hyperparameters import POLICIES, check_env_id
 from plastic_rl.core.options import (
     BadInputError,
     check_device,

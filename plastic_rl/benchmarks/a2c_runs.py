@@ -17,7 +17,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from plastic_rl.agents.a2c import PlasticA2C
-from plastic_rl.agents.configuration import decided_by_policy, load_hyperparameters, policy_settings
+from plastic_rl.agents.hyperparameters import decided_by_policy, load_hyperparameters, policy_settings
 from plastic_rl.agents.make_env import make_training_env
 from plastic_rl.agents.training import algorithm_arguments, build_model
 from plastic_rl.benchmarks.measure import timed

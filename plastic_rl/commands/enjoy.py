@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import yaml
 from gymnasium.envs.registration import load_env_creator
 
-from plastic_rl.agents.configuration import ALGORITHMS, algorithm_class, check_env_id, find_run_folder
+from plastic_rl.agents.hyperparameters import ALGORITHMS, algorithm_class, check_env_id
 from plastic_rl.agents.pretrained import PRETRAINED_AGENTS, pretrained_folder
+from plastic_rl.agents.run_folders import find_run_folder, read_run_config
 from plastic_rl.agents.trace_panel import NEURON_ORDERS, PANEL_CONTENTS, TracePanel, play_episode
 from plastic_rl.core.options import check_device, non_negative_int, positive_int, reported_as_bad_input
 
@@ -94,13 +94,9 @@ def run(args: argparse.Namespace) -> int:
             args.env = PRETRAINED_AGENTS[args.pretrained]
         else:
             folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
-        try:
-            config = yaml.safe_load((folder / "config.yml").read_text())
-            algo = config["algo"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
-            raise ValueError(f"{folder / 'config.yml'}: not a readable run configuration ({error})") from error
+        config = read_run_config(folder)
         model_path = folder / "best_model.zip" if args.load_best else folder / f"{args.env}.zip"
-        model: Any = algorithm_class(algo).load(model_path, device=args.device)
+        model: Any = algorithm_class(config["algo"]).load(model_path, device=args.device)
     print(f"Loaded {model_path} ({config['algo']}, policy {config['policy']})")
 
     show_trace = getattr(model.policy, "plasticity", "none") != "none" and _accepts(args.env, "show_trace_panel")

@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
-from plastic_rl.agents.configuration import ALGORITHMS, algorithm_class, find_run_folder
 from plastic_rl.agents.evaluation import (
     DEFAULT_EPISODES,
     HELD_OUT_FIRST_SEED,
@@ -23,7 +20,9 @@ from plastic_rl.agents.evaluation import (
     held_out_seeds,
     write_results,
 )
+from plastic_rl.agents.hyperparameters import ALGORITHMS, algorithm_class
 from plastic_rl.agents.pretrained import PRETRAINED_AGENTS, pretrained_folder
+from plastic_rl.agents.run_folders import RUN_CONFIG, find_run_folder, read_run_config
 from plastic_rl.core.options import reported_as_bad_input
 
 
@@ -78,10 +77,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     with reported_as_bad_input():
         model_path, folder = _model_and_folder(args)
-        config_path = folder / "config.yml"
-        if not config_path.is_file():
-            raise ValueError(f"no config.yml beside {model_path}: evaluate a model of a plastic-rl train run")
-        config = yaml.safe_load(config_path.read_text())
+        if not (folder / RUN_CONFIG).is_file():
+            raise ValueError(f"no {RUN_CONFIG} beside {model_path}: evaluate a model of a plastic-rl train run")
+        config = read_run_config(folder)
         model = algorithm_class(config["algo"]).load(model_path, device=args.device)
         seeds = held_out_seeds(args.n_episodes, args.first_seed)
     env_kwargs = dict(config["hyperparameters"].get("env_kwargs") or {})

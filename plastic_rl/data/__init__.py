@@ -30,11 +30,17 @@ def default_data_dir() -> Path:
     return _user_cache_root() / "data"
 
 
+def environment_data_dir() -> str | None:
+    """The data directory that ``$PLASTIC_RL_DATA`` names; None when it is unset or empty. The supervised commands'
+    ``--data-dir`` defaults to it, so that a run, its model file and its recorded command name the folder read."""
+    return os.environ.get(DATA_ENVIRONMENT_VARIABLE) or None
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The data directory: ``data_dir`` if given, else ``$PLASTIC_RL_DATA``, else :func:`default_data_dir`."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
-    from_environment = os.environ.get(DATA_ENVIRONMENT_VARIABLE, "")
+    from_environment = environment_data_dir()
     return Path(from_environment).expanduser() if from_environment else default_data_dir()
 
 

@@ -14,9 +14,10 @@ ENTRY_POINTS: dict[str, str] = {
     "PlasticOmniglot-v0": "plastic_rl.envs.omniglot:OmniglotEnv",
     "PlasticImageCompletion-v0": "plastic_rl.envs.image_completion:ImageCompletionEnv",
 }
-# The envs that have a batched form (plastic_rl.envs.batched): training steps it instead of a vector of single envs.
+# The envs that have a batched form (a plastic_rl.envs.batched_env.BatchedEnv): training steps it instead of a vector
+# of single envs.
 BATCHED_ENTRY_POINTS: dict[str, str] = {
-    MAZE_ID: "plastic_rl.envs.maze_batch:BatchedMaze",
+    MAZE_ID: "plastic_rl.envs.batched_maze:BatchedMaze",
 }
 
 

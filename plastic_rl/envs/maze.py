@@ -38,7 +38,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
     free square other than the reward square; walking into a wall gives ``-wall_penalty`` and the agent stays put.
     All positions are ``(row, col)`` in the full grid, border included (the centre is
     ``(size // 2 + 1, size // 2 + 1)``). The rules live in :class:`~plastic_rl.envs.maze_rules.MazeRules`, with
-    which :class:`~plastic_rl.envs.maze_batch.BatchedMaze` steps many mazes at once.
+    which :class:`~plastic_rl.envs.batched_maze.BatchedMaze` steps many mazes at once.
 
     The episode lasts exactly ``episode_length`` steps (default 250) and then ends with ``terminated=True``: the
     horizon is part of the task (the paper's A2C does not bootstrap there), so the env is never truncated.
@@ -158,7 +158,7 @@ class PlasticMazeEnv(gym.Env[np.ndarray, np.int64]):
             time_units=time_units,
             observe_bias=observe_bias,
         )
-        """The maze's dynamics, shared with :class:`~plastic_rl.envs.maze_batch.BatchedMaze`."""
+        """The maze's dynamics, shared with :class:`~plastic_rl.envs.batched_maze.BatchedMaze`."""
         self.walls = self.rules.walls
         """Wall map of the full grid (border included), ``[row, col]``, read-only."""
         self.start_position = self.rules.start_position

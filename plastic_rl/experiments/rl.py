@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from plastic_rl.agents.config import TrainConfig
-from plastic_rl.agents.configuration import ALGORITHMS, POLICIES, algorithm_class
 from plastic_rl.agents.curves import monitor_episodes
 from plastic_rl.agents.evaluation import evaluate, held_out_seeds
+from plastic_rl.agents.hyperparameters import ALGORITHMS, POLICIES, algorithm_class
+from plastic_rl.agents.run_folders import read_run_config
 from plastic_rl.core.files import cached_json, file_sha256
 from plastic_rl.core.options import config_from
 from plastic_rl.experiments.adapter import Curve, TaskAdapter
@@ -73,7 +73,7 @@ def held_out_evaluation(train_folder: Path, options: dict[str, Any]) -> dict[str
     key = {"model_sha256": file_sha256(models[0]), "first_seed": seeds[0], "episodes": len(seeds)}
 
     def measure() -> dict[str, float]:
-        config = yaml.safe_load((models[0].parent / "config.yml").read_text())
+        config = read_run_config(models[0].parent)
         model = algorithm_class(options["algo"]).load(models[0], device="cpu")
         env_kwargs = config["hyperparameters"].get("env_kwargs") or {}
         return evaluate(model, options["env"], env_kwargs, seeds=seeds).summary

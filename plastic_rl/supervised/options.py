@@ -12,7 +12,6 @@ no torch and ``--help`` answers at once; a task's ``from_options`` turns its opt
 from __future__ import annotations
 
 import argparse
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from plastic_rl.core.options import (
     positive_int,
     rule_name,
 )
+from plastic_rl.data import environment_data_dir
 from plastic_rl.envs.image_completion import DEGRADATIONS, ImageCompletionProtocol
 from plastic_rl.envs.pattern_memory import PROTOCOLS
 
@@ -218,8 +218,8 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, *, single_seed: bool 
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     group.add_argument(
         "--data-dir",
-        # The environment's folder, read here: the task, and the model file that records it, name the folder read.
-        default=os.environ.get("PLASTIC_RL_DATA"),
+        # The environment's folder, read now: the task, and the model file that records it, name the folder read.
+        default=environment_data_dir(),
         help="dataset folder for the image and Omniglot tasks (default: $PLASTIC_RL_DATA)",
     )
 

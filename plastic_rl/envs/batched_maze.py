@@ -16,13 +16,14 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from plastic_rl.core.options import check_positive_int
-from plastic_rl.envs.batched import BatchStep, EndedEpisode
+from plastic_rl.envs.batched_env import BatchStep, EndedEpisode
 from plastic_rl.envs.maze import PlasticMazeEnv
 from plastic_rl.envs.maze_rules import ACTION_MOVES
 
 
 class BatchedMaze:
-    """``n_envs`` independent PlasticMaze-v0 episodes stepped together (a :class:`~plastic_rl.envs.batched.BatchedEnv`).
+    """``n_envs`` independent PlasticMaze-v0 episodes stepped together
+    (a :class:`~plastic_rl.envs.batched_env.BatchedEnv`).
 
     Each maze's observations, rewards, infos and episodes are those of a :class:`PlasticMazeEnv` reset with the same
     seed and given the same actions; :meth:`view` shows one maze as such an env, holding its current state (for its

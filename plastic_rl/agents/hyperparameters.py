@@ -1,7 +1,8 @@
-"""What the ``plastic-rl`` RL commands share: algorithms, policy names, hyperparameter files and run folders.
+"""What an RL run is built from: its algorithm, its policy name, and its hyperparameters (the packaged YAML files and
+``-params`` / ``--env-kwargs`` overrides).
 
 The conventions are RL Baselines3 Zoo's: one YAML file of hyperparameters per algorithm, keyed by env id
-(with a ``default`` entry), and runs saved under ``LOGDIR/<algo>/<env>_<N>/``.
+(with a ``default`` entry). Where a run is saved, and its ``config.yml``, are :mod:`plastic_rl.agents.run_folders`'.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import re
 import warnings
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -167,34 +167,3 @@ def policy_settings(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> tu
                 f"choose the {key} with the policy name"
             )
     return alias, {**policy_kwargs, **implied}
-
-
-def next_run_folder(log_folder: str | Path, algo: str, env_id: str) -> Path:
-    """``log_folder/<algo>/<env_id>_<N>`` with ``N`` one more than the largest existing run."""
-    from stable_baselines3.common.utils import get_latest_run_id
-
-    parent = Path(log_folder) / algo
-    return parent / f"{env_id}_{get_latest_run_id(str(parent), env_id) + 1}"
-
-
-def run_ids(parent: Path, env_id: str) -> list[int]:
-    """The ``N`` of the existing ``parent/<env_id>_<N>`` folders."""
-    pattern = re.compile(rf"{re.escape(env_id)}_(\d+)")
-    if not parent.is_dir():
-        return []
-    return [int(match.group(1)) for path in parent.iterdir() if (match := pattern.fullmatch(path.name))]
-
-
-def find_run_folder(log_folder: str | Path, env_id: str, algo: str | None = None, exp_id: int = 0) -> Path:
-    """The run folder of ``env_id`` (the latest when ``exp_id`` is 0), searching every algorithm if ``algo`` is None."""
-    algos = list(ALGORITHMS) if algo is None else [check_choice("algo", algo, ALGORITHMS)]
-    candidates = []
-    for name in algos:
-        parent = Path(log_folder) / name
-        for run_id in run_ids(parent, env_id):
-            if exp_id in (0, run_id):
-                folder = parent / f"{env_id}_{run_id}"
-                candidates.append((folder.stat().st_mtime, folder))
-    if not candidates:
-        raise ValueError(f"no run of {env_id} (exp-id {exp_id or 'latest'}) under {log_folder} for algo {algos}")
-    return max(candidates)[1]
