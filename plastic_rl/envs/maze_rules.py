@@ -1,7 +1,7 @@
 """The rules of PlasticMaze-v0, written once over a batch of mazes.
 
 :class:`~plastic_rl.envs.maze.PlasticMazeEnv` (one maze: a batch of one) and
-:class:`~plastic_rl.envs.maze_batch.BatchedMaze` (many mazes stepped with array operations) both step their mazes
+:class:`~plastic_rl.envs.batched_maze.BatchedMaze` (many mazes stepped with array operations) both step their mazes
 here, so the walls, the move, the wall-bump penalty, the reward hit and its teleport, the observation and the end of
 an episode exist in one place. The rules hold no random state: every draw comes from the generator of the maze it
 is for, passed in, in the same order for a maze whichever batch it is in, so a maze seeded alike runs the same
