@@ -6,6 +6,8 @@ prints; bad input is raised as :class:`~plastic_rl.core.options.BadInputError` (
 the heavy ones (torch, SB3, ...) in ``run``, so that ``--help`` answers at once. The commands sit at the top of the
 import order: nothing in the library imports them.
 
-One entry point here is not a ``plastic-rl`` command: :mod:`plastic_rl.commands.zoo`, RL Baselines3 Zoo's scripts with
-our algorithms registered, run as ``python -m plastic_rl.commands.zoo SCRIPT`` with the Zoo's own command line.
+:mod:`plastic_rl.commands.run_selection` holds the options that choose a trained agent, which ``enjoy`` and
+``evaluate`` share. One entry point here is not a ``plastic-rl`` command: :mod:`plastic_rl.commands.zoo`, RL Baselines3
+Zoo's scripts with our algorithms registered, run as ``python -m plastic_rl.commands.zoo SCRIPT`` with the Zoo's own
+command line.
 """

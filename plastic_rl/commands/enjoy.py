@@ -26,25 +26,15 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
-from plastic_rl.agents.hyperparameters import ALGORITHMS, algorithm_class, check_env_id
-from plastic_rl.agents.pretrained import PRETRAINED_AGENTS, pretrained_folder
-from plastic_rl.agents.run_folders import find_run_folder, read_run_config
+from plastic_rl.agents.hyperparameters import algorithm_class, check_env_id
+from plastic_rl.agents.run_folders import read_run_config
 from plastic_rl.agents.trace_panel import NEURON_ORDERS, PANEL_CONTENTS, TracePanel, play_episode
+from plastic_rl.commands.run_selection import add_run_selection, selected_model
 from plastic_rl.core.options import check_device, non_negative_int, positive_int, reported_as_bad_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
-    parser.add_argument("-f", "--log-folder", default="logs", help="the folder given to plastic-rl train")
-    parser.add_argument("--algo", default=None, choices=list(ALGORITHMS), help="algorithm (default: the latest run's)")
-    parser.add_argument("--exp-id", type=non_negative_int, default=0, help="run number N of <env>_<N> (0: the latest)")
-    parser.add_argument("--load-best", action="store_true", help="load best_model.zip instead of the final model")
-    parser.add_argument(
-        "--pretrained",
-        default=None,
-        choices=list(PRETRAINED_AGENTS),
-        help="play an agent shipped with the package instead of a run of -f",
-    )
+    add_run_selection(parser, model_file=False)
     parser.add_argument("--n-episodes", type=positive_int, default=1, help="episodes to play")
     parser.add_argument("--no-render", action="store_true", help="do not open a window")
     parser.add_argument("--deterministic", action="store_true", help="take the most likely actions")
@@ -89,21 +79,17 @@ def run(args: argparse.Namespace) -> int:
         check_device("--device", args.device)
         check_env_id(args.env)
         panel_scale = _panel_scale(args.panel_scale)
-        if args.pretrained is not None:
-            folder = pretrained_folder(args.pretrained)
-            args.env = PRETRAINED_AGENTS[args.pretrained]
-        else:
-            folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
+        model_path, folder = selected_model(args)
         config = read_run_config(folder)
-        model_path = folder / "best_model.zip" if args.load_best else folder / f"{args.env}.zip"
+        env_id = config["env"]
         model: Any = algorithm_class(config["algo"]).load(model_path, device=args.device)
     print(f"Loaded {model_path} ({config['algo']}, policy {config['policy']})")
 
-    show_trace = getattr(model.policy, "plasticity", "none") != "none" and _accepts(args.env, "show_trace_panel")
+    show_trace = getattr(model.policy, "plasticity", "none") != "none" and _accepts(env_id, "show_trace_panel")
     render_mode = "rgb_array" if args.record else None if args.no_render else "human"
     env_kwargs = dict(config["hyperparameters"].get("env_kwargs") or {})
     panel = TracePanel(model.policy, args.panel, args.panel_order) if show_trace and render_mode else None
-    env = gym.make(args.env, render_mode=render_mode, **env_kwargs, **({"show_trace_panel": True} if panel else {}))
+    env = gym.make(env_id, render_mode=render_mode, **env_kwargs, **({"show_trace_panel": True} if panel else {}))
     recorder = None
     if args.record:
         recorder = VideoRecorder(Path(args.record), args.n_episodes)
@@ -113,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         scales = None
         if panel is not None and (panel_scale != "frame" or panel.needs_activity):
             # A first pass without drawing, the same episode (same seeds), to fit the scales (and the order) to it.
-            silent_env = gym.make(args.env, **env_kwargs)
+            silent_env = gym.make(env_id, **env_kwargs)
             _, fitted = play_episode(model, silent_env, seed, args.deterministic, panel)
             silent_env.close()
             if panel_scale != "frame":

@@ -20,27 +20,14 @@ from plastic_rl.agents.evaluation import (
     held_out_seeds,
     write_results,
 )
-from plastic_rl.agents.hyperparameters import ALGORITHMS, algorithm_class
-from plastic_rl.agents.pretrained import PRETRAINED_AGENTS, pretrained_folder
-from plastic_rl.agents.run_folders import RUN_CONFIG, find_run_folder, read_run_config
+from plastic_rl.agents.hyperparameters import algorithm_class
+from plastic_rl.agents.run_folders import RUN_CONFIG, read_run_config
+from plastic_rl.commands.run_selection import add_run_selection, selected_model
 from plastic_rl.core.options import reported_as_bad_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default="PlasticMaze-v0", help="Gymnasium env id")
-    parser.add_argument("-f", "--log-folder", default="logs", help="the folder given to plastic-rl train")
-    parser.add_argument("--algo", default=None, choices=list(ALGORITHMS), help="algorithm (default: the latest run's)")
-    parser.add_argument("--exp-id", type=int, default=0, help="run number N of <env>_<N> (0: the latest)")
-    parser.add_argument("--load-best", action="store_true", help="load best_model.zip instead of the final model")
-    parser.add_argument(
-        "--model", default=None, metavar="PATH.zip", help="a model file of a run folder (e.g. a checkpoint)"
-    )
-    parser.add_argument(
-        "--pretrained",
-        default=None,
-        choices=list(PRETRAINED_AGENTS),
-        help="an agent shipped with the package instead of a run of -f",
-    )
+    add_run_selection(parser, model_file=True)
     parser.add_argument("--n-episodes", type=int, default=DEFAULT_EPISODES, help="held-out episodes")
     parser.add_argument(
         "--first-seed", type=int, default=HELD_OUT_FIRST_SEED, help="env seeds are first-seed, first-seed + 1, ..."
@@ -54,29 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
 
 
-def _model_and_folder(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The model file the options name, and the run folder whose ``config.yml`` describes it."""
-    if args.model is not None and args.pretrained is not None:
-        raise ValueError("--model and --pretrained each name the model: give one")
-    if args.pretrained is not None:
-        folder = pretrained_folder(args.pretrained)
-        return folder / f"{PRETRAINED_AGENTS[args.pretrained]}.zip", folder
-    if args.model is not None:
-        model_path = Path(args.model)
-        if not model_path.is_file():
-            raise ValueError(f"--model must be an existing model file; got {args.model!r}")
-        return model_path, model_path.parent
-    folder = find_run_folder(args.log_folder, args.env, args.algo, args.exp_id)
-    return folder / ("best_model.zip" if args.load_best else f"{args.env}.zip"), folder
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     with reported_as_bad_input():
-        model_path, folder = _model_and_folder(args)
+        model_path, folder = selected_model(args)
         if not (folder / RUN_CONFIG).is_file():
             raise ValueError(f"no {RUN_CONFIG} beside {model_path}: evaluate a model of a plastic-rl train run")
         config = read_run_config(folder)
