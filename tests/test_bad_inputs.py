@@ -368,7 +368,7 @@ def test_corrupt_empty_truncated_and_foreign_model_files_name_the_file(tmp_path,
 
 
 def test_a_supervised_model_file_can_neither_run_a_function_nor_skip_its_checksum(tmp_path):
-    from plastic_rl.supervised.trainer import _checksum
+    from plastic_rl.supervised.model_files import checksum
 
     path = tmp_path / "model.pt"
     trainer().save_model(path)
@@ -378,7 +378,7 @@ def test_a_supervised_model_file_can_neither_run_a_function_nor_skip_its_checksu
     target = tmp_path / "written_by_the_file"
     crafted = {**record, "model_class": "plastic_rl.core.files:atomic_write_text",
                "model_config": {"path": str(target), "text": "x"}}  # fmt: skip
-    torch.save({**crafted, "checksum": _checksum(crafted)}, path)
+    torch.save({**crafted, "checksum": checksum(crafted)}, path)
     with pytest.raises(ValueError, match="refusing to build model class 'plastic_rl.core.files:atomic_write_text'"):
         load_model(path)
     assert not target.exists()

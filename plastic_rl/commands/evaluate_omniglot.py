@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _report(args: argparse.Namespace) -> dict[str, Any]:
     """The model's scores on the options' episodes, with the task's settings: the JSON report of ``--out``."""
+    from plastic_rl.supervised.model_files import load_model, load_task
     from plastic_rl.supervised.omniglot import OmniglotClassifier, OmniglotTask, evaluate
-    from plastic_rl.supervised.trainer import load_model, load_task
 
     task = load_task(args.model)
     model = load_model(args.model, args.device)

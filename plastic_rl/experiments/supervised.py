@@ -199,7 +199,7 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         return Curve(np.array([row["episodes"] for row in rows]), np.array([row[self.metric] for row in rows]))
 
     def _test_means(self, folder: Path) -> dict[str, float]:
-        from plastic_rl.supervised.trainer import cached_test_scores  # torch: not for --help
+        from plastic_rl.supervised.model_files import cached_test_scores  # torch: not for --help
 
         scores = cached_test_scores(
             folder / MODEL, self.study_options.test_episodes, data_dir=self.study_options.runs.data_dir

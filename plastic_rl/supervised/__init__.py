@@ -7,14 +7,15 @@ Tasks are registered by name in :data:`plastic_rl.supervised.task.TASKS`; one
 from plastic_rl.core.exports import lazy_exports
 
 _TASK, _TRAINER = "plastic_rl.supervised.task", "plastic_rl.supervised.trainer"
+_FILES = "plastic_rl.supervised.model_files"
 _EXPORTS = {
     "TASKS": _TASK,
     "Episodes": _TASK,
     "SupervisedTask": _TASK,
     "SupervisedTrainer": _TRAINER,
     "get_task_class": _TASK,
-    "load_model": _TRAINER,
-    "load_task": _TRAINER,
+    "load_model": _FILES,
+    "load_task": _FILES,
     "make_task": _TASK,
 }
 __all__ = list(_EXPORTS)

@@ -8,7 +8,7 @@ protocol they were trained on otherwise). Scores per episode: the
 mean squared error on the hidden pixels, and whether the completion is closer there to the queried
 image than to every other shown image; the table gives their means with 95% confidence intervals (normal approximation,
 1.96 standard errors, over episodes). At the models' own image count their scores are those of
-:func:`~plastic_rl.supervised.trainer.cached_test_scores` (a study's ``--score test`` record, reused).
+:func:`~plastic_rl.supervised.model_files.cached_test_scores` (a study's ``--score test`` record, reused).
 :func:`write_report` writes:
 
 - ``summary.csv``: one row per image count and method;
@@ -36,8 +36,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from plastic_rl.core.files import atomic_write_bytes, atomic_write_text
 from plastic_rl.supervised.images import REFERENCE_COMPLETIONS, ImageCompletionTask, score_test_episodes
+from plastic_rl.supervised.model_files import cached_test_scores, load_model, load_task
 from plastic_rl.supervised.models import plastic_layers
-from plastic_rl.supervised.trainer import cached_test_scores, load_model, load_task
 
 Z_95 = 1.96
 

@@ -1,10 +1,9 @@
-"""The supervised trainer shared by the pattern, image and Omniglot tasks, and model files."""
+"""The supervised trainer shared by the pattern, image and Omniglot tasks; the files it writes are
+:mod:`~plastic_rl.supervised.model_files`'."""
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import importlib
 import io
 import math
 import os
@@ -25,7 +24,7 @@ from plastic_rl.core.divergence import (
     divergence_message,
     find_non_finite,
 )
-from plastic_rl.core.files import atomic_write, atomic_write_text
+from plastic_rl.core.files import atomic_write_text
 from plastic_rl.core.memory import check_fits
 from plastic_rl.core.options import (
     NON_FINITE_ACTIONS,
@@ -35,141 +34,13 @@ from plastic_rl.core.options import (
     check_utf8_path,
     select_device,
 )
+from plastic_rl.supervised.model_files import build_model, model_record, read_record, write_record
 from plastic_rl.supervised.models import plastic_layers
 from plastic_rl.supervised.options import LEARNING_RATE_SCHEDULES
 from plastic_rl.supervised.task import Episodes, SupervisedTask, make_task
 
-FILE_FORMAT = "plastic_rl.supervised/1"
 # A logged training loss this many times the first step's is reported as probable (finite) divergence.
 DIVERGENCE_WARNING_FACTOR = 100.0
-
-
-def _model_record(task: SupervisedTask, model: nn.Module, model_name: str | None) -> dict[str, Any]:
-    if not isinstance(getattr(model, "config", None), dict):
-        raise ValueError("model must keep its constructor keywords in a dict attribute 'config' to be saved")
-    model_class = type(model)
-    return {
-        "format": FILE_FORMAT,
-        "task": task.name,
-        "task_config": task.config(),
-        "model_name": model_name,
-        "model_class": f"{model_class.__module__}:{model_class.__qualname__}",
-        "model_config": model.config,
-        "model_state": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
-    }
-
-
-def _checksum(value: Any, digest: Any = None) -> str:
-    """SHA-256 of a record's content: every tensor's dtype, shape and bytes, and every other value's repr."""
-    digest = hashlib.sha256() if digest is None else digest
-    if isinstance(value, dict):
-        for key, item in value.items():
-            digest.update(repr(key).encode())
-            _checksum(item, digest)
-    elif isinstance(value, (list, tuple)):
-        digest.update(f"{type(value).__name__}{len(value)}".encode())
-        for item in value:
-            _checksum(item, digest)
-    elif isinstance(value, torch.Tensor):
-        tensor = value.detach().cpu().contiguous()
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    else:
-        digest.update(repr(value).encode())
-    return digest.hexdigest()
-
-
-def _read(path: str | os.PathLike) -> dict[str, Any]:
-    """The record in ``path``; a ``ValueError`` naming the file if it is missing, unreadable, foreign or corrupt."""
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except Exception as error:  # torch.load's errors for empty, truncated or foreign files vary widely
-        raise ValueError(
-            f"{path} is not a readable plastic_rl supervised model or checkpoint file (empty, truncated or "
-            f"another format): {type(error).__name__}: {error}"
-        ) from error
-    if not isinstance(record, dict) or record.get("format") != FILE_FORMAT:
-        raise ValueError(f"{path} is not a plastic_rl supervised model or checkpoint file")
-    stored = record.pop("checksum", None)
-    if stored is None:
-        raise ValueError(f"{path} has no checksum: it was not written by plastic_rl, or was altered")
-    if stored != _checksum(record):
-        raise ValueError(f"{path} is corrupt: the checksum of its content does not match the one it stores")
-    return record
-
-
-#: The classes a model file may name: a file is data, so it can only choose among the suite's own models (a name it
-#: could choose freely would be code it runs, e.g. any function of the package called with the file's keywords).
-MODEL_CLASSES = (
-    "plastic_rl.supervised.models:PlasticRecurrentNetwork",
-    "plastic_rl.supervised.models:SequenceLSTM",
-    "plastic_rl.supervised.omniglot:OmniglotClassifier",
-)
-
-
-def _build_model(record: dict[str, Any]) -> nn.Module:
-    if record["model_class"] not in MODEL_CLASSES:
-        raise ValueError(
-            f"refusing to build model class {record['model_class']!r}: a model file may name one of "
-            f"{', '.join(MODEL_CLASSES)}"
-        )
-    module_name, class_name = record["model_class"].split(":")
-    model = getattr(importlib.import_module(module_name), class_name)(**record["model_config"])
-    model.load_state_dict(record["model_state"])
-    return model
-
-
-def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
-    """The trained model saved in ``path`` (a model file or a checkpoint), in eval mode on ``device``.
-
-    It maps the ``inputs`` of its task's episodes (see :func:`load_task`) to outputs.
-    """
-    record = _read(path)
-    try:
-        model = _build_model(record)
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # RuntimeError: a state dict that does not fit
-        raise ValueError(f"{path}: {error}") from error
-    return model.to(select_device(device)).eval()
-
-
-def load_task(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> SupervisedTask:
-    """The task, with its settings, that the model in ``path`` was trained on.
-
-    ``data_dir`` replaces the data directory of a task that reads a dataset (the same data elsewhere)."""
-    record = _read(path)
-    config = dict(record["task_config"])
-    if data_dir is not None:
-        config["data_dir"] = str(data_dir)
-    return make_task(record["task"], **config)
-
-
-# The test scores of a model file, kept beside it (MODEL.test.json): each model is measured once per setting.
-TEST_RECORD_SUFFIX = ".test.json"
-
-
-def cached_test_scores(
-    path: str | os.PathLike, episodes: int, seed: int = 0, data_dir: str | os.PathLike | None = None
-) -> dict[str, np.ndarray]:
-    """:meth:`SupervisedTask.test_scores` of the model in ``path`` on its task's test part, per episode.
-
-    ``data_dir`` replaces the data directory the model was trained with (the same dataset elsewhere).
-    Kept in ``path``'s ``.test.json`` sibling, keyed by the model file's SHA-256, so a study's summary and a
-    report measure a model once; a retrained model is measured again.
-    """
-    from plastic_rl.core.files import cached_json, file_sha256
-
-    path = Path(path)
-    check_positive_int("episodes", episodes)
-    key = {"model_sha256": file_sha256(path), "episodes": episodes, "seed": seed}
-
-    def measure() -> dict[str, list[float]]:
-        scores = load_task(path, data_dir).test_scores(load_model(path), episodes, seed)
-        return {name: values.tolist() for name, values in scores.items()}
-
-    record = cached_json(path.with_name(path.stem + TEST_RECORD_SUFFIX), key, measure)
-    return {name: np.asarray(values, dtype=np.float64) for name, values in record.items()}
 
 
 def write_history_csv(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
@@ -518,14 +389,14 @@ class SupervisedTrainer:
 
     def save_model(self, path: str | os.PathLike) -> None:
         """Save the model alone, for :func:`load_model`."""
-        _atomic_save(_model_record(self.task, self.model, self.model_name), path)
+        write_record(model_record(self.task, self.model, self.model_name), path)
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> None:
         """Save everything :meth:`resume` needs (to ``checkpoint_path`` by default)."""
         path = self.checkpoint_path if path is None else path
         if path is None:
             raise ValueError("checkpoint_path must be given to save a checkpoint")
-        record = _model_record(self.task, self.model, self.model_name)
+        record = model_record(self.task, self.model, self.model_name)
         record["trainer"] = {
             "settings": self.settings,
             "optimizer": self.optimizer.state_dict(),
@@ -539,7 +410,7 @@ class SupervisedTrainer:
             "eval_rng": self.eval_rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }
-        _atomic_save(record, path)
+        write_record(record, path)
         self.checkpoint_step = self.step
 
     @classmethod
@@ -550,7 +421,7 @@ class SupervisedTrainer:
         ``log_dir``, ``checkpoint_path`` — the file read by default —, ``checkpoint_interval``,
         ``curve_path``, ``progress``).
         """
-        record = _read(path)
+        record = read_record(path)
         if "trainer" not in record:
             raise ValueError(f"{path} is a model file, not a checkpoint: it cannot resume training")
         allowed = {"device", "log_dir", "checkpoint_path", "checkpoint_interval", "curve_path", "progress"}
@@ -561,7 +432,7 @@ class SupervisedTrainer:
         options = {"checkpoint_path": path, **overrides}
         trainer = cls(
             make_task(record["task"], **record["task_config"]),
-            _build_model(record),
+            build_model(record),
             model_name=record["model_name"],
             **state["settings"],
             **options,
@@ -577,9 +448,3 @@ class SupervisedTrainer:
         trainer.eval_rng.bit_generator.state = state["eval_rng"]
         torch.set_rng_state(state["torch_rng"])
         return trainer
-
-
-def _atomic_save(record: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``record`` with the checksum that :func:`_read` verifies, never leaving a half-written file."""
-    with atomic_write(path) as handle:
-        torch.save({**record, "checksum": _checksum(record)}, handle)
