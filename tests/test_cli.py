@@ -341,7 +341,7 @@ def test_gif_bytes_keeps_every_frame_and_flat_colours_exactly():
     import numpy as np
     from PIL import Image, ImageSequence
 
-    from plastic_rl.agents.callbacks import gif_bytes
+    from plastic_rl.agents.recording import gif_bytes
 
     colours = np.array([[0, 0, 0], [255, 255, 255], [200, 30, 30], [30, 30, 200]], dtype=np.uint8)
     frames = [colours[(np.indices((40, 60)).sum(axis=0) + shift) % 4] for shift in range(5)]

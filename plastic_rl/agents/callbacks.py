@@ -1,7 +1,7 @@
 """SB3 callbacks of the suite: :class:`TraceVideoCallback` shows an RL run's memory forming in TensorBoard,
 :class:`HeldOutEvaluationCallback` measures its learning-to-learn signature as it trains, and
 :class:`OneEventFile` keeps a resumed run's TensorBoard events in one file without repeated steps, :class:`ProgressBar`
-draws the commands' progress bar.
+draws the commands' progress bar, and :class:`EvalCallback` is SB3's, writing its file atomically.
 
 The supervised trainer logs ``w`` and ``alpha`` images; this is the RL side's picture: every ``video_freq`` env
 steps, one episode of the current policy on the maze, drawn with the trace panel
@@ -11,16 +11,18 @@ tab) and its last frame as an image (``trace/last_frame``).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import EvalCallback as SB3EvalCallback
 from stable_baselines3.common.logger import Image
 
+from plastic_rl.agents.recording import FrameCollector, gif_bytes
 from plastic_rl.agents.trace_panel import TracePanel, play_episode
+from plastic_rl.core.files import atomic_path
 from plastic_rl.core.options import check_positive_int
 
 
@@ -172,22 +174,6 @@ class OneEventFile(BaseCallback):
         return True
 
 
-def gif_bytes(frames: np.ndarray | list[np.ndarray], frame_ms: int) -> bytes:
-    """An animated GIF of ``frames`` (RGB uint8), ``frame_ms`` milliseconds each, looping.
-
-    One 64-colour palette for all frames, without dithering: the maze and its panel are flat colours, so the GIF
-    stays small (about 2 MB for a full-size 250-step episode with the panel; 7 MB with a dithered palette per
-    frame)."""
-    from PIL import Image as PillowImage
-
-    plain = PillowImage.Dither.NONE
-    palette = PillowImage.fromarray(frames[len(frames) // 2]).quantize(colors=64, dither=plain)
-    images = [PillowImage.fromarray(frame).quantize(palette=palette, dither=plain) for frame in frames]
-    buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
-    return buffer.getvalue()
-
-
 class ProgressBar(BaseCallback):
     """A tqdm bar of env steps up to ``total``, drawn as the supervised trainer draws its bar of steps (one progress
     library for every command; SB3's own ``progress_bar=True`` draws with rich instead)."""
@@ -210,19 +196,17 @@ class ProgressBar(BaseCallback):
         self._bar.close()
 
 
-class FrameCollector(gym.Wrapper):
-    """Keeps every frame rendered after ``reset`` and each step, one list per episode, in ``episodes``."""
+class EvalCallback(SB3EvalCallback):
+    """SB3's ``EvalCallback``, writing ``evaluations.npz`` atomically (``best_model.zip``: the model's save)."""
 
-    def __init__(self, env: gym.Env, episodes: list[list[Any]]) -> None:
-        super().__init__(env)
-        self.episodes = episodes
-
-    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
-        result = self.env.reset(**kwargs)
-        self.episodes.append([self.env.render()])
-        return result
-
-    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
-        result = self.env.step(action)
-        self.episodes[-1].append(self.env.render())
-        return result
+    def _on_step(self) -> bool:
+        evaluates_now = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
+        if self.log_path is None or not evaluates_now:
+            return super()._on_step()
+        final = self.log_path
+        with atomic_path(f"{final}.npz") as partial:
+            self.log_path = str(partial)  # it ends with ".npz", so numpy writes exactly there
+            try:
+                return super()._on_step()
+            finally:
+                self.log_path = final

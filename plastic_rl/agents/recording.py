@@ -1,15 +1,18 @@
 """Recording the episodes an agent plays: MP4 through Gymnasium's ``RecordVideo`` (needs moviepy, in the
-``plastic-rl[video]`` extra), or a GIF written with Pillow."""
+``plastic-rl[video]`` extra), or a GIF written with Pillow (:func:`gif_bytes`, from the frames a
+:class:`FrameCollector` keeps; TensorBoard's trace video uses both too)."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
-from plastic_rl.agents.callbacks import FrameCollector, gif_bytes
 from plastic_rl.core.files import atomic_write_bytes
 
 
@@ -64,3 +67,37 @@ class VideoRecorder:
             written.append(self._target(episode))
         self._folder.cleanup()
         return written
+
+
+def gif_bytes(frames: np.ndarray | list[np.ndarray], frame_ms: int) -> bytes:
+    """An animated GIF of ``frames`` (RGB uint8), ``frame_ms`` milliseconds each, looping.
+
+    One 64-colour palette for all frames, without dithering: the maze and its panel are flat colours, so the GIF
+    stays small (about 2 MB for a full-size 250-step episode with the panel; 7 MB with a dithered palette per
+    frame)."""
+    from PIL import Image as PillowImage
+
+    plain = PillowImage.Dither.NONE
+    palette = PillowImage.fromarray(frames[len(frames) // 2]).quantize(colors=64, dither=plain)
+    images = [PillowImage.fromarray(frame).quantize(palette=palette, dither=plain) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    return buffer.getvalue()
+
+
+class FrameCollector(gym.Wrapper):
+    """Keeps every frame rendered after ``reset`` and each step, one list per episode, in ``episodes``."""
+
+    def __init__(self, env: gym.Env, episodes: list[list[Any]]) -> None:
+        super().__init__(env)
+        self.episodes = episodes
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        result = self.env.reset(**kwargs)
+        self.episodes.append([self.env.render()])
+        return result
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
+        result = self.env.step(action)
+        self.episodes[-1].append(self.env.render())
+        return result

@@ -9,8 +9,6 @@ import pathlib
 from collections.abc import Iterable
 from typing import Any
 
-from stable_baselines3.common import callbacks
-
 from plastic_rl.agents.plain_fields import PLAIN_FIELDS, plain_fields, supplied_objects
 from plastic_rl.core.files import atomic_path
 
@@ -86,19 +84,3 @@ class ModelFileMixin:
             ) from error
         vars(model).pop(PLAIN_FIELDS, None)
         return model
-
-
-class EvalCallback(callbacks.EvalCallback):
-    """SB3's ``EvalCallback``, writing ``evaluations.npz`` atomically (``best_model.zip``: the model's save)."""
-
-    def _on_step(self) -> bool:
-        evaluates_now = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
-        if self.log_path is None or not evaluates_now:
-            return super()._on_step()
-        final = self.log_path
-        with atomic_path(f"{final}.npz") as partial:
-            self.log_path = str(partial)  # it ends with ".npz", so numpy writes exactly there
-            try:
-                return super()._on_step()
-            finally:
-                self.log_path = final

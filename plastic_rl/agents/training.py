@@ -22,7 +22,13 @@ from typing import Any
 import torch
 
 from plastic_rl.agents.a2c import rollout_bytes
-from plastic_rl.agents.callbacks import HeldOutEvaluationCallback, OneEventFile, ProgressBar, TraceVideoCallback
+from plastic_rl.agents.callbacks import (
+    EvalCallback,
+    HeldOutEvaluationCallback,
+    OneEventFile,
+    ProgressBar,
+    TraceVideoCallback,
+)
 from plastic_rl.agents.checkpoints import (
     ResumeCheckpointCallback,
     checkpoints_newest_first,
@@ -46,7 +52,6 @@ from plastic_rl.agents.hyperparameters import (
 )
 from plastic_rl.agents.make_env import make_training_env
 from plastic_rl.agents.run_folders import next_run_folder, write_run_config
-from plastic_rl.agents.saving import EvalCallback
 from plastic_rl.agents.zoo import write_run_files
 from plastic_rl.core.divergence import TrainingDiverged
 from plastic_rl.core.files import atomic_write
