@@ -369,6 +369,7 @@ def _print_row(row: dict) -> None:
 
 
 def main() -> int:
+    """The entry of the fresh process each measurement runs in (:func:`_run_worker`), and of the module run alone."""
     parser = argparse.ArgumentParser(prog="plastic-rl bench core")
     add_arguments(parser)
     return run(parser.parse_args())

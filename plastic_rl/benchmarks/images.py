@@ -1,11 +1,11 @@
 """``plastic-rl bench images``: seconds per episode and peak memory of image-completion training (the harness of
-:mod:`plastic_rl.benchmarks.patterns`, on the image task)."""
+:mod:`plastic_rl.benchmarks.supervised`, on the image task)."""
 
 from __future__ import annotations
 
 import argparse
 
-from plastic_rl.benchmarks.patterns import add_task_arguments, run
+from plastic_rl.benchmarks.supervised import add_task_arguments, run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,5 @@
-"""``plastic-rl bench patterns`` (and ``bench images``): seconds per episode and peak memory of a supervised task's
-training.
+"""What ``plastic-rl bench patterns`` and ``bench images`` share: seconds per episode and peak memory of a supervised
+task's training.
 
 Each batch size runs in a fresh process, so that its peak memory is its own: one warm-up step, then
 ``--repeats`` timed training steps (sampling, forward, backward, Adam), each timed on its own; the median
@@ -48,10 +48,6 @@ def add_task_arguments(parser: argparse.ArgumentParser, task_name: str) -> None:
     parser.add_argument("--csv", help="also write the table to this CSV file")
     parser.add_argument("--data-dir", help="dataset folder of the image and Omniglot tasks (default: $PLASTIC_RL_DATA)")
     task.add_arguments(parser)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_task_arguments(parser, "patterns")
 
 
 def _build(args: argparse.Namespace) -> tuple[Any, Any]:
