@@ -97,3 +97,12 @@ def test_the_readme_zoo_commands_run_as_written_with_the_yaml_env_kwargs(tmp_pat
     )  # fmt: skip
     assert plot.returncode == 0, plot.stdout[-2000:] + plot.stderr[-2000:]
     assert (tmp_path / "plot_train.png").stat().st_size > 0 and "Saved plot_train.png" in plot.stdout
+
+
+def test_zoo_help_prints_the_scripts_and_exits_0_and_no_script_is_an_error(capsys):
+    from plastic_rl.commands.zoo import main
+
+    assert main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: python -m plastic_rl.commands.zoo {train,enjoy,")
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().err

@@ -57,8 +57,13 @@ def _save_figures_instead_of_showing(path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: python -m plastic_rl.commands.zoo {{{','.join(ZOO_SCRIPTS)}}} [RL Zoo options]"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        print("RL Baselines3 Zoo's scripts with plastic_a2c and plastic_ppo registered; SCRIPT --help: its options")
+        return 0
     if not argv or argv[0] not in ZOO_SCRIPTS:
-        print(f"usage: python -m plastic_rl.commands.zoo {{{','.join(ZOO_SCRIPTS)}}} [RL Zoo options]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     script, arguments = argv[0], zoo_arguments(argv[0], argv[1:])
     if script == "plot_train":
