@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import math
@@ -186,6 +187,13 @@ def test_evaluate_command_on_a_trained_run(tmp_path, capsys):
     document = json.loads((folder / "evaluation.json").read_text())
     assert document["seeds"] == [7, 8, 9, 10, 11] and document["policies"]["random policy"]["episodes"] == 5
     assert "random policy" in capsys.readouterr().out
+    # --env-kwargs replaces the run's own for the held-out episodes (e.g. Omniglot's test classes: part:test).
+    longer = ["--env-kwargs", "episode_length:12", "--no-random", "--out", str(tmp_path / "longer.json")]
+    assert main(["evaluate", "-f", str(tmp_path), "--n-episodes", "2", *longer]) == 0
+    document = json.loads((tmp_path / "longer.json").read_text())
+    assert (document["env_kwargs"]["size"], document["env_kwargs"]["episode_length"]) == (5, 12)
+    rows = list(csv.DictReader((tmp_path / "longer_episodes.csv").open()))
+    assert [row["length"] for row in rows] == ["12", "12"]
     with pytest.raises(SystemExit) as stopped:
         main(["evaluate", "--model", str(tmp_path / "missing.zip")])
     assert stopped.value.code == 2

@@ -18,7 +18,7 @@ import pytest
 
 from plastic_rl.cli import main
 from plastic_rl.commands import experiment
-from plastic_rl.experiments import statistics, study
+from plastic_rl.experiments import statistics, study, tasks
 
 MAZE = ["experiment", "maze", "--timesteps", "40", "--n-envs", "2", "--bin-episodes", "2", "--save-freq", "20"]
 MAZE += ["--env-kwargs", "size:5", "episode_length:10", "-params", "n_steps:10", "policy_kwargs:{hidden_size: 8}"]
@@ -324,3 +324,24 @@ def test_held_out_curves_keep_only_the_measurements_on_the_shared_grid(tmp_path,
     monkeypatch.setattr(rl, "episode_rewards", lambda folder: (np.zeros(30), 300))  # 10 steps per episode
     curve = rl.held_out_curves(tmp_path, ["reward_mean"], every=100)["reward_mean"]
     assert curve.x.tolist() == [10, 20, 30] and curve.y.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_run_recorded_before_an_option_existed_is_the_same_run_with_that_option_at_its_default(tmp_path):
+    # A study outlives releases: an option added since a run was recorded must neither make the run a mismatch nor
+    # make a finished run look unfinished (which would train it again).
+    parser = argparse.ArgumentParser()
+    experiment.add_arguments(parser)
+    arguments = [*MAZE[1:], "--conditions", "rnn", "--seeds", "1", "-f", str(tmp_path)]
+    (run,) = study.plan(*experiment.parsed_study(parser.parse_args(arguments)))
+    run.folder.mkdir(parents=True)
+    study._record(tasks.adapter_for("maze"), run, "maze")
+    (run.folder / "result.json").write_text("{}")
+    record = json.loads((run.folder / "run.json").read_text())
+    del record["options"]["heldout_deterministic"]  # as a run recorded before --heldout-deterministic existed
+    (run.folder / "run.json").write_text(json.dumps(record))
+    (again,) = study.plan(*experiment.parsed_study(parser.parse_args(arguments)))
+    assert again.state() == "finished"
+    with pytest.raises(ValueError, match="heldout_deterministic is True there, False now"):
+        record["options"]["heldout_deterministic"] = True
+        (run.folder / "run.json").write_text(json.dumps(record))
+        study.plan(*experiment.parsed_study(parser.parse_args(arguments)))

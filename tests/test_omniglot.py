@@ -489,3 +489,24 @@ def test_plastic_rl_train_names_the_image_extractor_in_params(data_dir, tmp_path
     with pytest.raises(SystemExit):
         main([*train, "-params", "policy_kwargs:{features_extractor_class: Bogus}", "-f", str(tmp_path)])
     assert "features_extractor_class must be one of 'FlattenExtractor'" in capsys.readouterr().err
+
+
+def test_train_learns_omniglot_from_reward_with_its_yaml_entry_and_scores_the_test_classes(data_dir, tmp_path):
+    # The Omniglot-by-reward recipe of the command line: the YAML entry (whole episodes, the Conv-4 embedding),
+    # held-out episodes of the test classes answered greedily.
+    import csv
+
+    from plastic_rl.cli import main
+
+    split = ["split:paper", "test_characters:5", "validation_characters:5", f"data_dir:{data_dir}"]
+    small = "policy_kwargs:{hidden_size: 8, features_extractor_kwargs: {channels: 4}}"
+    held_out = ["--heldout-freq", "24", "--heldout-episodes", "4", "--heldout-env-kwargs", "part:test"]
+    arguments = ["train", "--env", "PlasticOmniglot-v0", "-n", "48", "--n-envs", "2", "--no-progress-bar"]
+    arguments += ["-f", str(tmp_path), "--env-kwargs", *split, "-params", small, *held_out, "--heldout-deterministic"]
+    assert main(arguments) == 0
+    (progress,) = tmp_path.rglob("progress.csv")
+    rows = [row for row in csv.DictReader(progress.open()) if row.get("heldout/episodes")]
+    assert [row["heldout/total_timesteps"] for row in rows] == ["24", "48"]
+    assert all(0 <= float(row["heldout/reward_mean"]) <= 1 for row in rows)  # the fraction of queries named right
+    config = (progress.parent / "config.yml").read_text()
+    assert "n_steps: 6" in config and "ImageKeyExtractor" in config

@@ -28,19 +28,27 @@ from plastic_rl.core.options import check_positive_int
 
 class HeldOutEvaluationCallback(BaseCallback):
     """Every ``eval_freq`` env steps (at the end of a rollout), the current policy on ``n_episodes`` held-out
-    episodes (:func:`plastic_rl.agents.evaluation.evaluate`: env seeds never used in training, sampled actions,
-    its own random stream), logged as ``heldout/*`` (reward, hits, first-hit steps, later gaps and their ratio)
-    to every output of the model's logger: TensorBoard and the run's ``progress.csv``.
+    episodes (:func:`plastic_rl.agents.evaluation.evaluate`: env seeds never used in training, sampled actions
+    unless ``deterministic``, its own random stream; ``env_kwargs`` those of the run, or e.g. of held-out classes),
+    logged as ``heldout/*`` (reward, hits, first-hit steps, later gaps and their ratio) to every output of the model's
+    logger: TensorBoard and the run's ``progress.csv``.
 
     The same episodes each time, so that the values form a curve of the signature over training; a run
     resumed from a checkpoint measures the same points as an uninterrupted one.
     """
 
     def __init__(
-        self, env_id: str, eval_freq: int, n_episodes: int, env_kwargs: dict[str, Any] | None = None, verbose: int = 0
+        self,
+        env_id: str,
+        eval_freq: int,
+        n_episodes: int,
+        env_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        deterministic: bool = False,
     ) -> None:
         super().__init__(verbose)
         self.env_id = env_id
+        self.deterministic = deterministic
         self.eval_freq = check_positive_int("eval_freq", eval_freq)
         self.n_episodes = check_positive_int("n_episodes", n_episodes)
         self.env_kwargs = dict(env_kwargs or {})
@@ -59,7 +67,9 @@ class HeldOutEvaluationCallback(BaseCallback):
             from plastic_rl.agents.evaluation import evaluate, log_summary
 
             self._measured = self.model.num_timesteps // self.eval_freq
-            result = evaluate(self.model, self.env_id, self.env_kwargs, n_episodes=self.n_episodes)
+            result = evaluate(
+                self.model, self.env_id, self.env_kwargs, n_episodes=self.n_episodes, deterministic=self.deterministic
+            )
             self.logger.record("heldout/total_timesteps", self.num_timesteps)  # the CSV row's x
             log_summary(self.logger, result, self.num_timesteps)
 

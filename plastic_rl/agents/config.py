@@ -22,8 +22,8 @@ class TrainConfig:
     """An RL training run: the options of ``plastic-rl train``, by their names there (``--n-timesteps`` is
     ``n_timesteps``), with their defaults; ``None`` takes the value from the hyperparameter YAML or means "never".
 
-    ``hyperparams`` and ``env_kwargs`` hold ``KEY:VALUE`` strings as the command line takes them (``-params``,
-    ``--env-kwargs``); their values are read as YAML when the run starts.
+    ``hyperparams``, ``env_kwargs`` and ``heldout_env_kwargs`` hold ``KEY:VALUE`` strings as the command line takes them
+    (``-params``, ``--env-kwargs``, ``--heldout-env-kwargs``); their values are read as YAML when the run starts.
     """
 
     algo: str = "plastic_a2c"
@@ -41,6 +41,8 @@ class TrainConfig:
     eval_episodes: int = 10
     heldout_freq: int | None = None
     heldout_episodes: int = 100
+    heldout_env_kwargs: tuple[str, ...] | None = None
+    heldout_deterministic: bool = False
     save_freq: int | None = None
     resume: str | None = None
     trained_agent: str | None = None
@@ -116,6 +118,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=defaults.heldout_episodes,
         help="held-out episodes per --heldout-freq measurement",
+    )
+    parser.add_argument(
+        "--heldout-env-kwargs",
+        nargs="+",
+        default=defaults.heldout_env_kwargs,
+        metavar="KEY:VALUE",
+        help="env kwargs of the held-out episodes over the run's own, e.g. part:test (Omniglot's test classes)",
+    )
+    parser.add_argument(
+        "--heldout-deterministic",
+        action="store_true",
+        help="answer the held-out episodes with the most likely actions (default: sampled, as a maze agent explores)",
     )
     parser.add_argument(
         "--save-freq",

@@ -347,7 +347,13 @@ def train(config: TrainConfig, folder: Path, checkpoint: dict[str, Any] | None =
         callbacks.append(eval_callback)
     if config.heldout_freq is not None:
         callbacks.append(
-            HeldOutEvaluationCallback(config.env, config.heldout_freq, config.heldout_episodes, env_kwargs)
+            HeldOutEvaluationCallback(
+                config.env,
+                config.heldout_freq,
+                config.heldout_episodes,
+                {**env_kwargs, **parse_key_values(config.heldout_env_kwargs, "--heldout-env-kwargs")},
+                deterministic=config.heldout_deterministic,
+            )
         )
     if config.save_freq is not None:
         arguments = {**config.as_options(), "resume": None}

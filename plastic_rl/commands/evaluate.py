@@ -20,7 +20,7 @@ from plastic_rl.agents.evaluation import (
     held_out_seeds,
     write_results,
 )
-from plastic_rl.agents.hyperparameters import algorithm_class
+from plastic_rl.agents.hyperparameters import algorithm_class, parse_key_values
 from plastic_rl.agents.run_folders import RUN_CONFIG, read_run_config
 from plastic_rl.commands.run_selection import add_run_selection, selected_model
 from plastic_rl.core.options import reported_as_bad_input
@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-episodes", type=int, default=DEFAULT_EPISODES, help="held-out episodes")
     parser.add_argument(
         "--first-seed", type=int, default=HELD_OUT_FIRST_SEED, help="env seeds are first-seed, first-seed + 1, ..."
+    )
+    parser.add_argument(
+        "--env-kwargs",
+        nargs="+",
+        default=None,
+        metavar="KEY:VALUE",
+        help="env kwargs over the run's own, e.g. part:test (Omniglot's test classes)",
     )
     parser.add_argument("--deterministic", action="store_true", help="take the most likely actions")
     parser.add_argument("--no-random", action="store_true", help="skip the random policy")
@@ -53,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
         config = read_run_config(folder)
         model = algorithm_class(config["algo"]).load(model_path, device=args.device)
         seeds = held_out_seeds(args.n_episodes, args.first_seed)
-    env_kwargs = dict(config["hyperparameters"].get("env_kwargs") or {})
+        env_kwargs = {
+            **(config["hyperparameters"].get("env_kwargs") or {}),
+            **parse_key_values(args.env_kwargs, "--env-kwargs"),
+        }
     print(f"Evaluating {model_path} ({config['algo']}, policy {config['policy']}, seed {config['seed']})")
     results = [evaluate(model, config["env"], env_kwargs, seeds=seeds, deterministic=args.deterministic,
                         name="trained agent")]  # fmt: skip

@@ -99,6 +99,10 @@ class TaskAdapter(ABC, Generic[ConfigT, OptionsT]):
         (a ``ValueError`` if the run's command would reject them); its folder is :meth:`launch`'s."""
 
     @abstractmethod
+    def default_config(self) -> ConfigT:
+        """A run with every option at its default: a run folder recorded before an option existed had its default."""
+
+    @abstractmethod
     def command(self, config: ConfigT) -> list[str]:
         """The ``plastic-rl`` arguments that run ``config`` alone, without its folder (see :meth:`location`)."""
 

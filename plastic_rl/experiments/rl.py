@@ -21,7 +21,7 @@ import numpy as np
 from plastic_rl.agents.config import TrainConfig
 from plastic_rl.agents.curves import monitor_episodes
 from plastic_rl.agents.evaluation import evaluate, held_out_seeds
-from plastic_rl.agents.hyperparameters import ALGORITHMS, POLICIES, algorithm_class
+from plastic_rl.agents.hyperparameters import ALGORITHMS, POLICIES, algorithm_class, parse_key_values
 from plastic_rl.agents.run_folders import read_run_config
 from plastic_rl.core.files import cached_json, file_sha256
 from plastic_rl.core.options import config_from
@@ -62,7 +62,8 @@ HELD_OUT_DETAILS = {
 
 def held_out_evaluation(train_folder: Path, options: dict[str, Any]) -> dict[str, float]:
     """The statistics (:meth:`~plastic_rl.agents.evaluation.EvaluationResult.statistics`) of the run's final
-    model on :data:`HELD_OUT_EPISODES` held-out episodes (env seeds never used in training), sampled actions.
+    model on :data:`HELD_OUT_EPISODES` held-out episodes (env seeds never used in training), sampled actions unless
+    the run's ``heldout_deterministic``, of its env with its ``heldout_env_kwargs`` over its own.
 
     Read from ``heldout.json`` beside the model when it was made from the same model file, else measured and
     written there."""
@@ -70,13 +71,18 @@ def held_out_evaluation(train_folder: Path, options: dict[str, Any]) -> dict[str
     if not models:
         raise ValueError(f"no final model {options['env']}.zip under {train_folder}")
     seeds = held_out_seeds(HELD_OUT_EPISODES)
-    key = {"model_sha256": file_sha256(models[0]), "first_seed": seeds[0], "episodes": len(seeds)}
+    held_out_kwargs = parse_key_values(options.get("heldout_env_kwargs"), "--heldout-env-kwargs")
+    deterministic = bool(options.get("heldout_deterministic"))
+    key: dict[str, Any] = {"model_sha256": file_sha256(models[0]), "first_seed": seeds[0], "episodes": len(seeds)}
+    # Only when set, so that the records of runs without them stay valid.
+    key.update({"env_kwargs": held_out_kwargs} if held_out_kwargs else {})
+    key.update({"deterministic": True} if deterministic else {})
 
     def measure() -> dict[str, float]:
         config = read_run_config(models[0].parent)
         model = algorithm_class(options["algo"]).load(models[0], device="cpu")
-        env_kwargs = config["hyperparameters"].get("env_kwargs") or {}
-        return evaluate(model, options["env"], env_kwargs, seeds=seeds).summary
+        env_kwargs = {**(config["hyperparameters"].get("env_kwargs") or {}), **held_out_kwargs}
+        return evaluate(model, options["env"], env_kwargs, seeds=seeds, deterministic=deterministic).summary
 
     return cached_json(models[0].parent / HELD_OUT_RECORD, key, measure)
 
@@ -146,8 +152,10 @@ class RLStudyOptions:
     Every run trains ``algo`` on ``env`` for ``timesteps`` env steps with ``n_envs`` envs (``None``: the YAML's), a
     checkpoint every ``save_freq`` steps, the ``hyperparams_set``, ``-params`` (``hyperparams``) and ``env_kwargs``
     given, and its held-out signature every ``heldout_freq`` steps on ``heldout_episodes`` episodes (``None``: not
-    measured). ``score`` (a :data:`SCORES` name) and ``final_fraction``, ``bin_episodes`` (``None``: about 40 curve
-    points) say how runs are read back.
+    measured), of the env with ``heldout_env_kwargs`` over its own (e.g. Omniglot's test classes), answered with the
+    most likely actions when ``heldout_deterministic``: these two also hold for ``--score heldout``. ``score`` (a
+    :data:`SCORES` name) and ``final_fraction``, ``bin_episodes`` (``None``: about 40 curve points) say how runs are
+    read back.
     """
 
     env: str = "PlasticMaze-v0"
@@ -162,6 +170,8 @@ class RLStudyOptions:
     score: str = "training"
     heldout_freq: int | None = None
     heldout_episodes: int = 100
+    heldout_env_kwargs: tuple[str, ...] | None = None
+    heldout_deterministic: bool = False
     final_fraction: float = 0.1
     bin_episodes: int | None = None
 
@@ -218,6 +228,18 @@ class RLAdapter(TaskAdapter[TrainConfig, RLStudyOptions]):
             help="held-out episodes per --heldout-freq measurement (the same episodes each time)",
         )
         parser.add_argument(
+            "--heldout-env-kwargs",
+            nargs="+",
+            default=None,
+            metavar="KEY:VALUE",
+            help="env kwargs of the held-out episodes over each run's own, e.g. part:test (Omniglot's test classes)",
+        )
+        parser.add_argument(
+            "--heldout-deterministic",
+            action="store_true",
+            help="answer the held-out episodes with the most likely actions (default: sampled)",
+        )
+        parser.add_argument(
             "--final-fraction", type=float, default=defaults.final_fraction, help="last fraction of episodes scored"
         )
         parser.add_argument("--bin-episodes", type=int, default=None, help="episodes per curve point (default: auto)")
@@ -245,10 +267,15 @@ class RLAdapter(TaskAdapter[TrainConfig, RLStudyOptions]):
             hyperparams_set=options.hyperparams_set or None,
             hyperparams=tuple(hyperparameters) or None,
             env_kwargs=options.env_kwargs or None,
+            heldout_env_kwargs=options.heldout_env_kwargs or None,
+            heldout_deterministic=options.heldout_deterministic,
         )
         if options.heldout_freq:
             config = replace(config, heldout_freq=options.heldout_freq, heldout_episodes=options.heldout_episodes)
         return config
+
+    def default_config(self) -> TrainConfig:
+        return TrainConfig()
 
     def command(self, config: TrainConfig) -> list[str]:
         argv = ["train", "--algo", config.algo, "--env", config.env, "--policy", config.policy]
@@ -260,6 +287,10 @@ class RLAdapter(TaskAdapter[TrainConfig, RLStudyOptions]):
             argv += ["--hyperparams-set", config.hyperparams_set]
         if config.heldout_freq:
             argv += ["--heldout-freq", str(config.heldout_freq), "--heldout-episodes", str(config.heldout_episodes)]
+        if config.heldout_env_kwargs:
+            argv += ["--heldout-env-kwargs", *config.heldout_env_kwargs]
+        if config.heldout_deterministic:
+            argv += ["--heldout-deterministic"]
         if config.hyperparams:
             argv += ["-params", *config.hyperparams]
         if config.env_kwargs:

@@ -46,11 +46,20 @@ class Run:
     config: Any  # the adapter's configuration object, which its launch trains
     argv: tuple[str, ...]  # the plastic-rl command line of the run, without its folder
     options: dict[str, Any]
+    # Every option's default (TaskAdapter.option_defaults): what a record made before an option existed stands for.
+    option_defaults: dict[str, Any]
+
+    def recorded_options(self) -> dict[str, Any] | None:
+        """The options recorded in the run's folder (``None`` if none are), those added since at their default."""
+        path = self.folder / RUN_RECORD
+        if not path.exists():
+            return None
+        return {**self.option_defaults, **json.loads(path.read_text())["options"]}
 
     def extends(self) -> bool:
         """Whether the folder holds a shorter run of this one (:func:`plan` allows no other difference)."""
-        path = self.folder / RUN_RECORD
-        return path.exists() and json.loads(path.read_text())["options"] != self.options
+        recorded = self.recorded_options()
+        return recorded is not None and recorded != self.options
 
     @property
     def group(self) -> str:
@@ -102,6 +111,7 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
             raise ValueError(f"--sweep takes a key and at least one value; got {' '.join(sweep)!r}")
     root = Path(study.out)
     adapter.check_options(study.task_options, root)
+    defaults = _json(adapter.options(adapter.default_config()))
     sweeps = [[(sweep[0], value) for value in sweep[1:]] for sweep in study.sweep]
     runs, mismatches = [], []
     for seed in range(study.first_seed, study.first_seed + study.seeds):
@@ -111,7 +121,8 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
                 folder = root / name / f"seed_{seed}"
                 config = adapter.config(study.task_options, condition, seed, dict(overrides))
                 options = _json(adapter.options(config))
-                run = Run(condition, overrides, seed, folder, config, tuple(adapter.command(config)), options)
+                argv = tuple(adapter.command(config))
+                run = Run(condition, overrides, seed, folder, config, argv, options, defaults)
                 differences = _differences(run)
                 if differences and not _extends(adapter, run, differences):
                     mismatches += [
@@ -129,10 +140,9 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
 
 def _differences(run: Run) -> list[tuple[str, Any, Any]]:
     """``(option, recorded value, value now)`` for each option that differs from the run folder's record."""
-    path = run.folder / RUN_RECORD
-    if not path.exists():
+    recorded = run.recorded_options()
+    if recorded is None:
         return []
-    recorded = json.loads(path.read_text())["options"]
     keys = sorted(set(recorded) | set(run.options))
     return [(key, recorded.get(key), run.options.get(key)) for key in keys if recorded.get(key) != run.options.get(key)]
 

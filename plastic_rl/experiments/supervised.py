@@ -82,8 +82,7 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
 
     def _passed_options(self) -> list[str]:
         """The run command's options that the experiment passes through, in the command's order."""
-        defaults = SupervisedConfig.from_options({"task": self.task, "model": self.registered.model_names[0]})
-        return [name for name in defaults.as_options() if name not in PER_RUN_OPTIONS]
+        return [name for name in self.default_config().as_options() if name not in PER_RUN_OPTIONS]
 
     def _swept_value(self, name: str, value: str) -> Any:
         """``--sweep``'s ``value`` of the run command's option ``name``, parsed and checked as the command does."""
@@ -161,6 +160,9 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
             "no_progress": True,
         }
         return SupervisedConfig.from_options({**shared, **swept, **per_run})
+
+    def default_config(self) -> SupervisedConfig:
+        return SupervisedConfig.from_options({"task": self.task, "model": self.registered.model_names[0]})
 
     def command(self, config: SupervisedConfig) -> list[str]:
         options = config.as_options()
