@@ -510,3 +510,32 @@ def test_train_learns_omniglot_from_reward_with_its_yaml_entry_and_scores_the_te
     assert all(0 <= float(row["heldout/reward_mean"]) <= 1 for row in rows)  # the fraction of queries named right
     config = (progress.parent / "config.yml").read_text()
     assert "n_steps: 6" in config and "ImageKeyExtractor" in config
+
+
+def test_the_omniglot_env_can_hold_each_drawing_and_the_query_for_several_steps(data_dir):
+    kwargs = dict(split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir))
+    once, held = (
+        gym.make("PlasticOmniglot-v0", **kwargs),
+        gym.make("PlasticOmniglot-v0", steps_shown=2, query_steps=3, **kwargs),
+    )
+    shown, first_info = once.reset(seed=4)
+    observations, info = [held.reset(seed=4)[0]], first_info
+    assert info == first_info  # the same episode: the same draws from the same seed
+    once_observations = [shown]
+    for _ in range(5):
+        once_observations.append(once.step(0)[0])
+    rewards = []
+    for _ in range(2 * 5 + 3):
+        observation, reward, terminated, _, _ = held.step(info["target"])
+        rewards.append(reward)
+        if terminated:
+            break
+        observations.append(observation)
+    # Each labelled drawing twice, then the query three times; only the last answer is scored (here the right one).
+    assert len(observations) == 13 and rewards == [0.0] * 12 + [1.0] and terminated
+    for step, observation in enumerate(observations):
+        expected = once_observations[min(step // 2, 5)]
+        np.testing.assert_array_equal(observation["image"], expected["image"])
+        np.testing.assert_array_equal(observation["label"], expected["label"])
+    with pytest.raises(ValueError, match="query_steps must be a positive integer"):
+        gym.make("PlasticOmniglot-v0", query_steps=0, **kwargs)

@@ -12,6 +12,7 @@ from gymnasium import spaces
 from plastic_rl.core.options import check_choice, check_positive_int
 from plastic_rl.data.omniglot import IMAGE_SIZE, ROTATIONS, OmniglotImages, OmniglotSplit, load_images, make_split
 from plastic_rl.envs.frames import grey_cells, side_by_side, warn_no_render_mode
+from plastic_rl.envs.presentation import PresentationSchedule
 
 RENDER_PIXELS = 4  # screen pixels a side per image pixel
 
@@ -102,16 +103,19 @@ class OmniglotEnv(gym.Env):
     """Omniglot one-shot classification: see one labelled drawing of each of N characters, name a new one.
 
     Each episode draws ``ways`` classes of the split's ``part`` and shows ``shots`` drawings of each,
-    with their label, in random order; then one new drawing of one of them, without its label. See
-    :func:`draw_episode` and, for the splits, :mod:`plastic_rl.data.omniglot`.
+    with their label, in random order, each for ``steps_shown`` steps; then one new drawing of one of them, without
+    its label, for ``query_steps`` steps. See :func:`draw_episode` and, for the splits, :mod:`plastic_rl.data.omniglot`.
+    A recurrent plastic network reads its trace with the previous step's activity, so it can recall what the query
+    drawing was shown with only from the query's second step on (``query_steps=2``), and it associates a drawing with
+    its label across steps most directly when both are held for two (``steps_shown=2``).
 
     Observation: ``Dict(image=Box(0, 1, (31, 31)), label=Box(0, 1, (ways,)))``: the drawing (ink = 1)
     and its one-hot label, all zeros at the query.
 
-    Action: ``Discrete(ways)``, the class named. Only the action taken at the query is scored.
+    Action: ``Discrete(ways)``, the class named. Only the action taken at the query's last step is scored.
 
-    Reward: 1 if the query's class is named, else 0, given at the query step, which ends the episode;
-    0 before.
+    Reward: 1 if the query's class is named, else 0, given at the query's last step, which ends the episode;
+    0 before. Episodes are ``ways * shots * steps_shown + query_steps`` steps long.
 
     Info: ``"target"`` (the query's label) on every step, for supervised use.
 
@@ -122,6 +126,7 @@ class OmniglotEnv(gym.Env):
     Parameters
     ----------
     ways, shots : N and K (5-way 1-shot by default).
+    steps_shown, query_steps : steps each labelled drawing and the query are shown for (1 and 1: the paper's episode).
     split, part : ``"vinyals"``, ``"paper"``, ``"lake"`` or a split file (see
         :meth:`plastic_rl.data.omniglot.OmniglotSplit.from_file`), and ``"train"``, ``"validation"`` or ``"test"``.
     split_seed, test_characters, validation_characters : the paper split's draw.
@@ -141,6 +146,8 @@ class OmniglotEnv(gym.Env):
         validation_characters: int = 100,
         data_dir: str | None = None,
         render_mode: str | None = None,
+        steps_shown: int = 1,
+        query_steps: int = 1,
     ) -> None:
         if render_mode is not None:
             check_choice("render_mode", render_mode, self.metadata["render_modes"])
@@ -153,6 +160,8 @@ class OmniglotEnv(gym.Env):
         self.split = make_split(split, images, split_seed, test_characters, validation_characters)
         self.classes = OmniglotClasses.of(images, self.split, part)
         self.ways, self.shots = ways, shots
+        self.schedule = PresentationSchedule(ways * shots, steps_shown, 0, 1, query_steps)
+        """When each labelled drawing and the query are shown (a drawing at a time, in the episode's order)."""
         self.observation_space = spaces.Dict(
             {
                 "image": spaces.Box(0.0, 1.0, (IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32),
@@ -164,15 +173,20 @@ class OmniglotEnv(gym.Env):
         self._answer: int | None = None  # the class named at the query, for render()
         self._step = 0
 
+    def _shown(self, step: int) -> int:
+        """The index into the episode's drawings of what ``step`` shows."""
+        schedule = self.schedule
+        return min(step, schedule.query_start) // schedule.steps_shown
+
     def _observation(self, step: int | None = None) -> dict[str, np.ndarray]:
         """The observation at ``step`` (default: the current one)."""
         episode = self._episode
         assert episode is not None, "reset() draws the episode"
-        step = self._step if step is None else step
+        shown = self._shown(self._step if step is None else step)
         label = np.zeros(self.ways, dtype=np.float32)
-        if episode.labels[step] >= 0:
-            label[episode.labels[step]] = 1.0
-        return {"image": episode.images[step].copy(), "label": label}
+        if episode.labels[shown] >= 0:
+            label[episode.labels[shown]] = 1.0
+        return {"image": episode.images[shown].copy(), "label": label}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
@@ -182,10 +196,10 @@ class OmniglotEnv(gym.Env):
         return self._observation(), {"target": int(self._episode.targets[0])}
 
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
-        if self._episode is None or self._step >= len(self._episode.labels):
+        if self._episode is None or self._step >= self.schedule.episode_length:
             raise RuntimeError("step() called after the episode ended; call reset()")
         info = {"target": int(self._episode.targets[0])}
-        if self._step == len(self._episode.labels) - 1:
+        if self._step == self.schedule.episode_length - 1:
             self._step += 1
             self._answer = int(action)
             reward = float(self._answer == info["target"])
@@ -200,9 +214,9 @@ class OmniglotEnv(gym.Env):
             return None
         episode = self._episode
         assert episode is not None, "reset() draws the episode"
-        shown = min(self._step, len(episode.labels) - 1)
-        drawing = grey_cells(episode.images[shown], IMAGE_SIZE, RENDER_PIXELS, 1.0, 0.0)
-        rows = [self._observation(shown)["label"]]
+        step = min(self._step, self.schedule.episode_length - 1)
+        drawing = grey_cells(episode.images[self._shown(step)], IMAGE_SIZE, RENDER_PIXELS, 1.0, 0.0)
+        rows = [self._observation(step)["label"]]
         if self._answer is not None:
             rows += [np.eye(self.ways)[self._answer], np.eye(self.ways)[episode.targets[0]]]
         cell = max(IMAGE_SIZE * RENDER_PIXELS // self.ways, 1)
