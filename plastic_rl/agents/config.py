@@ -119,18 +119,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.heldout_episodes,
         help="held-out episodes per --heldout-freq measurement",
     )
-    parser.add_argument(
-        "--heldout-env-kwargs",
-        nargs="+",
-        default=defaults.heldout_env_kwargs,
-        metavar="KEY:VALUE",
-        help="env kwargs of the held-out episodes over the run's own, e.g. part:test (Omniglot's test classes)",
-    )
-    parser.add_argument(
-        "--heldout-deterministic",
-        action="store_true",
-        help="answer the held-out episodes with the most likely actions (default: sampled, as a maze agent explores)",
-    )
+    add_held_out_settings(parser)
     parser.add_argument(
         "--save-freq",
         type=positive_int,
@@ -188,4 +177,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.verbose,
         choices=[0, 1, 2],
         help="SB3 verbosity (1: print the training logs)",
+    )
+
+
+def add_held_out_settings(parser: argparse.ArgumentParser) -> None:
+    """``--heldout-env-kwargs`` and ``--heldout-deterministic``: which episodes the held-out measurements are of and
+    how they are answered (``plastic-rl train``, and ``plastic-rl experiment maze`` for every run)."""
+    parser.add_argument(
+        "--heldout-env-kwargs",
+        nargs="+",
+        default=TrainConfig.heldout_env_kwargs,
+        metavar="KEY:VALUE",
+        help="env kwargs of the held-out episodes over the run's own, e.g. part:test (Omniglot's test classes)",
+    )
+    parser.add_argument(
+        "--heldout-deterministic",
+        action="store_true",
+        help="answer the held-out episodes with the most likely actions (default: sampled, as a maze agent explores)",
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from plastic_rl.agents.config import TrainConfig
+from plastic_rl.agents.config import TrainConfig, add_held_out_settings
 from plastic_rl.agents.curves import monitor_episodes
 from plastic_rl.agents.evaluation import evaluate, held_out_seeds
 from plastic_rl.agents.hyperparameters import ALGORITHMS, POLICIES, algorithm_class, parse_key_values
@@ -227,18 +227,7 @@ class RLAdapter(TaskAdapter[TrainConfig, RLStudyOptions]):
             default=defaults.heldout_episodes,
             help="held-out episodes per --heldout-freq measurement (the same episodes each time)",
         )
-        parser.add_argument(
-            "--heldout-env-kwargs",
-            nargs="+",
-            default=None,
-            metavar="KEY:VALUE",
-            help="env kwargs of the held-out episodes over each run's own, e.g. part:test (Omniglot's test classes)",
-        )
-        parser.add_argument(
-            "--heldout-deterministic",
-            action="store_true",
-            help="answer the held-out episodes with the most likely actions (default: sampled)",
-        )
+        add_held_out_settings(parser)
         parser.add_argument(
             "--final-fraction", type=float, default=defaults.final_fraction, help="last fraction of episodes scored"
         )
