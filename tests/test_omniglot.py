@@ -539,3 +539,22 @@ def test_the_omniglot_env_can_hold_each_drawing_and_the_query_for_several_steps(
         np.testing.assert_array_equal(observation["label"], expected["label"])
     with pytest.raises(ValueError, match="query_steps must be a positive integer"):
         gym.make("PlasticOmniglot-v0", query_steps=0, **kwargs)
+
+
+def test_a_frozen_image_key_extractor_keeps_its_embedding_while_the_rest_of_the_agent_learns(data_dir):
+    import torch
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from plastic_rl.agents import ImageKeyExtractor, PlasticA2C
+
+    kwargs = dict(split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir))
+    vec_env = DummyVecEnv([lambda: gym.make("PlasticOmniglot-v0", **kwargs)] * 2)
+    policy_kwargs = {"hidden_size": 8, "features_extractor_class": ImageKeyExtractor,
+                     "features_extractor_kwargs": {"channels": 4, "frozen": True}}  # fmt: skip
+    model = PlasticA2C("PlasticRecurrentPolicy", vec_env, n_steps=6, policy_kwargs=policy_kwargs, seed=0)
+    embedding = {name: value.clone() for name, value in model.policy.features_extractor.state_dict().items()}
+    core = model.policy.core.weight.detach().clone()
+    model.learn(24)
+    for name, value in model.policy.features_extractor.state_dict().items():
+        torch.testing.assert_close(value, embedding[name], rtol=0, atol=0)
+    assert not torch.equal(model.policy.core.weight, core)

@@ -24,10 +24,17 @@ class ImageKeyExtractor(BaseFeaturesExtractor):
     image_key : the key of the image.
     embedding : ``"conv4"`` or ``"paper"`` (see :func:`~plastic_rl.core.embeddings.image_embedding`).
     channels : the embedding's filters, and the size of its features for a 31x31 image.
+    frozen : the embedding takes no gradient (e.g. one trained elsewhere and copied in: only the layers after it
+        learn).
     """
 
     def __init__(
-        self, observation_space: spaces.Dict, image_key: str = "image", embedding: str = "conv4", channels: int = 64
+        self,
+        observation_space: spaces.Dict,
+        image_key: str = "image",
+        embedding: str = "conv4",
+        channels: int = 64,
+        frozen: bool = False,
     ) -> None:
         if not isinstance(observation_space, spaces.Dict) or image_key not in observation_space.spaces:
             raise ValueError(
@@ -43,7 +50,7 @@ class ImageKeyExtractor(BaseFeaturesExtractor):
         other_features = sum(spaces.flatdim(observation_space[key]) for key in others)
         super().__init__(observation_space, image_features + other_features)
         self.image_key, self.other_keys, self.image_shape = image_key, others, tuple(shape[-2:])
-        self.embedding = network
+        self.embedding = network.requires_grad_(not frozen)
 
     def train(self, mode: bool = True) -> ImageKeyExtractor:
         super().train(mode)
