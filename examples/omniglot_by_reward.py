@@ -5,7 +5,8 @@ Each episode shows one labelled drawing of each of 5 classes, then an unlabelled
 action and gets reward 1 when right. The drawings go through the supervised classifier's Conv-4 embedding
 (ImageKeyExtractor); the plastic core's Hebbian trace is the only memory of the episode's labels. Each drawing and the
 query are held for two steps: the core reads its trace with the previous step's activity, so the query must be that
-activity when the answer counts (RESULTS.md, Experiment 3, "Omniglot from reward alone").
+activity when the answer counts. At these settings it stays at chance within minutes, even on a frozen supervised
+embedding (RESULTS.md, Experiment 3, "Omniglot from reward alone", and what limits it).
 
 --embedding-from RUN/model.pt copies the embedding of a `plastic-rl supervised omniglot` model and freezes it: then
 only the recurrent association is learnt from reward (a diagnostic: do the features or the association limit it?).
@@ -23,12 +24,16 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import plastic_rl  # noqa: F401  (registers the envs)
 from plastic_rl.agents import ImageKeyExtractor, PlasticA2C
+from plastic_rl.agents.hyperparameters import parse_key_values
 from plastic_rl.supervised import load_model
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--minutes", type=float, default=1.0, help="training time")
 parser.add_argument("--embedding-from", metavar="MODEL.pt", help="a supervised Omniglot model's embedding, frozen")
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument(
+    "--policy-kwargs", nargs="+", default=[], metavar="KEY:VALUE", help="policy settings over the ones below"
+)
 args = parser.parse_args()
 torch.set_num_threads(1)
 
@@ -43,14 +48,17 @@ model = PlasticA2C(
     gamma=1.0,  # the reward comes at the last step: no discounting within an episode
     learning_rate=1e-3,
     ent_coef=0.01,
-    # eta and alpha of order 1/10 to 1: at the core's maze defaults (0.01) a 12-step trace is too faint to learn from
-    policy_kwargs=dict(
-        hidden_size=64,
-        hebbian_learning_rate=0.5,
-        init_scale=0.1,
-        features_extractor_class=ImageKeyExtractor,
-        features_extractor_kwargs=extractor,
-    ),
+    # eta 0.1: at the maze's 0.01 a 12-step trace is too faint to learn from, at 0.5 decaying Hebb keeps 0.2% of the
+    # first drawing by the query; alphas (and weights) in [0, 0.1): a random sign per alpha scrambles the recall.
+    policy_kwargs={
+        "hidden_size": 64,
+        "hebbian_learning_rate": 0.1,
+        "init_scale": 0.1,
+        "init_distribution": "uniform",
+        "features_extractor_class": ImageKeyExtractor,
+        "features_extractor_kwargs": extractor,
+        **parse_key_values(args.policy_kwargs, "--policy-kwargs"),
+    },
     seed=args.seed,
 )
 if args.embedding_from:
