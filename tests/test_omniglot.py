@@ -500,16 +500,16 @@ def test_train_learns_omniglot_from_reward_with_its_yaml_entry_and_scores_the_te
 
     split = ["split:paper", "test_characters:5", "validation_characters:5", f"data_dir:{data_dir}"]
     small = "policy_kwargs:{hidden_size: 8, features_extractor_kwargs: {channels: 4}}"
-    held_out = ["--heldout-freq", "24", "--heldout-episodes", "4", "--heldout-env-kwargs", "part:test"]
-    arguments = ["train", "--env", "PlasticOmniglot-v0", "-n", "48", "--n-envs", "2", "--no-progress-bar"]
+    held_out = ["--heldout-freq", "48", "--heldout-episodes", "4", "--heldout-env-kwargs", "part:test"]
+    arguments = ["train", "--env", "PlasticOmniglot-v0", "-n", "96", "--n-envs", "2", "--no-progress-bar"]
     arguments += ["-f", str(tmp_path), "--env-kwargs", *split, "-params", small, *held_out, "--heldout-deterministic"]
     assert main(arguments) == 0
     (progress,) = tmp_path.rglob("progress.csv")
     rows = [row for row in csv.DictReader(progress.open()) if row.get("heldout/episodes")]
-    assert [row["heldout/total_timesteps"] for row in rows] == ["24", "48"]
+    assert [row["heldout/total_timesteps"] for row in rows] == ["48", "96"]
     assert all(0 <= float(row["heldout/reward_mean"]) <= 1 for row in rows)  # the fraction of queries named right
     config = (progress.parent / "config.yml").read_text()
-    assert "n_steps: 6" in config and "ImageKeyExtractor" in config
+    assert "n_steps: 12" in config and "query_steps: 2" in config and "ImageKeyExtractor" in config
 
 
 def test_the_omniglot_env_can_hold_each_drawing_and_the_query_for_several_steps(data_dir):
