@@ -1,84 +1,83 @@
 """Omniglot 5-way 1-shot learned from reward alone: PlasticA2C on PlasticOmniglot-v0 for a minute (or --minutes),
-then scored on test classes it never saw.
+scored on test classes it never saw every --eval-every minutes of training.
 
 Each episode shows one labelled drawing of each of 5 classes, then an unlabelled one; the agent names it with an
 action and gets reward 1 when right. The drawings go through the supervised classifier's Conv-4 embedding
-(ImageKeyExtractor); the plastic core's Hebbian trace is the only memory of the episode's labels. Each drawing and the
-query are held for two steps: the core reads its trace with the previous step's activity, so the query must be that
-activity when the answer counts. At these settings it stays at chance within minutes, even on a frozen supervised
-embedding (RESULTS.md, Experiment 3, "Omniglot from reward alone", and what limits it).
+(ImageKeyExtractor). The policy (--policy) and its settings are those of `plastic-rl train --env PlasticOmniglot-v0
+--policy P` (the packaged YAML):
+- readout (the default): PlasticReadoutPolicy, the supervised classifier's plastic head, whose trace the shown labels
+  write and the query reads (the entry "PlasticOmniglot-v0:readout");
+- plastic, rnn, lstm: a recurrent core of 64 neurons (plastic, plain, LSTM), each drawing and the query held for two
+  steps (the entry "PlasticOmniglot-v0"). The plastic core stays at chance (RESULTS.md, Experiment 3, "Omniglot from
+  reward alone", which says what limits it).
 
---embedding-from RUN/model.pt copies the embedding of a `plastic-rl supervised omniglot` model and freezes it: then
-only the recurrent association is learnt from reward (a diagnostic: do the features or the association limit it?).
+The score: greedy answers on --eval-episodes held-out episodes of the test classes (the same episodes each time), with
+a 95% confidence interval; the minutes are training time (scoring excluded). --out writes the curve as CSV.
+--embedding-from RUN/model.pt copies the embedding of a `plastic-rl supervised omniglot` model and freezes it (a
+diagnostic: do the features or the association limit it?).
 
-    PLASTIC_RL_DATA=../shared/data python examples/omniglot_by_reward.py [--minutes 10 --embedding-from RUN/model.pt]
+    PLASTIC_RL_DATA=../shared/data python examples/omniglot_by_reward.py [--policy readout --minutes 30 --eval-every 5]
 """
 
 import argparse
+import csv
+import io
 import time
 
 import gymnasium as gym
-import numpy as np
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import plastic_rl  # noqa: F401  (registers the envs)
-from plastic_rl.agents import ImageKeyExtractor, PlasticA2C
-from plastic_rl.agents.hyperparameters import parse_key_values
+from plastic_rl.agents.evaluation import evaluate
+from plastic_rl.agents.hyperparameters import hyperparameters_for_policy, parse_key_values
+from plastic_rl.agents.training import build_model
+from plastic_rl.core.files import atomic_write_text
 from plastic_rl.supervised import load_model
 
+ENV = "PlasticOmniglot-v0"
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--policy", default="readout", choices=["readout", "plastic", "rnn", "lstm"])
 parser.add_argument("--minutes", type=float, default=1.0, help="training time")
-parser.add_argument("--embedding-from", metavar="MODEL.pt", help="a supervised Omniglot model's embedding, frozen")
+parser.add_argument("--eval-every", type=float, help="minutes of training between scores (default: --minutes)")
+parser.add_argument("--eval-episodes", type=int, default=1000, help="held-out test-class episodes per score")
 parser.add_argument("--seed", type=int, default=0)
-parser.add_argument(
-    "--policy-kwargs", nargs="+", default=[], metavar="KEY:VALUE", help="policy settings over the ones below"
-)
+parser.add_argument("--embedding-from", metavar="MODEL.pt", help="a supervised Omniglot model's embedding, frozen")
+parser.add_argument("--policy-kwargs", nargs="+", default=[], metavar="KEY:VALUE", help="over the YAML's")
+parser.add_argument("--out", metavar="CURVE.csv", help="write minutes, episodes, accuracy and its CI here")
 args = parser.parse_args()
 torch.set_num_threads(1)
 
-PROTOCOL = dict(steps_shown=2, query_steps=2)  # 5 drawings x 2 steps, then the query for 2: 12 steps
-STEPS = 12
-extractor = dict(frozen=args.embedding_from is not None)
-train_env = DummyVecEnv([lambda: gym.make("PlasticOmniglot-v0", part="train", **PROTOCOL)] * 16)
-model = PlasticA2C(
-    "PlasticRecurrentPolicy",
-    train_env,
-    n_steps=STEPS,  # one whole episode per env and update
-    gamma=1.0,  # the reward comes at the last step: no discounting within an episode
-    learning_rate=1e-3,
-    ent_coef=0.01,
-    # eta 0.1: at the maze's 0.01 a 12-step trace is too faint to learn from, at 0.5 decaying Hebb keeps 0.2% of the
-    # first drawing by the query; alphas (and weights) in [0, 0.1): a random sign per alpha scrambles the recall.
-    policy_kwargs={
-        "hidden_size": 64,
-        "hebbian_learning_rate": 0.1,
-        "init_scale": 0.1,
-        "init_distribution": "uniform",
-        "features_extractor_class": ImageKeyExtractor,
-        "features_extractor_kwargs": extractor,
-        **parse_key_values(args.policy_kwargs, "--policy-kwargs"),
-    },
-    seed=args.seed,
-)
+entry = hyperparameters_for_policy("plastic_a2c", ENV, args.policy, "readout" if args.policy == "readout" else None)
+entry["policy_kwargs"].update(parse_key_values(args.policy_kwargs, "--policy-kwargs"))
+if args.embedding_from:
+    entry["policy_kwargs"]["features_extractor_kwargs"] = {"frozen": True}
+env_kwargs = entry["env_kwargs"]
+train_env = DummyVecEnv([lambda: gym.make(ENV, **env_kwargs)] * entry["n_envs"])
+model = build_model("plastic_a2c", args.policy, train_env, entry, seed=args.seed)
 if args.embedding_from:
     supervised = load_model(args.embedding_from)
     model.policy.features_extractor.embedding.load_state_dict(supervised.embedding.state_dict())
-started = time.perf_counter()
-while time.perf_counter() - started < 60 * args.minutes:
-    model.learn(16 * STEPS * 50, reset_num_timesteps=False)
-print(f"trained {model.num_timesteps // STEPS:,} episodes in {time.perf_counter() - started:.0f} s")
+steps_per_update = entry["n_envs"] * entry["n_steps"]  # one whole episode per env and update
 
-# Test classes, greedy answers; the recurrent state goes back in at every step.
-test_env = gym.make("PlasticOmniglot-v0", part="test", **PROTOCOL)
-correct = []
-for seed in range(1_000_000, 1_000_500):
-    observation, _ = test_env.reset(seed=seed)
-    state, start, terminated, reward = None, np.ones(1, dtype=bool), False, 0.0
-    while not terminated:
-        action, state = model.predict(observation, state=state, episode_start=start, deterministic=True)
-        start = np.zeros(1, dtype=bool)
-        observation, reward, terminated, _, _ = test_env.step(int(action))
-    correct.append(reward)
-accuracy, half_width = np.mean(correct), 1.96 * np.std(correct) / np.sqrt(len(correct))
-print(f"5-way 1-shot accuracy on 500 test episodes: {accuracy:.1%} +/- {half_width:.1%} (chance 20%)")
+curve, trained_seconds = [], 0.0
+eval_every = args.eval_every or args.minutes
+while trained_seconds < 60 * args.minutes - 1e-9:
+    started = time.perf_counter()
+    next_score = min(trained_seconds + 60 * eval_every, 60 * args.minutes)
+    while trained_seconds + time.perf_counter() - started < next_score:
+        model.learn(steps_per_update * 10, reset_num_timesteps=False)
+    trained_seconds += time.perf_counter() - started
+    test = {**env_kwargs, "part": "test"}
+    score = evaluate(model, ENV, test, n_episodes=args.eval_episodes, deterministic=True).summary
+    episodes = model.num_timesteps // entry["n_steps"]
+    curve.append(dict(minutes=trained_seconds / 60, episodes=episodes, accuracy=score["reward_mean"],
+                      ci95=score["reward_ci95"]))  # fmt: skip
+    print(f"{trained_seconds / 60:.1f} min, {episodes:,} episodes: {score['reward_mean']:.1%} +/- "
+          f"{score['reward_ci95']:.1%} on {args.eval_episodes} test-class episodes (chance 20%)")  # fmt: skip
+    if args.out:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(curve[0]))
+        writer.writeheader()
+        writer.writerows(curve)
+        atomic_write_text(args.out, text.getvalue())

@@ -512,6 +512,31 @@ def test_train_learns_omniglot_from_reward_with_its_yaml_entry_and_scores_the_te
     assert "n_steps: 12" in config and "query_steps: 2" in config and "ImageKeyExtractor" in config
 
 
+def test_train_runs_the_readout_policy_with_its_yaml_entry_where_the_recurrent_cores_settings_give_way(
+    data_dir, tmp_path
+):
+    import csv
+
+    split = ["split:paper", "test_characters:5", "validation_characters:5", f"data_dir:{data_dir}"]
+    small = "policy_kwargs:{features_extractor_kwargs: {channels: 4}}"
+    held_out = ["--heldout-freq", "24", "--heldout-episodes", "4", "--heldout-env-kwargs", "part:test"]
+    arguments = ["train", "--env", "PlasticOmniglot-v0", "--policy", "readout", "-n", "48", "--n-envs", "2"]
+    arguments += ["--no-progress-bar", "--env-kwargs", *split, *held_out, "--heldout-deterministic"]
+    readout = tmp_path / "readout"
+    assert main([*arguments, "-f", str(readout), "--hyperparams-set", "readout", "-params", small]) == 0
+    (progress,) = readout.rglob("progress.csv")
+    rows = [row for row in csv.DictReader(progress.open()) if row.get("heldout/episodes")]
+    assert [row["heldout/total_timesteps"] for row in rows] == ["24", "48"]
+    config = (progress.parent / "config.yml").read_text()
+    assert "policy: readout" in config and "n_steps: 6" in config and "hidden_size" not in config
+    # The default entry is the recurrent core's: its size, eta and initialisation are not the read-out's options.
+    default = tmp_path / "default"
+    assert main([*arguments, "-f", str(default), "-params", small, "n_steps:12"]) == 0
+    (progress,) = default.rglob("progress.csv")
+    config = (progress.parent / "config.yml").read_text()
+    assert "hidden_size" not in config and "hebbian_learning_rate" not in config
+
+
 def test_the_omniglot_env_can_hold_each_drawing_and_the_query_for_several_steps(data_dir):
     kwargs = dict(split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir))
     once, held = (
@@ -558,3 +583,27 @@ def test_a_frozen_image_key_extractor_keeps_its_embedding_while_the_rest_of_the_
     for name, value in model.policy.features_extractor.state_dict().items():
         torch.testing.assert_close(value, embedding[name], rtol=0, atol=0)
     assert not torch.equal(model.policy.core.weight, core)
+
+
+def test_batch_statistics_train_the_extractors_batch_norm_in_updates_and_the_recurrent_core_then_reruns_rollouts(
+    data_dir,
+):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from plastic_rl.agents import ImageKeyExtractor, PlasticA2C
+
+    kwargs = dict(split="paper", test_characters=5, validation_characters=5, data_dir=str(data_dir))
+    space = gym.make("PlasticOmniglot-v0", **kwargs).observation_space
+    assert not ImageKeyExtractor(space, channels=4).train().embedding.training  # the default: inference mode
+    assert ImageKeyExtractor(space, channels=4, batch_statistics=True).train().embedding.training
+    with pytest.raises(ValueError, match="frozen and batch_statistics exclude each other"):
+        ImageKeyExtractor(space, frozen=True, batch_statistics=True)
+    vec_env = DummyVecEnv([lambda: gym.make("PlasticOmniglot-v0", **kwargs)] * 2)
+    for policy, extra in (("PlasticReadoutPolicy", {}), ("PlasticRecurrentPolicy", {"hidden_size": 8})):
+        policy_kwargs = {"features_extractor_class": ImageKeyExtractor,
+                         "features_extractor_kwargs": {"channels": 4, "batch_statistics": True}, **extra}  # fmt: skip
+        model = PlasticA2C(policy, vec_env, n_steps=6, policy_kwargs=policy_kwargs, seed=0)
+        assert model.policy.record_rollout(model.policy.initial_state(2), 6) is None
+        running_mean = model.policy.features_extractor.embedding[1].running_mean.clone()
+        model.learn(24)
+        assert not torch.equal(model.policy.features_extractor.embedding[1].running_mean, running_mean)

@@ -37,6 +37,7 @@ from plastic_rl.agents.policies import (
     check_observation_space,
     map_observation,
 )
+from plastic_rl.agents.readout_policy import PlasticReadoutPolicy
 from plastic_rl.agents.saving import ModelFileMixin
 from plastic_rl.core.divergence import (
     TrainingDiverged,
@@ -84,7 +85,8 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
 
     Parameters
     ----------
-    policy : ``"PlasticRecurrentPolicy"``, ``"LstmPolicy"`` or a :class:`RecurrentActorCriticPolicy` subclass.
+    policy : ``"PlasticRecurrentPolicy"``, ``"LstmPolicy"``, ``"PlasticReadoutPolicy"`` or a
+        :class:`RecurrentActorCriticPolicy` subclass.
     env : the env (a Gymnasium env, a VecEnv or a registered id).
     learning_rate : optimizer learning rate, or a schedule of the remaining progress.
     n_steps : steps per env per rollout: the length of the backpropagated sequences.
@@ -114,6 +116,7 @@ class PlasticA2C(ModelFileMixin, OnPolicyAlgorithm):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "PlasticRecurrentPolicy": PlasticRecurrentPolicy,
         "LstmPolicy": LstmPolicy,
+        "PlasticReadoutPolicy": PlasticReadoutPolicy,
     }
     policy: RecurrentActorCriticPolicy
 

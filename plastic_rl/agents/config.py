@@ -77,7 +77,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.policy,
         choices=list(POLICIES),
         help="plastic / homogeneous / rnn: PlasticRecurrentPolicy with plasticity full / shared / none; neuromod / "
-        "retroneuromod: with Backpropamine's simple / retroactive neuromodulation; lstm: LSTM",
+        "retroneuromod: with Backpropamine's simple / retroactive neuromodulation; lstm: LSTM; readout: "
+        "PlasticReadoutPolicy (a plastic read-out that the observation's label writes, for PlasticOmniglot-v0)",
     )
     parser.add_argument(
         "-n",

@@ -14,9 +14,12 @@ class ImageKeyExtractor(BaseFeaturesExtractor):
     image through the suite's image embedding (:func:`plastic_rl.core.embeddings.image_embedding`, the supervised
     Omniglot classifier's), every other key flattened, all concatenated.
 
-    The embedding's batch-norm layers stay in inference mode, with their running statistics at their initial values
-    (a learned per-channel scale and shift): an A2C rollout computes the features in inference mode and its update
-    re-runs them, and batch statistics would make the two differ.
+    By default the embedding's batch-norm layers stay in inference mode, with their running statistics at their
+    initial values (a learned per-channel scale and shift): an A2C rollout computes the features in inference mode,
+    and a plastic core's update differentiates what the rollout recorded, which the update's features must equal.
+    ``batch_statistics=True`` trains them as the supervised classifier does instead: each update normalises with its
+    batch's statistics and moves the running ones, which rollouts and ``predict`` read; the plastic recurrent core then
+    re-runs its rollouts in the update instead of recording them.
 
     Parameters
     ----------
@@ -26,6 +29,7 @@ class ImageKeyExtractor(BaseFeaturesExtractor):
     channels : the embedding's filters, and the size of its features for a 31x31 image.
     frozen : the embedding takes no gradient (e.g. one trained elsewhere and copied in: only the layers after it
         learn).
+    batch_statistics : batch norm with each update's batch statistics (see above).
     """
 
     def __init__(
@@ -35,6 +39,7 @@ class ImageKeyExtractor(BaseFeaturesExtractor):
         embedding: str = "conv4",
         channels: int = 64,
         frozen: bool = False,
+        batch_statistics: bool = False,
     ) -> None:
         if not isinstance(observation_space, spaces.Dict) or image_key not in observation_space.spaces:
             raise ValueError(
@@ -50,11 +55,14 @@ class ImageKeyExtractor(BaseFeaturesExtractor):
         other_features = sum(spaces.flatdim(observation_space[key]) for key in others)
         super().__init__(observation_space, image_features + other_features)
         self.image_key, self.other_keys, self.image_shape = image_key, others, tuple(shape[-2:])
+        if frozen and batch_statistics:
+            raise ValueError("frozen and batch_statistics exclude each other: batch statistics move the running ones")
         self.embedding = network.requires_grad_(not frozen)
+        self.batch_statistics = bool(batch_statistics)
 
     def train(self, mode: bool = True) -> ImageKeyExtractor:
         super().train(mode)
-        self.embedding.eval()  # see the class docstring
+        self.embedding.train(mode and self.batch_statistics)  # see the class docstring
         return self
 
     def forward(self, observations: dict[str, th.Tensor]) -> th.Tensor:

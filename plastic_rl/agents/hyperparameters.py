@@ -36,6 +36,8 @@ POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
     "neuromod": ("PlasticRecurrentPolicy", {"plasticity": "full", "rule": "neuromod", "trace_clip": 1.0}),
     "retroneuromod": ("PlasticRecurrentPolicy", {"plasticity": "full", "rule": "retroneuromod", "trace_clip": 1.0}),
     "lstm": ("LstmPolicy", {}),
+    # the supervised Omniglot classifier's plastic head, whose trace the observation's label writes
+    "readout": ("PlasticReadoutPolicy", {}),
 }
 
 
@@ -128,7 +130,23 @@ def decided_by_policy(policy: str) -> set[str]:
     give way to it (the maze entry's ``rule: oja`` under ``--policy neuromod``), where ``-params`` contradicting it is
     an error (:func:`policy_settings`)."""
     check_choice("policy", policy, POLICIES)
-    return plasticity_keys() if policy == "lstm" else set(POLICIES[policy][1])
+    if policy == "lstm":
+        return plasticity_keys()
+    if policy == "readout":  # the recurrent core's options: the read-out has its own, and no hidden layer
+        return plasticity_keys() | {"hidden_size"}
+    return set(POLICIES[policy][1])
+
+
+def hyperparameters_for_policy(
+    algo: str, env_id: str, policy: str, hyperparams_set: str | None = None
+) -> dict[str, Any]:
+    """The hyperparameter entry (:func:`load_hyperparameters`) for a run of the ``--policy`` name ``policy``: without
+    the ``policy_kwargs`` that the policy decides (:func:`decided_by_policy`)."""
+    hyperparameters = load_hyperparameters(algo, env_id, hyperparams_set)
+    decided = decided_by_policy(policy)
+    from_file = hyperparameters.get("policy_kwargs") or {}
+    hyperparameters["policy_kwargs"] = {key: value for key, value in from_file.items() if key not in decided}
+    return hyperparameters
 
 
 def policy_settings(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

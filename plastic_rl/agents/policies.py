@@ -97,7 +97,9 @@ class RecurrentActorCriticPolicy(BasePolicy):
     """Actor and critic heads on one shared recurrent core (the paper's architecture).
 
     Subclasses build the core (:meth:`_build_core`), give its state at an episode start
-    (:meth:`initial_state`) and unroll it (:meth:`_unroll_core`).
+    (:meth:`initial_state`) and unroll it (:meth:`_unroll_core`); the actor's and the critic's
+    layers on the core (:meth:`_build_action_net`, :meth:`_build_value_net`) are SB3's unless a subclass's core gives
+    the logits itself.
 
     Parameters
     ----------
@@ -145,17 +147,8 @@ class RecurrentActorCriticPolicy(BasePolicy):
         self.features_extractor = self.make_features_extractor()
         self.core = self._build_core(self.features_extractor.features_dim)
         self.action_dist = make_proba_distribution(action_space)
-        if isinstance(self.action_dist, DiagGaussianDistribution):
-            self.action_net, self.log_std = self.action_dist.proba_distribution_net(
-                latent_dim=hidden_size, log_std_init=self.log_std_init
-            )
-        elif isinstance(
-            self.action_dist, (CategoricalDistribution, MultiCategoricalDistribution, BernoulliDistribution)
-        ):
-            self.action_net = self.action_dist.proba_distribution_net(latent_dim=hidden_size)
-        else:
-            raise ValueError(f"action_space must be Box, Discrete, MultiDiscrete or MultiBinary; got {action_space}")
-        self.value_net = nn.Linear(hidden_size, 1)
+        self.action_net = self._build_action_net()
+        self.value_net = self._build_value_net()
         # Discrete actions are sampled from the logits directly: SB3's distribution object (validation, lazy
         # properties) cost more than the maths on the per-step rollout path.
         self._discrete_actions = isinstance(self.action_dist, CategoricalDistribution)
@@ -177,6 +170,22 @@ class RecurrentActorCriticPolicy(BasePolicy):
     def initial_state(self, batch_size: int) -> RecurrentState:
         """The recurrent state at an episode start, for ``batch_size`` envs."""
         raise NotImplementedError
+
+    def _build_action_net(self) -> nn.Module:
+        """The layer from the core's activations to the action distribution's parameters (and, for continuous
+        actions, ``self.log_std``)."""
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            action_net, self.log_std = self.action_dist.proba_distribution_net(
+                latent_dim=self.hidden_size, log_std_init=self.log_std_init
+            )
+            return action_net
+        if isinstance(self.action_dist, (CategoricalDistribution, MultiCategoricalDistribution, BernoulliDistribution)):
+            return self.action_dist.proba_distribution_net(latent_dim=self.hidden_size)
+        raise ValueError(f"action_space must be Box, Discrete, MultiDiscrete or MultiBinary; got {self.action_space}")
+
+    def _build_value_net(self) -> nn.Module:
+        """The critic: the value of a step from the core's activations ``(..., hidden_size)``, as ``(..., 1)``."""
+        return nn.Linear(self.hidden_size, 1)
 
     def _unroll_core(
         self,
@@ -471,6 +480,8 @@ class PlasticRecurrentPolicy(RecurrentActorCriticPolicy):
         return activations, tuple(part for part in new_state if part is not None)
 
     def record_rollout(self, state: RecurrentState, steps: int) -> RecordedUnroll | None:
+        if getattr(self.features_extractor, "batch_statistics", False):
+            return None  # the update's features are not the rollout's: it must re-run the rollout
         return self.core.record(steps, PlasticState(*state))
 
     def recorded_state(self, recording: RecordedUnroll) -> RecurrentState:

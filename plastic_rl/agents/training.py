@@ -45,8 +45,7 @@ from plastic_rl.agents.hyperparameters import (
     RUN_KEYS,
     algorithm_class,
     check_env_id,
-    decided_by_policy,
-    load_hyperparameters,
+    hyperparameters_for_policy,
     parse_key_values,
     policy_settings,
 )
@@ -247,10 +246,7 @@ def train(config: TrainConfig, folder: Path, checkpoint: dict[str, Any] | None =
         check_env_id(config.env)
         if config.tensorboard_log:
             check_utf8_path("--tensorboard-log", config.tensorboard_log)
-        hyperparameters = load_hyperparameters(config.algo, config.env, config.hyperparams_set)
-        decided = decided_by_policy(config.policy)
-        file_policy_kwargs = hyperparameters.get("policy_kwargs") or {}
-        hyperparameters["policy_kwargs"] = {k: v for k, v in file_policy_kwargs.items() if k not in decided}
+        hyperparameters = hyperparameters_for_policy(config.algo, config.env, config.policy, config.hyperparams_set)
         overrides = parse_key_values(config.hyperparams, "-params")
         for key in ("env_kwargs", "policy_kwargs"):
             # A dict given with -params completes the file's dict rather than replacing it.

@@ -17,7 +17,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from plastic_rl.agents.a2c import PlasticA2C
-from plastic_rl.agents.hyperparameters import decided_by_policy, load_hyperparameters, policy_settings
+from plastic_rl.agents.hyperparameters import hyperparameters_for_policy, policy_settings
 from plastic_rl.agents.make_env import make_training_env
 from plastic_rl.agents.training import algorithm_arguments, build_model
 from plastic_rl.benchmarks.measure import timed
@@ -109,11 +109,9 @@ class TimedRun:
     def __init__(
         self, args: argparse.Namespace, policy: str, n_envs: int, reference: bool, autograd_core: bool = False
     ) -> None:
-        hyperparameters = load_hyperparameters("plastic_a2c", args.env)
+        hyperparameters = hyperparameters_for_policy("plastic_a2c", args.env, policy)  # as train reads it
         hyperparameters["n_steps"] = args.n_steps
-        decided = decided_by_policy(policy)  # the file's rule gives way to --policy neuromod, as in train
-        from_file = {k: v for k, v in (hyperparameters.get("policy_kwargs") or {}).items() if k not in decided}
-        policy_kwargs = {**from_file, "hidden_size": args.hidden_size}
+        policy_kwargs = {**hyperparameters["policy_kwargs"], "hidden_size": args.hidden_size}
         hyperparameters["policy_kwargs"] = policy_kwargs
         env_kwargs = hyperparameters.get("env_kwargs") or {}
         if reference:
