@@ -529,6 +529,12 @@ def test_train_runs_the_readout_policy_with_its_yaml_entry_where_the_recurrent_c
     assert [row["heldout/total_timesteps"] for row in rows] == ["24", "48"]
     config = (progress.parent / "config.yml").read_text()
     assert "policy: readout" in config and "n_steps: 6" in config and "hidden_size" not in config
+    # Scored on the test classes beside the random policy, which reads the Dict observation's batch size.
+    evaluation = ["evaluate", "--env", "PlasticOmniglot-v0", "-f", str(readout), "--n-episodes", "6"]
+    out = tmp_path / "evaluation.json"
+    assert main([*evaluation, "--env-kwargs", "part:test", "--deterministic", "--out", str(out)]) == 0
+    policies = json.loads(out.read_text())["policies"]
+    assert {name: result["episodes"] for name, result in policies.items()} == {"trained agent": 6, "random policy": 6}
     # The default entry is the recurrent core's: its size, eta and initialisation are not the read-out's options.
     default = tmp_path / "default"
     assert main([*arguments, "-f", str(default), "-params", small, "n_steps:12"]) == 0

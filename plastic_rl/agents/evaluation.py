@@ -64,13 +64,18 @@ class RandomPolicy:
         self._rng = np.random.default_rng(seed)
 
     def predict(
-        self, observation: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = False
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
     ) -> tuple[np.ndarray, Any]:
+        n_envs = len(next(iter(observation.values())) if isinstance(observation, dict) else observation)
         if isinstance(self.action_space, gym.spaces.Discrete):
-            actions = self.action_space.start + self._rng.integers(self.action_space.n, size=len(observation))
+            actions = self.action_space.start + self._rng.integers(self.action_space.n, size=n_envs)
             return actions, state
         self.action_space.seed(int(self._rng.integers(2**31)))
-        return np.stack([self.action_space.sample() for _ in range(len(observation))]), state
+        return np.stack([self.action_space.sample() for _ in range(n_envs)]), state
 
 
 def _mean_ci(values: np.ndarray) -> tuple[float, float]:
