@@ -3,6 +3,7 @@ classifier and the RL agents' image features extractor."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from plastic_rl.core.options import EMBEDDINGS, check_choice, check_positive_int
@@ -20,4 +21,8 @@ def image_embedding(kind: str, channels: int) -> nn.Sequential:
             layers += [nn.Conv2d(inputs, channels, 3, stride=2), nn.Tanh()]
         else:  # 31 -> 15 -> 7 -> 3 -> 1 by pooling
             layers += [nn.Conv2d(inputs, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(), nn.MaxPool2d(2)]
-    return nn.Sequential(*layers, nn.Flatten())
+    network = nn.Sequential(*layers, nn.Flatten())
+    # Channels-last weights take the CPU's faster convolution path: Conv-4's forward and backward measured 1.2-1.4x
+    # faster than in the default layout (240 drawings, 1 thread), an RL rollout's forward of 32 drawings 2-2.6x; only
+    # the summation order differs.
+    return network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack the keyword
