@@ -99,6 +99,11 @@ def test_cache_is_reused_rebuilt_when_the_source_changes_and_never_trusted_when_
     monkeypatch.setattr(data, "_build", lambda sources: builds.append(1) or real_build(sources))
     np.testing.assert_array_equal(data.load_images(data_dir).images, first.images)
     assert builds == [] and capsys.readouterr().err == ""  # read from the cache, silently
+    reads = []
+    real_read = data._read_cache
+    monkeypatch.setattr(data, "_read_cache", lambda *args: reads.append(1) or real_read(*args))
+    again = data.load_images(data_dir)  # the envs of a VecEnv share one read: the same read-only array
+    assert reads == [] and again is data.load_images(data_dir) and not again.images.flags.writeable
     cache.write_bytes(cache.read_bytes()[:1000])  # truncated
     np.testing.assert_array_equal(data.load_images(data_dir).images, first.images)
     assert builds == [1]

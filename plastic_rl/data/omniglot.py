@@ -20,6 +20,7 @@ Two splits of the characters (:class:`OmniglotSplit`):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -92,13 +93,21 @@ def _source(folder: Path, archive: str) -> Path:
     )
 
 
+# An archive's digest in this process, by path, size and modification time: hashed once, not once per env.
+_ARCHIVE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def _fingerprint(path: Path) -> str:
     digest = hashlib.sha256()
     if path.is_file():
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return f"sha256:{digest.hexdigest()}"
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _ARCHIVE_DIGESTS:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            _ARCHIVE_DIGESTS[key] = f"sha256:{digest.hexdigest()}"
+        return _ARCHIVE_DIGESTS[key]
     for file in sorted(path.rglob("*.png")):
         stat = file.stat()
         digest.update(f"{file.relative_to(path).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -188,15 +197,32 @@ def _read_cache(path: Path, fingerprints: dict[str, str]) -> OmniglotImages | No
     return OmniglotImages(images, characters, evaluation_alphabets)
 
 
+# The images read in this process, by cache file (its path, size and modification time) and sources: every env of a
+# VecEnv, and every batch of held-out episodes, would otherwise read and checksum the 30 MB cache again (0.1 s an env).
+_LOADED: dict[tuple[str, int, int, str], OmniglotImages] = {}
+
+
+def _loaded_key(path: Path, fingerprints: dict[str, str]) -> tuple[str, int, int, str] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return str(path), stat.st_size, stat.st_mtime_ns, json.dumps(fingerprints, sort_keys=True)
+
+
 def load_images(data_dir: str | os.PathLike | None = None) -> OmniglotImages:
-    """All Omniglot images at 31x31, from the cache, (re)built from the data directory when needed."""
+    """All Omniglot images at 31x31, from the cache, (re)built from the data directory when needed; read once per
+    process and cache file (the array is read-only: it is shared)."""
     folder = _omniglot_dir(data_dir)
     sources = {archive: _source(folder, archive) for archive in ARCHIVES}
     fingerprints = {archive: _fingerprint(path) for archive, path in sources.items()}
     path = _cache_path()
+    key = _loaded_key(path, fingerprints)
+    if key in _LOADED:
+        return _LOADED[key]
     cached = _read_cache(path, fingerprints)
     if cached is not None:
-        return cached
+        return _remembered(path, fingerprints, cached)
     # Once per machine (and after the data change): say so, or the first gym.make seems to hang for ~20 s.
     print(f"plastic-rl: preprocessing Omniglot into {path} (once; about 20 s) ...", file=sys.stderr, flush=True)
     built = _build(sources)
@@ -210,7 +236,15 @@ def load_images(data_dir: str | os.PathLike | None = None) -> OmniglotImages:
         np.savez(
             handle, header=np.array(json.dumps(header)), images=built.images, characters=np.array(built.characters)
         )
-    return built
+    return _remembered(path, fingerprints, built)
+
+
+def _remembered(path: Path, fingerprints: dict[str, str], images: OmniglotImages) -> OmniglotImages:
+    images.images.setflags(write=False)
+    key = _loaded_key(path, fingerprints)
+    if key is not None:
+        _LOADED[key] = images
+    return images
 
 
 def download(data_dir: Path) -> None:
@@ -234,7 +268,8 @@ def download(data_dir: Path) -> None:
 # --- splits -----------------------------------------------------------------------------------------
 
 
-def vinyals_characters(part: str) -> list[str]:
+@functools.cache
+def vinyals_characters(part: str) -> tuple[str, ...]:
     """The characters of a part (``"train"``, ``"validation"``, ``"test"``) of Vinyals et al.'s split."""
     check_choice("part", part, PARTS)
     file_name = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}[part]
@@ -242,7 +277,7 @@ def vinyals_characters(part: str) -> list[str]:
     names: dict[str, None] = {}
     for line in text.split():
         names[line.rsplit("/", 1)[0]] = None  # "Alphabet/characterNN/rotDDD": every rotation listed
-    return list(names)
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -286,7 +321,7 @@ class OmniglotSplit:
     @classmethod
     def vinyals(cls) -> OmniglotSplit:
         """Vinyals et al.'s split from the shipped class lists."""
-        return cls("vinyals", {part: tuple(vinyals_characters(part)) for part in PARTS}, rotation_classes=True)
+        return cls("vinyals", {part: vinyals_characters(part) for part in PARTS}, rotation_classes=True)
 
     @classmethod
     def lake(cls, images: OmniglotImages, seed: int, validation_characters: int = 100) -> OmniglotSplit:
