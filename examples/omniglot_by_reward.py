@@ -60,6 +60,7 @@ if args.embedding_from:
     model.policy.features_extractor.embedding.load_state_dict(supervised.embedding.state_dict())
 steps_per_update = entry["n_envs"] * entry["n_steps"]  # one whole episode per env and update
 
+test_env_kwargs = {**env_kwargs, "part": "test"}  # classes never trained on
 curve, trained_seconds = [], 0.0
 eval_every = args.eval_every or args.minutes
 while trained_seconds < 60 * args.minutes - 1e-9:
@@ -68,8 +69,7 @@ while trained_seconds < 60 * args.minutes - 1e-9:
     while trained_seconds + time.perf_counter() - started < next_score:
         model.learn(steps_per_update * 10, reset_num_timesteps=False)
     trained_seconds += time.perf_counter() - started
-    test = {**env_kwargs, "part": "test"}
-    score = evaluate(model, ENV, test, n_episodes=args.eval_episodes, deterministic=True).summary
+    score = evaluate(model, ENV, test_env_kwargs, n_episodes=args.eval_episodes, deterministic=True).summary
     episodes = model.num_timesteps // entry["n_steps"]
     curve.append(dict(minutes=trained_seconds / 60, episodes=episodes, accuracy=score["reward_mean"],
                       ci95=score["reward_ci95"]))  # fmt: skip
