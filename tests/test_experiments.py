@@ -218,7 +218,8 @@ def test_sweeps_make_a_run_folder_per_value_and_reach_the_run_command(tmp_path, 
     with pytest.raises(SystemExit) as stopped:
         main([*PATTERNS, "-f", str(tmp_path / "p"), "--sweep", "momentum", "0.9"])
     assert stopped.value.code == 2
-    assert "--sweep keys must be options of plastic-rl supervised patterns" in capsys.readouterr().err
+    message = "--sweep and --condition-set keys must be options of plastic-rl supervised patterns"
+    assert message in capsys.readouterr().err
 
 
 def test_the_runner_builds_the_config_that_its_runs_command_line_builds(tmp_path, monkeypatch):
@@ -345,3 +346,47 @@ def test_a_run_recorded_before_an_option_existed_is_the_same_run_with_that_optio
         record["options"]["heldout_deterministic"] = True
         (run.folder / "run.json").write_text(json.dumps(record))
         study.plan(*experiment.parsed_study(parser.parse_args(arguments)))
+
+
+def test_a_condition_set_reaches_that_conditions_runs_only_and_names_them(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    experiment.add_arguments(parser)
+    arguments = [*MAZE[1:], "-f", str(tmp_path), "--seeds", "1", "--conditions", "plastic", "rnn"]
+    parsed = parser.parse_args([*arguments, "--condition-set", "rnn", "gamma", "0.5"])
+    runs = study.plan(*experiment.parsed_study(parsed))
+    assert [run.folder.relative_to(tmp_path).as_posix() for run in runs] == ["plastic/seed_0", "rnn__gamma=0.5/seed_0"]
+    assert "gamma:0.5" in runs[1].argv and "gamma:0.5" not in runs[0].argv
+    assert [run.group for run in runs] == ["plastic", "rnn [gamma=0.5]"]
+    patterns = [*PATTERNS[1:], "--seeds", "1", "-f", str(tmp_path / "p"), "--condition-set", "plastic", "eta", "0.5"]
+    (run,) = study.plan(*experiment.parsed_study(parser.parse_args(patterns)))
+    assert run.config.as_options()["eta"] == 0.5 and run.group == "plastic [eta=0.5]"
+    for extra, message in [
+        (["--condition-set", "lstm", "gamma", "0.5"], "--condition-set CONDITION must be one of the study's"),
+        (["--condition-set", "rnn", "gamma", "0.5", "--sweep", "gamma", "0.8"], "gamma is also swept"),
+        (["--condition-set", "rnn", "gamma", "0.5", "--condition-set", "rnn", "gamma", "0.8"], "is given twice"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            main(["experiment", *arguments, *extra])
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["experiment", *patterns[:-2], "momentum", "0.9"])
+    assert "--sweep and --condition-set keys must be options" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_reach_tabulates_the_episodes_until_the_evaluations_first_reach_each_value(tmp_path, patterns_study, capsys):
+    folder = tmp_path / "study"
+    shutil.copytree(patterns_study, folder)
+    assert main([*PATTERNS, "-f", str(folder), "--summarize-only", "--reach", "1", "-1"]) == 0
+    metric = "wrong_bits"
+    for run in _read_csv(folder / "finals.csv"):
+        evaluations = [row for row in _read_csv(Path(run["folder"]) / "curve.csv") if row[f"eval_{metric}"]]
+        assert float(run[f"episodes to eval {metric} <= 1"]) == float(evaluations[0]["episodes"])
+        assert run[f"episodes to eval {metric} <= -1"] == "inf"
+    assert (folder / f"curves_eval_{metric}_validation_data.csv").exists()
+    assert f"episodes to eval {metric} <= 1" in (folder / "summary.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*PATTERNS, "-f", str(folder), "--summarize-only", "--reach", "0.1", "--eval-interval", "0"])
+    assert "--reach needs evaluations during training" in capsys.readouterr().err

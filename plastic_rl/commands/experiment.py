@@ -48,6 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=("KEY", "VALUE"),
             help="KEY VALUE [VALUE ...]: a run per value of the hyperparameter KEY (repeat for a grid)",
         )
+        group.add_argument(
+            "--condition-set",
+            nargs=3,
+            action="append",
+            default=[],
+            metavar=("CONDITION", "KEY", "VALUE"),
+            help="a hyperparameter of one condition's runs only (e.g. lstm learning_rate 3e-5), named in their folder "
+            "and condition label like a --sweep value; repeat for more",
+        )
         group.add_argument("-f", "--out", default=f"runs/experiment/{task}", help="study folder")
         group.add_argument("--jobs", type=int, default=None, help="runs at a time (default: one per CPU)")
         group.add_argument(

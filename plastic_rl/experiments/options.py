@@ -18,9 +18,10 @@ class StudyOptions:
     """A study: the grid (``conditions`` x seeds x ``--sweep`` values), its folder, where its runs go, and the task's
     own options, the typed object of its adapter (:meth:`~plastic_rl.experiments.adapter.TaskAdapter.task_options`).
 
-    ``sweep``: one ``(key, value, ...)`` per ``--sweep``, a run per combination of values. ``jobs``: runs at a time
-    (``None``: the study's last, else one per CPU). ``launcher``: ``"local"`` (a process pool) or ``"ray"`` (joining
-    the cluster at ``address``; ``None``: a local one).
+    ``sweep``: one ``(key, value, ...)`` per ``--sweep``, a run per combination of values. ``condition_set``: one
+    ``(condition, key, value)`` per ``--condition-set``, a setting of that condition's runs only. ``jobs``: runs at a
+    time (``None``: the study's last, else one per CPU). ``launcher``: ``"local"`` (a process pool) or ``"ray"``
+    (joining the cluster at ``address``; ``None``: a local one).
     """
 
     task: str
@@ -30,6 +31,7 @@ class StudyOptions:
     seeds: int = 10
     first_seed: int = 0
     sweep: tuple[tuple[str, ...], ...] = ()
+    condition_set: tuple[tuple[str, str, str], ...] = ()
     jobs: int | None = None
     launcher: str = "local"
     address: str | None = None
@@ -39,4 +41,6 @@ class StudyOptions:
         """The study of the command line's values by their parsed names (the fields' names), with the task's
         options."""
         sweep = [tuple(words) for words in parsed["sweep"]]
-        return config_from(cls, {**parsed, "sweep": sweep, "task_options": task_options})
+        condition_set = [tuple(words) for words in parsed.get("condition_set") or ()]
+        values = {**parsed, "sweep": sweep, "condition_set": condition_set, "task_options": task_options}
+        return config_from(cls, values)

@@ -45,7 +45,9 @@ def estimate(scores: list[float], statistic=iqm, seed: int = 0) -> Estimate:
     value = float(statistic(values))
     if len(values) < 2:
         return Estimate(value, math.nan, math.nan)
-    with warnings.catch_warnings():  # identical scores: a zero-width interval is the right answer
+    # Identical scores: a zero-width interval is the right answer. Infinite ones (a run that never reached a
+    # value, experiment --reach): the bootstrap's spread is undefined, its percentiles are not.
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         result = stats.bootstrap(
             (values,),

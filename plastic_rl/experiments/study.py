@@ -1,7 +1,8 @@
 """A resumable grid of runs of any task, and its statistics (``plastic-rl experiment TASK``).
 
 A study is every (condition, overrides, seed) of the command line, each an independent run in its
-own folder ``OUT/<condition>[__<overrides>]/seed_<S>/`` that records its full configuration in
+own folder ``OUT/<condition>[__<overrides>]/seed_<S>/`` (the overrides: the condition's own
+``--condition-set`` settings, then its ``--sweep`` values) that records its full configuration in
 ``run.json`` (with the ``plastic-rl`` command line that re-runs or resumes it alone). Runs go to
 the local process pool (``--jobs`` at a time, one torch thread each) or to Ray (``--launcher
 ray``). Re-running the same command skips finished runs and resumes the others from their last
@@ -113,10 +114,12 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
     adapter.check_options(study.task_options, root)
     defaults = _json(adapter.options(adapter.default_config()))
     sweeps = [[(sweep[0], value) for value in sweep[1:]] for sweep in study.sweep]
+    settings = _condition_settings(study)
     runs, mismatches = [], []
     for seed in range(study.first_seed, study.first_seed + study.seeds):
         for condition in study.conditions:
-            for overrides in itertools.product(*sweeps):
+            for swept in itertools.product(*sweeps):
+                overrides = (*settings.get(condition, ()), *swept)
                 name = condition + "".join(f"__{key}={value}" for key, value in overrides).replace(os.sep, "_")
                 folder = root / name / f"seed_{seed}"
                 config = adapter.config(study.task_options, condition, seed, dict(overrides))
@@ -136,6 +139,24 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
             + (f"\n  ... and {len(mismatches) - 10} more" if len(mismatches) > 10 else "")
         )
     return runs
+
+
+def _condition_settings(study: StudyOptions) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Each condition's ``--condition-set`` settings, ``(key, value)`` in the command line's order, checked."""
+    swept = {sweep[0] for sweep in study.sweep}
+    settings: dict[str, dict[str, str]] = {}
+    for condition, key, value in study.condition_set:
+        if condition not in study.conditions:
+            raise ValueError(
+                f"--condition-set CONDITION must be one of the study's conditions ({', '.join(study.conditions)}); "
+                f"got {condition!r}"
+            )
+        if key in swept:
+            raise ValueError(f"--condition-set {condition} {key}: {key} is also swept (--sweep {key}); set it one way")
+        if key in settings.get(condition, {}):
+            raise ValueError(f"--condition-set {condition} {key} is given twice; give it once")
+        settings.setdefault(condition, {})[key] = value
+    return {condition: tuple(values.items()) for condition, values in settings.items()}
 
 
 def _differences(run: Run) -> list[tuple[str, Any, Any]]:

@@ -3,8 +3,8 @@
 Writes into the study folder ``finals.csv`` (each run's final score), ``curves.csv`` and
 ``curves.png`` (median and interquartile range across seeds, per condition, like the paper's
 figures), the same for each further curve of the task (``curves_<label>.csv/png``: the maze's held-out
-reward and signature) and ``summary.md`` (the table of medians and IQMs with 95% confidence intervals, and the
-rank-sum tests between conditions).
+reward and signature, a supervised task's evaluations) and ``summary.md`` (the table of medians and IQMs with
+95% confidence intervals, and the rank-sum tests between conditions).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def write_summary(
             if curves and min(len(curve.x) for curve in curves) > 0:
                 further[group] = curves
         if further:
-            _write_curves(root, curve_file_stem(label), title, {**labels, "y": label}, False, further)
+            _write_curves(root, curve_file_stem(label), title, {**labels, "y": label}, log_scale, further)
 
     better = "higher" if higher_is_better else "lower"
     lines = [f"# {title}", "", *header_lines, "", f"Final score: {labels['score']} ({better} is better).", ""]
@@ -199,7 +199,8 @@ def _plot(
     for group, (x, (median, q25, q75)) in aggregated.items():
         (line,) = axis.plot(x, median, label=group)
         axis.fill_between(x, q25, q75, color=line.get_color(), alpha=0.2)
-    if log_scale:
+    if log_scale:  # errors over training episodes on log-log axes, as in the paper's Figure 3
+        axis.set_xscale("log")
         axis.set_yscale("log")
     axis.set_xlabel(labels["x"])
     axis.set_ylabel(labels["y"])

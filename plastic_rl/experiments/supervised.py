@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -43,11 +44,13 @@ def _read_curve(path: Path) -> list[dict[str, float]]:
 class SupervisedStudyOptions:
     """The options of a study of ``plastic-rl supervised TASK`` runs: ``runs``, what every run shares (the run
     command's options that the experiment passes through; :meth:`SupervisedAdapter.config` sets each run's model,
-    seed and threads), and how runs are scored (``score``, one of :data:`SCORES`, on ``test_episodes``)."""
+    seed and threads), how runs are scored (``score``, one of :data:`SCORES`, on ``test_episodes``), and the values
+    of the evaluations' primary metric whose first reaching is tabulated (``reach``)."""
 
     runs: SupervisedConfig
     score: str = "validation"
     test_episodes: int = TEST_EPISODES
+    reach: tuple[float, ...] = ()
 
 
 class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
@@ -110,6 +113,15 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
             default=TEST_EPISODES,
             help=f"test episodes per run for --score test, the same for all runs (at least 2; default {TEST_EPISODES})",
         )
+        parser.add_argument(
+            "--reach",
+            type=float,
+            nargs="+",
+            default=[],
+            metavar="VALUE",
+            help="also tabulate each run's training episodes until an evaluation's primary metric first reaches "
+            "(is at most) each VALUE; inf where it never does",
+        )
         add_trainer_arguments(parser, single_seed=False)
         self.registered.add_arguments(parser)
 
@@ -118,7 +130,7 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         # or leaves unset keep the run's defaults.
         given = {name: parsed[name] for name in self._passed_options() if parsed.get(name) is not None}
         runs = SupervisedConfig.from_options({**given, "task": self.task, "model": self.registered.model_names[0]})
-        return SupervisedStudyOptions(runs, parsed["score"], parsed["test_episodes"])
+        return SupervisedStudyOptions(runs, parsed["score"], parsed["test_episodes"], tuple(parsed.get("reach") or ()))
 
     def check_options(self, options: SupervisedStudyOptions, out: Path) -> None:
         check_utf8_path("-f", str(out))  # every run writes TensorBoard events under it
@@ -127,6 +139,10 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         if options.test_episodes < 2:
             raise ValueError(f"--test-episodes must be an integer >= 2; got {options.test_episodes}")
         trainer = options.runs.trainer
+        if options.reach and not trainer.eval_interval:
+            raise ValueError("--reach needs evaluations during training: give --eval-interval a positive value")
+        if not all(math.isfinite(value) for value in options.reach):
+            raise ValueError(f"--reach values must be finite numbers; got {' '.join(map(str, options.reach))}")
         if trainer.steps < trainer.log_interval:
             raise ValueError(
                 f"--steps ({trainer.steps}) must be at least --log-interval ({trainer.log_interval}): a run that logs "
@@ -147,7 +163,8 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         unknown = set(overrides) - set(passed)
         if unknown:
             raise ValueError(
-                f"--sweep keys must be options of plastic-rl supervised {self.task} ({', '.join(sorted(passed))}); "
+                f"--sweep and --condition-set keys must be options of plastic-rl supervised {self.task} "
+                f"({', '.join(sorted(passed))}); "
                 f"got {', '.join(sorted(unknown))}"
             )
         shared = {name: value for name, value in options.runs.as_options().items() if name in passed}
@@ -228,11 +245,26 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         budget = f"{options['steps']:,} steps, batch {options['batch_size']}"
         return f"{self.task} ({', '.join([*settings, budget])})"
 
+    def _evaluations(self, folder: Path) -> Curve:
+        """The run's evaluations during training: the primary metric on validation data against training episodes."""
+        column = f"eval_{self.metric}"
+        rows = [row for row in _read_curve(folder / CURVE) if column in row]
+        return Curve(np.array([row["episodes"] for row in rows]), np.array([row[column] for row in rows]))
+
+    def further_curves(self, folder: Path, options: dict[str, Any]) -> dict[str, Curve]:
+        evaluations = self._evaluations(folder)
+        return {f"eval {self.metric} (validation data)": evaluations} if len(evaluations.x) else {}
+
     def final_details(self, folder: Path, options: dict[str, Any]) -> dict[str, float]:
-        if self.study_options.score != "test":
-            return {}
-        means = self._test_means(folder)
-        return {f"test {name}": value for name, value in means.items() if name != self.metric}
+        details: dict[str, float] = {}
+        evaluations = self._evaluations(folder)
+        for value in self.study_options.reach:
+            reached = evaluations.x[evaluations.y <= value]
+            details[f"episodes to eval {self.metric} <= {value:g}"] = float(reached[0]) if len(reached) else math.inf
+        if self.study_options.score == "test":
+            means = self._test_means(folder)
+            details.update({f"test {name}": value for name, value in means.items() if name != self.metric})
+        return details
 
     def labels(self) -> dict[str, str]:
         if self.study_options.score == "test":
