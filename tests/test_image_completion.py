@@ -20,6 +20,7 @@ from plastic_rl.data.cifar import FOLDER, load_grayscale, read_batch, to_graysca
 from plastic_rl.envs.image_completion import ImageCompletionEnv, ImageCompletionProtocol, sample_image_episodes
 from plastic_rl.envs.pattern_memory import make_rng
 from plastic_rl.supervised import SupervisedTrainer, make_task
+from plastic_rl.supervised import images as images_task
 
 SMALL = dict(image_count=3, steps_shown=2, gap_steps=1, repetitions=2, query_steps=2)
 
@@ -150,6 +151,17 @@ def test_episode_layout_env_and_sampler_agree(data_dir):
     assert terminated and reward == pytest.approx(-np.mean(info["target"][info["hidden"]] ** 2))
 
 
+def test_neighbour_fill_takes_the_mean_of_the_nearest_visible_pixels():
+    images = torch.arange(16.0).reshape(1, 16)
+    hidden = torch.zeros(1, 16, dtype=torch.bool)
+    hidden[0, [0, 1, 4, 5, 6]] = True  # pixel 0's 3x3 square holds no visible pixel; pixel 5's holds 2, 8, 9, 10
+    filled = images_task.neighbour_fill(images, hidden, 4)
+    expected = {5: (2 + 8 + 9 + 10) / 4, 6: (2 + 3 + 7 + 9 + 10 + 11) / 6, 1: 2, 4: (8 + 9) / 2}
+    expected[0] = (2 + 8 + 9 + 10) / 4  # its 5x5 square, cut at the image's edges
+    assert filled[0, list(expected)].tolist() == pytest.approx(list(expected.values()))
+    assert (filled[~hidden] == images[~hidden]).all()
+
+
 def test_scores_and_references(data_dir):
     task = make_task("images", data_dir=str(data_dir), **SMALL)
     episodes = task.sample_part("test", 16, np.random.default_rng(0))
@@ -259,10 +271,10 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
     arguments += ["--episodes", "6"]
     assert report.run(parser.parse_args([*arguments, "--image-counts", "2", "3", "--out", str(out)])) == 0
     rows = (out / "summary.csv").read_text().splitlines()
-    assert [row.split(",")[:3] for row in rows[1:5]] == [
-        ["2", name, "6"] for name in ("zero", "mean", "nearest", "net")
+    assert [row.split(",")[:3] for row in rows[1:6]] == [
+        ["2", name, "6"] for name in ("zero", "mean", "nearest", "neighbours", "net")
     ]
-    assert len(rows) == 9 and all(
+    assert len(rows) == 11 and all(
         (out / f"{name}.png").stat().st_size > 0 for name in ("fig4_completions", "fig5_matrices", "fig6_curves")
     )
 

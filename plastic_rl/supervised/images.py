@@ -17,7 +17,7 @@ from plastic_rl.supervised.options import MEMORY_MODELS, ImageOptions
 from plastic_rl.supervised.task import Episodes, SupervisedTask, masked_mean
 
 # Completions that need no training, as references for the trained models.
-REFERENCE_COMPLETIONS = ("zero", "mean", "nearest")
+REFERENCE_COMPLETIONS = ("zero", "mean", "nearest", "neighbours")
 # The image pools of an episode: training and validation images both come from the training batches.
 PARTS = ("train", "validation", "test")
 
@@ -42,8 +42,9 @@ class ImageCompletionTask(SupervisedTask):
     Models: those of :func:`~plastic_rl.supervised.models.build_memory_model` — ``"plastic"`` (the
     paper's 1,025 neurons, per-connection alpha), ``"shared"`` (one alpha), ``"rnn"``, ``"lstm"``.
     References that need no training (:meth:`reference_completions`): ``"zero"`` (fill with 0),
-    ``"mean"`` (the mean of the shown images) and ``"nearest"`` (the shown image whose visible
-    pixels are closest to the query's: the best a pure look-up can do).
+    ``"mean"`` (the mean of the shown images), ``"nearest"`` (the shown image whose visible
+    pixels are closest to the query's: the best a pure look-up can do) and ``"neighbours"``
+    (:func:`neighbour_fill`: what the query's own smoothness gives, with no memory of the shown images).
     """
 
     name = "images"
@@ -145,6 +146,7 @@ class ImageCompletionTask(SupervisedTask):
             "zero": torch.zeros_like(query),
             "mean": shown.mean(0),
             "nearest": shown[nearest, torch.arange(query.shape[0])],
+            "neighbours": neighbour_fill(query, episodes.mask[-1], self.protocol.image_side),
         }
 
     def build_model(self, model_name: str = "plastic", **options: Any) -> nn.Module:
@@ -154,6 +156,25 @@ class ImageCompletionTask(SupervisedTask):
     @classmethod
     def from_options(cls, options: ImageOptions, data_dir: str | None = None) -> ImageCompletionTask:
         return cls(data_dir=data_dir, **asdict(options))
+
+
+def neighbour_fill(images: Tensor, hidden: Tensor, side: int) -> Tensor:
+    """``images`` ``(B, side * side)`` with each ``hidden`` pixel replaced by the mean of the visible pixels in the
+    smallest square around it that holds any: a completion from the image's smoothness alone, no memory."""
+    batch = images.shape[0]
+    visible = (~hidden).to(images.dtype).reshape(batch, 1, side, side)
+    values = images.reshape(batch, 1, side, side) * visible
+    filled, left = images.clone(), hidden.clone()
+    for radius in range(1, side):
+        if not left.any():
+            break
+        window = 2 * radius + 1  # the pools' means share the window's size, so their ratio is the visible mean
+        sums = nn.functional.avg_pool2d(values, window, stride=1, padding=radius).reshape(batch, -1)
+        counts = nn.functional.avg_pool2d(visible, window, stride=1, padding=radius).reshape(batch, -1)
+        reached = left & (counts > 0)
+        filled[reached] = (sums / counts.clamp_min(1e-12))[reached]
+        left &= ~reached
+    return filled
 
 
 @torch.no_grad()

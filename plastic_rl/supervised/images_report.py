@@ -1,8 +1,9 @@
 """The image-completion report: trained models and the references on held-out test images, and the paper's
 Figures 4-6 (``plastic-rl report images``).
 
-Every model (a model file or a checkpoint of ``plastic-rl supervised images``) and the three
-references that need no training (zero fill, mean of the shown images, nearest-image recall) are
+Every model (a model file or a checkpoint of ``plastic-rl supervised images``) and the four
+references that need no training (zero fill, mean of the shown images, nearest-image recall, each hidden pixel
+from its visible neighbours) are
 scored on the same test episodes per image count (by default the models' own; the models keep the
 protocol they were trained on otherwise). Scores per episode: the
 mean squared error on the hidden pixels, and whether the completion is closer there to the queried
