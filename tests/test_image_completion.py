@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -397,3 +400,22 @@ def test_render_shows_the_input_then_the_answer_and_the_full_image(data_dir):
         _, _, terminated, _, _ = env.step(np.full(1024, -1.0, dtype=np.float32))
     frame = env.render()
     assert frame.shape == (128, 3 * 128 + 2 * 8, 3) and (frame[:, 136:264] == 0).all()  # the all-black answer
+
+
+def test_the_completion_diagnosis_example_scores_a_saved_model_beside_the_references(tmp_path, data_dir):
+    task = make_task("images", data_dir=str(data_dir), **SMALL)
+    model = task.build_model("plastic")
+    with torch.no_grad():  # no weights: a hidden pixel gets no drive and the network answers zero
+        model.recurrent.weight.zero_()
+        model.recurrent.plasticity_coefficient.zero_()
+    SupervisedTrainer(task, model, eval_interval=0, progress=False).save_model(tmp_path / "model.pt")
+    example = Path(__file__).resolve().parents[1] / "examples" / "completion_diagnosis.py"
+    command = [sys.executable, str(example), str(tmp_path / "model.pt"), "--episodes", "4", "--part", "test"]
+    result = subprocess.run(
+        [*command, "--erased", "0.5", "half", "--data-dir", str(data_dir)], capture_output=True, text=True, check=True
+    )
+    header, *rows = result.stdout.splitlines()[1:]
+    assert header.split()[:3] == ["erased", "model", "free"] and [row.split()[0] for row in rows] == ["0.5", "half"]
+    for row in rows:
+        model_mse, zeroed, _, _, zero, from_cue, from_free = map(float, row.split()[1:])
+        assert model_mse == zeroed == zero and from_cue == from_free == 0

@@ -1,0 +1,99 @@
+"""Where a trained image-completion network's answer comes from, per erased fraction: the cue or the free neurons.
+
+    python examples/completion_diagnosis.py MODEL.pt --erased 0.25 0.5 0.75 half [--part validation] [--episodes 256]
+
+The paper's network clamps every neuron whose input is non-zero to that input, so at the query the visible pixels
+carry the cue and the hidden ones run free, starting from the activity that the gap before the query left them. For
+each erasure (a fraction of pixels scattered at random, or ``half``: the top or bottom half) this prints, on the same
+episodes of ``--part`` (validation images by default: a diagnosis is not a result), the hidden-pixel mean squared
+error of
+
+- the model, as trained;
+- the model with the hidden neurons' activity set to zero when the query starts (an intervention on the trained
+  network, no retraining: how much the free neurons' left-over state costs);
+- the references that need no training: the mean of the shown images, each hidden pixel from its nearest visible
+  pixels (no memory), zero fill;
+
+and, at the scored step, the mean absolute drive that the hidden pixels receive from the visible (clamped) pixels and
+from the other hidden (free) ones, through the effective weights ``w + alpha * Hebb`` of that step.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from torch import nn
+
+from plastic_rl.core.layers import PlasticState
+from plastic_rl.supervised.images import ImageCompletionTask
+from plastic_rl.supervised.model_files import load_model, load_task
+from plastic_rl.supervised.models import PlasticRecurrentNetwork
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("model", help="model.pt or checkpoint.pt of `plastic-rl supervised images` (plastic, shared, rnn)")
+parser.add_argument("--erased", nargs="+", default=["0.25", "0.5", "0.75", "half"], help="fractions, or half")
+parser.add_argument("--part", choices=["validation", "test"], default="validation", help="which images")
+parser.add_argument("--episodes", type=int, default=256, help="episodes per erasure (the same for every method)")
+parser.add_argument("--seed", type=int, default=0, help="seed of the episodes")
+parser.add_argument("--data-dir", help="dataset folder (default: the one the model was trained with)")
+args = parser.parse_args()
+torch.set_num_threads(1)
+
+model = load_model(args.model)
+trained = load_task(args.model, args.data_dir)
+if not isinstance(model, PlasticRecurrentNetwork) or not isinstance(trained, ImageCompletionTask):
+    parser.error(f"model must be a plastic, shared or rnn model of `plastic-rl supervised images`; got {args.model}")
+layer, pixels = model.recurrent, model.input_size
+REFERENCES = {"mean": "mean of shown", "neighbours": "neighbours", "zero": "zero fill"}
+
+
+def erasure(text: str) -> dict:
+    if text == "half":
+        return dict(degradation="top_bottom", degraded_fraction=0.5)
+    try:
+        return dict(degradation="random_pixels", degraded_fraction=float(text))
+    except ValueError:
+        parser.error(f"--erased values must be fractions in (0, 1) or half; got {text!r}")
+
+
+@torch.no_grad()
+def diagnose(task: ImageCompletionTask, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    episodes = task.sample_part(args.part, batch_size, rng)
+    hidden, start = episodes.mask[-1], task.protocol.query_start
+    drive = nn.functional.pad(episodes.inputs, (0, layer.input_size - pixels))
+    _, at_query = layer(drive[:start])
+    quiet = at_query.activation.clone()
+    quiet[:, :pixels][hidden] = 0.0
+    zeroed, _ = layer(drive[start:], PlasticState(quiet, at_query.hebbian_trace, at_query.eligibility_trace))
+    _, before_scored = layer(drive[:-1])
+    weights = layer.weight
+    if before_scored.hebbian_trace is not None:
+        weights = weights + layer.plasticity_coefficient * before_scored.hebbian_trace
+    activity = before_scored.activation[:, :pixels]
+    to_hidden = weights[..., :pixels, :pixels].expand(len(activity), pixels, pixels)  # one matrix per episode
+
+    def drive_from(sources: torch.Tensor) -> torch.Tensor:
+        received = torch.einsum("bi,bij->bj", activity * sources, to_hidden)
+        return (received.abs() * hidden).sum(-1) / hidden.sum(-1)
+
+    completions = {"model": model(episodes.inputs)[-1], "free neurons zeroed": zeroed[-1, :, :pixels]}
+    completions.update({name: task.reference_completions(episodes)[key] for key, name in REFERENCES.items()})
+    scores = {name: task.episode_scores(completion, episodes)["hidden_mse"] for name, completion in completions.items()}
+    scores["drive from cue"] = drive_from((~hidden).to(activity.dtype))
+    scores["drive from free"] = drive_from(hidden.to(activity.dtype))
+    return {name: values.numpy() for name, values in scores.items()}
+
+
+columns = ["model", "free neurons zeroed", *REFERENCES.values(), "drive from cue", "drive from free"]
+protocol = trained.protocol
+print(f"{args.model}: trained on {protocol.degradation} {protocol.degraded_fraction:g}; {args.episodes} {args.part} "
+      f"episodes per erasure (seed {args.seed}); hidden-pixel MSE, then mean |drive|")  # fmt: skip
+print(f"{'erased':>8} " + " ".join(f"{name:>19}" for name in columns))
+for text in args.erased:
+    task = ImageCompletionTask(**{**trained.config(), **erasure(text)})
+    rng = np.random.default_rng([args.seed, 35])
+    parts = [diagnose(task, min(32, args.episodes - done), rng) for done in range(0, args.episodes, 32)]
+    means = {name: np.concatenate([part[name] for part in parts]).mean() for name in columns}
+    print(f"{text:>8} " + " ".join(f"{means[name]:>19.4f}" for name in columns), flush=True)
