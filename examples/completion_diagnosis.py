@@ -41,8 +41,10 @@ parser.add_argument("--data-dir", help="dataset folder (default: the one the mod
 args = parser.parse_args()
 torch.set_num_threads(1)
 
-model = load_model(args.model)
-trained = load_task(args.model, args.data_dir)
+try:
+    model, trained = load_model(args.model), load_task(args.model, args.data_dir)
+except (OSError, ValueError) as error:
+    parser.error(f"model: {error}")
 if not isinstance(model, PlasticRecurrentNetwork) or not isinstance(trained, ImageCompletionTask):
     parser.error(f"model must be a plastic, shared or rnn model of `plastic-rl supervised images`; got {args.model}")
 layer, pixels = model.recurrent, model.input_size
