@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -64,6 +65,9 @@ def test_statistics_follow_rliable_definitions():
     assert statistics.seeds_needed() == 4
     (test,) = statistics.rank_sum_tests({"a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0, 8.0]})
     assert test.p_value == pytest.approx(2 / 70) and test.statistic == 0
+    # Tied scores: the permutations of 2 + 2 runs allow nothing below 1/3, which the normal approximation undercuts.
+    (tied,) = statistics.rank_sum_tests({"a": [100.0, 100.0], "b": [200.0, math.inf]})
+    assert tied.p_value == pytest.approx(1 / 3) == tied.smallest_p_value
 
 
 def test_maze_study_runs_skips_checks_its_configuration_and_reports(tmp_path, capsys):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -19,6 +19,8 @@ from scipy import stats
 BOOTSTRAP_RESAMPLES = 50_000
 CONFIDENCE = 0.95
 SIGNIFICANCE = 0.05
+# Permutations of the runs behind a rank-sum p-value with tied scores (all of them when there are fewer).
+PERMUTATIONS = 9999
 
 
 def iqm(scores: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -92,11 +94,25 @@ class RankSumTest(NamedTuple):
     smallest_p_value: float
 
 
+def _rank_sum(first: list[float], second: list[float]) -> Any:
+    """scipy's two-sided Mann-Whitney U test; with tied scores, its p-value from the permutations of the runs.
+
+    Without ties scipy's default is exact for small samples and the normal approximation beyond. With ties (whole
+    numbers, a value never reached) that approximation can give a p below anything the permutations of so few runs
+    allow; the permutation distribution handles ties exactly (every permutation up to :data:`PERMUTATIONS`, else that
+    many drawn with a fixed seed, so that a summary is the same each time it is made).
+    """
+    if len(set(first) | set(second)) == len(first) + len(second):
+        return stats.mannwhitneyu(first, second, alternative="two-sided")
+    permutations = stats.PermutationMethod(n_resamples=PERMUTATIONS, rng=np.random.default_rng(0))
+    return stats.mannwhitneyu(first, second, alternative="two-sided", method=permutations)
+
+
 def rank_sum_tests(scores: dict[str, list[float]]) -> list[RankSumTest]:
     """Two-sided Mann-Whitney U (Wilcoxon rank-sum) tests between every pair of conditions with runs."""
     tests = []
     for first, second in itertools.combinations([name for name, values in scores.items() if values], 2):
-        result = stats.mannwhitneyu(scores[first], scores[second], alternative="two-sided")
+        result = _rank_sum(scores[first], scores[second])
         smallest = smallest_p_value(len(scores[first]), len(scores[second]))
         tests.append(RankSumTest(first, second, float(result.statistic), float(result.pvalue), smallest))
     return tests
