@@ -393,4 +393,10 @@ def test_reach_tabulates_the_episodes_until_the_evaluations_first_reach_each_val
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main([*PATTERNS, "-f", str(folder), "--summarize-only", "--reach", "0.1", "--eval-interval", "0"])
-    assert "--reach needs evaluations during training" in capsys.readouterr().err
+    assert "--reach needs evaluations during training: --eval-interval must be between 1" in capsys.readouterr().err
+
+
+def test_runs_that_train_fewer_steps_than_the_evaluation_interval_are_not_scored_as_evaluated(tmp_path, capsys):
+    assert main([*PATTERNS, "--seeds", "1", "--eval-interval", "500", "-f", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "the runs never evaluated: --eval-interval 500, --steps 200" in summary and "validation data" not in summary

@@ -139,8 +139,11 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         if options.test_episodes < 2:
             raise ValueError(f"--test-episodes must be an integer >= 2; got {options.test_episodes}")
         trainer = options.runs.trainer
-        if options.reach and not trainer.eval_interval:
-            raise ValueError("--reach needs evaluations during training: give --eval-interval a positive value")
+        if options.reach and not 0 < trainer.eval_interval <= trainer.steps:
+            raise ValueError(
+                f"--reach needs evaluations during training: --eval-interval must be between 1 and --steps "
+                f"({trainer.steps}); got {trainer.eval_interval}"
+            )
         if not all(math.isfinite(value) for value in options.reach):
             raise ValueError(f"--reach values must be finite numbers; got {' '.join(map(str, options.reach))}")
         if trainer.steps < trainer.log_interval:
@@ -269,10 +272,13 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
     def labels(self) -> dict[str, str]:
         if self.study_options.score == "test":
             scored = f"{self.metric} of the final model on {self.study_options.test_episodes:,} test episodes"
-        elif self.study_options.runs.trainer.eval_interval:
+        elif 0 < (trainer := self.study_options.runs.trainer).eval_interval <= trainer.steps:
             scored = f"final eval {self.metric} (validation data)"
-        else:  # --eval-interval 0: the runs never evaluated
-            scored = f"{self.metric} of the last training steps (the runs never evaluated: --eval-interval 0)"
+        else:  # --eval-interval 0, or more steps than the runs train
+            scored = (
+                f"{self.metric} of the last training steps (the runs never evaluated: --eval-interval "
+                f"{trainer.eval_interval}, --steps {trainer.steps})"
+            )
         return {"x": "training episodes", "y": f"{self.metric} (training mean)", "score": scored}
 
 
