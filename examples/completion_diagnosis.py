@@ -13,6 +13,9 @@ error of
   network, no retraining: how much the free neurons' left-over state costs);
 - the references that need no training: the mean of the shown images, each hidden pixel from its nearest visible
   pixels (no memory), zero fill;
+- an idealised one-step Hebbian read-out: the shown images weighted by their overlap with the query's visible pixels
+  (what ``sum_i Hebb[i, j] x_i`` over the clamped pixels gives for decaying Hebb), times one gain fitted by least
+  squares over the episodes scored (so slightly optimistic): whether the cue holds the answer for such a memory;
 
 and, at the scored step, the mean absolute drive that the hidden pixels receive from the visible (clamped) pixels and
 from the other hidden (free) ones, through the effective weights ``w + alpha * Hebb`` of that step.
@@ -83,12 +86,17 @@ def diagnose(task: ImageCompletionTask, batch_size: int, rng: np.random.Generato
     completions = {"model": model(episodes.inputs)[-1], "free neurons zeroed": zeroed[-1, :, :pixels]}
     completions.update({name: task.reference_completions(episodes)[key] for key, name in REFERENCES.items()})
     scores = {name: task.episode_scores(completion, episodes)["hidden_mse"] for name, completion in completions.items()}
+    shown, target = task.protocol.schedule.first_showing(episodes.inputs), episodes.targets[-1]
+    overlaps = torch.einsum("kbp,bp->kb", shown, episodes.inputs[-1])  # the query's hidden pixels are zero
+    blend = torch.einsum("kb,kbp->bp", overlaps, shown) * hidden
+    scores.update(blend_target=(blend * target).sum(-1), blend_blend=blend.square().sum(-1))
+    scores.update(target_target=(target.square() * hidden).sum(-1), hidden_pixels=hidden.sum(-1).to(target.dtype))
     scores["drive from cue"] = drive_from((~hidden).to(activity.dtype))
     scores["drive from free"] = drive_from(hidden.to(activity.dtype))
     return {name: values.numpy() for name, values in scores.items()}
 
 
-columns = ["model", "free neurons zeroed", *REFERENCES.values(), "drive from cue", "drive from free"]
+columns = ["model", "free neurons zeroed", *REFERENCES.values(), "one-step Hebb", "drive from cue", "drive from free"]
 protocol = trained.protocol
 print(f"{args.model}: trained on {protocol.degradation} {protocol.degraded_fraction:g}; {args.episodes} {args.part} "
       f"episodes per erasure (seed {args.seed}); hidden-pixel MSE, then mean |drive|")  # fmt: skip
@@ -97,5 +105,9 @@ for text in args.erased:
     task = ImageCompletionTask(**{**trained.config(), **erasure(text)})
     rng = np.random.default_rng([args.seed, 35])
     parts = [diagnose(task, min(32, args.episodes - done), rng) for done in range(0, args.episodes, 32)]
-    means = {name: np.concatenate([part[name] for part in parts]).mean() for name in columns}
+    values = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    gain = values["blend_target"].sum() / values["blend_blend"].sum()
+    squared_error = gain**2 * values["blend_blend"] - 2 * gain * values["blend_target"] + values["target_target"]
+    values["one-step Hebb"] = squared_error / values["hidden_pixels"]
+    means = {name: values[name].mean() for name in columns}
     print(f"{text:>8} " + " ".join(f"{means[name]:>19.4f}" for name in columns), flush=True)

@@ -417,5 +417,5 @@ def test_the_completion_diagnosis_example_scores_a_saved_model_beside_the_refere
     header, *rows = result.stdout.splitlines()[1:]
     assert header.split()[:3] == ["erased", "model", "free"] and [row.split()[0] for row in rows] == ["0.5", "half"]
     for row in rows:
-        model_mse, zeroed, _, _, zero, from_cue, from_free = map(float, row.split()[1:])
+        model_mse, zeroed, _, _, zero, _, from_cue, from_free = map(float, row.split()[1:])
         assert model_mse == zeroed == zero and from_cue == from_free == 0
