@@ -68,6 +68,8 @@ def test_statistics_follow_rliable_definitions():
     # Tied scores: the permutations of 2 + 2 runs allow nothing below 1/3, which the normal approximation undercuts.
     (tied,) = statistics.rank_sum_tests({"a": [100.0, 100.0], "b": [200.0, math.inf]})
     assert tied.p_value == pytest.approx(1 / 3) == tied.smallest_p_value
+    (single,) = statistics.rank_sum_tests({"a": [0.5], "b": [0.5]})
+    assert single.smallest_p_value == 1
 
 
 def test_maze_study_runs_skips_checks_its_configuration_and_reports(tmp_path, capsys):

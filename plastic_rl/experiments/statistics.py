@@ -102,7 +102,8 @@ def _rank_sum(first: list[float], second: list[float]) -> Any:
     allow; the permutation distribution handles ties exactly (every permutation up to :data:`PERMUTATIONS`, else that
     many drawn with a fixed seed, so that a summary is the same each time it is made).
     """
-    if len(set(first) | set(second)) == len(first) + len(second):
+    untied = len(set(first) | set(second)) == len(first) + len(second)
+    if untied or min(len(first), len(second)) < 2:  # a single run has no permutations to speak of (nor a test)
         return stats.mannwhitneyu(first, second, alternative="two-sided")
     permutations = stats.PermutationMethod(n_resamples=PERMUTATIONS, rng=np.random.default_rng(0))
     return stats.mannwhitneyu(first, second, alternative="two-sided", method=permutations)
