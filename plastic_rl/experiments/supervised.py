@@ -40,6 +40,12 @@ def _read_curve(path: Path) -> list[dict[str, float]]:
         return [{name: float(value) for name, value in row.items() if value != ""} for row in csv.DictReader(file)]
 
 
+def _column_curve(folder: Path, column: str) -> Curve:
+    """A run's ``column`` of its curve file against training episodes, on the rows that have it."""
+    rows = [row for row in _read_curve(folder / CURVE) if column in row]
+    return Curve(np.array([row["episodes"] for row in rows]), np.array([row[column] for row in rows]))
+
+
 @dataclass(frozen=True)
 class SupervisedStudyOptions:
     """The options of a study of ``plastic-rl supervised TASK`` runs: ``runs``, what every run shares (the run
@@ -217,8 +223,7 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         return min(rows[-1]["step"] / options["steps"], 1.0) if rows else 0.0
 
     def curve(self, folder: Path, options: dict[str, Any]) -> Curve:
-        rows = [row for row in _read_curve(folder / CURVE) if self.metric in row]
-        return Curve(np.array([row["episodes"] for row in rows]), np.array([row[self.metric] for row in rows]))
+        return _column_curve(folder, self.metric)
 
     def _test_means(self, folder: Path) -> dict[str, float]:
         from plastic_rl.supervised.model_files import cached_test_scores  # torch: not for --help
@@ -233,9 +238,8 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         training mean when the run never evaluated)."""
         if self.study_options.score == "test":
             return self._test_means(folder)[self.metric]
-        rows = _read_curve(folder / CURVE)
-        evaluated = [row[f"eval_{self.metric}"] for row in rows if f"eval_{self.metric}" in row]
-        return evaluated[-1] if evaluated else rows[-1][self.metric]
+        evaluations = self._evaluations(folder)
+        return float((evaluations if len(evaluations.y) else self.curve(folder, options)).y[-1])
 
     def describe(self, options: dict[str, Any], swept: set[str]) -> str:
         defaults = {**asdict(self.registered.options()), **asdict(self.registered.model_options())}
@@ -250,9 +254,7 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
 
     def _evaluations(self, folder: Path) -> Curve:
         """The run's evaluations during training: the primary metric on validation data against training episodes."""
-        column = f"eval_{self.metric}"
-        rows = [row for row in _read_curve(folder / CURVE) if column in row]
-        return Curve(np.array([row["episodes"] for row in rows]), np.array([row[column] for row in rows]))
+        return _column_curve(folder, f"eval_{self.metric}")
 
     def further_curves(self, folder: Path, options: dict[str, Any]) -> dict[str, Curve]:
         evaluations = self._evaluations(folder)
