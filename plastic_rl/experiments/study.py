@@ -132,6 +132,7 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
                         f"{run.folder}: {key} is {old!r} there, {new!r} now" for key, old, new in differences
                     ]
                 runs.append(run)
+    _check_distinct(runs)
     if mismatches:
         raise ValueError(
             "runs in the study folder were made with other settings (use another --out, or remove those runs):\n  "
@@ -139,6 +140,18 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
             + (f"\n  ... and {len(mismatches) - 10} more" if len(mismatches) > 10 else "")
         )
     return runs
+
+
+def _check_distinct(runs: list[Run]) -> None:
+    """Refuse two groups of identical runs: one value written two ways (``3e-3`` and ``0.003``) reads the same."""
+    groups: dict[str, Run] = {}
+    for run in runs:
+        earlier = groups.setdefault(json.dumps(run.options, sort_keys=True), run)
+        if earlier is not run:
+            raise ValueError(
+                f"{earlier.group} and {run.group} are the same runs: their values are equal once read; "
+                "give each value once"
+            )
 
 
 def _condition_settings(study: StudyOptions) -> dict[str, tuple[tuple[str, str], ...]]:
