@@ -115,9 +115,16 @@ def test_protocol_lengths_and_degradations():
     assert columns.sum() == 16 and (columns[:16].all() or columns[16:].all())
     scattered = ImageCompletionProtocol(degradation="random_pixels", degraded_fraction=0.25).hidden_pixels(rng)
     assert scattered.sum() == 256 and not scattered.reshape(32, 32).all(1).any()
+    mixed = ImageCompletionProtocol(degradation="random_pixels", degraded_fraction=0.25, degraded_fraction_max=0.75)
+    counts = np.array([mixed.hidden_pixels(rng).sum() for _ in range(200)])
+    assert counts.min() >= 256 and counts.max() <= 768 and counts.min() < 400 < 600 < counts.max()
     for keyword, value in (("image_count", 0), ("gap_steps", -1), ("degradation", "blur"), ("degraded_fraction", 1)):
         with pytest.raises(ValueError, match=keyword):
             ImageCompletionProtocol(**{keyword: value})
+    with pytest.raises(ValueError, match=r"degraded_fraction_max must be a number in \[0.5, 1\); got 0.25"):
+        ImageCompletionProtocol(degradation="random_pixels", degraded_fraction_max=0.25)
+    with pytest.raises(ValueError, match="degraded_fraction_max needs degradation 'random_pixels'"):
+        ImageCompletionProtocol(degraded_fraction_max=0.75)
 
 
 def test_episode_layout_env_and_sampler_agree(data_dir):

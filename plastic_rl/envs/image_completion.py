@@ -32,7 +32,9 @@ class ImageCompletionProtocol:
 
     - ``"top_bottom"``: the top or the bottom half, drawn at random (the paper);
     - ``"left_right"``: the left or the right half, drawn at random;
-    - ``"random_pixels"``: ``round(degraded_fraction * pixels)`` pixels drawn at random.
+    - ``"random_pixels"``: ``round(degraded_fraction * pixels)`` pixels drawn at random; with
+      ``degraded_fraction_max``, each query's fraction is first drawn uniformly from
+      ``[degraded_fraction, degraded_fraction_max]`` (one network for every erasure in between).
 
     The defaults are the paper's protocol: 3 images, 20 steps each plus 3 empty, 3 repetitions,
     a 3-step query (210 steps).
@@ -46,6 +48,7 @@ class ImageCompletionProtocol:
     degradation: str = "top_bottom"
     degraded_fraction: float = 0.5
     image_side: int = 32
+    degraded_fraction_max: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_count", "image_side"):
@@ -55,6 +58,14 @@ class ImageCompletionProtocol:
         if self.degradation in ("top_bottom", "left_right") and self.image_side % 2:
             raise ValueError(f"image_side must be even to hide half of the image; got {self.image_side}")
         check_float_range("degraded_fraction", self.degraded_fraction, 0, 1, low_open=True, high_open=True)
+        if self.degraded_fraction_max is not None:
+            if self.degradation != "random_pixels":
+                raise ValueError(
+                    f"degraded_fraction_max needs degradation 'random_pixels'; got degradation {self.degradation!r}"
+                )
+            check_float_range(
+                "degraded_fraction_max", self.degraded_fraction_max, self.degraded_fraction, 1, high_open=True
+            )
 
     @property
     def schedule(self) -> PresentationSchedule:
@@ -92,8 +103,11 @@ class ImageCompletionProtocol:
         """A boolean ``(image_size,)`` mask of the pixels one query hides, drawn with ``rng``."""
         side = self.image_side
         if self.degradation == "random_pixels":
+            fraction = self.degraded_fraction
+            if self.degraded_fraction_max is not None:
+                fraction = rng.uniform(fraction, self.degraded_fraction_max)
             hidden = np.zeros(self.image_size, dtype=bool)
-            hidden[rng.permutation(self.image_size)[: round(self.degraded_fraction * self.image_size)]] = True
+            hidden[rng.permutation(self.image_size)[: round(fraction * self.image_size)]] = True
             return hidden
         hidden = np.zeros((side, side), dtype=bool)
         half = slice(side // 2, side) if rng.integers(2) else slice(0, side // 2)
@@ -172,6 +186,7 @@ class ImageCompletionEnv(gym.Env):
         query_steps: int = 3,
         degradation: str = "top_bottom",
         degraded_fraction: float = 0.5,
+        degraded_fraction_max: float | None = None,
         split: str = "train",
         data_dir: str | os.PathLike | None = None,
         images: np.ndarray | None = None,
@@ -181,7 +196,14 @@ class ImageCompletionEnv(gym.Env):
             check_choice("render_mode", render_mode, self.metadata["render_modes"])
         self.render_mode = render_mode
         self.protocol = ImageCompletionProtocol(
-            image_count, steps_shown, gap_steps, repetitions, query_steps, degradation, degraded_fraction
+            image_count,
+            steps_shown,
+            gap_steps,
+            repetitions,
+            query_steps,
+            degradation,
+            degraded_fraction,
+            degraded_fraction_max=degraded_fraction_max,
         )
         if images is None:
             from plastic_rl.data.cifar import load_grayscale

@@ -156,6 +156,7 @@ class ImageOptions(TaskOptions):
     query_steps: int = ImageCompletionProtocol.query_steps
     degradation: str = ImageCompletionProtocol.degradation
     degraded_fraction: float = ImageCompletionProtocol.degraded_fraction
+    degraded_fraction_max: float | None = ImageCompletionProtocol.degraded_fraction_max
     validation_fraction: float = 0.1
 
 
@@ -349,6 +350,13 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.degraded_fraction,
         help="fraction of pixels hidden with --degradation random_pixels",
+    )
+    group.add_argument(
+        "--degraded-fraction-max",
+        type=float,
+        default=defaults.degraded_fraction_max,
+        help="with --degradation random_pixels: each query hides a fraction drawn uniformly from "
+        "[--degraded-fraction, this]",
     )
     group.add_argument(
         "--validation-fraction",
