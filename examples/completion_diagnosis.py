@@ -1,12 +1,12 @@
 """Where a trained image-completion network's answer comes from, per erased fraction: the cue or the free neurons.
 
-    python examples/completion_diagnosis.py MODEL.pt --erased 0.25 0.5 0.75 half [--part validation] [--episodes 256]
+    python examples/completion_diagnosis.py MODEL.pt --erasures 0.25 0.5 0.75 top_bottom [--part validation]
 
 The paper's network clamps every neuron whose input is non-zero to that input, so at the query the visible pixels
 carry the cue and the hidden ones run free, starting from the activity that the gap before the query left them. For
-each erasure (a fraction of pixels scattered at random, or ``half``: the top or bottom half) this prints, on the same
-episodes of ``--part`` (validation images by default: a diagnosis is not a result), the hidden-pixel mean squared
-error of
+each erasure (a fraction of pixels scattered at random, or ``top_bottom``: the top or bottom half) this prints, on
+the same episodes of ``--part`` (validation images by default: a diagnosis is not a result), the hidden-pixel mean
+squared error of
 
 - the model, as trained;
 - the model with the hidden neurons' activity set to zero when the query starts (an intervention on the trained
@@ -31,12 +31,15 @@ from torch import nn
 
 from plastic_rl.core.layers import PlasticState
 from plastic_rl.supervised.images import ImageCompletionTask
+from plastic_rl.supervised.images_report import erasure_label, erasure_settings
 from plastic_rl.supervised.model_files import load_model, load_task
 from plastic_rl.supervised.models import PlasticRecurrentNetwork
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("model", help="model.pt or checkpoint.pt of `plastic-rl supervised images` (plastic, shared, rnn)")
-parser.add_argument("--erased", nargs="+", default=["0.25", "0.5", "0.75", "half"], help="fractions, or half")
+parser.add_argument(
+    "--erasures", nargs="+", default=["0.25", "0.5", "0.75", "top_bottom"], help="fractions, top_bottom or left_right"
+)
 parser.add_argument("--part", choices=["validation", "test"], default="validation", help="which images")
 parser.add_argument("--episodes", type=int, default=256, help="episodes per erasure (the same for every method)")
 parser.add_argument("--seed", type=int, default=0, help="seed of the episodes")
@@ -48,19 +51,14 @@ try:
     model, trained = load_model(args.model), load_task(args.model, args.data_dir)
 except (OSError, ValueError) as error:
     parser.error(f"model: {error}")
+try:
+    erasures = [erasure_settings(text) for text in args.erasures]
+except ValueError as error:
+    parser.error(str(error))
 if not isinstance(model, PlasticRecurrentNetwork) or not isinstance(trained, ImageCompletionTask):
     parser.error(f"model must be a plastic, shared or rnn model of `plastic-rl supervised images`; got {args.model}")
 layer, pixels = model.recurrent, model.input_size
 REFERENCES = {"mean": "mean of shown", "neighbours": "neighbours", "zero": "zero fill"}
-
-
-def erasure(text: str) -> dict:
-    if text == "half":
-        return dict(degradation="top_bottom", degraded_fraction=0.5)
-    try:
-        return dict(degradation="random_pixels", degraded_fraction=float(text))
-    except ValueError:
-        parser.error(f"--erased values must be fractions in (0, 1) or half; got {text!r}")
 
 
 @torch.no_grad()
@@ -98,11 +96,11 @@ def diagnose(task: ImageCompletionTask, batch_size: int, rng: np.random.Generato
 
 columns = ["model", "free neurons zeroed", *REFERENCES.values(), "one-step Hebb", "drive from cue", "drive from free"]
 protocol = trained.protocol
-print(f"{args.model}: trained on {protocol.degradation} {protocol.degraded_fraction:g}; {args.episodes} {args.part} "
+print(f"{args.model}: trained on {erasure_label(protocol)}; {args.episodes} {args.part} "
       f"episodes per erasure (seed {args.seed}); hidden-pixel MSE, then mean |drive|")  # fmt: skip
-print(f"{'erased':>8} " + " ".join(f"{name:>19}" for name in columns))
-for text in args.erased:
-    task = ImageCompletionTask(**{**trained.config(), **erasure(text)})
+print(f"{'erasure':>10} " + " ".join(f"{name:>19}" for name in columns))
+for text, erasure in zip(args.erasures, erasures, strict=True):
+    task = ImageCompletionTask(**{**trained.config(), **erasure})
     rng = np.random.default_rng([args.seed, 35])
     parts = [diagnose(task, min(32, args.episodes - done), rng) for done in range(0, args.episodes, 32)]
     values = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
@@ -110,4 +108,4 @@ for text in args.erased:
     squared_error = gain**2 * values["blend_blend"] - 2 * gain * values["blend_target"] + values["target_target"]
     values["one-step Hebb"] = squared_error / values["hidden_pixels"]
     means = {name: values[name].mean() for name in columns}
-    print(f"{text:>8} " + " ".join(f"{means[name]:>19.4f}" for name in columns), flush=True)
+    print(f"{text:>10} " + " ".join(f"{means[name]:>19.4f}" for name in columns), flush=True)

@@ -380,7 +380,8 @@ def test_a_condition_set_reaches_that_conditions_runs_only_and_names_them(tmp_pa
     assert "--sweep and --condition-set keys must be options" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["experiment", *patterns, "--sweep", "learning_rate", "3e-3", "0.003"])
-    assert "plastic [eta=0.5, learning_rate=3e-3] and plastic [eta=0.5, learning_rate=0.003] are the same runs" in capsys.readouterr().err
+    same = "plastic [eta=0.5, learning_rate=3e-3] and plastic [eta=0.5, learning_rate=0.003] are the same runs"
+    assert same in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

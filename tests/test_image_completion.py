@@ -281,8 +281,9 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
     arguments += ["--episodes", "6"]
     assert report.run(parser.parse_args([*arguments, "--image-counts", "2", "3", "--out", str(out)])) == 0
     rows = (out / "summary.csv").read_text().splitlines()
-    assert [row.split(",")[:3] for row in rows[1:6]] == [
-        ["2", name, "6"] for name in ("zero", "mean", "nearest", "neighbours", "net")
+    old = [row.split(",") for row in rows[1:]]
+    assert [row.split(",")[:4] for row in rows[1:6]] == [
+        ["2", "top_bottom", name, "6"] for name in ("zero", "mean", "nearest", "neighbours", "net")
     ]
     assert len(rows) == 11 and all(
         (out / f"{name}.png").stat().st_size > 0 for name in ("fig4_completions", "fig5_matrices", "fig6_curves")
@@ -296,6 +297,14 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
         return False
 
     model = f"net={tmp_path / 'model.pt'}"
+    erased = tmp_path / "erased"
+    assert report.run(parser.parse_args(["--models", model, "--episodes", "6", "--erasures", "top_bottom", "0.75",
+                                         "--out", str(erased)])) == 0  # fmt: skip
+    rows = [row.split(",") for row in (erased / "summary.csv").read_text().splitlines()[1:]]
+    assert [row[1] for row in rows] == ["top_bottom"] * 5 + ["random_pixels 0.75"] * 5
+    own_count = [row[4] for row in old if row[:3] == ["3", "top_bottom", "net"]]
+    assert [row[4] for row in rows if row[2] == "net"][0] == own_count[0]
+    assert fails("--models", model, "--erasures", "1") and fails("--models", model, "--erasures", "blur")
     assert fails("--models", "no-label") and fails("--models", model, model)
     assert fails("--models", model, "--episodes", "1") and fails("--models", model, "--image-counts", "1")
     assert fails("--models", model, "--curves", f"net={tmp_path / 'missing.csv'}")
@@ -367,7 +376,7 @@ def test_study_scores_final_models_on_test_images_once(tmp_path, data_dir, capsy
     arguments = ["--models", f"net={folder / 'plastic' / 'seed_0' / 'model.pt'}", "--episodes", "6"]
     assert report.run(parser.parse_args([*arguments, "--out", str(tmp_path / "report")])) == 0
     net = [row.split(",") for row in (tmp_path / "report" / "summary.csv").read_text().splitlines() if ",net," in row]
-    assert float(net[0][3]) == pytest.approx(np.mean(record["value"]["hidden_mse"]), abs=1e-5)
+    assert float(net[0][4]) == pytest.approx(np.mean(record["value"]["hidden_mse"]), abs=1e-5)
     capsys.readouterr()
     # Task settings and data are checked before any run folder is written.
     for bad in (["--validation-fraction", "1.5"], ["--validation-fraction", "0.9"], ["--data-dir", str(tmp_path)]):
@@ -419,10 +428,14 @@ def test_the_completion_diagnosis_example_scores_a_saved_model_beside_the_refere
     example = Path(__file__).resolve().parents[1] / "examples" / "completion_diagnosis.py"
     command = [sys.executable, str(example), str(tmp_path / "model.pt"), "--episodes", "4", "--part", "test"]
     result = subprocess.run(
-        [*command, "--erased", "0.5", "half", "--data-dir", str(data_dir)], capture_output=True, text=True, check=True
+        [*command, "--erasures", "0.5", "top_bottom", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     header, *rows = result.stdout.splitlines()[1:]
-    assert header.split()[:3] == ["erased", "model", "free"] and [row.split()[0] for row in rows] == ["0.5", "half"]
+    assert header.split()[:3] == ["erasure", "model", "free"]
+    assert [row.split()[0] for row in rows] == ["0.5", "top_bottom"]
     for row in rows:
         model_mse, zeroed, _, _, zero, _, from_cue, from_free = map(float, row.split()[1:])
         assert model_mse == zeroed == zero and from_cue == from_free == 0

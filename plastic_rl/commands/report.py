@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-counts", nargs="+", type=int, help="images per episode to score (at least 2; default: the models')"
     )
+    parser.add_argument(
+        "--erasures",
+        nargs="+",
+        metavar="ERASURE",
+        help="pixels to hide: top_bottom, left_right, or a fraction in (0, 1) hidden at random (default: the models')",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
     parser.add_argument("--data-dir", help="dataset folder (default: the one the first model was trained with)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from plastic_rl.supervised.images import ImageCompletionTask
-    from plastic_rl.supervised.images_report import load_image_models, score_image_counts, write_report
+    from plastic_rl.supervised.images_report import erasure_settings, load_image_models, score_protocols, write_report
 
     torch.set_num_threads(args.threads)
     with reported_as_bad_input():
@@ -76,17 +82,18 @@ def run(args: argparse.Namespace) -> int:
         if args.image_counts is not None and min(args.image_counts) < 2:
             raise ValueError(f"--image-counts must be integers >= 2 (one image leaves nothing to tell apart); "
                              f"got {args.image_counts}")  # fmt: skip
+        erasures = [erasure_settings(text) for text in args.erasures or ()]
         paths, curves = _model_paths(args), _curve_paths(args)
         first, models = load_image_models(paths)
         protocol = first.protocol
         task = ImageCompletionTask(data_dir=args.data_dir or first.data_dir, **protocol.as_dict())
         scores = []
         counts = args.image_counts or [protocol.image_count]
-        for score in score_image_counts(task, models, paths, counts, args.episodes, args.seed):
+        for score in score_protocols(task, models, paths, counts, erasures or [{}], args.episodes, args.seed):
             scores.append(score)
-            print(f"{score.image_count} images, {score.method:>8} ({score.kind}): hidden MSE {score.hidden_mse:.4f} "
-                  f"± {score.hidden_mse_ci95:.4f}, closer to the right image {score.closer_fraction:.3f} ± "
-                  f"{score.closer_fraction_ci95:.3f}", flush=True)  # fmt: skip
+            print(f"{score.image_count} images, {score.erasure}, {score.method:>8} ({score.kind}): hidden MSE "
+                  f"{score.hidden_mse:.4f} ± {score.hidden_mse_ci95:.4f}, closer to the right image "
+                  f"{score.closer_fraction:.3f} ± {score.closer_fraction_ci95:.3f}", flush=True)  # fmt: skip
     out = Path(args.out)
     figures = write_report(out, scores, task, models, curves, args.seed)
     print(f"written: {out / 'summary.csv'}, {', '.join(f'{name}.png' for name in figures)}, {out / 'tensorboard'}")

@@ -4,15 +4,15 @@ Figures 4-6 (``plastic-rl report images``).
 Every model (a model file or a checkpoint of ``plastic-rl supervised images``) and the four
 references that need no training (zero fill, mean of the shown images, nearest-image recall, each hidden pixel
 from its visible neighbours) are
-scored on the same test episodes per image count (by default the models' own; the models keep the
-protocol they were trained on otherwise). Scores per episode: the
+scored on the same test episodes per image count and erasure (by default the models' own; the models keep the
+rest of the protocol they were trained on). Scores per episode: the
 mean squared error on the hidden pixels, and whether the completion is closer there to the queried
 image than to every other shown image; the table gives their means with 95% confidence intervals (normal approximation,
-1.96 standard errors, over episodes). At the models' own image count their scores are those of
+1.96 standard errors, over episodes). At the models' own protocol their scores are those of
 :func:`~plastic_rl.supervised.model_files.cached_test_scores` (a study's ``--score test`` record, reused).
 :func:`write_report` writes:
 
-- ``summary.csv``: one row per image count and method;
+- ``summary.csv``: one row per image count, erasure and method;
 - ``fig4_completions.png``: test episodes (the shown images, the degraded query, each model's
   completion, the truth), like the paper's Figure 4;
 - ``fig5_matrices.png``: the first plastic model's ``w`` and ``alpha`` (all 1,025 neurons, a zoom
@@ -26,16 +26,19 @@ image than to every other shown image; the table gives their means with 95% conf
 from __future__ import annotations
 
 import io
+import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from plastic_rl.core.files import atomic_write_bytes, atomic_write_text
+from plastic_rl.envs.image_completion import DEGRADATIONS, ImageCompletionProtocol
 from plastic_rl.supervised.images import REFERENCE_COMPLETIONS, ImageCompletionTask, score_test_episodes
 from plastic_rl.supervised.model_files import cached_test_scores, load_model, load_task
 from plastic_rl.supervised.models import plastic_layers
@@ -144,14 +147,42 @@ def load_image_models(paths: dict[str, Path]) -> tuple[ImageCompletionTask, dict
     if len(image_tasks) != len(model_tasks):
         raise ValueError("--models must be image-completion models")
     if any(task.protocol != image_tasks[0].protocol for task in image_tasks):
-        raise ValueError("--models must have been trained on one protocol (score other image counts with one)")
+        raise ValueError(
+            "--models must have been trained on one protocol (score other image counts and erasures with one)"
+        )
     return image_tasks[0], {label: load_model(path) for label, path in paths.items()}
 
 
+def erasure_label(protocol: ImageCompletionProtocol) -> str:
+    """How ``protocol`` hides pixels: ``top_bottom``, ``left_right``, ``random_pixels 0.25`` or ``random_pixels
+    0.25-0.75`` (a fraction drawn per query)."""
+    if protocol.degradation != "random_pixels":
+        return protocol.degradation
+    if protocol.degraded_fraction_max is None:
+        return f"random_pixels {protocol.degraded_fraction:g}"
+    return f"random_pixels {protocol.degraded_fraction:g}-{protocol.degraded_fraction_max:g}"
+
+
+def erasure_settings(text: str) -> dict[str, Any]:
+    """The protocol's settings for an ``--erasures`` word: a half-image degradation's name, or a fraction of the
+    pixels hidden at random."""
+    if text in DEGRADATIONS and text != "random_pixels":
+        return dict(degradation=text, degraded_fraction_max=None)
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction < 1:
+        raise ValueError(f"--erasures takes top_bottom, left_right or fractions in (0, 1) of pixels hidden at random; "
+                         f"got {text!r}")  # fmt: skip
+    return dict(degradation="random_pixels", degraded_fraction=fraction, degraded_fraction_max=None)
+
+
 class Score(NamedTuple):
-    """One method's test scores at one image count: means and the half-widths of their 95% CIs."""
+    """One method's test scores at one image count and erasure: means and the half-widths of their 95% CIs."""
 
     image_count: int
+    erasure: str
     method: str
     episodes: int
     hidden_mse: float
@@ -164,30 +195,31 @@ class Score(NamedTuple):
         return "reference" if self.method in REFERENCE_COMPLETIONS else "model"
 
 
-def score_image_counts(
+def score_protocols(
     task: ImageCompletionTask,
     models: dict[str, torch.nn.Module],
     paths: dict[str, Path],
     image_counts: list[int],
+    erasures: list[dict[str, Any]],
     episodes: int,
     seed: int,
 ) -> Iterator[Score]:
-    """The scores of the references and the models, per image count, on the same ``episodes`` test episodes each
-    (at the models' own count, those of their model files, measured once)."""
-    protocol = task.protocol
-    for count in image_counts:
-        trained_count = count == protocol.image_count
-        other_count = replace(protocol, image_count=count).as_dict()
-        counted = task if trained_count else ImageCompletionTask(data_dir=task.data_dir, **other_count)
-        scored = score_test_episodes(counted, {} if trained_count else models, episodes, seed)
-        if trained_count:  # the models' own protocol: the scores a study's summary measured, if it did
+    """The scores of the references and the models, per image count and erasure (:func:`erasure_settings`; ``{}``:
+    the task's own), on the same ``episodes`` test episodes each (at the models' own protocol, those of their model
+    files, measured once)."""
+    for count, erasure in itertools.product(image_counts, erasures):
+        protocol = replace(task.protocol, image_count=count, **erasure)
+        own = protocol == task.protocol
+        varied = task if own else ImageCompletionTask(data_dir=task.data_dir, **protocol.as_dict())
+        scored = score_test_episodes(varied, {} if own else models, episodes, seed)
+        if own:  # the scores a study's summary measured, if it did
             for label, path in paths.items():
                 cached = cached_test_scores(path, episodes, seed, task.data_dir)
                 scored[label] = {"hidden_mse": cached["hidden_mse"], "closer": cached["closer_fraction"]}
         for label, values in scored.items():
             mse, mse_ci = _interval(values["hidden_mse"])
             closer, closer_ci = _interval(values["closer"].astype(np.float64))
-            yield Score(count, label, len(values["closer"]), mse, mse_ci, closer, closer_ci)
+            yield Score(count, erasure_label(protocol), label, len(values["closer"]), mse, mse_ci, closer, closer_ci)
 
 
 def write_report(
@@ -200,7 +232,7 @@ def write_report(
 ) -> list[str]:
     """Write ``summary.csv``, the figures and their TensorBoard events into ``out``; returns the figures' names."""
     rows = [",".join(Score._fields)]
-    rows += [f"{s.image_count},{s.method},{s.episodes},{s.hidden_mse:.5f},{s.hidden_mse_ci95:.5f},"
+    rows += [f"{s.image_count},{s.erasure},{s.method},{s.episodes},{s.hidden_mse:.5f},{s.hidden_mse_ci95:.5f},"
              f"{s.closer_fraction:.4f},{s.closer_fraction_ci95:.4f}" for s in scores]  # fmt: skip
     atomic_write_text(out / "summary.csv", "\n".join(rows) + "\n")
     figures = {"fig4_completions": completion_grid(task, models, seed)}
