@@ -192,6 +192,19 @@ def test_a_supervised_study_whose_runs_would_log_nothing_is_refused_before_it_ru
     assert not any(tmp_path.iterdir())
 
 
+def test_a_condition_that_cannot_run_on_the_env_is_refused_before_any_run_starts(tmp_path, capsys):
+    study = [*MAZE, "--seeds", "1", "-f", str(tmp_path)]
+    for extra, message in [
+        (["--conditions", "rnn", "readout"], "readout cannot run: observation_space must be a Dict space"),
+        (["--conditions", "rnn", "--condition-set", "rnn", "n_steps", "0"], "rnn [n_steps=0] cannot run: n_steps"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            main([*study, *extra])
+        assert stopped.value.code == 2
+        assert f"plastic-rl experiment: error: {message}" in capsys.readouterr().err
+        assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [

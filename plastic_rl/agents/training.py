@@ -236,37 +236,54 @@ def train_run(run_folder: str | Path, config: TrainConfig) -> Path:
     return train(config, folder, payload)
 
 
+def run_hyperparameters(config: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's hyperparameters (its entry of the file, ``-params`` over it, ``--env-kwargs``, ``n_envs`` and
+    ``n_timesteps`` resolved) and the ``-params`` as applied; a ``ValueError`` names a bad option."""
+    check_device("--device", config.device)
+    check_env_id(config.env)
+    if config.tensorboard_log:
+        check_utf8_path("--tensorboard-log", config.tensorboard_log)
+    hyperparameters = hyperparameters_for_policy(config.algo, config.env, config.policy, config.hyperparams_set)
+    overrides = parse_key_values(config.hyperparams, "-params")
+    for key in ("env_kwargs", "policy_kwargs"):
+        # A dict given with -params completes the file's dict rather than replacing it.
+        if isinstance(overrides.get(key), dict):
+            overrides[key] = {**(hyperparameters.get(key) or {}), **overrides[key]}
+    hyperparameters.update(overrides)
+    for key in ("env_kwargs", "policy_kwargs"):
+        if not isinstance(hyperparameters.get(key) or {}, dict):
+            raise ValueError(f"{key} must be a mapping such as {{name: value}}; got {hyperparameters[key]!r}")
+    hyperparameters["env_kwargs"] = {
+        **(hyperparameters.get("env_kwargs") or {}),
+        **parse_key_values(config.env_kwargs, "--env-kwargs"),
+    }
+    n_envs = config.n_envs if config.n_envs is not None else hyperparameters.get("n_envs", 1)
+    n_timesteps = config.n_timesteps if config.n_timesteps is not None else hyperparameters.get("n_timesteps", 100_000)
+    hyperparameters.update(n_envs=check_positive_int("n_envs", n_envs))
+    hyperparameters.update(n_timesteps=check_positive_int("n_timesteps", n_timesteps))
+    return hyperparameters, overrides
+
+
+def check_run(config: TrainConfig) -> None:
+    """Build the run's model on one env without training it, so that what would stop the run at its start (a policy
+    that does not fit the env, a bad hyperparameter) raises now; a ``BadInputError`` names it."""
+    with reported_as_bad_input():
+        hyperparameters, _ = run_hyperparameters(config)
+        env = make_training_env(config.env, 1, seed=config.seed, env_kwargs=hyperparameters["env_kwargs"])
+        try:
+            build_model(config.algo, config.policy, env, hyperparameters, config.seed, "cpu")
+        finally:
+            env.close()
+
+
 def train(config: TrainConfig, folder: Path, checkpoint: dict[str, Any] | None = None) -> Path:
     """Train (or, from a checkpoint's contents, continue) the run of ``config`` in ``folder``; returns the model
     path."""
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     with reported_as_bad_input():
-        check_device("--device", config.device)
-        check_env_id(config.env)
-        if config.tensorboard_log:
-            check_utf8_path("--tensorboard-log", config.tensorboard_log)
-        hyperparameters = hyperparameters_for_policy(config.algo, config.env, config.policy, config.hyperparams_set)
-        overrides = parse_key_values(config.hyperparams, "-params")
-        for key in ("env_kwargs", "policy_kwargs"):
-            # A dict given with -params completes the file's dict rather than replacing it.
-            if isinstance(overrides.get(key), dict):
-                overrides[key] = {**(hyperparameters.get(key) or {}), **overrides[key]}
-        hyperparameters.update(overrides)
-        for key in ("env_kwargs", "policy_kwargs"):
-            if not isinstance(hyperparameters.get(key) or {}, dict):
-                raise ValueError(f"{key} must be a mapping such as {{name: value}}; got {hyperparameters[key]!r}")
-        env_kwargs = {
-            **(hyperparameters.get("env_kwargs") or {}),
-            **parse_key_values(config.env_kwargs, "--env-kwargs"),
-        }
-        hyperparameters["env_kwargs"] = env_kwargs
-        n_envs = config.n_envs if config.n_envs is not None else hyperparameters.get("n_envs", 1)
-        n_timesteps = (
-            config.n_timesteps if config.n_timesteps is not None else hyperparameters.get("n_timesteps", 100_000)
-        )
-        hyperparameters.update(n_envs=check_positive_int("n_envs", n_envs))
-        hyperparameters.update(n_timesteps=check_positive_int("n_timesteps", n_timesteps))
+        hyperparameters, overrides = run_hyperparameters(config)
+        env_kwargs, n_envs, n_timesteps = (hyperparameters[key] for key in ("env_kwargs", "n_envs", "n_timesteps"))
         # Before the envs are made (10**7 of them take minutes): their rollout alone must fit.
         n_steps = algorithm_arguments(hyperparameters, n_envs).get("n_steps", _default_n_steps(config.algo))
         n_steps = check_positive_int("n_steps", n_steps)

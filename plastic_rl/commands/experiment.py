@@ -83,13 +83,15 @@ def parsed_study(args: argparse.Namespace) -> tuple[TaskAdapter, StudyOptions]:
 
 def run(args: argparse.Namespace) -> int:
     from plastic_rl.experiments.statistics import SIGNIFICANCE, seeds_needed
-    from plastic_rl.experiments.study import plan, recorded_jobs, run_study, status_text, summarize
+    from plastic_rl.experiments.study import check_groups, plan, recorded_jobs, run_study, status_text, summarize
 
     root = Path(args.out)
     with reported_as_bad_input():
         adapter, study = parsed_study(args)
         runs = plan(adapter, study)
         jobs = args.jobs or recorded_jobs(root) or os.cpu_count() or 1
+        if not (args.status or args.summarize_only):
+            check_groups(adapter, runs)
     if len({run.group for run in runs}) > 1 and args.seeds < seeds_needed():
         print(
             f"warning: with {args.seeds} seeds per condition no rank-sum test can reach p < {SIGNIFICANCE:g}; "

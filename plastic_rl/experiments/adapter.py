@@ -159,6 +159,10 @@ class TaskAdapter(ABC, Generic[ConfigT, OptionsT]):
         for reading runs back."""
         self.study_options = options
 
+    def check_run(self, config: ConfigT) -> None:
+        """Refuse (a ``ValueError``) a run that could not start, before any run of the study does; by default the
+        options' checks are enough."""
+
     def shell_command(self, config: ConfigT, folder: Path) -> str:
         """The command line that runs (or resumes) this one run alone."""
         return shlex.join(["plastic-rl", *self.command(config), *self.location(folder)])

@@ -291,6 +291,11 @@ class RLAdapter(TaskAdapter[TrainConfig, RLStudyOptions]):
         # the runner itself trains into exactly RUN/train.
         return ["-f", str(folder / TRAIN_FOLDER)]
 
+    def check_run(self, config: TrainConfig) -> None:
+        from plastic_rl.agents.training import check_run  # torch and SB3: not for --help
+
+        check_run(config)
+
     def launch(self, config: TrainConfig, folder: Path) -> None:
         from plastic_rl.agents.training import train_run  # torch and SB3: not for --help
 

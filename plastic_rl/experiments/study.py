@@ -239,6 +239,20 @@ def status_text(adapter: TaskAdapter, runs: list[Run], jobs: int) -> str:
     return "\n".join(lines)
 
 
+def check_groups(adapter: TaskAdapter, runs: list[Run]) -> None:
+    """Start no run unless every group's unfinished runs could start (:meth:`TaskAdapter.check_run`, one run per
+    group): a condition that cannot run on the task is refused once, not as a failure per run."""
+    checked = set()
+    for run in runs:
+        if run.group in checked or run.state() == "finished":
+            continue
+        checked.add(run.group)
+        try:
+            adapter.check_run(run.config)
+        except ValueError as error:
+            raise ValueError(f"{run.group} cannot run: {error}") from error
+
+
 def execute(adapter: TaskAdapter, runs: list[Run], launcher: Launcher, task: str) -> list[tuple[Run, str]]:
     """Run every unfinished run of ``runs`` that no live driver is running; returns the failures."""
     pending = []
