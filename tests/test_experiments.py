@@ -392,6 +392,9 @@ def test_a_condition_set_reaches_that_conditions_runs_only_and_names_them(tmp_pa
         main(["experiment", *patterns[:-2], "momentum", "0.9"])
     assert "--sweep and --condition-set keys must be options" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        main(["experiment", *patterns[:-2], "extra_neurons", "2000"])
+    assert "--condition-set plastic extra_neurons: plastic runs do not use extra_neurons" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         main(["experiment", *patterns, "--sweep", "learning_rate", "3e-3", "0.003"])
     same = "plastic [eta=0.5, learning_rate=3e-3] and plastic [eta=0.5, learning_rate=0.003] are the same runs"
     assert same in capsys.readouterr().err

@@ -159,6 +159,10 @@ class TaskAdapter(ABC, Generic[ConfigT, OptionsT]):
         for reading runs back."""
         self.study_options = options
 
+    def unused_options(self, condition: str) -> frozenset[str]:
+        """The ``--condition-set`` keys that the condition's runs ignore (setting one for it is refused)."""
+        return frozenset()
+
     def check_run(self, config: ConfigT) -> None:
         """Refuse (a ``ValueError``) a run that could not start, before any run of the study does; by default the
         options' checks are enough."""

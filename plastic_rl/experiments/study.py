@@ -114,7 +114,7 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
     adapter.check_options(study.task_options, root)
     defaults = _json(adapter.options(adapter.default_config()))
     sweeps = [[(sweep[0], value) for value in sweep[1:]] for sweep in study.sweep]
-    settings = _condition_settings(study)
+    settings = _condition_settings(study, adapter)
     runs, mismatches = [], []
     for seed in range(study.first_seed, study.first_seed + study.seeds):
         for condition in study.conditions:
@@ -154,7 +154,7 @@ def _check_distinct(runs: list[Run]) -> None:
             )
 
 
-def _condition_settings(study: StudyOptions) -> dict[str, tuple[tuple[str, str], ...]]:
+def _condition_settings(study: StudyOptions, adapter: TaskAdapter) -> dict[str, tuple[tuple[str, str], ...]]:
     """Each condition's ``--condition-set`` settings, ``(key, value)`` in the command line's order, checked."""
     swept = {sweep[0] for sweep in study.sweep}
     settings: dict[str, dict[str, str]] = {}
@@ -168,6 +168,8 @@ def _condition_settings(study: StudyOptions) -> dict[str, tuple[tuple[str, str],
             raise ValueError(f"--condition-set {condition} {key}: {key} is also swept (--sweep {key}); set it one way")
         if key in settings.get(condition, {}):
             raise ValueError(f"--condition-set {condition} {key} is given twice; give it once")
+        if key in adapter.unused_options(condition):
+            raise ValueError(f"--condition-set {condition} {key}: {condition} runs do not use {key}")
         settings.setdefault(condition, {})[key] = value
     return {condition: tuple(values.items()) for condition, values in settings.items()}
 

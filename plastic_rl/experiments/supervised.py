@@ -162,6 +162,9 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         task.check_data()
         super().check_options(options, out)
 
+    def unused_options(self, condition: str) -> frozenset[str]:
+        return self.registered.model_options.unused_by(condition)
+
     def budget(self, options: SupervisedStudyOptions) -> int:
         return options.runs.trainer.steps
 

@@ -70,6 +70,11 @@ class ModelOptions(ABC):
     def keywords(self) -> dict[str, Any]:
         """The keywords of the task's ``build_model``."""
 
+    @classmethod
+    def unused_by(cls, model: str) -> frozenset[str]:
+        """The options that the model ``model`` ignores (its architecture has no use for them)."""
+        return frozenset()
+
 
 @dataclass(frozen=True)
 class MemoryModelOptions(ModelOptions):
@@ -82,6 +87,17 @@ class MemoryModelOptions(ModelOptions):
     eta: float = 0.01
     extra_neurons: int = 2000
     lstm_hidden_size: int = 2000
+
+    @classmethod
+    def unused_by(cls, model: str) -> frozenset[str]:
+        recurrent_only = {"input_mode", "input_gain", "extra_neurons"}
+        unused = {
+            "plastic": {"extra_neurons", "lstm_hidden_size"},
+            "shared": {"extra_neurons", "lstm_hidden_size"},
+            "rnn": {"rule", "eta", "lstm_hidden_size"},
+            "lstm": {"rule", "eta", *recurrent_only},
+        }
+        return frozenset(unused.get(model, ()))
 
     def keywords(self) -> dict[str, Any]:
         return dict(
@@ -132,6 +148,10 @@ class OmniglotModelOptions(ModelOptions):
     alpha_init: float = 1.0
     no_fixed_weight: bool = False
     normalize_features: bool = False
+
+    @classmethod
+    def unused_by(cls, model: str) -> frozenset[str]:
+        return frozenset() if model == "plastic" else frozenset({"rule", "eta", "alpha_init", "no_fixed_weight"})
 
     def keywords(self) -> dict[str, Any]:
         return dict(
