@@ -192,14 +192,21 @@ def test_a_supervised_study_whose_runs_would_log_nothing_is_refused_before_it_ru
     assert not any(tmp_path.iterdir())
 
 
-def test_a_condition_that_cannot_run_on_the_env_is_refused_before_any_run_starts(tmp_path, capsys):
-    study = [*MAZE, "--seeds", "1", "-f", str(tmp_path)]
-    for extra, message in [
-        (["--conditions", "rnn", "readout"], "readout cannot run: observation_space must be a Dict space"),
-        (["--conditions", "rnn", "--condition-set", "rnn", "n_steps", "0"], "rnn [n_steps=0] cannot run: n_steps"),
+def test_a_condition_that_cannot_run_on_the_task_is_refused_before_any_run_starts(tmp_path, capsys):
+    maze, patterns = [*MAZE, "--seeds", "1", "-f", str(tmp_path)], [*PATTERNS, "--seeds", "1", "-f", str(tmp_path)]
+    for command, message in [
+        ([*maze, "--conditions", "rnn", "readout"], "readout cannot run: PlasticReadoutPolicy needs a labelled task"),
+        (
+            [*maze, "--conditions", "rnn", "--condition-set", "rnn", "n_steps", "0"],
+            "rnn [n_steps=0] cannot run: n_steps",
+        ),
+        (
+            [*patterns, "--conditions", "plastic", "rnn", "--condition-set", "rnn", "input_gain", "2"],
+            "rnn [input_gain=2] cannot run: input_gain must be 1",
+        ),
     ]:
         with pytest.raises(SystemExit) as stopped:
-            main([*study, *extra])
+            main(command)
         assert stopped.value.code == 2
         assert f"plastic-rl experiment: error: {message}" in capsys.readouterr().err
         assert not any(tmp_path.iterdir())
@@ -239,6 +246,10 @@ def test_sweeps_make_a_run_folder_per_value_and_reach_the_run_command(tmp_path, 
     assert stopped.value.code == 2
     message = "--sweep and --condition-set keys must be options of plastic-rl supervised patterns"
     assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main([*PATTERNS, "-f", str(tmp_path / "q"), "--conditions", "plastic", "rnn", "--sweep", "rule", "hebb", "oja"])
+    assert stopped.value.code == 2
+    assert "--sweep rule: rnn runs do not use rule, so each of its values would repeat" in capsys.readouterr().err
 
 
 def test_the_runner_builds_the_config_that_its_runs_command_line_builds(tmp_path, monkeypatch):

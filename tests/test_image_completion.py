@@ -24,6 +24,7 @@ from plastic_rl.envs.image_completion import ImageCompletionEnv, ImageCompletion
 from plastic_rl.envs.pattern_memory import make_rng
 from plastic_rl.supervised import SupervisedTrainer, make_task
 from plastic_rl.supervised import images as images_task
+from plastic_rl.supervised.model_files import cached_test_scores
 
 SMALL = dict(image_count=3, steps_shown=2, gap_steps=1, repetitions=2, query_steps=2)
 
@@ -121,7 +122,7 @@ def test_protocol_lengths_and_degradations():
     for keyword, value in (("image_count", 0), ("gap_steps", -1), ("degradation", "blur"), ("degraded_fraction", 1)):
         with pytest.raises(ValueError, match=keyword):
             ImageCompletionProtocol(**{keyword: value})
-    with pytest.raises(ValueError, match=r"degraded_fraction_max must be a number in \[0.5, 1\); got 0.25"):
+    with pytest.raises(ValueError, match=r"degraded_fraction_max must be a number in \(0.5, 1\); got 0.25"):
         ImageCompletionProtocol(degradation="random_pixels", degraded_fraction_max=0.25)
     with pytest.raises(ValueError, match="degraded_fraction_max needs degradation 'random_pixels'"):
         ImageCompletionProtocol(degraded_fraction_max=0.75)
@@ -305,6 +306,28 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
     own_count = [row[4] for row in old if row[:3] == ["3", "top_bottom", "net"]]
     assert [row[4] for row in rows if row[2] == "net"][0] == own_count[0]
     assert fails("--models", model, "--erasures", "1") and fails("--models", model, "--erasures", "blur")
+    assert fails("--models", model, "--erasures", "0.5", "0.50") and fails(
+        "--models", model, "--image-counts", "3", "3"
+    )
+    assert len(list((erased / "tensorboard").iterdir())) == 1
+    assert report.run(parser.parse_args(["--models", model, "--episodes", "6", "--out", str(erased)])) == 0
+    assert len(list((erased / "tensorboard").iterdir())) == 1  # the earlier report's events are gone
+    # A model trained on another erasure: refused without --erasures; with them, each model is scored on each.
+    scattered = make_task(
+        "images", data_dir=str(data_dir), **SMALL, degradation="random_pixels", degraded_fraction=0.75
+    )
+    other = SupervisedTrainer(scattered, scattered.build_model("plastic"), eval_interval=0, progress=False)
+    other.save_model(tmp_path / "scattered.pt")
+    both = ["--models", model, f"scattered={tmp_path / 'scattered.pt'}", "--episodes", "6"]
+    assert fails(*both)
+    mixed = tmp_path / "mixed"
+    assert report.run(parser.parse_args([*both, "--erasures", "top_bottom", "0.75", "--out", str(mixed)])) == 0
+    rows = [row.split(",") for row in (mixed / "summary.csv").read_text().splitlines()[1:]]
+    assert [row[2] for row in rows] == ["zero", "mean", "nearest", "neighbours", "net", "scattered"] * 2
+    scored = {(row[1], row[2]): float(row[4]) for row in rows}
+    own = cached_test_scores(tmp_path / "scattered.pt", 6)["hidden_mse"].mean()
+    assert scored["random_pixels 0.75", "scattered"] == pytest.approx(own, abs=1e-5)
+    assert scored["top_bottom", "net"] == float(own_count[0])
     assert fails("--models", "no-label") and fails("--models", model, model)
     assert fails("--models", model, "--episodes", "1") and fails("--models", model, "--image-counts", "1")
     assert fails("--models", model, "--curves", f"net={tmp_path / 'missing.csv'}")

@@ -17,6 +17,13 @@ from plastic_rl.core.fused import RecordedUnroll
 from plastic_rl.core.rules import get_rule
 
 
+def _described(space: spaces.Space) -> str:
+    """A space's kind and keys or shape, without a Box's bounds (hundreds of numbers for an image)."""
+    if isinstance(space, spaces.Dict):
+        return f"a Dict with keys {', '.join(map(repr, space.spaces))}"
+    return f"a {type(space).__name__} of shape {space.shape}"
+
+
 class ConfidenceCritic(nn.Module):
     """A value from an actor's logits ``(..., n)``: a linear function of the action probabilities sorted from the most
     likely down, the logits detached. Sorted, because an episode's labels are drawn afresh (how sure the actor is
@@ -83,8 +90,9 @@ class PlasticReadoutPolicy(RecurrentActorCriticPolicy):
         label_space = observation_space.spaces.get(label_key) if isinstance(observation_space, spaces.Dict) else None
         if not isinstance(label_space, spaces.Box) or label_space.shape != (n_actions,):
             raise ValueError(
-                f"observation_space must be a Dict space whose {label_key!r} key (label_key) is a Box of shape "
-                f"({n_actions},), one entry per action; got {observation_space}"
+                "PlasticReadoutPolicy needs a labelled task such as PlasticOmniglot-v0: observation_space must be a "
+                f"Dict space whose {label_key!r} key (label_key) is a Box of shape ({n_actions},), one entry per "
+                f"action; got {_described(observation_space)}"
             )
         if "hidden_size" in kwargs:
             raise ValueError("hidden_size is not an option of PlasticReadoutPolicy: its logits are its activations")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from plastic_rl.core.options import reported_as_bad_input
 
@@ -46,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="dataset folder (default: the one the first model was trained with)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", required=True, help="output folder")
+
+
+def _check_once(option: str, words: list[Any], values: list[Any]) -> None:
+    """Refuse a value given twice, however it is written (``0.5`` and ``0.50``)."""
+    for index, value in enumerate(values):
+        if value in values[:index]:
+            first = words[values.index(value)]
+            raise ValueError(f"{option} {first} and {words[index]} are the same; give each once")
 
 
 def _model_paths(args: argparse.Namespace) -> dict[str, Path]:
@@ -83,18 +92,21 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--image-counts must be integers >= 2 (one image leaves nothing to tell apart); "
                              f"got {args.image_counts}")  # fmt: skip
         erasures = [erasure_settings(text) for text in args.erasures or ()]
+        _check_once("--image-counts", args.image_counts or [], args.image_counts or [])
+        _check_once("--erasures", args.erasures or [], erasures)
         paths, curves = _model_paths(args), _curve_paths(args)
-        first, models = load_image_models(paths)
-        protocol = first.protocol
-        task = ImageCompletionTask(data_dir=args.data_dir or first.data_dir, **protocol.as_dict())
+        loaded = load_image_models(paths, same_erasure=not erasures)
+        protocol = loaded.task.protocol
+        task = ImageCompletionTask(data_dir=args.data_dir or loaded.task.data_dir, **protocol.as_dict())
+        models = loaded._replace(task=task)
         scores = []
         counts = args.image_counts or [protocol.image_count]
-        for score in score_protocols(task, models, paths, counts, erasures or [{}], args.episodes, args.seed):
+        for score in score_protocols(models, paths, counts, erasures or [{}], args.episodes, args.seed):
             scores.append(score)
             print(f"{score.image_count} images, {score.erasure}, {score.method:>8} ({score.kind}): hidden MSE "
                   f"{score.hidden_mse:.4f} ± {score.hidden_mse_ci95:.4f}, closer to the right image "
                   f"{score.closer_fraction:.3f} ± {score.closer_fraction_ci95:.3f}", flush=True)  # fmt: skip
     out = Path(args.out)
-    figures = write_report(out, scores, task, models, curves, args.seed)
+    figures = write_report(out, scores, task, models.models, curves, args.seed)
     print(f"written: {out / 'summary.csv'}, {', '.join(f'{name}.png' for name in figures)}, {out / 'tensorboard'}")
     return 0

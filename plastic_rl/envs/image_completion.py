@@ -64,7 +64,12 @@ class ImageCompletionProtocol:
                     f"degraded_fraction_max needs degradation 'random_pixels'; got degradation {self.degradation!r}"
                 )
             check_float_range(
-                "degraded_fraction_max", self.degraded_fraction_max, self.degraded_fraction, 1, high_open=True
+                "degraded_fraction_max",
+                self.degraded_fraction_max,
+                self.degraded_fraction,
+                1,
+                low_open=True,
+                high_open=True,
             )
 
     @property

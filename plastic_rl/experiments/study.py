@@ -110,6 +110,13 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
     for sweep in study.sweep:
         if len(sweep) < 2:
             raise ValueError(f"--sweep takes a key and at least one value; got {' '.join(sweep)!r}")
+        ignoring = [condition for condition in study.conditions if sweep[0] in adapter.unused_options(condition)]
+        if ignoring and len(sweep) > 2:
+            raise ValueError(
+                f"--sweep {sweep[0]}: {', '.join(ignoring)} runs do not use {sweep[0]}, so each of its values would "
+                f"repeat the same runs; sweep it without {', '.join(ignoring)}, or set it per condition "
+                "(--condition-set)"
+            )
     root = Path(study.out)
     adapter.check_options(study.task_options, root)
     defaults = _json(adapter.options(adapter.default_config()))

@@ -165,6 +165,10 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
     def unused_options(self, condition: str) -> frozenset[str]:
         return self.registered.model_options.unused_by(condition)
 
+    def check_run(self, config: SupervisedConfig) -> None:
+        task = self.task_class.from_options(config.task_options, config.data_dir)
+        task.build_model(config.model, **config.model_options.keywords())
+
     def budget(self, options: SupervisedStudyOptions) -> int:
         return options.runs.trainer.steps
 

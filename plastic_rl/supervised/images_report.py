@@ -139,18 +139,33 @@ def curve_figure(curves: dict[str, list[Path]]):
     return figure
 
 
-def load_image_models(paths: dict[str, Path]) -> tuple[ImageCompletionTask, dict[str, torch.nn.Module]]:
-    """The first model's task and every model by label; a ``ValueError`` unless all are image-completion models
-    trained on one protocol."""
-    model_tasks = [load_task(path) for path in paths.values()]
-    image_tasks = [task for task in model_tasks if isinstance(task, ImageCompletionTask)]
-    if len(image_tasks) != len(model_tasks):
+ERASURE_FIELDS = ("degradation", "degraded_fraction", "degraded_fraction_max")
+
+
+class ImageModels(NamedTuple):
+    """The models of a report by label, each with the protocol it was trained on, and the first one's task."""
+
+    task: ImageCompletionTask
+    models: dict[str, torch.nn.Module]
+    protocols: dict[str, ImageCompletionProtocol]
+
+
+def load_image_models(paths: dict[str, Path], same_erasure: bool = True) -> ImageModels:
+    """Every model by label; a ``ValueError`` unless all are image-completion models trained on one protocol (apart
+    from the erasure, unless ``same_erasure``)."""
+    tasks = {label: load_task(path) for label, path in paths.items()}
+    if not all(isinstance(task, ImageCompletionTask) for task in tasks.values()):
         raise ValueError("--models must be image-completion models")
-    if any(task.protocol != image_tasks[0].protocol for task in image_tasks):
-        raise ValueError(
-            "--models must have been trained on one protocol (score other image counts and erasures with one)"
-        )
-    return image_tasks[0], {label: load_model(path) for label, path in paths.items()}
+    protocols = {label: task.protocol for label, task in tasks.items()}  # type: ignore[attr-defined]
+    first = next(iter(protocols.values()))
+    erasure = {field: getattr(first, field) for field in ERASURE_FIELDS}
+    if any(replace(protocol, **erasure) != first for protocol in protocols.values()):
+        raise ValueError("--models must have been trained on one protocol, apart from the erasure (--image-counts "
+                         "and --erasures score them on others)")  # fmt: skip
+    if same_erasure and any(protocol != first for protocol in protocols.values()):
+        raise ValueError("--models were trained on different erasures: give --erasures to score them on the same ones")
+    models = {label: load_model(path) for label, path in paths.items()}
+    return ImageModels(next(iter(tasks.values())), models, protocols)  # type: ignore[arg-type]
 
 
 def erasure_label(protocol: ImageCompletionProtocol) -> str:
@@ -196,8 +211,7 @@ class Score(NamedTuple):
 
 
 def score_protocols(
-    task: ImageCompletionTask,
-    models: dict[str, torch.nn.Module],
+    models: ImageModels,
     paths: dict[str, Path],
     image_counts: list[int],
     erasures: list[dict[str, Any]],
@@ -205,18 +219,23 @@ def score_protocols(
     seed: int,
 ) -> Iterator[Score]:
     """The scores of the references and the models, per image count and erasure (:func:`erasure_settings`; ``{}``:
-    the task's own), on the same ``episodes`` test episodes each (at the models' own protocol, those of their model
-    files, measured once)."""
+    the first model's), on the same ``episodes`` test episodes each (a model on the protocol it was trained on: those
+    of its model file, measured once)."""
+    task = models.task
     for count, erasure in itertools.product(image_counts, erasures):
         protocol = replace(task.protocol, image_count=count, **erasure)
-        own = protocol == task.protocol
-        varied = task if own else ImageCompletionTask(data_dir=task.data_dir, **protocol.as_dict())
-        scored = score_test_episodes(varied, {} if own else models, episodes, seed)
-        if own:  # the scores a study's summary measured, if it did
-            for label, path in paths.items():
-                cached = cached_test_scores(path, episodes, seed, task.data_dir)
-                scored[label] = {"hidden_mse": cached["hidden_mse"], "closer": cached["closer_fraction"]}
-        for label, values in scored.items():
+        varied = (
+            task if protocol == task.protocol else ImageCompletionTask(data_dir=task.data_dir, **protocol.as_dict())
+        )
+        own = {label for label, trained in models.protocols.items() if trained == protocol}
+        fresh = {label: model for label, model in models.models.items() if label not in own}
+        scored = score_test_episodes(varied, fresh, episodes, seed)
+        for label in own:  # the scores a study's summary measured, if it did
+            cached = cached_test_scores(paths[label], episodes, seed, task.data_dir)
+            scored[label] = {"hidden_mse": cached["hidden_mse"], "closer": cached["closer_fraction"]}
+        references = [label for label in scored if label not in models.models]
+        for label in [*references, *models.models]:
+            values = scored[label]
             mse, mse_ci = _interval(values["hidden_mse"])
             closer, closer_ci = _interval(values["closer"].astype(np.float64))
             yield Score(count, erasure_label(protocol), label, len(values["closer"]), mse, mse_ci, closer, closer_ci)
@@ -241,6 +260,8 @@ def write_report(
         figures["fig5_matrices"] = matrix_figure(plastic[0])
     if curves:
         figures["fig6_curves"] = curve_figure(curves)
+    for events in (out / "tensorboard").glob("events.out.tfevents.*"):
+        events.unlink()  # an earlier report's figures, which TensorBoard would show beside these
     writer = SummaryWriter(str(out / "tensorboard"))
     for name, figure in figures.items():
         atomic_write_bytes(out / f"{name}.png", _figure_bytes(figure))
