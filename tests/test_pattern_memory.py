@@ -1,6 +1,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import plastic_rl  # noqa: F401  (registers the envs)
@@ -134,9 +135,38 @@ def test_the_authors_comparison_protocol_runs_a_batched_step_for_each_model():
     # 2 patterns x (3 shown + 1 empty) x 1 cycle, then the query for 3 steps
     assert protocol.episode_length == 2 * (3 + 1) * 1 + 3 == 11 and protocol.pattern_size == 50
     task = make_task("patterns", **protocol.as_dict())
-    models = {"plastic": {}, "rnn": {"extra_neurons": 2000}, "lstm": {"lstm_hidden_size": 2050}}
+    models = {
+        "plastic": {},
+        "rnn": {"extra_neurons": 2000},
+        "lstm": {"lstm_hidden_size": 2050, "lstm_output": "clamped"},
+    }
     for model_name, options in models.items():
         model = task.build_model(model_name, **options)
         trainer = SupervisedTrainer(task, model, batch_size=4, log_interval=1, eval_interval=0, progress=False)
         trainer.train(1)
         assert trainer.step == 1 and np.isfinite(trainer.history[-1]["loss"])
+
+
+def test_the_clamped_lstm_outputs_its_first_cells_clamped_to_the_shown_input():
+    from plastic_rl.supervised.models import SequenceLSTM
+
+    torch.manual_seed(0)
+    model = SequenceLSTM(3, 3, 8, output="clamped")
+    inputs = torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 1.0]]).unsqueeze(1)  # (T=3, B=1, 3)
+    outputs = model(inputs)
+    shown = inputs != 0
+    # Shown elements: tanh of the input, whatever the weights; hidden ones: tanh(tanh(the cell candidate)).
+    assert torch.allclose(outputs[shown], inputs[shown].tanh())
+    lstm = model.lstm
+    gates = inputs[0, 0] @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + lstm.bias_hh_l0  # the first step: no recurrence
+    candidate = gates.chunk(4)[2].tanh()
+    assert torch.allclose(outputs[0, 0, 2], candidate[2].tanh())
+    with torch.no_grad():
+        lstm.weight_hh_l0.mul_(3)  # the recurrence reaches the hidden elements only
+    again = model(inputs)
+    assert torch.equal(again[shown], outputs[shown]) and not torch.allclose(again[~shown][1:], outputs[~shown][1:])
+    again.sum().backward()
+    assert lstm.weight_hh_l0.grad.abs().sum() > 0 and model.readout is None
+    for bad in (dict(output_size=2), dict(hidden_size=2), dict(output="relu")):
+        with pytest.raises(ValueError, match="output"):
+            SequenceLSTM(**{"input_size": 3, "output_size": 3, "hidden_size": 8, "output": "clamped", **bad})

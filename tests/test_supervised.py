@@ -147,12 +147,13 @@ def test_tensorboard_and_live_curve(tmp_path):
     assert [row["eval_wrong_bits"] != "" for row in rows] == [False, True, False]
 
 
-@pytest.mark.parametrize("model", ["plastic", "rnn", "lstm"])
+@pytest.mark.parametrize("model", ["plastic", "rnn", "lstm", "lstm --lstm-output clamped --lstm-hidden-size 12"])
 def test_supervised_command_trains_every_model(tmp_path, model):
-    run_dir = tmp_path / model
+    name, *options = model.split()
+    run_dir = tmp_path / name
     code = main(
-        ["supervised", "patterns", "--model", model, "--steps", "2", "--run-dir", str(run_dir), "--no-progress"]
-        + TINY_ARGS
+        ["supervised", "patterns", "--model", name, "--steps", "2", "--run-dir", str(run_dir)]
+        + ["--no-progress", *TINY_ARGS, *options]
     )
     assert code == 0
     assert {"model.pt", "checkpoint.pt", "curve.csv", "tensorboard"} <= {path.name for path in run_dir.iterdir()}

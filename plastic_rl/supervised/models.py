@@ -6,11 +6,12 @@ rebuilt by :func:`plastic_rl.supervised.load_model` with one call.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from plastic_rl.core import PlasticLinear, PlasticRecurrentLayer
 from plastic_rl.core.options import INPUT_MODES, check_choice, check_positive_float, check_positive_int
-from plastic_rl.supervised.options import MEMORY_MODELS
+from plastic_rl.supervised.options import LSTM_OUTPUTS, MEMORY_MODELS
 
 # The authors' code adds 20 x the input to the pre-activation; clamping needs no gain.
 DEFAULT_INPUT_GAIN = {"clamp": 1.0, "add": 20.0}
@@ -102,19 +103,50 @@ class PlasticRecurrentNetwork(nn.Module):
 
 
 class SequenceLSTM(nn.Module):
-    """An LSTM with a linear readout: ``(T, B, input_size) -> (T, B, output_size)``."""
+    """An LSTM over a sequence: ``(T, B, input_size) -> (T, B, output_size)``.
 
-    def __init__(self, input_size: int, output_size: int, hidden_size: int) -> None:
+    ``output="readout"``: a linear readout of every cell. ``output="clamped"``: the authors' baseline in their own
+    comparison (Figure 3): the first ``output_size`` cells are the outputs, and like the recurrent networks' neurons
+    they are clamped to the input where it is non-zero; they have no gates and no memory of their own (``h = tanh(c)``
+    with ``c`` the input where it is shown, else the usual cell candidate from the input and the recurrent state),
+    which the authors' code gets by fixing those cells' gate biases and input weights.
+    """
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int, output: str = "readout") -> None:
         super().__init__()
-        self.config = dict(input_size=input_size, output_size=output_size, hidden_size=hidden_size)
-        for name, value in self.config.items():
-            check_positive_int(name, value)
+        self.config = dict(input_size=input_size, output_size=output_size, hidden_size=hidden_size, output=output)
+        for name in ("input_size", "output_size", "hidden_size"):
+            check_positive_int(name, self.config[name])
+        check_choice("output", output, LSTM_OUTPUTS)
+        if output == "clamped" and not output_size == input_size <= hidden_size:
+            raise ValueError(
+                f"output 'clamped' needs output_size == input_size <= hidden_size; got {output_size}, {input_size}, "
+                f"{hidden_size}"
+            )
+        self.output = output
         self.lstm = nn.LSTM(input_size, hidden_size)
-        self.readout = nn.Linear(hidden_size, output_size)
+        self.readout = nn.Linear(hidden_size, output_size) if output == "readout" else None
 
     def forward(self, inputs: Tensor) -> Tensor:
-        hidden, _ = self.lstm(inputs.to(self.readout.weight.dtype))
-        return self.readout(hidden)
+        inputs = inputs.to(self.lstm.all_weights[0][0].dtype)
+        if self.readout is not None:
+            hidden, _ = self.lstm(inputs)
+            return self.readout(hidden)
+        return self._clamped(inputs)
+
+    def _clamped(self, inputs: Tensor) -> Tensor:
+        weight_ih, weight_hh, bias_ih, bias_hh = self.lstm.all_weights[0]
+        drive = nn.functional.linear(inputs, weight_ih, bias_ih + bias_hh)
+        hidden = cell = inputs.new_zeros(inputs.shape[1], self.lstm.hidden_size)
+        size, outputs = inputs.shape[-1], []
+        for step, shown in zip(drive, inputs, strict=True):
+            gate_in, forget, candidate, gate_out = (step + hidden @ weight_hh.T).chunk(4, dim=-1)
+            candidate = candidate.tanh()
+            cell = forget.sigmoid() * cell + gate_in.sigmoid() * candidate
+            own = torch.where(shown != 0, shown, candidate[:, :size]).tanh()  # the clamped cells' output
+            hidden = torch.cat([own, (gate_out.sigmoid() * cell.tanh())[:, size:]], dim=-1)
+            outputs.append(own)
+        return torch.stack(outputs)
 
 
 def build_memory_model(
@@ -127,6 +159,7 @@ def build_memory_model(
     hebbian_learning_rate: float = 0.01,
     extra_neurons: int = 2000,
     lstm_hidden_size: int = 2000,
+    lstm_output: str = "readout",
 ) -> nn.Module:
     """One of the paper's models for a memory task whose inputs and outputs have ``size`` elements.
 
@@ -135,11 +168,12 @@ def build_memory_model(
     - ``"shared"``: the same with one alpha shared by all connections (the paper's Figure 6);
     - ``"rnn"``: the same network without plasticity and with ``extra_neurons`` more neurons, which
       get no input; the output is still read from the first ``size``;
-    - ``"lstm"``: an LSTM of ``lstm_hidden_size`` cells with a linear readout.
+    - ``"lstm"``: an LSTM of ``lstm_hidden_size`` cells with a linear readout, or (``lstm_output="clamped"``) its
+      first ``size`` cells clamped to the input as the recurrent networks' neurons are (:class:`SequenceLSTM`).
     """
     check_choice("model_name", model_name, MEMORY_MODELS)
     if model_name == "lstm":
-        return SequenceLSTM(size, size, lstm_hidden_size)
+        return SequenceLSTM(size, size, lstm_hidden_size, lstm_output)
     check_choice("input_mode", input_mode, INPUT_MODES)
     if isinstance(extra_neurons, bool) or not isinstance(extra_neurons, int) or extra_neurons < 0:
         raise ValueError(f"extra_neurons must be an integer >= 0; got {extra_neurons!r}")

@@ -33,6 +33,7 @@ LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 # The models of each task (the first is its default).
 MEMORY_MODELS = ("plastic", "shared", "rnn", "lstm")  # of plastic_rl.supervised.models.build_memory_model
 PATTERN_MODELS = ("plastic", "rnn", "lstm")
+LSTM_OUTPUTS = ("readout", "clamped")  # of plastic_rl.supervised.models.SequenceLSTM
 OMNIGLOT_HEADS = ("plastic", "linear", "prototypical")
 
 
@@ -87,14 +88,15 @@ class MemoryModelOptions(ModelOptions):
     eta: float = 0.01
     extra_neurons: int = 2000
     lstm_hidden_size: int = 2000
+    lstm_output: str = "readout"
 
     @classmethod
     def unused_by(cls, model: str) -> frozenset[str]:
         recurrent_only = {"input_mode", "input_gain", "extra_neurons"}
         unused = {
-            "plastic": {"extra_neurons", "lstm_hidden_size"},
-            "shared": {"extra_neurons", "lstm_hidden_size"},
-            "rnn": {"rule", "eta", "lstm_hidden_size"},
+            "plastic": {"extra_neurons", "lstm_hidden_size", "lstm_output"},
+            "shared": {"extra_neurons", "lstm_hidden_size", "lstm_output"},
+            "rnn": {"rule", "eta", "lstm_hidden_size", "lstm_output"},
             "lstm": {"rule", "eta", *recurrent_only},
         }
         return frozenset(unused.get(model, ()))
@@ -107,6 +109,7 @@ class MemoryModelOptions(ModelOptions):
             hebbian_learning_rate=self.eta,
             extra_neurons=self.extra_neurons,
             lstm_hidden_size=self.lstm_hidden_size,
+            lstm_output=self.lstm_output,
         )
 
 
@@ -270,6 +273,13 @@ def add_memory_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--lstm-hidden-size", type=int, default=defaults.lstm_hidden_size, help="cells of the 'lstm' baseline"
+    )
+    group.add_argument(
+        "--lstm-output",
+        choices=LSTM_OUTPUTS,
+        default=defaults.lstm_output,
+        help="the 'lstm' baseline's output: a linear readout of its cells, or its first cells clamped to the input "
+        "like the recurrent networks' neurons (the authors' Figure 3 comparison)",
     )
 
 
