@@ -181,8 +181,10 @@ def erasure_label(protocol: ImageCompletionProtocol) -> str:
 def erasure_settings(text: str) -> dict[str, Any]:
     """The protocol's settings for an ``--erasures`` word: a half-image degradation's name, or a fraction of the
     pixels hidden at random."""
-    if text in DEGRADATIONS and text != "random_pixels":
-        return dict(degradation=text, degraded_fraction_max=None)
+    if text in DEGRADATIONS and text != "random_pixels":  # the fraction unused, at its default as in such a model
+        return dict(
+            degradation=text, degraded_fraction=ImageCompletionProtocol.degraded_fraction, degraded_fraction_max=None
+        )
     try:
         fraction = float(text)
     except ValueError:

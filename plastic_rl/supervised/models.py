@@ -123,7 +123,6 @@ class SequenceLSTM(nn.Module):
                 f"output 'clamped' needs output_size == input_size <= hidden_size; got {output_size}, {input_size}, "
                 f"{hidden_size}"
             )
-        self.output = output
         self.lstm = nn.LSTM(input_size, hidden_size)
         self.readout = nn.Linear(hidden_size, output_size) if output == "readout" else None
 
