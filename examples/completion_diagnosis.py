@@ -44,8 +44,9 @@ parser.add_argument("--part", choices=["validation", "test"], default="validatio
 parser.add_argument("--episodes", type=int, default=256, help="episodes per erasure (the same for every method)")
 parser.add_argument("--seed", type=int, default=0, help="seed of the episodes")
 parser.add_argument("--data-dir", help="dataset folder (default: the one the model was trained with)")
+parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 args = parser.parse_args()
-torch.set_num_threads(1)
+torch.set_num_threads(args.threads)
 
 try:
     model, trained = load_model(args.model), load_task(args.model, args.data_dir)

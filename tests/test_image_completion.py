@@ -328,6 +328,10 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
     own = cached_test_scores(tmp_path / "scattered.pt", 6)["hidden_mse"].mean()
     assert scored["random_pixels 0.75", "scattered"] == pytest.approx(own, abs=1e-5)
     assert scored["top_bottom", "net"] == float(own_count[0])
+    assert not (mixed / "fig7_erasures.png").exists()  # one scattered fraction: no curve to draw
+    curve = tmp_path / "curve"
+    assert report.run(parser.parse_args([*both, "--erasures", "0.25", "0.75", "--out", str(curve)])) == 0
+    assert (curve / "fig7_erasures.png").stat().st_size > 0
     assert fails("--models", "no-label") and fails("--models", model, model)
     assert fails("--models", model, "--episodes", "1") and fails("--models", model, "--image-counts", "1")
     assert fails("--models", model, "--curves", f"net={tmp_path / 'missing.csv'}")

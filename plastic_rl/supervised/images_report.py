@@ -20,6 +20,8 @@ image than to every other shown image; the table gives their means with 95% conf
   32, and the mean connection by pixel offset), like Figure 5;
 - ``fig6_curves.png``: the error on validation images during training of each curve file, a colour per
   label (Figure 6);
+- ``fig7_erasures.png``: with two or more fractions of pixels hidden at random (``--erasures``), each model's and
+  reference's error against the fraction;
 - ``tensorboard/``: the same figures for TensorBoard.
 """
 
@@ -243,6 +245,36 @@ def score_protocols(
             yield Score(count, erasure_label(protocol), label, len(values["closer"]), mse, mse_ci, closer, closer_ci)
 
 
+def _scattered_fraction(erasure: str) -> float | None:
+    """The fraction of an :func:`erasure_label` of pixels hidden at random, one fraction (else None)."""
+    kind, _, fraction = erasure.partition(" ")
+    return float(fraction) if kind == "random_pixels" and "-" not in fraction else None
+
+
+def erasure_figure(scores: list[Score], image_count: int):
+    """Hidden-pixel error against the fraction of pixels hidden at random, a line per model and reference (95% CIs),
+    at ``image_count`` images; None unless at least two fractions were scored."""
+    import matplotlib.pyplot as plt
+
+    fractions = {s: _scattered_fraction(s.erasure) for s in scores if s.image_count == image_count}
+    scattered = {s: fraction for s, fraction in fractions.items() if fraction is not None}
+    if len(set(scattered.values())) < 2:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(s.method for s in scattered):
+        points = sorted(((fraction, s) for s, fraction in scattered.items() if s.method == method), key=lambda p: p[0])
+        style = "--" if points[0][1].kind == "reference" else "-"
+        axis.errorbar([f for f, _ in points], [s.hidden_mse for _, s in points],
+                      yerr=[s.hidden_mse_ci95 for _, s in points], linestyle=style, marker="o", capsize=3,
+                      label=method)  # fmt: skip
+    axis.set_xlabel("fraction of pixels hidden at random")
+    axis.set_ylabel("hidden-pixel MSE, test images")
+    axis.set_title(f"{image_count} images per episode; dashed: references (no training)", fontsize=9)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    return figure
+
+
 def write_report(
     out: Path,
     scores: list[Score],
@@ -262,6 +294,9 @@ def write_report(
         figures["fig5_matrices"] = matrix_figure(plastic[0])
     if curves:
         figures["fig6_curves"] = curve_figure(curves)
+    erasures = erasure_figure(scores, task.protocol.image_count)
+    if erasures is not None:
+        figures["fig7_erasures"] = erasures
     for events in (out / "tensorboard").glob("events.out.tfevents.*"):
         events.unlink()  # an earlier report's figures, which TensorBoard would show beside these
     writer = SummaryWriter(str(out / "tensorboard"))
