@@ -121,6 +121,24 @@ def test_non_plastic_layer_is_a_vanilla_tanh_rnn():
         torch.testing.assert_close(outputs[t], x, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("plasticity", ["full", "shared"])
+def test_a_lesioned_plastic_layer_is_the_tanh_rnn_of_its_fixed_weights(plasticity):
+    from plastic_rl.core.lesion import remove_plasticity
+
+    torch.manual_seed(3)
+    layer = PlasticRecurrentLayer(6, input_size=3, plasticity=plasticity).double()
+    _randomise(layer)
+    inputs = torch.randn(7, 2, 3, dtype=torch.float64)
+    plastic, _ = layer(inputs)
+    assert remove_plasticity(layer) == 1 and remove_plasticity(torch.nn.Linear(2, 2)) == 0
+    lesioned, state = layer(inputs)
+    assert state.hebbian_trace.abs().sum() > 0 and not torch.allclose(lesioned, plastic)  # traces form, unused
+    x = torch.zeros(2, 6, dtype=torch.float64)
+    for t in range(7):
+        x = torch.tanh(x @ layer.weight + inputs[t] @ layer.input_projection.weight.T + layer.bias)
+        torch.testing.assert_close(lesioned[t], x, rtol=1e-12, atol=1e-12)
+
+
 def test_shared_plasticity_has_exactly_one_alpha():
     layer = PlasticRecurrentLayer(8, input_size=2, plasticity="shared")
     assert layer.plasticity_coefficient.numel() == 1

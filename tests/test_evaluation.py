@@ -187,6 +187,11 @@ def test_evaluate_command_on_a_trained_run(tmp_path, capsys):
     document = json.loads((folder / "evaluation.json").read_text())
     assert document["seeds"] == [7, 8, 9, 10, 11] and document["policies"]["random policy"]["episodes"] == 5
     assert "random policy" in capsys.readouterr().out
+    # --lesion: the same agent with alpha = 0 on the same episodes, beside it.
+    lesion = ["--n-episodes", "3", "--no-random", "--lesion", "--out", str(tmp_path / "lesion.json")]
+    assert main(["evaluate", "-f", str(tmp_path), *lesion]) == 0
+    document = json.loads((tmp_path / "lesion.json").read_text())
+    assert set(document["policies"]) == {"trained agent", "plasticity lesioned"}
     # --env-kwargs replaces the run's own for the held-out episodes (e.g. Omniglot's test classes: part:test).
     longer = ["--env-kwargs", "episode_length:12", "--no-random", "--out", str(tmp_path / "longer.json")]
     assert main(["evaluate", "-f", str(tmp_path), "--n-episodes", "2", *longer]) == 0
@@ -194,6 +199,16 @@ def test_evaluate_command_on_a_trained_run(tmp_path, capsys):
     assert (document["env_kwargs"]["size"], document["env_kwargs"]["episode_length"]) == (5, 12)
     rows = list(csv.DictReader((tmp_path / "longer_episodes.csv").open()))
     assert [row["length"] for row in rows] == ["12", "12"]
+    rnn = tmp_path / "rnn"
+    assert (
+        main(["train", "-f", str(rnn), "--policy", "rnn", "--n-envs", "2", "--no-progress-bar", "-n", "20", *tiny]) == 0
+    )
+    torch.set_num_threads(threads)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", "-f", str(rnn), "--n-episodes", "2", "--lesion"])
+    assert stopped.value.code == 2
+    assert "--lesion needs a plastic policy" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
         main(["evaluate", "--model", str(tmp_path / "missing.zip")])
     assert stopped.value.code == 2
