@@ -319,8 +319,9 @@ def compare_with_random(
 
 def format_table(results: Sequence[EvaluationResult]) -> str:
     """A plain-text table of the results' statistics, one row per policy."""
+    width = max(14, *(len(result.name) for result in results))
     header = (
-        f"{'policy':<14} {'reward, 95% CI':>17} {'hits':>5} {'no hit':>7} {'1st hit':>8} {'later gap':>10} "
+        f"{'policy':<{width}} {'reward, 95% CI':>17} {'hits':>5} {'no hit':>7} {'1st hit':>8} {'later gap':>10} "
         f"{'gap/1st (95% CI)':>19} {'per-ep.':>8} {'bumps':>6}"
     )
     lines = [header]
@@ -328,7 +329,7 @@ def format_table(results: Sequence[EvaluationResult]) -> str:
         s = result.summary
         ratio = f"{s['ratio_of_means']:.2f} ({s['ratio_of_means_ci95_low']:.2f}-{s['ratio_of_means_ci95_high']:.2f})"
         lines.append(
-            f"{result.name:<14} {s['reward_mean']:>8.1f} +/- {s['reward_ci95']:<5.1f} {s['hits_mean']:>5.1f} "
+            f"{result.name:<{width}} {s['reward_mean']:>8.1f} +/- {s['reward_ci95']:<5.1f} {s['hits_mean']:>5.1f} "
             f"{s['no_hit_episodes']:>7d} {s['first_hit_steps_mean']:>8.1f} {s['later_gap_mean']:>10.1f} "
             f"{ratio:>19} {s['per_episode_ratio_median']:>8.2f} {s['wall_bumps_mean']:>6.1f}"
         )
