@@ -11,6 +11,8 @@ squared error of
 - the model, as trained;
 - the model with the hidden neurons' activity set to zero when the query starts (an intervention on the trained
   network, no retraining: how much the free neurons' left-over state costs);
+- the model without plastic self-connections (alpha's diagonal set to zero, as the authors' pattern code keeps it;
+  their image code does not): whether a free neuron's own trace keeps its left-over activity going;
 - the references that need no training: the mean of the shown images, each hidden pixel from its nearest visible
   pixels (no memory), zero fill;
 - an idealised one-step Hebbian read-out: the shown images weighted by their overlap with the query's visible pixels
@@ -24,6 +26,7 @@ from the other hidden (free) ones, through the effective weights ``w + alpha * H
 from __future__ import annotations
 
 import argparse
+import copy
 
 import numpy as np
 import torch
@@ -59,6 +62,10 @@ except ValueError as error:
 if not isinstance(model, PlasticRecurrentNetwork) or not isinstance(trained, ImageCompletionTask):
     parser.error(f"model must be a plastic, shared or rnn model of `plastic-rl supervised images`; got {args.model}")
 layer, pixels = model.recurrent, model.input_size
+no_autapses = copy.deepcopy(model)
+if no_autapses.recurrent.plasticity_coefficient is not None and no_autapses.recurrent.plasticity_coefficient.dim() == 2:
+    with torch.no_grad():
+        no_autapses.recurrent.plasticity_coefficient.diagonal().zero_()
 REFERENCES = {"mean": "mean of shown", "neighbours": "neighbours", "zero": "zero fill"}
 
 
@@ -83,6 +90,7 @@ def diagnose(task: ImageCompletionTask, batch_size: int, rng: np.random.Generato
         return (received.abs() * hidden).sum(-1) / hidden.sum(-1)
 
     completions = {"model": model(episodes.inputs)[-1], "free neurons zeroed": zeroed[-1, :, :pixels]}
+    completions["no plastic autapses"] = no_autapses(episodes.inputs)[-1]
     completions.update({name: task.reference_completions(episodes)[key] for key, name in REFERENCES.items()})
     scores = {name: task.episode_scores(completion, episodes)["hidden_mse"] for name, completion in completions.items()}
     shown, target = task.protocol.schedule.first_showing(episodes.inputs), episodes.targets[-1]
@@ -95,7 +103,8 @@ def diagnose(task: ImageCompletionTask, batch_size: int, rng: np.random.Generato
     return {name: values.numpy() for name, values in scores.items()}
 
 
-columns = ["model", "free neurons zeroed", *REFERENCES.values(), "one-step Hebb", "drive from cue", "drive from free"]
+columns = ["model", "free neurons zeroed", "no plastic autapses", *REFERENCES.values(), "one-step Hebb"]
+columns += ["drive from cue", "drive from free"]
 protocol = trained.protocol
 print(f"{args.model}: trained on {erasure_label(protocol)}; {args.episodes} {args.part} "
       f"episodes per erasure (seed {args.seed}); hidden-pixel MSE, then mean |drive|")  # fmt: skip

@@ -464,5 +464,5 @@ def test_the_completion_diagnosis_example_scores_a_saved_model_beside_the_refere
     assert header.split()[:3] == ["erasure", "model", "free"]
     assert [row.split()[0] for row in rows] == ["0.5", "top_bottom"]
     for row in rows:
-        model_mse, zeroed, _, _, zero, _, from_cue, from_free = map(float, row.split()[1:])
-        assert model_mse == zeroed == zero and from_cue == from_free == 0
+        model_mse, zeroed, no_autapses, _, _, zero, _, from_cue, from_free = map(float, row.split()[1:])
+        assert model_mse == zeroed == no_autapses == zero and from_cue == from_free == 0
