@@ -402,6 +402,10 @@ def test_a_condition_set_reaches_that_conditions_runs_only_and_names_them(tmp_pa
     with pytest.raises(SystemExit):
         main(["experiment", *patterns[:-2], "momentum", "0.9"])
     assert "--sweep and --condition-set keys must be options" in capsys.readouterr().err
+    for scoring in (["--condition-set", "plastic", "eval_interval", "0"], ["--sweep", "eval_episodes", "8", "16"]):
+        with pytest.raises(SystemExit):
+            main(["experiment", *patterns[:-4], *scoring])
+        assert "it decides how runs are scored, so it is one value for the study" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["experiment", *patterns[:-2], "extra_neurons", "2000"])
     assert "--condition-set plastic extra_neurons: plastic runs do not use extra_neurons" in capsys.readouterr().err

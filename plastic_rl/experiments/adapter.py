@@ -159,6 +159,9 @@ class TaskAdapter(ABC, Generic[ConfigT, OptionsT]):
         for reading runs back."""
         self.study_options = options
 
+    #: The run options that decide how a run is scored: the same for every run of a study, so that its scores compare.
+    scoring_options: ClassVar[tuple[str, ...]] = ()
+
     def unused_options(self, condition: str) -> frozenset[str]:
         """The ``--condition-set`` keys that the condition's runs ignore (setting one for it is refused)."""
         return frozenset()

@@ -110,6 +110,8 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
     for sweep in study.sweep:
         if len(sweep) < 2:
             raise ValueError(f"--sweep takes a key and at least one value; got {' '.join(sweep)!r}")
+        if sweep[0] in adapter.scoring_options:
+            raise ValueError(f"--sweep {sweep[0]}: it decides how runs are scored, so it is one value for the study")
         ignoring = [condition for condition in study.conditions if sweep[0] in adapter.unused_options(condition)]
         if ignoring and len(sweep) > 2:
             raise ValueError(
@@ -175,6 +177,9 @@ def _condition_settings(study: StudyOptions, adapter: TaskAdapter) -> dict[str, 
             raise ValueError(f"--condition-set {condition} {key}: {key} is also swept (--sweep {key}); set it one way")
         if key in settings.get(condition, {}):
             raise ValueError(f"--condition-set {condition} {key} is given twice; give it once")
+        if key in adapter.scoring_options:
+            raise ValueError(f"--condition-set {condition} {key}: it decides how runs are scored, so it is one value "
+                             "for the study")  # fmt: skip
         if key in adapter.unused_options(condition):
             raise ValueError(f"--condition-set {condition} {key}: {condition} runs do not use {key}")
         settings.setdefault(condition, {})[key] = value

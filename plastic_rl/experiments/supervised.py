@@ -162,6 +162,9 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         task.check_data()
         super().check_options(options, out)
 
+    # Without evaluations a run is scored on its training episodes; with fewer, on a noisier sample.
+    scoring_options = ("eval_interval", "eval_episodes")
+
     def unused_options(self, condition: str) -> frozenset[str]:
         return self.registered.model_options.unused_by(condition)
 
