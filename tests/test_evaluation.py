@@ -188,10 +188,11 @@ def test_evaluate_command_on_a_trained_run(tmp_path, capsys):
     assert document["seeds"] == [7, 8, 9, 10, 11] and document["policies"]["random policy"]["episodes"] == 5
     assert "random policy" in capsys.readouterr().out
     # --lesion: the same agent with alpha = 0 on the same episodes, beside it.
-    lesion = ["--n-episodes", "3", "--no-random", "--lesion", "--out", str(tmp_path / "lesion.json")]
+    lesion = ["--n-episodes", "5", "--first-seed", "7", "--no-random", "--lesion", "--out", str(tmp_path / "l.json")]
     assert main(["evaluate", "-f", str(tmp_path), *lesion]) == 0
-    document = json.loads((tmp_path / "lesion.json").read_text())
-    assert set(document["policies"]) == {"trained agent", "plasticity lesioned"}
+    lesioned = json.loads((tmp_path / "l.json").read_text())["policies"]
+    assert set(lesioned) == {"trained agent", "plasticity lesioned"}
+    assert lesioned["trained agent"] == document["policies"]["trained agent"]  # the agent itself is left intact
     # --env-kwargs replaces the run's own for the held-out episodes (e.g. Omniglot's test classes: part:test).
     longer = ["--env-kwargs", "episode_length:12", "--no-random", "--out", str(tmp_path / "longer.json")]
     assert main(["evaluate", "-f", str(tmp_path), "--n-episodes", "2", *longer]) == 0

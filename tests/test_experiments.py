@@ -250,6 +250,9 @@ def test_sweeps_make_a_run_folder_per_value_and_reach_the_run_command(tmp_path, 
         main([*PATTERNS, "-f", str(tmp_path / "q"), "--conditions", "plastic", "rnn", "--sweep", "rule", "hebb", "oja"])
     assert stopped.value.code == 2
     assert "--sweep rule: rnn runs do not use rule, so each of its values would repeat" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # -params values are compared as the run reads them
+        main([*arguments[:-3], "learning_rate", "3e-3", "0.003"])
+    assert "rnn [learning_rate=3e-3] and rnn [learning_rate=0.003] are the same runs" in capsys.readouterr().err
 
 
 def test_the_runner_builds_the_config_that_its_runs_command_line_builds(tmp_path, monkeypatch):

@@ -24,7 +24,8 @@ from plastic_rl.envs.image_completion import ImageCompletionEnv, ImageCompletion
 from plastic_rl.envs.pattern_memory import make_rng
 from plastic_rl.supervised import SupervisedTrainer, make_task
 from plastic_rl.supervised import images as images_task
-from plastic_rl.supervised.model_files import cached_test_scores
+from plastic_rl.supervised.images_report import erasure_settings
+from plastic_rl.supervised.model_files import cached_test_scores, load_model
 
 SMALL = dict(image_count=3, steps_shown=2, gap_steps=1, repetitions=2, query_steps=2)
 
@@ -126,6 +127,9 @@ def test_protocol_lengths_and_degradations():
         ImageCompletionProtocol(degradation="random_pixels", degraded_fraction_max=0.25)
     with pytest.raises(ValueError, match="degraded_fraction_max needs degradation 'random_pixels'"):
         ImageCompletionProtocol(degraded_fraction_max=0.75)
+    for fraction in (0.0004, 0.9996):  # no pixel hidden (no error to score), or none shown
+        with pytest.raises(ValueError, match="degraded_fraction must hide between 1 and 1023 of the 1024 pixels"):
+            ImageCompletionProtocol(degradation="random_pixels", degraded_fraction=fraction)
 
 
 def test_episode_layout_env_and_sampler_agree(data_dir):
@@ -328,10 +332,18 @@ def test_report_scores_models_and_references_and_draws_the_figures(tmp_path, dat
     own = cached_test_scores(tmp_path / "scattered.pt", 6)["hidden_mse"].mean()
     assert scored["random_pixels 0.75", "scattered"] == pytest.approx(own, abs=1e-5)
     assert scored["top_bottom", "net"] == float(own_count[0])
+    # Each model on the other's erasure: measured on those episodes, not read from its own file.
+    for label, path, erasure_text in (("net", "model.pt", "0.75"), ("scattered", "scattered.pt", "top_bottom")):
+        other_task = make_task("images", data_dir=str(data_dir), **{**SMALL, **erasure_settings(erasure_text)})
+        fresh = images_task.score_test_episodes(other_task, {label: load_model(tmp_path / path)}, 6, 0)
+        key = ("random_pixels 0.75" if erasure_text == "0.75" else "top_bottom", label)
+        assert scored[key] == pytest.approx(fresh[label]["hidden_mse"].mean(), abs=1e-5)
     assert not (mixed / "fig7_erasures.png").exists()  # one scattered fraction: no curve to draw
     curve = tmp_path / "curve"
     assert report.run(parser.parse_args([*both, "--erasures", "0.25", "0.75", "--out", str(curve)])) == 0
     assert (curve / "fig7_erasures.png").stat().st_size > 0
+    assert report.run(parser.parse_args([*both, "--erasures", "top_bottom", "--out", str(curve)])) == 0
+    assert not (curve / "fig7_erasures.png").exists()  # the earlier report's figure, not drawn by this one
     assert fails("--models", "no-label") and fails("--models", model, model)
     assert fails("--models", model, "--episodes", "1") and fails("--models", model, "--image-counts", "1")
     assert fails("--models", model, "--curves", f"net={tmp_path / 'missing.csv'}")

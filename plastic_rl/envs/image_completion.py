@@ -58,6 +58,8 @@ class ImageCompletionProtocol:
         if self.degradation in ("top_bottom", "left_right") and self.image_side % 2:
             raise ValueError(f"image_side must be even to hide half of the image; got {self.image_side}")
         check_float_range("degraded_fraction", self.degraded_fraction, 0, 1, low_open=True, high_open=True)
+        if self.degradation == "random_pixels":
+            self._check_hides_some("degraded_fraction", self.degraded_fraction)
         if self.degraded_fraction_max is not None:
             if self.degradation != "random_pixels":
                 raise ValueError(
@@ -70,6 +72,15 @@ class ImageCompletionProtocol:
                 1,
                 low_open=True,
                 high_open=True,
+            )
+            self._check_hides_some("degraded_fraction_max", self.degraded_fraction_max)
+
+    def _check_hides_some(self, name: str, fraction: float) -> None:
+        """A query must hide at least one pixel (its error is over the hidden ones) and show at least one."""
+        if not 1 <= round(fraction * self.image_size) <= self.image_size - 1:
+            raise ValueError(
+                f"{name} must hide between 1 and {self.image_size - 1} of the {self.image_size} pixels; got {fraction} "
+                f"({round(fraction * self.image_size)} pixels)"
             )
 
     @property

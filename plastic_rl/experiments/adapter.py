@@ -114,6 +114,10 @@ class TaskAdapter(ABC, Generic[ConfigT, OptionsT]):
         """The run's recorded configuration: its options, less the :attr:`location_options`."""
         return {key: value for key, value in config.as_options().items() if key not in self.location_options}
 
+    def read_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Recorded options as the run reads them: two runs whose read options are equal are the same run."""
+        return options
+
     @abstractmethod
     def launch(self, config: ConfigT, folder: Path) -> None:
         """Train the run of ``config`` into ``folder``, resuming what an earlier launch left there."""

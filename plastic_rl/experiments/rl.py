@@ -291,6 +291,10 @@ class RLAdapter(TaskAdapter[TrainConfig, RLStudyOptions]):
         # the runner itself trains into exactly RUN/train.
         return ["-f", str(folder / TRAIN_FOLDER)]
 
+    def read_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        # -params are recorded as written: learning_rate:3e-3 and learning_rate:0.003 are one value.
+        return {**options, "hyperparams": parse_key_values(options.get("hyperparams"), "-params")}
+
     def check_run(self, config: TrainConfig) -> None:
         from plastic_rl.agents.training import check_run  # torch and SB3: not for --help
 

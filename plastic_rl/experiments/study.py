@@ -141,7 +141,7 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
                         f"{run.folder}: {key} is {old!r} there, {new!r} now" for key, old, new in differences
                     ]
                 runs.append(run)
-    _check_distinct(runs)
+    _check_distinct(adapter, runs)
     if mismatches:
         raise ValueError(
             "runs in the study folder were made with other settings (use another --out, or remove those runs):\n  "
@@ -151,11 +151,11 @@ def plan(adapter: TaskAdapter, study: StudyOptions) -> list[Run]:
     return runs
 
 
-def _check_distinct(runs: list[Run]) -> None:
+def _check_distinct(adapter: TaskAdapter, runs: list[Run]) -> None:
     """Refuse two groups of identical runs: one value written two ways (``3e-3`` and ``0.003``) reads the same."""
     groups: dict[str, Run] = {}
     for run in runs:
-        earlier = groups.setdefault(json.dumps(run.options, sort_keys=True), run)
+        earlier = groups.setdefault(json.dumps(adapter.read_options(run.options), sort_keys=True), run)
         if earlier is not run:
             raise ValueError(
                 f"{earlier.group} and {run.group} are the same runs: their values are equal once read; "

@@ -169,8 +169,9 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
         return self.registered.model_options.unused_by(condition)
 
     def check_run(self, config: SupervisedConfig) -> None:
-        task = self.task_class.from_options(config.task_options, config.data_dir)
-        task.build_model(config.model, **config.model_options.keywords())
+        from plastic_rl.supervised.runs import task_and_model  # torch: not for --help
+
+        task_and_model(config)
 
     def budget(self, options: SupervisedStudyOptions) -> int:
         return options.runs.trainer.steps

@@ -21,7 +21,9 @@ image than to every other shown image; the table gives their means with 95% conf
 - ``fig6_curves.png``: the error on validation images during training of each curve file, a colour per
   label (Figure 6);
 - ``fig7_erasures.png``: with two or more fractions of pixels hidden at random (``--erasures``), each model's and
-  reference's error against the fraction;
+  reference's error against the fraction, a panel per image count;
+- an earlier report's figures that this one does not draw are removed from ``out``, and so are its TensorBoard
+  events;
 - ``tensorboard/``: the same figures for TensorBoard.
 """
 
@@ -158,7 +160,7 @@ def load_image_models(paths: dict[str, Path], same_erasure: bool = True) -> Imag
     tasks = {label: load_task(path) for label, path in paths.items()}
     if not all(isinstance(task, ImageCompletionTask) for task in tasks.values()):
         raise ValueError("--models must be image-completion models")
-    protocols = {label: task.protocol for label, task in tasks.items()}  # type: ignore[attr-defined]
+    protocols = {label: erasure_normalized(task.protocol) for label, task in tasks.items()}  # type: ignore[attr-defined]
     first = next(iter(protocols.values()))
     erasure = {field: getattr(first, field) for field in ERASURE_FIELDS}
     if any(replace(protocol, **erasure) != first for protocol in protocols.values()):
@@ -168,6 +170,14 @@ def load_image_models(paths: dict[str, Path], same_erasure: bool = True) -> Imag
         raise ValueError("--models were trained on different erasures: give --erasures to score them on the same ones")
     models = {label: load_model(path) for label, path in paths.items()}
     return ImageModels(next(iter(tasks.values())), models, protocols)  # type: ignore[arg-type]
+
+
+def erasure_normalized(protocol: ImageCompletionProtocol) -> ImageCompletionProtocol:
+    """``protocol`` with the fraction that a half-image erasure does not use at its default, so that two protocols
+    that hide the same pixels compare equal."""
+    if protocol.degradation == "random_pixels":
+        return protocol
+    return replace(protocol, degraded_fraction=ImageCompletionProtocol.degraded_fraction, degraded_fraction_max=None)
 
 
 def erasure_label(protocol: ImageCompletionProtocol) -> str:
@@ -183,10 +193,8 @@ def erasure_label(protocol: ImageCompletionProtocol) -> str:
 def erasure_settings(text: str) -> dict[str, Any]:
     """The protocol's settings for an ``--erasures`` word: a half-image degradation's name, or a fraction of the
     pixels hidden at random."""
-    if text in DEGRADATIONS and text != "random_pixels":  # the fraction unused, at its default as in such a model
-        return dict(
-            degradation=text, degraded_fraction=ImageCompletionProtocol.degraded_fraction, degraded_fraction_max=None
-        )
+    if text in DEGRADATIONS and text != "random_pixels":
+        return dict(degradation=text, degraded_fraction_max=None)
     try:
         fraction = float(text)
     except ValueError:
@@ -227,7 +235,7 @@ def score_protocols(
     of its model file, measured once)."""
     task = models.task
     for count, erasure in itertools.product(image_counts, erasures):
-        protocol = replace(task.protocol, image_count=count, **erasure)
+        protocol = erasure_normalized(replace(task.protocol, image_count=count, **erasure))
         varied = (
             task if protocol == task.protocol else ImageCompletionTask(data_dir=task.data_dir, **protocol.as_dict())
         )
@@ -248,30 +256,38 @@ def score_protocols(
 def _scattered_fraction(erasure: str) -> float | None:
     """The fraction of an :func:`erasure_label` of pixels hidden at random, one fraction (else None)."""
     kind, _, fraction = erasure.partition(" ")
-    return float(fraction) if kind == "random_pixels" and "-" not in fraction else None
+    try:
+        return float(fraction) if kind == "random_pixels" else None
+    except ValueError:  # a range, "0.25-0.75"
+        return None
 
 
-def erasure_figure(scores: list[Score], image_count: int):
+def erasure_figure(scores: list[Score]):
     """Hidden-pixel error against the fraction of pixels hidden at random, a line per model and reference (95% CIs),
-    at ``image_count`` images; None unless at least two fractions were scored."""
+    a panel per image count with two or more fractions scored; None if there is none."""
     import matplotlib.pyplot as plt
 
-    fractions = {s: _scattered_fraction(s.erasure) for s in scores if s.image_count == image_count}
-    scattered = {s: fraction for s, fraction in fractions.items() if fraction is not None}
-    if len(set(scattered.values())) < 2:
+    scattered = {s: _scattered_fraction(s.erasure) for s in scores}
+    by_count: dict[int, list[tuple[float, Score]]] = {}
+    for score, fraction in scattered.items():
+        if fraction is not None:
+            by_count.setdefault(score.image_count, []).append((fraction, score))
+    counts = [count for count, points in by_count.items() if len({fraction for fraction, _ in points}) >= 2]
+    if not counts:
         return None
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(s.method for s in scattered):
-        points = sorted(((fraction, s) for s, fraction in scattered.items() if s.method == method), key=lambda p: p[0])
-        style = "--" if points[0][1].kind == "reference" else "-"
-        axis.errorbar([f for f, _ in points], [s.hidden_mse for _, s in points],
-                      yerr=[s.hidden_mse_ci95 for _, s in points], linestyle=style, marker="o", capsize=3,
-                      label=method)  # fmt: skip
-    axis.set_xlabel("fraction of pixels hidden at random")
-    axis.set_ylabel("hidden-pixel MSE, test images")
-    axis.set_title(f"{image_count} images per episode; dashed: references (no training)", fontsize=9)
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
+    figure, axes = plt.subplots(1, len(counts), figsize=(6 * len(counts), 4), squeeze=False, layout="constrained")
+    for axis, count in zip(axes[0], counts, strict=True):
+        for method in dict.fromkeys(score.method for _, score in by_count[count]):
+            points = sorted(((f, s) for f, s in by_count[count] if s.method == method), key=lambda point: point[0])
+            style = "--" if points[0][1].kind == "reference" else "-"
+            axis.errorbar([f for f, _ in points], [s.hidden_mse for _, s in points],
+                          yerr=[s.hidden_mse_ci95 for _, s in points], linestyle=style, marker="o", capsize=3,
+                          label=method)  # fmt: skip
+        axis.set_xlabel("fraction of pixels hidden at random")
+        axis.set_ylabel("hidden-pixel MSE, test images")
+        axis.set_title(f"{count} images per episode; dashed: references (no training)", fontsize=9)
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
     return figure
 
 
@@ -294,9 +310,12 @@ def write_report(
         figures["fig5_matrices"] = matrix_figure(plastic[0])
     if curves:
         figures["fig6_curves"] = curve_figure(curves)
-    erasures = erasure_figure(scores, task.protocol.image_count)
+    erasures = erasure_figure(scores)
     if erasures is not None:
         figures["fig7_erasures"] = erasures
+    for stale in out.glob("fig*.png"):
+        if stale.stem not in figures:
+            stale.unlink()  # an earlier report's figure, which this one does not draw
     for events in (out / "tensorboard").glob("events.out.tfevents.*"):
         events.unlink()  # an earlier report's figures, which TensorBoard would show beside these
     writer = SummaryWriter(str(out / "tensorboard"))

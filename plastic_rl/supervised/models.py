@@ -109,7 +109,8 @@ class SequenceLSTM(nn.Module):
     comparison (Figure 3): the first ``output_size`` cells are the outputs, and like the recurrent networks' neurons
     they are clamped to the input where it is non-zero; they have no gates and no memory of their own (``h = tanh(c)``
     with ``c`` the input where it is shown, else the usual cell candidate from the input and the recurrent state),
-    which the authors' code gets by fixing those cells' gate biases and input weights.
+    which the authors' code gets by fixing those cells' gate biases and input weights. So a shown ``±1`` outputs
+    ``±tanh(1) = ±0.76`` and no output goes beyond it: signs (wrong bits) are unaffected, squared errors are not.
     """
 
     def __init__(self, input_size: int, output_size: int, hidden_size: int, output: str = "readout") -> None:

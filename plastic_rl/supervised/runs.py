@@ -14,12 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from plastic_rl.core.options import BadInputError, check_utf8_path, reported_as_bad_input
 from plastic_rl.supervised.config import SupervisedConfig
 from plastic_rl.supervised.models import count_parameters
-from plastic_rl.supervised.task import get_task_class
+from plastic_rl.supervised.task import SupervisedTask, get_task_class
 from plastic_rl.supervised.trainer import SupervisedTrainer
+
+
+def task_and_model(config: SupervisedConfig, check_data: bool = False) -> tuple[SupervisedTask, nn.Module]:
+    """The run's task (its data checked first if ``check_data``) and a fresh model of it."""
+    task = get_task_class(config.task).from_options(config.task_options, config.data_dir)
+    if check_data:
+        task.check_data()
+    return task, task.build_model(config.model, **config.model_options.keywords())
 
 
 def build_trainer(config: SupervisedConfig, run_dir: Path) -> SupervisedTrainer:
@@ -36,11 +45,10 @@ def build_trainer(config: SupervisedConfig, run_dir: Path) -> SupervisedTrainer:
     if config.resume:
         return SupervisedTrainer.resume(config.resume, **outputs)
     torch.manual_seed(options.seed)
-    task = get_task_class(config.task).from_options(config.task_options, config.data_dir)
-    task.check_data()
+    task, model = task_and_model(config, check_data=True)
     return SupervisedTrainer(
         task,
-        task.build_model(config.model, **config.model_options.keywords()),
+        model,
         model_name=config.model,
         learning_rate=options.learning_rate,
         learning_rate_schedule=options.learning_rate_schedule,
