@@ -24,7 +24,6 @@ from plastic_rl.agents.evaluation import (
 from plastic_rl.agents.hyperparameters import algorithm_class, parse_key_values
 from plastic_rl.agents.run_folders import RUN_CONFIG, read_run_config
 from plastic_rl.commands.run_selection import add_run_selection, selected_model
-from plastic_rl.core.lesion import remove_plasticity
 from plastic_rl.core.options import reported_as_bad_input
 
 
@@ -58,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+
+    from plastic_rl.core.lesion import remove_plasticity
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
