@@ -128,3 +128,27 @@ def test_maze_stability_counts_spikes_collapses_and_reads_held_out_points(tmp_pa
     row = stability.row_of("plastic/seed_100", run)
     assert row["spikes"] == "1" and row["grad_norm_max"] == "50" and row["entropy_min"] == "1.200"
     assert row["heldout_100"] == "20.0 / 0.80" and row["heldout_200"] == "40.0 / 0.80"
+
+
+def test_maze_study_report_scores_runs_from_their_held_out_points(tmp_path):
+    report = _example("maze_study_report")
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    header = "run,updates,heldout_100,heldout_200,heldout_300,heldout_150\n"
+    first.write_text(
+        header
+        + "study/plastic/seed_0,9,10.0 / 0.90,20.0 / 0.50,30.0 / 0.40,\n"
+        + "study/rnn/seed_0,9,5.0 / 1.00,6.0 / 0.90,7.0 / 0.80,\n"
+        + "study/rnn/seed_1,4,5.0 / 1.00,,,99.0 / 0.10\n"  # unfinished when its folder was lost
+    )
+    second.write_text(header + "study/rnn/seed_1,9,4.0 / 1.00,8.0 / 0.70,9.0 / 0.60,\n")
+    runs, replaced = report.read_points([first, second])
+    assert replaced == [f"rnn 1 by {second}"] and runs[("rnn", 1)] == {100: (4.0, 1.0), 200: (8.0, 0.7), 300: (9.0, 0.6)}
+    rows, unfinished = report.endpoints(runs, [200, 300])
+    assert [(row["condition"], row["seed"]) for row in rows] == [("plastic", 0), ("rnn", 0), ("rnn", 1)]
+    assert rows[0]["reward"] == pytest.approx(25.0) and rows[0]["signature"] == pytest.approx(0.45)
+    assert rows[2]["reward"] == pytest.approx(8.5) and unfinished == []
+    rows, unfinished = report.endpoints(report.read_points([first])[0], [200, 300])
+    assert unfinished == [("rnn", 1)] and len(rows) == 2
+    second.write_text(second.read_text() + "study/rnn/seed_1,9,4.0 / 1.00,8.0 / 0.70,9.0 / 0.60,\n")
+    with pytest.raises(ValueError, match="rnn seed 1 is in .* twice"):
+        report.read_points([second])
