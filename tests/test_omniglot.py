@@ -641,3 +641,22 @@ def test_plastic_a2c_with_the_readout_learns_the_tiny_alphabet_from_reward_in_se
         rewards += [episode["r"] for episode in list(model.ep_info_buffer)[-16:]]
     first, last = np.mean(rewards[:160]), np.mean(rewards[-320:])
     assert first < 0.3 and last > 0.28 and last > first
+
+
+def test_a_study_turns_a_flag_on_for_one_condition(data_dir, tmp_path, capsys):
+    import argparse
+
+    from plastic_rl.commands import experiment
+    from plastic_rl.experiments import study
+
+    parser = argparse.ArgumentParser()
+    experiment.add_arguments(parser)
+    arguments = ["omniglot", "--conditions", "plastic", "prototypical", "--seeds", "1", "--steps", "10"]
+    arguments += ["--data-dir", str(data_dir), "--split", "paper", "--test-characters", "5"]
+    arguments += ["--validation-characters", "5", "-f", str(tmp_path / "study"), "--condition-set", "plastic"]
+    runs = study.plan(*experiment.parsed_study(parser.parse_args([*arguments, "normalize_features", "true"])))
+    assert ["--normalize-features" in run.argv for run in runs] == [True, False]
+    with pytest.raises(SystemExit) as stopped:
+        main(["experiment", *arguments, "normalize_features", "1"])
+    assert stopped.value.code == 2
+    assert "normalize_features is a flag: its values are true and false; got '1'" in capsys.readouterr().err

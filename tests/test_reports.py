@@ -142,7 +142,8 @@ def test_maze_study_report_scores_runs_from_their_held_out_points(tmp_path):
     )
     second.write_text(header + "study/rnn/seed_1,9,4.0 / 1.00,8.0 / 0.70,9.0 / 0.60,\n")
     runs, replaced = report.read_points([first, second])
-    assert replaced == [f"rnn 1 by {second}"] and runs[("rnn", 1)] == {100: (4.0, 1.0), 200: (8.0, 0.7), 300: (9.0, 0.6)}
+    assert replaced == [f"rnn 1 by {second}"]
+    assert runs[("rnn", 1)] == {100: (4.0, 1.0), 200: (8.0, 0.7), 300: (9.0, 0.6)}
     rows, unfinished = report.endpoints(runs, [200, 300])
     assert [(row["condition"], row["seed"]) for row in rows] == [("plastic", 0), ("rnn", 0), ("rnn", 1)]
     assert rows[0]["reward"] == pytest.approx(25.0) and rows[0]["signature"] == pytest.approx(0.45)

@@ -95,6 +95,10 @@ class SupervisedAdapter(TaskAdapter[SupervisedConfig, SupervisedStudyOptions]):
 
     def _swept_value(self, name: str, value: str) -> Any:
         """``--sweep``'s ``value`` of the run command's option ``name``, parsed and checked as the command does."""
+        if isinstance(self.default_config().as_options().get(name), bool):  # a flag: on or off
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"{name} is a flag: its values are true and false; got {value!r}")
+            return value.lower() == "true"
         command = ["supervised", self.task]
         return parse_command(lambda parser: add_task_arguments(parser, self.task), command, [_flag(name), value])[name]
 
