@@ -7,9 +7,10 @@ Reads the held-out reward and later gap / first hit that ``examples/maze_stabili
 evaluation point (``heldout_EPISODES`` columns, "reward / signature"), so that a study is scored from what was
 committed even when its run folders are gone. A run's endpoint is the mean of its points at ``--points`` (the main
 study's primary endpoint: 160,000, 180,000 and 200,000 episodes); a run without all of them is listed as unfinished
-and left out. Writes ``endpoints.csv`` (a row per run), ``summary.md`` (median and IQM with 95% bootstrap intervals
-per condition, two-sided rank-sum tests between every pair, for the reward and the signature) and ``heldout.png``
-(median and interquartile range over seeds at each grid point).
+and left out. A run in a later table replaces the same run (condition and seed) of an earlier one: a run restarted
+after its folder was lost. Writes ``endpoints.csv`` (a row per run), ``summary.md`` (median and IQM with 95%
+bootstrap intervals per condition, two-sided rank-sum tests between every pair, for the reward and the signature) and
+``heldout.png`` (median and interquartile range over seeds at each grid point).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from plastic_rl.core.files import atomic_write, atomic_write_text  # noqa: E402
 from plastic_rl.experiments.statistics import Estimate, condition_statistics, rank_sum_tests  # noqa: E402
 
 MEASURES = {"reward": "held-out reward per episode", "signature": "held-out later gap / first hit"}
+DECIMALS = {"reward": 1, "signature": 2}  # as the stability tables record them
 
 
 def read_points(paths: list[Path]) -> tuple[dict[tuple[str, int], dict[int, tuple[float, float]]], list[str]]:
@@ -41,20 +43,35 @@ def read_points(paths: list[Path]) -> tuple[dict[tuple[str, int], dict[int, tupl
     for path in paths:
         seen = set()
         with open(path, newline="") as file:
-            for row in csv.DictReader(file):
-                *_, condition, seed = row["run"].split("/")
-                run = (condition, int(seed.removeprefix("seed_")))
+            for line, row in enumerate(csv.DictReader(file), start=2):
+                try:
+                    run, points = _parse_row(row)
+                except (KeyError, ValueError) as error:
+                    raise ValueError(f"{path}, line {line}: {error}") from None
                 if run in seen:
-                    raise ValueError(f"{condition} seed {run[1]} is in {path} twice")
+                    raise ValueError(f"{run[0]} seed {run[1]} is in {path} twice")
                 seen.add(run)
                 if run in runs:
-                    replaced.append(f"{condition} {run[1]} by {path}")
-                runs[run] = {}
-                for key, value in row.items():
-                    if key.startswith("heldout_") and value:
-                        reward, signature = value.split(" / ")
-                        runs[run][int(key.removeprefix("heldout_"))] = (float(reward), float(signature))
+                    replaced.append(f"{run[0]} {run[1]} by {path}")
+                runs[run] = points
     return runs, replaced
+
+
+def _parse_row(row: dict[str, str]) -> tuple[tuple[str, int], dict[int, tuple[float, float]]]:
+    """``(condition, seed)`` from a ``run`` like ``study/plastic/seed_3`` and its ``heldout_EPISODES`` points."""
+    if row.get("run") is None:
+        raise ValueError("no 'run' column (a table of examples/maze_stability.py has one)")
+    parts = row["run"].split("/")
+    if len(parts) < 2 or not parts[-1].startswith("seed_"):
+        raise ValueError(f"run must be .../CONDITION/seed_N; got {row['run']!r}")
+    points = {}
+    for key, value in row.items():
+        if key and key.startswith("heldout_") and value:
+            reward, separator, signature = value.partition(" / ")
+            if not separator:
+                raise ValueError(f"{key} must be 'REWARD / SIGNATURE'; got {value!r}")
+            points[int(key.removeprefix("heldout_"))] = (float(reward), float(signature))
+    return (parts[-2], int(parts[-1].removeprefix("seed_"))), points
 
 
 def endpoints(
@@ -71,12 +88,8 @@ def endpoints(
     return rows, unfinished
 
 
-def _format(value: float) -> str:
-    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-
-
-def _interval(estimate: Estimate) -> str:
-    return f"{_format(estimate.value)} [{_format(estimate.low)}, {_format(estimate.high)}]"
+def _interval(estimate: Estimate, decimals: int) -> str:
+    return f"{estimate.value:.{decimals}f} [{estimate.low:.{decimals}f}, {estimate.high:.{decimals}f}]"
 
 
 def summary(
@@ -104,16 +117,17 @@ def summary(
         for condition, values in scores.items():
             stats = condition_statistics(values)
             seeds = [r["seed"] for r in rows if r["condition"] == condition]
+            digits = DECIMALS[measure]
             lines.append(
-                f"| {condition} | {stats.runs} | {_interval(stats.median)} | {_interval(stats.iqm)} | "
-                f"{_format(stats.mean)} | "
-                + ", ".join(f"{seed}: {_format(value)}" for seed, value in zip(seeds, values, strict=True))
+                f"| {condition} | {stats.runs} | {_interval(stats.median, digits)} | {_interval(stats.iqm, digits)} | "
+                f"{stats.mean:.{digits}f} | "
+                + ", ".join(f"{seed}: {value:.{digits}f}" for seed, value in zip(seeds, values, strict=True))
                 + " |"
             )
-        lines += ["", "| conditions | U | p (two-sided rank-sum) | smallest possible p |", "|---|---|---|---|"]
+        lines += ["", "| A vs B | U (of A) | p (two-sided rank-sum) | smallest possible p |", "|---|---|---|---|"]
         for test in rank_sum_tests(scores):
             pair = f"{test.first} vs {test.second}"
-            lines.append(f"| {pair} | {test.statistic:g} | {test.p_value:.3g} | {test.smallest_p_value:.2g} |")
+            lines.append(f"| {pair} | {test.statistic:g} | {test.p_value:.3g} | {test.smallest_p_value:.3g} |")
     lines += ["", "95% CIs: percentile bootstrap over runs; IQM: mean of the middle 50% of runs."]
     return "\n".join(lines) + "\n"
 
@@ -152,10 +166,10 @@ def main() -> None:
             parser.error(f"tables: {table} is not a file")
     try:
         runs, replaced = read_points(args.tables)
-    except KeyError as error:
-        parser.error(f"tables: not a stability table of examples/maze_stability.py (no column {error})")
     except ValueError as error:
         parser.error(f"tables: {error}")
+    if not runs:
+        parser.error("tables: no rows")
     rows, unfinished = endpoints(runs, args.points)
     if not rows:
         parser.error(f"points: no run has held-out points at every one of {args.points}")

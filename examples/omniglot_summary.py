@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 from pathlib import Path
 
 import matplotlib
@@ -66,7 +67,7 @@ def _load_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> lis
                 try:
                     model.check_ways(ways)
                 except ValueError as refusal:
-                    print(f"{run.name}: {ways}x{shots} skipped: {refusal}")
+                    print(f"{run}: {ways}x{shots} skipped: {refusal}")
                     continue
                 settings[ways, shots] = task.like(ways, shots, queries=1)
                 settings[ways, shots].check_data()
@@ -76,6 +77,15 @@ def _load_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> lis
             parser.error(f"{run}: its curve.csv has no rows")
         runs.append((run, task, model, history, settings))
     return runs
+
+
+def run_labels(runs: list[Path]) -> dict[Path, str]:
+    """Each run's folder name, or, where names repeat (a study's seed_0, seed_1, ...), its path below the runs' common
+    folder."""
+    if len({run.name for run in runs}) == len(runs):
+        return {run: run.name for run in runs}
+    common = Path(os.path.commonpath([run.resolve() for run in runs]))
+    return {run: run.resolve().relative_to(common).as_posix() for run in runs}
 
 
 def main() -> None:
@@ -89,8 +99,9 @@ def main() -> None:
     torch.set_num_threads(1)
     summary, curves, other_settings = [], [], []
     figure, axes = plt.subplots(figsize=(6, 4))
+    labels = run_labels(args.runs)
     for run, task, model, history, settings in _load_runs(parser, args):
-        row = {"run": run.name, "model": model.config["head"], "embedding": model.config["embedding"]}
+        row = {"run": labels[run], "model": model.config["head"], "embedding": model.config["embedding"]}
         row.update({name: task.config().get(name, 1) for name in ("split", "ways", "shots", "queries")})
         evaluated = [line for line in history if line.get("eval_accuracy")]
         row["train_s"] = float(history[-1]["train_s"])
@@ -107,7 +118,7 @@ def main() -> None:
         nearest = f", nearest neighbour {row['nn_test_accuracy']:.1%}" if "nn_test_accuracy" in row else ""
         setting = f"{row['ways']}-way {row['shots']}-shot, {row['episodes']:,} episodes in {row['train_s']:.0f} s"
         test = f"test {row['test_accuracy']:.1%} +/- {row['test_ci95']:.1%}{nearest}"
-        print(f"{run.name} ({row['model']}, {setting}): {test}", flush=True)
+        print(f"{labels[run]} ({row['model']}, {setting}): {test}", flush=True)
         for (ways, shots), setting_task in settings.items():
             other = evaluate(model, setting_task, episodes=args.episodes, seed=args.seed)
             other_settings.append(
@@ -120,7 +131,7 @@ def main() -> None:
         for line in evaluated:
             curves.append(
                 {
-                    "run": run.name,
+                    "run": labels[run],
                     "step": line["step"],
                     "episodes": line["episodes"],
                     "train_s": line["train_s"],
@@ -131,7 +142,7 @@ def main() -> None:
             [float(line["train_s"]) for line in evaluated],
             [float(line["eval_accuracy"]) for line in evaluated],
             marker="o",
-            label=f"{run.name} (test {scores['accuracy']:.3f})",
+            label=f"{labels[run]} (test {scores['accuracy']:.3f})",
         )
     settings_label = sorted({f"{row['ways']}-way {row['shots']}-shot" for row in summary})
     axes.set_xlabel("training seconds (the trainer's train_s)")

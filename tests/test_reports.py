@@ -153,3 +153,15 @@ def test_maze_study_report_scores_runs_from_their_held_out_points(tmp_path):
     second.write_text(second.read_text() + "study/rnn/seed_1,9,4.0 / 1.00,8.0 / 0.70,9.0 / 0.60,\n")
     with pytest.raises(ValueError, match="rnn seed 1 is in .* twice"):
         report.read_points([second])
+
+
+def test_omniglot_summary_labels_a_studys_runs_by_their_path():
+    labels = _example("omniglot_summary").run_labels
+    assert labels([Path("a/run1"), Path("b/run2")]) == {Path("a/run1"): "run1", Path("b/run2"): "run2"}
+    runs = [Path("runs/lake-5way/plastic/seed_0"), Path("runs/lake-5way/prototypical/seed_0")]
+    runs.append(Path("runs/lake-20way/plastic/seed_0"))
+    assert list(labels(runs).values()) == [
+        "lake-5way/plastic/seed_0",
+        "lake-5way/prototypical/seed_0",
+        "lake-20way/plastic/seed_0",
+    ]

@@ -1,7 +1,7 @@
 #!/bin/bash
 # RESULTS.md, Experiment 1, Figure 3 at the authors' setting: the RNN's and the LSTM's learning rates for batch 32, on
 # tuning seeds 100-101 (20,000 episodes a run; rule fixed before they run: per condition, the learning rate with the
-# lower mean of each run's last three evaluations). About 1.3 CPU-hours. Resumable; `--status` shows progress.
+# lowest mean of each run's last three evaluations). About 1.3 CPU-hours. Resumable; `--status` shows progress.
 source "$(dirname "$0")/worktree.sh"
 study_worktree 56956af
 plastic-rl experiment patterns --protocol comparison --conditions rnn lstm --batch-size 32 --steps 625 \

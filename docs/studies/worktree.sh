@@ -3,13 +3,14 @@
 # study runs fixed code while main moves on. DATA is the data folder (PLASTIC_RL_DATA, else ../shared/data).
 set -euo pipefail
 REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
-DATA=${PLASTIC_RL_DATA:-$(cd "$REPO/.." && pwd)/shared/data}
+DATA=$(realpath -m "${PLASTIC_RL_DATA:-$REPO/../shared/data}")
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy
 
 study_worktree() {
   local commit=$1 folder
-  folder=$(cd "$REPO/.." && pwd)/studies/$1
+  folder=$(realpath -m "$REPO/../studies/$commit")
   if [ ! -d "$folder" ]; then
+    git -C "$REPO" worktree prune  # a worktree registered on a machine that is gone
     git -C "$REPO" worktree add --detach "$folder" "$commit"
   fi
   cd "$folder"
