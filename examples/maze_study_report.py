@@ -10,7 +10,8 @@ study's primary endpoint: 160,000, 180,000 and 200,000 episodes); a run without 
 and left out. A run in a later table replaces the same run (condition and seed) of an earlier one: a run restarted
 after its folder was lost. Writes ``endpoints.csv`` (a row per run), ``summary.md`` (median and IQM with 95%
 bootstrap intervals per condition, two-sided rank-sum tests between every pair, for the reward and the signature) and
-``heldout.png`` (median and interquartile range over seeds at each grid point).
+``heldout.png`` (median and interquartile range over seeds at each grid point). With ``--lesions``, the summary adds
+a row per ``plastic-rl evaluate --lesion`` file: the trained agent beside itself with alpha = 0 on the same episodes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 from pathlib import Path
 
 import matplotlib
@@ -132,6 +134,30 @@ def summary(
     return "\n".join(lines) + "\n"
 
 
+LESION_COLUMNS = {
+    "reward_mean": ("reward", 1),
+    "first_hit_steps_mean": ("steps to first hit", 1),
+    "later_gap_mean": ("later gap", 1),
+    "ratio_of_means": ("later gap / first hit", 2),
+    "no_hit_episodes": ("episodes with no hit", 0),
+}
+
+
+def lesion_table(paths: list[Path]) -> list[str]:
+    """A row per lesion evaluation: each statistic as trained -> plasticity lesioned."""
+    header = " | ".join(label for label, _ in LESION_COLUMNS.values())
+    lines = ["", "## Plasticity lesion (alpha = 0 in the trained agent, same episodes)", ""]
+    lines += [f"| run | episodes | {header} |", "|---" * (len(LESION_COLUMNS) + 2) + "|"]
+    for path in paths:
+        record = json.loads(path.read_text())
+        trained, lesioned = record["policies"]["trained agent"], record["policies"]["plasticity lesioned"]
+        cells = [
+            f"{trained[key]:.{digits}f} → {lesioned[key]:.{digits}f}" for key, (_, digits) in LESION_COLUMNS.items()
+        ]
+        lines.append(f"| {record['policy']} {record['training_seed']} | {trained['episodes']} | {' | '.join(cells)} |")
+    return lines
+
+
 def plot(runs: dict[tuple[str, int], dict[int, tuple[float, float]]], path: Path) -> None:
     """Median and interquartile range over seeds per condition at each grid point, for both measures."""
     conditions = list(dict.fromkeys(condition for condition, _ in sorted(runs)))
@@ -159,11 +185,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("tables", nargs="+", type=Path, help="stability.csv files of examples/maze_stability.py")
     parser.add_argument("--points", nargs="+", type=int, default=[160_000, 180_000, 200_000], help="endpoint episodes")
+    parser.add_argument(
+        "--lesions", nargs="*", type=Path, default=[], help="JSON files of plastic-rl evaluate --lesion"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for endpoints.csv, summary.md, heldout.png")
     args = parser.parse_args()
-    for table in args.tables:
-        if not table.is_file():
-            parser.error(f"tables: {table} is not a file")
+    for option, paths in (("tables", args.tables), ("lesions", args.lesions)):
+        for path in paths:
+            if not path.is_file():
+                parser.error(f"{option}: {path} is not a file")
     try:
         runs, replaced = read_points(args.tables)
     except ValueError as error:
@@ -180,6 +210,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "endpoints.csv", buffer.getvalue())
     text = summary(rows, unfinished, replaced, args.points, ", ".join(str(table) for table in args.tables))
+    try:
+        text += "\n".join(lesion_table(args.lesions)) + "\n" if args.lesions else ""
+    except (KeyError, ValueError) as error:
+        parser.error(f"lesions: not a file of plastic-rl evaluate --lesion ({error})")
     atomic_write_text(args.out / "summary.md", text)
     plot({run: points for run, points in runs.items() if run not in unfinished}, args.out / "heldout.png")
     print(text)

@@ -165,3 +165,18 @@ def test_omniglot_summary_labels_a_studys_runs_by_their_path():
         "lake-5way/prototypical/seed_0",
         "lake-20way/plastic/seed_0",
     ]
+
+
+def test_maze_study_report_tabulates_lesions_as_trained_to_lesioned(tmp_path):
+    report = _example("maze_study_report")
+    policy = {"episodes": 300, "first_hit_steps_mean": 50.0, "no_hit_episodes": 4}
+    trained = {**policy, "reward_mean": 220.04, "later_gap_mean": 10.0, "ratio_of_means": 0.2}
+    lesioned = {**policy, "reward_mean": 70.0, "later_gap_mean": 30.0, "ratio_of_means": 0.6}
+    record = {
+        "policy": "plastic",
+        "training_seed": 8,
+        "policies": {"trained agent": trained, "plasticity lesioned": lesioned},
+    }
+    (tmp_path / "plastic_seed_8.json").write_text(json.dumps(record))
+    row = report.lesion_table([tmp_path / "plastic_seed_8.json"])[-1]
+    assert row == "| plastic 8 | 300 | 220.0 → 70.0 | 50.0 → 50.0 | 10.0 → 30.0 | 0.20 → 0.60 | 4 → 4 |"
