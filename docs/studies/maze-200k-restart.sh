@@ -4,12 +4,13 @@
 # drivers side by side (homogeneous 7-9 in runs/study-200k; plastic 8-9, then RNN 7-9 in runs/study-200k-b).
 # After each run, main's code writes its stability row (CONDITION_seed_N.csv) and, for plastic and homogeneous, its
 # lesion evaluation (lesion/CONDITION_seed_N.json) into docs/results/maze/study-200k/restart/ of this repository, to
-# be committed (main needs `make install`); a run whose row is there is not run again on a machine without its folder.
+# be committed (main's virtual environment is made if missing); a run whose row is there is not run again on a machine without its folder.
 # Resumable: run it again to go on; `--status` (alone) shows progress of the runs on this machine.
 # Score: examples/maze_study_report.py (RESULTS.md).
 source "$(dirname "$0")/worktree.sh"
 study_worktree b67974a
 EXPORT=$REPO/docs/results/maze/study-200k/restart
+[ -x "$REPO/.venv/bin/plastic-rl" ] || make -C "$REPO" install  # main's code exports each run
 common=(--timesteps 50000000 --jobs 1 --score heldout_curve --heldout-freq 5000000 --heldout-episodes 300
         -params "policy_kwargs:{hidden_size: 200, rule: oja}" learning_rate:0.0003 max_grad_norm:4.0 eta_lr_scale:0.1)
 mkdir -p runs/study-200k runs/study-200k-b "$EXPORT/lesion"
