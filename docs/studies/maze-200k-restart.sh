@@ -4,7 +4,8 @@
 # drivers side by side (homogeneous 7-9 in runs/study-200k; plastic 8-9, then RNN 7-9 in runs/study-200k-b).
 # After each run, main's code writes its stability row (CONDITION_seed_N.csv) and, for plastic and homogeneous, its
 # lesion evaluation (lesion/CONDITION_seed_N.json) into docs/results/maze/study-200k/restart/ of this repository, to
-# be committed (main's virtual environment is made if missing); a run whose row is there is not run again on a machine without its folder.
+# be committed (main's virtual environment is made if missing); a run whose row is there is not run again on a
+# machine without its folder.
 # Resumable: run it again to go on; `--status` (alone) shows progress of the runs on this machine.
 # Score: examples/maze_study_report.py (RESULTS.md).
 source "$(dirname "$0")/worktree.sh"
