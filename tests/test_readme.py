@@ -26,3 +26,13 @@ def test_a_quick_start_block_runs_as_written(index, tmp_path, monkeypatch):
     code = re.sub(r"total_timesteps=[\d_]+", "total_timesteps=1", quick_start_blocks()[index])
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"README.md Quick start block {index + 1}", "exec"), {"__name__": "__readme__"})
+
+
+@pytest.mark.parametrize(
+    "script", sorted((README.parent / "docs" / "studies").glob("*.sh")), ids=lambda path: path.name
+)
+def test_a_study_script_parses(script):
+    import subprocess
+
+    checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
