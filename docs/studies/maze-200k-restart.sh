@@ -25,7 +25,8 @@ export_run() {  # CONDITION SEED FOLDER: the run's stability row (its own table)
     && mv "$table/stability.csv" "$EXPORT/$name.csv" || return 1
   rm -rf "$table"
   if [ "$1" != rnn ] && [ ! -e "$EXPORT/lesion/$name.json" ]; then
-    "$REPO/.venv/bin/plastic-rl" evaluate -f "runs/$3/$1/seed_$2/train" --n-episodes 300 --no-random --lesion \
+    "$REPO/.venv/bin/plastic-rl" evaluate --model "runs/$3/$1/seed_$2/train/PlasticMaze-v0.zip" --n-episodes 300 \
+      --no-random --lesion \
       --threads 1 --out "$EXPORT/lesion/$name.json" > /dev/null || return 1
     sed -i "s#$PWD/##g" "$EXPORT/lesion/$name.json" || return 1
     rm -f "$EXPORT/lesion/${name}_episodes.csv"
