@@ -1,7 +1,7 @@
 #!/bin/bash
 # RESULTS.md, Experiment 4, the main study: the 8 runs that had not finished when the first 22 runs' folders were lost
 # (homogeneous and RNN seeds 7-9, plastic seeds 8-9), at the study's commit and settings, one run per command, as two
-# drivers side by side (homogeneous 7-9 in runs/study-200k; plastic 8-9, then RNN 7-9 in runs/study-200k-b).
+# drivers side by side (homogeneous 7-9 and RNN 9 in runs/study-200k; plastic 8-9 and RNN 7-8 in runs/study-200k-b).
 # After each run, main's code writes its stability row (CONDITION_seed_N.csv) and, for plastic and homogeneous, its
 # lesion evaluation (lesion/CONDITION_seed_N.json) into docs/results/maze/study-200k/restart/ of this repository, to
 # be committed (main's virtual environment is made if missing); a run whose row is there is not run again on a
@@ -45,13 +45,16 @@ one() {  # CONDITION SEED FOLDER
 
 if [ "$*" = --status ]; then
   plastic-rl experiment maze --conditions homogeneous --first-seed 7 --seeds 3 "${common[@]}" -f runs/study-200k --status
+  plastic-rl experiment maze --conditions rnn --first-seed 9 --seeds 1 "${common[@]}" -f runs/study-200k --status
   plastic-rl experiment maze --conditions plastic --first-seed 8 --seeds 2 "${common[@]}" -f runs/study-200k-b --status
-  plastic-rl experiment maze --conditions rnn --first-seed 7 --seeds 3 "${common[@]}" -f runs/study-200k-b --status
+  plastic-rl experiment maze --conditions rnn --first-seed 7 --seeds 2 "${common[@]}" -f runs/study-200k-b --status
   exit 0
 fi
-{ one homogeneous 7 study-200k && one homogeneous 8 study-200k && one homogeneous 9 study-200k; } & first=$!
-{ one plastic 8 study-200k-b && one plastic 9 study-200k-b && one rnn 7 study-200k-b && one rnn 8 study-200k-b \
-  && one rnn 9 study-200k-b; } & second=$!
+# An RNN run takes about half as long as the others: four runs each.
+{ one homogeneous 7 study-200k && one homogeneous 8 study-200k && one homogeneous 9 study-200k \
+  && one rnn 9 study-200k; } & first=$!
+{ one plastic 8 study-200k-b && one plastic 9 study-200k-b && one rnn 7 study-200k-b && one rnn 8 study-200k-b; } &
+second=$!
 status=0
 wait "$first" || status=$?
 wait "$second" || status=$?
