@@ -129,7 +129,7 @@ def test_float64_gradients_equal_autograd(backend, rule, plasticity, input_mode,
         ("hebb", 0.5, None, "reverse"),  # inverted runs of 10 steps between checkpoints
         ("hebb", 0.9, None, "recompute"),  # inverting 0.1 per step is too unstable: recompute from checkpoints
         ("oja", 0.7, None, "recompute"),
-        ("hebb", 0.5, 0.2, "recompute"),  # clipping is not invertible
+        ("hebb", 0.5, 0.2, "recompute"),  # clipping is not invertible (on the C++ kernel: see _expected_plan)
     ],
 )
 def test_long_sequences_with_large_eta(backend, rule, eta, clip, expected_plan):
@@ -140,8 +140,8 @@ def test_long_sequences_with_large_eta(backend, rule, eta, clip, expected_plan):
     inputs[inputs.abs() < 1.0] = 0.0
     starts = torch.zeros(steps, batch, dtype=torch.bool)
     starts[[0, 41, 97], 0] = True  # resets inside the sequence, between checkpoints
-    plan = fused.plan_checkpoints(steps, eta, _options(layer), torch.float64, 2.0, starts)
-    assert ("reverse" if plan.reverse else "recompute") == expected_plan
+    plan = fused.plan_checkpoints(steps, eta, _options(layer), torch.float64, 2.0, starts, backend == "cpp")
+    assert ("reverse" if plan.reverse else "recompute") == _expected_plan(backend, clip, expected_plan)
     _, _, expected = _gradients(layer, "autograd", inputs, None, starts)
     _, _, actual = _gradients(layer, "fused", inputs, None, starts)
     _assert_same_gradients(expected, actual, rtol=1e-10)
@@ -206,8 +206,11 @@ def test_modulated_rules_float64_gradients_equal_autograd(
         ("neuromod", 0.3, None, "reverse", 150),  # M(t) adds without decay: one inverted run, nothing to amplify
         ("retroneuromod", 0.5, None, "reverse", 10),  # E decays as Hebb's trace: inverted runs between checkpoints
         ("retroneuromod", 0.9, None, "recompute", 13),
-        ("neuromod", 0.3, 0.2, "recompute", 13),  # clipping is not invertible
-        ("retroneuromod", 0.5, 0.2, "recompute", 13),
+        # Clipping is not invertible: segments recomputed; the C++ kernel inverts all that the clip did not touch,
+        # between checkpoints sqrt(T) = 13 steps apart at most (every: PyTorch's, then the C++ kernel's)
+        ("neuromod", 0.3, 0.2, "recompute", (13, 13)),
+        ("neuromod", 0.3, 1.0, "recompute", (13, 13)),  # the clip touches some of the trace's elements, not all
+        ("retroneuromod", 0.5, 0.2, "recompute", (13, 10)),
     ],
 )
 def test_modulated_rules_over_long_sequences(backend, rule, eta, clip, expected_plan, every):
@@ -219,11 +222,17 @@ def test_modulated_rules_over_long_sequences(backend, rule, eta, clip, expected_
     inputs = torch.randn(steps, batch, layer.input_size, generator=generator, dtype=torch.float64)
     starts = torch.zeros(steps, batch, dtype=torch.bool)
     starts[[0, 41, 97], 0] = True  # resets inside the sequence, between checkpoints
-    plan = fused.plan_checkpoints(steps, eta, _options(layer), torch.float64, 1.0, starts)
-    assert ("reverse" if plan.reverse else "recompute", plan.every) == (expected_plan, every)
+    plan = fused.plan_checkpoints(steps, eta, _options(layer), torch.float64, 1.0, starts, backend == "cpp")
+    assert ("reverse" if plan.reverse else "recompute") == _expected_plan(backend, clip, expected_plan)
+    assert plan.every == (every if clip is None else every[backend == "cpp"])
     _, _, expected = _gradients(layer, "autograd", inputs, None, starts)
     _, _, actual = _gradients(layer, "fused", inputs, None, starts)
     _assert_same_gradients(expected, actual, rtol=1e-10)
+
+
+def _expected_plan(backend, clip, plan):
+    """The C++ kernel rebuilds a clipped trace in reverse (it flags the elements that the clip touched)."""
+    return "reverse" if backend == "cpp" and clip is not None else plan
 
 
 def _options(layer):
@@ -234,15 +243,51 @@ def test_checkpoint_plan_keeps_memory_small():
     options = fused.UnrollOptions("full", "hebb", "add", None, False)
     plan = fused.plan_checkpoints(200, 0.01, options, torch.float32, 1.0, None)
     assert plan.reverse and plan.every == 99  # two checkpoints over 200 steps at eta = 0.01
-    clipped = fused.plan_checkpoints(
-        200, 0.01, fused.UnrollOptions("full", "hebb", "add", 1.0, False), torch.float32, 1.0, None
-    )
+    clipped_options = fused.UnrollOptions("full", "hebb", "add", 1.0, False)
+    clipped = fused.plan_checkpoints(200, 0.01, clipped_options, torch.float32, 1.0, None)
     assert not clipped.reverse and clipped.every == 15  # sqrt(T) spacing: 13 checkpoints + 14 recomputed traces
+    assert not clipped.flags_clipping
+    # 13 checkpoints + the trace being rebuilt + 14 segments' flags (a bit per element: under half a trace)
+    flagged = fused.plan_checkpoints(200, 0.01, clipped_options, torch.float32, 1.0, None, flag_clipping=True)
+    assert flagged.reverse and flagged.flags_clipping and flagged.every == 15
     starts = torch.zeros(200, 4, dtype=torch.bool)
     starts[50, 1] = starts[120, 3] = True
     with_resets = fused.plan_checkpoints(200, 0.01, options, torch.float32, 1.0, starts)
     assert with_resets.pre_reset_slots == 2
     assert with_resets.pre_reset_index[50, 1] == 0 and with_resets.pre_reset_index[120, 3] == 1
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernel did not build")
+def test_cpp_forward_flags_the_elements_that_the_clip_touched_in_each_segment(monkeypatch):
+    """Exactly those (the backward inverts the update of all others), against the traces of the autograd path
+    stepped one step at a time; some elements and not others, so that the gradient tests cover both."""
+    monkeypatch.setattr(fused, "resolve_backend", lambda requested, device, dtype=None, rule=None: "cpp")
+    kept, allocate = [], fused.allocate_buffers
+
+    def keeping(*args, **kwargs):
+        kept.append(allocate(*args, **kwargs))
+        return kept[-1]
+
+    monkeypatch.setattr(fused, "allocate_buffers", keeping)
+    clip, steps, batch = 1.0, 30, 2
+    layer = _layer(5, rule="neuromod", eta=0.3, trace_clip=clip, modulation="per_neuron", scale=0.5)
+    inputs = torch.randn(steps, batch, 5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    fused_layer = copy.deepcopy(layer)
+    fused_layer.implementation = "fused"
+    fused_layer(inputs)[0].sum().backward()
+    buffers = kept[-1]
+    assert buffers.plan.reverse and buffers.plan.flags_clipping
+    layer.implementation = "autograd"
+    state, touched = layer.initial_state(batch), []
+    with torch.no_grad():
+        for t in range(steps):  # the trace after the update of step t
+            _, state = layer(inputs[t : t + 1], state)
+            touched.append(state.hebbian_trace.abs() >= clip)
+    every = buffers.plan.every
+    expected = torch.stack([torch.stack(touched[s : s + every]).any(0) for s in range(0, steps, every)])
+    bits = (buffers.clip_flags.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1  # a bit per element
+    assert torch.equal(bits.flatten(-2)[..., :5].bool(), expected)
+    assert 0.1 < expected.double().mean() < 0.9
 
 
 @functools.cache

@@ -183,6 +183,23 @@ def test_the_cpp_kernel_checks_reset_indices():
 
 
 @pytest.mark.skipif(not CPP, reason="the C++ kernel is not built here")
+def test_the_cpp_kernel_checks_the_clip_flags():
+    u = _prepared_unroll()
+    segments = (u.drive.shape[0] - 1) // u.plan.every + 1
+    flags = torch.zeros(segments, *u.trace.shape[:2], (u.trace.shape[2] + 7) // 8, dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="clip flags are for a clipped trace only"):
+        cpp_forward(dataclasses.replace(u, clip_flags=flags))
+    clipped = dataclasses.replace(u, options=dataclasses.replace(u.options, trace_clip=0.5))
+    cpp_forward(dataclasses.replace(clipped, clip_flags=flags))  # the valid call runs
+    with pytest.raises(RuntimeError, match="clip flags must have shape"):
+        cpp_forward(
+            dataclasses.replace(clipped, clip_flags=torch.zeros(segments + 1, *flags.shape[1:], dtype=torch.uint8))
+        )
+    with pytest.raises(RuntimeError, match="clip flags must be a contiguous CPU uint8 tensor"):
+        cpp_forward(dataclasses.replace(clipped, clip_flags=flags.float()))
+
+
+@pytest.mark.skipif(not CPP, reason="the C++ kernel is not built here")
 def test_the_cpp_forward_checks_its_step_range():
     u = _prepared_unroll()
     steps = u.drive.shape[0]

@@ -12,8 +12,8 @@ and the trace and its gradient read and written backward, ``w`` and ``alpha`` re
 the backward's size (traces, their gradients and the three N x N parameter arrays), so that the L3
 cache counts exactly when the unroll's own data fits in it. A rule with an eligibility trace (``retroneuromod``) moves
 that trace and its gradient too; the neuromodulated rules run with their trace clipped at 1, as their policies do
-(``--trace-clip`` clips every rule's: a clipped trace is rebuilt by recomputing segments forward, a pass over the trace
-per step that the floor does not count).
+(``--trace-clip`` clips every rule's: the C++ kernel inverts a clipped trace except where the clip acted, whose rows it
+recomputes forward from checkpoints, work that the floor does not count).
 """
 
 from __future__ import annotations

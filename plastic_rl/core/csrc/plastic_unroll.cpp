@@ -38,9 +38,11 @@
 #include <omp.h>
 #endif
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 #if defined(__AVX2__) && defined(__GLIBC__)
 #include <dlfcn.h>
-#include <immintrin.h>
 #define PLASTIC_RL_VECTOR_TANH 1
 #endif
 
@@ -78,6 +80,8 @@ struct Sizes {
   int64_t time_stride() const { return stride * N; }      // between steps of a (T, B, N) buffer
   int64_t modulation_stride() const { return stride * K; }  // between steps of the (T, B, K) M(t)
   int64_t slot_stride() const { return stride * N * N; }  // between the traces of a (K, B, N, N) buffer
+  int64_t flag_bytes() const { return (N + 7) / 8; }      // a row of clip flags: one bit per trace element
+  int64_t flag_stride() const { return stride * N * flag_bytes(); }  // between the segments of the clip flags
 };
 
 inline void spin_pause(int64_t& spins) {
@@ -434,11 +438,33 @@ struct Modulated {
   S* workspace = nullptr;
 };
 
+// A clipped trace rebuilt in reverse (CheckpointPlan.flags_clipping in plastic_rl/core/fused/plan.py): the forward
+// flags, per segment of `every` updates (the updates of steps [s K, s K + K), whose backward one checkpoint serves),
+// each trace element that one of them left on the clip, a bit per element (Sizes::flag_bytes per row); the backward
+// recomputes the rows that have flagged elements forward from the segment's checkpoint (recompute_flagged), keeps
+// the flagged elements' values, and inverts the update of all others, which the clip never touched there. An element
+// that lands on the bound unclipped is flagged too, harmlessly. ``value`` is a row just written (in L1).
+template <typename S>
+inline void flag_clipped(uint8_t* __restrict flags, const S* __restrict value, int64_t n, S clip) {
+  int64_t j = 0;
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<S, float>) {  // GCC leaves the portable loop scalar: about 1 ns per element
+    const __m256 bound = _mm256_set1_ps(clip), sign = _mm256_set1_ps(-0.0f);
+    for (; j + 8 <= n; j += 8) {
+      const __m256 magnitude = _mm256_andnot_ps(sign, _mm256_loadu_ps(value + j));
+      flags[j / 8] |= static_cast<uint8_t>(_mm256_movemask_ps(_mm256_cmp_ps(magnitude, bound, _CMP_GE_OQ)));
+    }
+  }
+#endif
+  for (; j < n; ++j)
+    if (std::abs(value[j]) >= clip) flags[j / 8] |= static_cast<uint8_t>(1u << (j % 8));
+}
+
 template <typename S, int MODE, int RULE, bool CLIP>
 void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, const S* weight, const S* alpha,
                     const S* bias, const bool* starts, const S* reset_activation, S eta, S clip, bool clamp_input,
                     bool bias_neuron, S* outputs, S* pre, S* plastic_part, S* trace, S* checkpoints, S* pre_reset,
-                    const int64_t* pre_reset_index, const Modulated<S>& mod) {
+                    const int64_t* pre_reset_index, uint8_t* clip_flags, const Modulated<S>& mod) {
   const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride;
   const S shared_alpha = MODE == kShared ? alpha[0] : S(0), gain = gain_of<S, RULE>(eta);
   Rows rows(N, (MODE == kNone ? 1 : B) * NN, z.sliced);
@@ -469,6 +495,8 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
       const S* y_prev = update ? effective_post<S, RULE>(z, outputs + (t - 1) * TS, m_prev, post_storage) : nullptr;
       Decay<S, RULE> decay{};
       if (update) decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
+      uint8_t* flags = CLIP && update && clip_flags ? clip_flags + (t - 1) / z.every * z.flag_stride() : nullptr;
+      const int64_t FB = z.flag_bytes();
       const bool checkpointed = product && MODE != kNone && matvec && t > 0 && t % z.every == 0;
       S* checkpoint = checkpointed ? checkpoints + (t / z.every - 1) * z.slot_stride() : nullptr;
       S* e_checkpoint = checkpointed && RULE == kRetroneuromod ? mod.checkpoints + (t / z.every - 1) * z.slot_stride()
@@ -513,6 +541,7 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
                   S* saved_e = gated ? mod.pre_reset + slot * NN + i * N : nullptr;
 #pragma omp simd
                   for (int64_t j = 0; j < N; ++j) saved[j] = element(j, saved_e);
+                  if (flags) flag_clipped(flags + (b * N + i) * FB, saved, N, clip);
                 }
                 std::fill_n(h, N, S(0));
                 if (e) std::fill_n(e, N, S(0));
@@ -526,9 +555,11 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
                   out[j] += xi * (w[j] + a[j] * u);
                 }
                 fused_matvec = true;
+                if (flags) flag_clipped(flags + (b * N + i) * FB, h, N, clip);
               } else {
 #pragma omp simd
                 for (int64_t j = 0; j < N; ++j) h[j] = element(j, e);
+                if (flags) flag_clipped(flags + (b * N + i) * FB, h, N, clip);
               }
             } else if (reset) {  // a reset after a settled update: the trace before it is already in place
               const int64_t slot = pre_reset_index ? pre_reset_index[t * SB + b] : -1;
@@ -595,14 +626,44 @@ void forward_kernel(const Sizes& z, const S* drive, const S* x0, const S* h0, co
   });
 }
 
+// One row of the trace (and a gated rule's E) stepped forward by the update of one step, from ``h_source`` into
+// ``h`` (the same row, or another): what recompute_segment and recompute_flagged rebuild. ``y``, ``d`` and ``m`` are
+// the batch element's effective post, decay and a gated rule's M per column; ``ex`` the row's gain times its pre.
+template <typename S, int RULE, bool CLIP>
+inline void stepped_row(int64_t n, const S* h_source, const S* e_source, S* h, S* e, S ex, const S* __restrict y,
+                        Decay<S, RULE> d, const S* __restrict m, S clip) {
+  constexpr bool gated = RULE == kRetroneuromod;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const S ej = gated ? e_source[j] : S(0);
+    if constexpr (gated) e[j] = decayed(ej, d[j], ex, y[j]);
+    h[j] = updated_hebbian<S, RULE, CLIP>(h_source[j], ej, d[j], ex, y[j], gated ? m[j] : S(0), clip);
+  }
+}
+
+// The vectors that the updates of one step read, for the whole batch: M per column, the effective post, the decay.
+template <typename S, int RULE>
+struct StepVectors {
+  std::vector<S> decay_storage, post_storage, column_storage;
+  const S *m = nullptr, *y = nullptr;
+  Decay<S, RULE> decay{};
+  void of(const Sizes& z, int64_t t, const S* outputs, const Modulated<S>& mod, S eta) {  // of the update of step t
+    m = kModulated<S, RULE> ? column_modulation(z, mod.modulation + t * z.modulation_stride(), column_storage)
+                            : nullptr;
+    y = effective_post<S, RULE>(z, outputs + t * z.time_stride(), m, post_storage);
+    decay = make_decay<S, RULE>(y, eta, z.B * z.N, decay_storage, false);
+  }
+};
+
 template <typename S, int RULE, bool CLIP>
 void recompute_segment(const Sizes& z, Team* team, int64_t first, int64_t last, const S* start_trace, S* slots,
                        const S* pre, const S* outputs, const bool* starts, S eta, S clip, const S* start_eligibility,
                        const Modulated<S>& mod) {
   // Rebuilds H_t for first < t < last into slots[t - first - 1] from H_first, forward (and E_t into mod.workspace).
-  const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride;
+  const int64_t B = z.B, N = z.N, NN = N * N, TS = z.time_stride(), SB = z.stride;
   const S gain = gain_of<S, RULE>(eta);
-  std::vector<S> decay_storage, post_storage, column_storage;
+  constexpr bool gated = RULE == kRetroneuromod;
+  StepVectors<S, RULE> step;
   Rows rows(N, B * NN, z.sliced);
   rows.team = team;
   for (int64_t t = first + 1; t < last; ++t) {
@@ -610,16 +671,12 @@ void recompute_segment(const Sizes& z, Team* team, int64_t first, int64_t last, 
     S* target = slots + (t - first - 1) * z.slot_stride();
     const S* e_source = nullptr;
     S* e_target = nullptr;
-    if constexpr (RULE == kRetroneuromod) {
+    if constexpr (gated) {
       e_source = t == first + 1 ? start_eligibility : mod.workspace + (t - first - 2) * z.slot_stride();
       e_target = mod.workspace + (t - first - 1) * z.slot_stride();
     }
     const S* x_prev = pre + (t - 1) * TS;
-    const S* m_prev = kModulated<S, RULE>
-                          ? column_modulation(z, mod.modulation + (t - 1) * z.modulation_stride(), column_storage)
-                          : nullptr;
-    const S* y_prev = effective_post<S, RULE>(z, outputs + (t - 1) * TS, m_prev, post_storage);
-    const auto decay = make_decay<S, RULE>(y_prev, eta, BN, decay_storage, false);
+    step.of(z, t - 1, outputs, mod, eta);
     rows.run([&](int64_t c) {
       rows.blocks(c, B, [&](int64_t i, int64_t b) {
         const int64_t row = b * NN + i * N;
@@ -630,21 +687,86 @@ void recompute_segment(const Sizes& z, Team* team, int64_t first, int64_t last, 
           if (e) std::fill_n(e, N, S(0));
           return;
         }
-        const S* __restrict s = source + row;
-        const S ex = gain * x_prev[b * N + i];
-        const S* __restrict y = y_prev + b * N;
-        const auto d = decay.offset(RULE == kOja ? b * N : 0);
-        constexpr bool gated = RULE == kRetroneuromod;
-        const S* __restrict es = gated ? e_source + row : nullptr;
-        const S* __restrict m = gated ? m_prev + b * N : nullptr;
-#pragma omp simd
-        for (int64_t j = 0; j < N; ++j) {
-          const S ej = gated ? es[j] : S(0);
-          if constexpr (gated) e[j] = decayed(ej, d[j], ex, y[j]);
-          h[j] = updated_hebbian<S, RULE, CLIP>(s[j], ej, d[j], ex, y[j], gated ? m[j] : S(0), clip);
-        }
+        stepped_row<S, RULE, CLIP>(N, source + row, gated ? e_source + row : nullptr, h, e, gain * x_prev[b * N + i],
+                                   step.y + b * N, step.decay.offset(RULE == kOja ? b * N : 0),
+                                   gated ? step.m + b * N : nullptr, clip);
       });
     });
+  }
+}
+
+// The elements flagged in one segment (flag_clipped), and H_t of each for the steps first < t < last of the segment:
+// its rows recomputed forward from the checkpoint by recompute_flagged.
+template <typename S>
+struct FlaggedElements {
+  int64_t segment = -1;
+  std::vector<int64_t> offset;  // row r = b N + i has the elements [offset[r], offset[r + 1])
+  std::vector<int32_t> column;
+  std::vector<S> values;  // H_t of element e at (t - first - 1) * count() + e
+  int64_t count() const { return offset.empty() ? 0 : offset.back(); }
+  int64_t in_row(int64_t r) const { return offset[r + 1] - offset[r]; }
+};
+
+template <typename S, int RULE, bool CLIP>
+void recompute_flagged(const Sizes& z, Team* team, int64_t first, int64_t last, const uint8_t* flags,
+                       const S* start_trace, const S* start_eligibility, const S* pre, const S* outputs,
+                       const bool* starts, S eta, S clip, const Modulated<S>& mod, FlaggedElements<S>& f) {
+  const int64_t B = z.B, N = z.N, BN = B * N, NN = N * N, TS = z.time_stride(), SB = z.stride, FB = z.flag_bytes();
+  constexpr bool gated = RULE == kRetroneuromod;
+  f.offset.assign(BN + 1, 0);
+  f.column.clear();
+  for (int64_t r = 0; r < BN; ++r) {
+    const uint8_t* row = flags + r * FB;
+    for (int64_t q = 0; q < FB; ++q)
+      for (unsigned bits = row[q]; bits; bits &= bits - 1)
+        f.column.push_back(static_cast<int32_t>(8 * q + __builtin_ctz(bits)));
+    f.offset[r + 1] = static_cast<int64_t>(f.column.size());
+  }
+  const int64_t count = f.count(), steps = last - first - 1;
+  if (count == 0 || steps == 0) return;
+  f.values.resize(steps * count);
+  // The segment's step vectors, then each row with flagged elements stepped through the segment on its own (its
+  // rows of H and E stay in L1), keeping the flagged elements' values.
+  std::vector<StepVectors<S, RULE>> vectors(steps);
+  for (int64_t k = 0; k < steps; ++k) vectors[k].of(z, first + k, outputs, mod, eta);
+  const S gain = gain_of<S, RULE>(eta);
+  Rows rows(N, count * steps * 16, z.sliced);
+  rows.team = team;
+  std::vector<S> h_rows(rows.count * N), e_rows(gated ? rows.count * N : 0);
+  rows.run([&](int64_t c) {
+    S* h = h_rows.data() + c * N;
+    S* e = gated ? e_rows.data() + c * N : nullptr;
+    rows.blocks(c, B, [&](int64_t i, int64_t b) {
+      const int64_t r = b * N + i;
+      if (!f.in_row(r)) return;
+      std::copy(start_trace + b * NN + i * N, start_trace + b * NN + (i + 1) * N, h);
+      if (gated) std::copy(start_eligibility + b * NN + i * N, start_eligibility + b * NN + (i + 1) * N, e);
+      for (int64_t k = 0; k < steps; ++k) {
+        const int64_t t = first + 1 + k;
+        if (starts && starts[t * SB + b]) {
+          std::fill_n(h, N, S(0));
+          if (gated) std::fill_n(e, N, S(0));
+        } else {
+          const auto& step = vectors[k];
+          stepped_row<S, RULE, CLIP>(N, h, e, h, e, gain * pre[(t - 1) * TS + r], step.y + b * N,
+                                     step.decay.offset(RULE == kOja ? b * N : 0), gated ? step.m + b * N : nullptr,
+                                     clip);
+        }
+        S* out = f.values.data() + k * count;
+        for (int64_t q = f.offset[r]; q < f.offset[r + 1]; ++q) out[q] = h[f.column[q]];
+      }
+    });
+  });
+}
+
+// H_{t-1} (and a gated rule's E_{t-1}) from H_t (E_t) by inverting the unclipped update of step t - 1.
+template <typename S, int RULE>
+inline void inverted_update(S h, S e, S ex, S y, S m, S inverse_decay, S& h_prev, S& e_prev) {
+  if constexpr (RULE == kRetroneuromod) {
+    e_prev = (e - ex * y) * inverse_decay;
+    h_prev = h - m * e_prev;
+  } else {
+    h_prev = (h - ex * y) * inverse_decay;
   }
 }
 
@@ -692,8 +814,7 @@ inline void backward_row(int64_t len, const S* h, const S* __restrict previous, 
         hp = previous[j];
         ep = e_previous[j];
       } else {
-        ep = (e[j] - ex * y[j]) * inverse_decay[j];
-        hp = hj - m[j] * ep;
+        inverted_update<S, RULE>(hj, e[j], ex, y[j], m[j], inverse_decay[j], hp, ep);
         rebuilt[j] = hp;
         rebuilt_e[j] = ep;
       }
@@ -709,11 +830,11 @@ inline void backward_row(int64_t len, const S* h, const S* __restrict previous, 
       re += ge * (x_prev * y[j] - ep);
       ra += ge * y[j];
     } else if constexpr (HAS_A) {
-      S hp;
+      S hp, unused;
       if constexpr (FROM_POINTER) {
         hp = previous[j];
       } else {
-        hp = (hj - ex * y[j]) * inverse_decay[j];
+        inverted_update<S, RULE>(hj, S(0), ex, y[j], S(0), inverse_decay[j], hp, unused);
         rebuilt[j] = hp;
       }
       if constexpr (CLIP) {
@@ -742,9 +863,9 @@ template <typename S, int MODE, int RULE, bool CLIP>
 void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const S* grad_final_activation,
                      const S* drive, const S* outputs, const S* pre, const S* h0, const S* final_trace,
                      const S* checkpoints, const S* pre_reset, const int64_t* pre_reset_index, const S* weight,
-                     const S* alpha, const bool* starts, S eta, S clip, bool clamp_input, bool bias_neuron,
-                     S* grad_pre_activation, S* grad_drive, S* grad_x0, S* grad_trace, S* grad_alpha, double* grad_eta,
-                     S* workspace, const Modulated<S>& mod) {
+                     const S* alpha, const bool* starts, const uint8_t* clip_flags, S eta, S clip, bool clamp_input,
+                     bool bias_neuron, S* grad_pre_activation, S* grad_drive, S* grad_x0, S* grad_trace,
+                     S* grad_alpha, double* grad_eta, S* workspace, const Modulated<S>& mod) {
   const int64_t T = z.T, B = z.B, N = z.N, BN = B * N, NN = N * N, K = z.every, TS = z.time_stride(), SB = z.stride;
   const int64_t MS = z.modulation_stride();
   const S shared_alpha = MODE == kShared ? alpha[0] : S(0), gain = gain_of<S, RULE>(eta);
@@ -759,6 +880,11 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
   std::vector<double> eta_parts(C);
   double eta_total = 0;
   int64_t segment = -1;  // the segment whose traces the workspace holds (recompute mode)
+  // A clipped trace rebuilt in reverse (flag_clipped): the flagged elements of the current segment, and each row
+  // group's H_{t-1} (and E_{t-1}) of a row that has some.
+  const bool flagged_rebuild = CLIP && reverse && clip_flags && MODE != kNone;
+  FlaggedElements<S> flagged;
+  std::vector<S> patch(flagged_rebuild ? C * N : 0), patch_e(flagged_rebuild && gated ? C * N : 0);
 
   // H_t after the reset at t, when it is stored: the initial trace, a checkpoint or a recomputed slot (and E_t).
   auto stored_in = [&](int64_t t, const S* initial, const S* kept, const S* recomputed) -> const S* {
@@ -846,6 +972,18 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
           segment = needed;
         }
       }
+      if (flagged_rebuild && has_a && (t - 1) % K != 0 && (t - 1) / K != flagged.segment) {
+        const int64_t first = (t - 1) / K * K;
+        recompute_flagged<S, RULE, CLIP>(z, rows.team, first, std::min(first + K, T),
+                                         clip_flags + first / K * z.flag_stride(), stored_trace(first),
+                                         stored_eligibility(first), pre, outputs, starts, eta, clip, mod, flagged);
+        flagged.segment = (t - 1) / K;
+      }
+      // H_{t-1} of the flagged elements, (t - 1) interior to the segment: the index of its recomputed values
+      const S* flagged_values =
+          flagged_rebuild && has_a && (t - 1) % K != 0 && flagged.count()
+              ? flagged.values.data() + (t - 1 - (t - 1) / K * K - 1) * flagged.count()
+              : nullptr;
       const S* h_t = nullptr;
       if (MODE != kNone) h_t = t == T ? final_trace : (stored_trace(t) ? stored_trace(t) : workspace);
       const S* h_prev = has_a ? stored_trace(t - 1) : nullptr;
@@ -910,12 +1048,34 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
                   } else {
                     for (int64_t j = 0; j < N; ++j) out[j] = (saved[j] - ex * y[j]) * inv[j];
                   }
+                  if (flagged_values)  // the clip touched these: their inversion is wrong
+                    for (int64_t e = flagged.offset[k]; e < flagged.offset[k + 1]; ++e)
+                      out[flagged.column[e]] = flagged_values[e];
                 }
                 return;
               }
               const S* a = MODE == kFull ? alpha + i * N : nullptr;
               S* g_a = MODE == kFull ? grad_alpha + i * N : nullptr;
               const S* prev = from_pointer ? h_prev + row : nullptr;
+              const S* e_prev_row = gated && from_pointer ? e_prev + row : nullptr;
+              // A row with flagged elements: its H_{t-1} inverted, then the flagged ones recomputed, read as stored
+              S* patched = has_a && flagged_values && flagged.in_row(k) ? patch.data() + c * N : nullptr;
+              if (patched) {
+                S* patched_e = gated ? patch_e.data() + c * N : nullptr;
+                const S ex = gain * x_prev[k];
+                const S* y_row = y_prev + b * N;
+                const S* e_row = gated ? e_t + row : nullptr;
+                const S* m_row = gated ? m_prev + b * N : nullptr;
+                S unused;
+#pragma omp simd
+                for (int64_t j = 0; j < N; ++j)
+                  inverted_update<S, RULE>(h_t[row + j], gated ? e_row[j] : S(0), ex, y_row[j],
+                                           gated ? m_row[j] : S(0), inv[j], patched[j], gated ? patched_e[j] : unused);
+                for (int64_t e = flagged.offset[k]; e < flagged.offset[k + 1]; ++e)
+                  patched[flagged.column[e]] = flagged_values[e];
+                prev = patched;
+                e_prev_row = patched_e;
+              }
               const S* y = has_a ? y_prev + b * N : nullptr;
               const S gx_t = has_b ? x_t[k] : S(0);
               const S gx_prev = has_a ? x_prev[k] : S(0);
@@ -925,22 +1085,26 @@ void backward_kernel(const Sizes& z, bool reverse, const S* grad_outputs, const 
   backward_row<S, MODE, RULE, CLIP, HB, HA, FP>(                                                                   \
       N, h_t + row, prev, workspace + row, grad_trace + row, w, a, shared_alpha, g_a, gab, gx_t, y, d, inv,        \
       g_col_c + b * N, gx_prev, gain, clip, row_b, row_a, row_eta, gated ? e_t + row : nullptr,                    \
-      gated && from_pointer ? e_prev + row : nullptr, gated ? mod.workspace + row : nullptr,                       \
+      e_prev_row, gated ? mod.workspace + row : nullptr,                                                           \
       gated ? mod.grad_eligibility + row : nullptr,                                                                \
       gated && has_a ? m_prev + b * N : nullptr, gated ? g_m_c + b * N : nullptr)
               if (has_b && has_a) {
-                if (from_pointer)
+                if (prev)
                   PLASTIC_ROW(true, true, true);
                 else
                   PLASTIC_ROW(true, true, false);
               } else if (has_b) {
                 PLASTIC_ROW(true, false, true);
-              } else if (from_pointer) {
+              } else if (prev) {
                 PLASTIC_ROW(false, true, true);
               } else {
                 PLASTIC_ROW(false, true, false);
               }
 #undef PLASTIC_ROW
+              if (patched) {  // the rebuilt traces, as the inverting rows leave them in place
+                std::copy(patched, patched + N, workspace + row);
+                if (gated) std::copy(e_prev_row, e_prev_row + N, mod.workspace + row);
+              }
               rows_b[k] = row_b;
               rows_a[k] = gain * row_a;
               eta_sum += row_eta;
@@ -975,10 +1139,13 @@ struct Buffers {
   std::vector<S*> data;
   const bool* starts;
   const int64_t* pre_reset_index;
-  Buffers(const std::vector<at::Tensor>& tensors, const at::Tensor& starts_, const at::Tensor& index) {
+  uint8_t* clip_flags;  // (segments, B, N, (N + 7) / 8): see flag_clipped
+  Buffers(const std::vector<at::Tensor>& tensors, const at::Tensor& starts_, const at::Tensor& index,
+          const at::Tensor& flags) {
     for (const auto& x : tensors) data.push_back(x.defined() && x.numel() ? x.data_ptr<S>() : nullptr);
     starts = starts_.defined() && starts_.numel() ? starts_.data_ptr<bool>() : nullptr;
     pre_reset_index = index.defined() && index.numel() ? index.data_ptr<int64_t>() : nullptr;
+    clip_flags = flags.defined() && flags.numel() ? flags.data_ptr<uint8_t>() : nullptr;
   }
   // The same buffers from batch element b0 on. layout, per tensor: 'v' batch-major rows of N (the (B, N) and
   // (T, B, N) buffers), 'k' rows of K (M(t), (T, B, K)), 'm' batch-major N x N traces ((B, N, N) and (K, B, N, N)),
@@ -991,6 +1158,7 @@ struct Buffers {
         slice.data[k] += layout[k] == 'v' ? b0 * n : layout[k] == 'k' ? b0 * z.K : (layout[k] == 'm' ? b0 * n * n : 0);
     if (starts) slice.starts += b0;
     if (pre_reset_index) slice.pre_reset_index += b0;
+    if (clip_flags) slice.clip_flags += b0 * n * z.flag_bytes();
     return slice;
   }
 };
@@ -1028,7 +1196,7 @@ double run_forward(const Options& o, const Buffers<S>& p) {
   const auto& d = p.data;
   forward_kernel<S, MODE, RULE, CLIP>(o.sizes, d[0], d[1], d[2], d[3], d[4], d[5], p.starts, d[6], S(o.eta), S(o.clip),
                                       o.clamp_input, o.bias_neuron, d[7], d[8], d[9], d[10], d[11], d[12],
-                                      p.pre_reset_index, forward_modulated(p));
+                                      p.pre_reset_index, p.clip_flags, forward_modulated(p));
   return 0;
 }
 
@@ -1037,7 +1205,8 @@ double run_backward(const Options& o, const Buffers<S>& p) {
   const auto& d = p.data;
   double grad_eta = 0;
   backward_kernel<S, MODE, RULE, CLIP>(o.sizes, o.reverse, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8],
-                                       p.pre_reset_index, d[9], d[10], p.starts, S(o.eta), S(o.clip), o.clamp_input,
+                                       p.pre_reset_index, d[9], d[10], p.starts, p.clip_flags, S(o.eta), S(o.clip),
+                                       o.clamp_input,
                                        o.bias_neuron, d[11], d[12], d[13], d[14], d[kGradAlpha], &grad_eta, d[16],
                                        backward_modulated(p));
   return grad_eta;
@@ -1246,8 +1415,8 @@ double run_plastic(bool backward, int64_t rule, const Options& o, const Buffers<
 }
 
 double dispatch(bool backward, const std::vector<at::Tensor>& tensors, const at::Tensor& starts,
-                const at::Tensor& pre_reset_index, int64_t plasticity, int64_t rule, const Options& o,
-                SliceJob* job = nullptr) {
+                const at::Tensor& pre_reset_index, const at::Tensor& clip_flags, int64_t plasticity, int64_t rule,
+                const Options& o, SliceJob* job = nullptr) {
   const auto dtype = tensors[backward ? 2 : 0].scalar_type();
   for (const auto& x : tensors) {
     if (!x.defined() || x.numel() == 0) continue;
@@ -1257,7 +1426,7 @@ double dispatch(bool backward, const std::vector<at::Tensor>& tensors, const at:
   }
   double result = 0;
   AT_DISPATCH_FLOATING_TYPES(dtype, "plastic_unroll", [&] {
-    const Buffers<scalar_t> p(tensors, starts, pre_reset_index);
+    const Buffers<scalar_t> p(tensors, starts, pre_reset_index, clip_flags);
     if (plasticity == kNone) {
       result = run<scalar_t, kNone, kHebb, false>(backward, o, p, job);
     } else if (plasticity == kShared) {
@@ -1296,6 +1465,15 @@ void check_reset_buffers(const at::Tensor& starts, const at::Tensor& pre_reset_i
     TORCH_CHECK(lowest >= -1 && highest < slots, "plastic unroll: pre_reset_index must lie in [-1, ", slots,
                 "); got [", lowest, ", ", highest, "]");
   }
+}
+
+// clip_flags (segments, B, N, (N + 7) / 8) uint8, segments = (T - 1) / every + 1: see flag_clipped. Only with a clip.
+void check_clip_flags(const at::Tensor& flags, double clip, int64_t T, int64_t B, int64_t N, int64_t every) {
+  if (!flags.defined() || flags.numel() == 0) return;
+  TORCH_CHECK(clip > 0, "plastic unroll: clip flags are for a clipped trace only");
+  TORCH_CHECK(flags.scalar_type() == at::kByte && flags.device().is_cpu() && flags.is_contiguous(),
+              "plastic unroll: clip flags must be a contiguous CPU uint8 tensor");
+  check_buffer(flags, "clip flags", {(T - 1) / every + 1, B, N, (N + 7) / 8}, Presence::kRequired);
 }
 
 // The checks both kernels share: the parameters and the plasticity-dependent buffers, given the sizes.
@@ -1339,8 +1517,8 @@ Sizes checked_sizes(const std::vector<at::Tensor>& tensors, size_t expected_coun
 // neuromodulated rule's (empty otherwise): e0, eligibility, its checkpoints and pre_reset (a gated rule's E, kept as
 // H is), the modulator's weight (N, K) and bias (K), and M(t) (T, B, K). The steps run are [first_step, last_step) of
 // the T in the buffers, with the update pending and settle as in Sizes.
-void unroll_forward(const std::vector<at::Tensor>& tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
-                    double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
+void unroll_forward(const std::vector<at::Tensor>& tensors, at::Tensor starts, at::Tensor pre_reset_index,
+                    at::Tensor clip_flags, double eta, double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
                     int64_t slices, int64_t first_step, int64_t last_step, bool pending, bool settle, int64_t phase,
                     ForwardWorker* worker = nullptr) {
   Sizes sizes = checked_sizes(tensors, kForwardTensors, 0, plasticity, rule, every, slices);
@@ -1375,6 +1553,7 @@ void unroll_forward(const std::vector<at::Tensor>& tensors, at::Tensor starts, a
   const int64_t slots = tensors[12].defined() && tensors[12].numel() ? tensors[12].size(0) : 0;
   check_buffer(tensors[12], "pre_reset", {slots, N, N}, Presence::kOptional);
   check_reset_buffers(starts, pre_reset_index, T, B, slots);
+  check_clip_flags(clip_flags, clip, T, B, N, every);
   const int64_t K = sizes.K = modulator_outputs(tensors[17], plasticity, rule, N);
   const Presence gated = gated_presence(K, rule);
   check_buffer(tensors[13], "e0", {B, N, N}, gated);
@@ -1386,14 +1565,15 @@ void unroll_forward(const std::vector<at::Tensor>& tensors, at::Tensor starts, a
   check_buffer(tensors[19], "modulation", {T, B, K}, modulated_presence(K));
   const Options o{sizes, eta, clip, clamp_input, bias_neuron, false, slices};
   if (!worker) {
-    dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o);
+    dispatch(false, tensors, starts, pre_reset_index, clip_flags, plasticity, rule, o);
     return;
   }
   auto job = std::make_shared<SliceJob>();
-  dispatch(false, tensors, starts, pre_reset_index, plasticity, rule, o, job.get());
+  dispatch(false, tensors, starts, pre_reset_index, clip_flags, plasticity, rule, o, job.get());
   std::vector<at::Tensor> held = tensors;
   held.push_back(starts);
   held.push_back(pre_reset_index);
+  held.push_back(clip_flags);
   worker->post(std::move(job), std::move(held));
 }
 
@@ -1401,12 +1581,12 @@ void unroll_forward(const std::vector<at::Tensor>& tensors, at::Tensor starts, a
 // in the background), redone for the episodes that start at t (`redo`: a background product assumed none did), the
 // activation; then, with `start_next`, the product of step t + 1 started in the background. Arguments as forward's.
 void recorded_step(ForwardWorker& worker, const std::vector<at::Tensor>& tensors, at::Tensor starts,
-                   at::Tensor pre_reset_index, double eta, double clip, int64_t plasticity, int64_t rule,
+                   at::Tensor pre_reset_index, at::Tensor clip_flags, double eta, double clip, int64_t plasticity, int64_t rule,
                    bool clamp_input, bool bias_neuron, int64_t every, int64_t slices, int64_t step, bool pending,
                    bool product_started, bool redo, bool start_next) {
   auto forward = [&](int64_t first, bool pending_update, int64_t phase, ForwardWorker* on) {
-    unroll_forward(tensors, starts, pre_reset_index, eta, clip, plasticity, rule, clamp_input, bias_neuron, every,
-                   slices, first, first + 1, pending_update, false, phase, on);
+    unroll_forward(tensors, starts, pre_reset_index, clip_flags, eta, clip, plasticity, rule, clamp_input,
+                   bias_neuron, every, slices, first, first + 1, pending_update, false, phase, on);
   };
   TORCH_CHECK(!redo || product_started, "plastic unroll: only a background product is redone");
   if (!product_started) forward(step, pending, kProduct, &worker);
@@ -1425,8 +1605,8 @@ void recorded_step(ForwardWorker& worker, const std::vector<at::Tensor>& tensors
 // otherwise): e0, final_eligibility, its checkpoints and pre_reset, the modulator's weight, M(t), and the outputs
 // grad_eligibility (as grad_trace, for E), grad_modulation (dL/dz_t of M(t) = tanh(z_t), (T, B, K)) and E's
 // workspace (as the workspace). Returns dL/deta.
-double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
-                       double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
+double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::Tensor pre_reset_index,
+                       at::Tensor clip_flags, double eta, double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
                        int64_t slices, bool reverse) {
   Sizes sizes = checked_sizes(tensors, kBackwardTensors, 2, plasticity, rule, every, slices);
   const int64_t T = sizes.T, B = sizes.B, N = sizes.N;
@@ -1470,8 +1650,9 @@ double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::T
   check_buffer(tensors[23], "grad_eligibility", {B, N, N}, gated);
   check_buffer(tensors[24], "grad_modulation", {T, B, K}, modulated_presence(K));
   check_reset_buffers(starts, pre_reset_index, T, B, slots);
+  check_clip_flags(clip_flags, clip, T, B, N, every);
   const Options o{sizes, eta, clip, clamp_input, bias_neuron, reverse, slices};
-  return dispatch(true, tensors, starts, pre_reset_index, plasticity, rule, o);
+  return dispatch(true, tensors, starts, pre_reset_index, clip_flags, plasticity, rule, o);
 }
 
 }  // namespace
@@ -1479,11 +1660,12 @@ double unroll_backward(std::vector<at::Tensor> tensors, at::Tensor starts, at::T
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "forward",
-      [](const std::vector<at::Tensor>& tensors, at::Tensor starts, at::Tensor pre_reset_index, double eta,
-         double clip, int64_t plasticity, int64_t rule, bool clamp_input, bool bias_neuron, int64_t every,
-         int64_t slices, int64_t first_step, int64_t last_step, bool pending, bool settle) {
-        unroll_forward(tensors, starts, pre_reset_index, eta, clip, plasticity, rule, clamp_input, bias_neuron,
-                       every, slices, first_step, last_step, pending, settle, kWholeSteps);
+      [](const std::vector<at::Tensor>& tensors, at::Tensor starts, at::Tensor pre_reset_index,
+         at::Tensor clip_flags, double eta, double clip, int64_t plasticity, int64_t rule, bool clamp_input,
+         bool bias_neuron, int64_t every, int64_t slices, int64_t first_step, int64_t last_step, bool pending,
+         bool settle) {
+        unroll_forward(tensors, starts, pre_reset_index, clip_flags, eta, clip, plasticity, rule, clamp_input,
+                       bias_neuron, every, slices, first_step, last_step, pending, settle, kWholeSteps);
       },
       "fused forward unroll of the plastic recurrent layer");
   pybind11::class_<ForwardWorker>(m, "ForwardWorker", "background threads for the product of a rollout's next step")

@@ -112,7 +112,13 @@ def prepare_unroll(
     if keep_for_backward:
         bound = post_bound(inputs.drive, options)
         plan = plan_checkpoints(
-            steps, inputs.hebbian_learning_rate, options, inputs.drive.dtype, bound, inputs.episode_starts
+            steps,
+            inputs.hebbian_learning_rate,
+            options,
+            inputs.drive.dtype,
+            bound,
+            inputs.episode_starts,
+            flag_clipping=backend == "cpp",
         )
     else:
         plan = CheckpointPlan(max(steps, 1), False, None, 0)
@@ -500,7 +506,9 @@ class RecordedUnroll:
             )
         )
         # Mid-sequence resets get their pre-reset trace slots as they come (the whole-sequence plan knows them ahead).
-        plan = plan_checkpoints(steps, inputs.hebbian_learning_rate, options, drive.dtype, 1.0, None)
+        plan = plan_checkpoints(
+            steps, inputs.hebbian_learning_rate, options, drive.dtype, 1.0, None, flag_clipping=self.backend == "cpp"
+        )
         buffers = allocate_buffers(inputs, options, plan)
         self.buffers = replace(
             buffers,

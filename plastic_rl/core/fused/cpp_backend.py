@@ -171,7 +171,9 @@ def _or_empty(tensor: Tensor | None, like: Tensor) -> Tensor:
     return like.new_empty(0) if tensor is None else tensor
 
 
-def _kernel_options(buffers: UnrollBuffers) -> tuple[Tensor, Tensor, float, float, int, int, bool, bool, int, int]:
+def _kernel_options(
+    buffers: UnrollBuffers,
+) -> tuple[Tensor, Tensor, Tensor, float, float, int, int, bool, bool, int, int]:
     """The non-buffer arguments that the C++ forward and backward kernels share, in their order."""
     options, plan = buffers.options, buffers.plan
     # Without plasticity the kernel has no trace to update and ignores the rule: any code will do.
@@ -179,6 +181,7 @@ def _kernel_options(buffers: UnrollBuffers) -> tuple[Tensor, Tensor, float, floa
     return (
         torch.empty(0, dtype=torch.bool) if buffers.episode_starts is None else buffers.episode_starts,
         torch.empty(0, dtype=torch.int64) if plan.pre_reset_index is None else plan.pre_reset_index,
+        torch.empty(0, dtype=torch.uint8) if buffers.clip_flags is None else buffers.clip_flags,
         buffers.hebbian_learning_rate,
         buffers.clip,
         PLASTICITY_CODES[options.plasticity],

@@ -8,7 +8,12 @@ the sequence in reverse and rebuilds the trace of each step on the way, either
   errors by ``1 / decay``, so a checkpoint restarts it from the stored trace before the amplification exceeds
   ``exp(AMPLIFICATION_LOG_BUDGET)``; or
 * by recomputing the traces of a segment forward from its checkpoint (``sqrt(T)`` steps apart), which is what
-  clipping needs, and what very large ``eta`` falls back to.
+  very large ``eta`` falls back to, and clipping on a backend that cannot flag it.
+
+A clip is not invertible where it acted. The C++ backend inverts a clipped trace all the same: its forward flags,
+per segment between checkpoints, the elements that the clip touched there (a bit per element and segment), and its
+backward recomputes the rows that hold them forward from the segment's checkpoint (``sqrt(T)`` steps apart at most),
+keeping only the flagged elements' values.
 
 The plan with the smaller memory is chosen per call (:func:`plan_checkpoints`).
 """
@@ -71,13 +76,16 @@ class CheckpointPlan:
     rule, its eligibility trace too, whose decay is then the one that bounds ``K``);
     ``reverse``: rebuild by inverting the decay (else recompute segments forward);
     ``pre_reset_index``: ``(T, B)`` slot of the trace saved just before a reset that the reverse
-    rebuild must go through, ``-1`` elsewhere; ``pre_reset_slots``: how many such traces.
+    rebuild must go through, ``-1`` elsewhere; ``pre_reset_slots``: how many such traces;
+    ``flags_clipping``: a clipped trace rebuilt in reverse, the elements the clip touched flagged per segment
+    (``(T - 1) // every + 1`` segments, a bit per element: ``(segments, B, N, ceil(N / 8))`` bytes).
     """
 
     every: int
     reverse: bool
     pre_reset_index: Tensor | None
     pre_reset_slots: int
+    flags_clipping: bool = False
 
     @property
     def workspace_traces(self) -> int:
@@ -92,11 +100,13 @@ def plan_checkpoints(
     dtype: torch.dtype,
     post_bound: float,
     starts: Tensor | None,
+    flag_clipping: bool = False,
 ) -> CheckpointPlan:
     """Choose reverse rebuild or segment recomputation, whichever keeps fewer ``B x N x N`` traces.
 
     ``post_bound`` bounds ``|post|`` (1 for tanh; clamped inputs can be larger), which bounds the decay of a rule
-    whose forgetting grows with ``|post|`` (Oja's).
+    whose forgetting grows with ``|post|`` (Oja's). ``flag_clipping``: the backend can rebuild a clipped trace in
+    reverse (the C++ one).
     """
     if not math.isfinite(eta):
         raise ValueError(f"eta must be finite; got {eta} (the layer's eta_raw holds a NaN or an infinity)")
@@ -104,7 +114,8 @@ def plan_checkpoints(
     recompute = CheckpointPlan(recompute_every, False, None, 0)
     if not options.plastic:
         return CheckpointPlan(steps, False, None, 0)
-    if options.trace_clip is not None:
+    clipped = options.trace_clip is not None
+    if clipped and not flag_clipping:
         return recompute
     smallest_decay = 1.0 - max(eta, 0.0) * options.decay_form.largest_forgetting(post_bound)
     if smallest_decay <= 1e-3:
@@ -112,6 +123,8 @@ def plan_checkpoints(
     growth = -math.log(min(smallest_decay, 1.0))
     budget = AMPLIFICATION_LOG_BUDGET.get(dtype, AMPLIFICATION_LOG_BUDGET[torch.float32])
     every = steps if growth == 0.0 else max(1, min(steps, int(budget / growth)))
+    if clipped:  # the flagged elements are recomputed from their segment's checkpoint: segments of sqrt(T) at most
+        every = min(every, recompute_every)
     index, slots = None, 0
     batch = 1
     if starts is not None:
@@ -125,9 +138,11 @@ def plan_checkpoints(
             index = torch.full(starts.shape, -1, dtype=torch.int64, device=starts.device)
             index[needs_saving] = torch.arange(slots, device=starts.device)
     reverse_cost = (steps - 1) // every + 1 + slots / batch
+    if clipped:  # a bit per element and segment
+        reverse_cost += ((steps - 1) // every + 1) / (8 * dtype.itemsize)
     recompute_cost = (steps - 1) // recompute_every + recompute_every - 1
     if reverse_cost <= recompute_cost:
-        return CheckpointPlan(every, True, index, slots)
+        return CheckpointPlan(every, True, index, slots, clipped)
     return recompute
 
 
@@ -186,7 +201,7 @@ class UnrollBuffers:
     the traces kept as the plan says. A modulated rule's ``modulation[t]`` is ``M(t)``, ``(B, K)``, of ``outputs[t]``
     through the modulator head ``modulator_weight`` ``(N, K)`` and ``modulator_bias`` ``(K,)``; a gated rule's
     eligibility trace has the same four buffers as the Hebbian one (``initial_eligibility``, ``eligibility``,
-    ``eligibility_checkpoints``, ``pre_reset_eligibility``).
+    ``eligibility_checkpoints``, ``pre_reset_eligibility``). ``clip_flags``: see :class:`CheckpointPlan`.
     """
 
     drive: Tensor
@@ -213,6 +228,7 @@ class UnrollBuffers:
     eligibility: Tensor | None = None
     eligibility_checkpoints: Tensor | None = None
     pre_reset_eligibility: Tensor | None = None
+    clip_flags: Tensor | None = None
 
     @property
     def clip(self) -> float:
@@ -243,6 +259,9 @@ def allocate_buffers(
 
     hebbian = traces_like_the_hebbian_ones(inputs.initial_trace)
     eligibility = traces_like_the_hebbian_ones(inputs.initial_eligibility) if options.gated else {}
+    clip_flags = None
+    if plan.flags_clipping:
+        clip_flags = torch.zeros(((steps - 1) // plan.every + 1, batch, size, (size + 7) // 8), dtype=torch.uint8)
     modulation = None
     if options.modulated:
         assert inputs.modulator_weight is not None, "a modulated rule's unroll needs the modulator head"
@@ -270,6 +289,7 @@ def allocate_buffers(
         eligibility=eligibility.get("trace"),
         eligibility_checkpoints=eligibility.get("checkpoints"),
         pre_reset_eligibility=eligibility.get("pre_reset_traces"),
+        clip_flags=clip_flags,
     )
 
 

@@ -275,6 +275,7 @@ def torch_backward(
     trace update of step ``t - 1`` (``through_update``: ``t >= 1`` and plastic), whose input ``H_{t-1}`` is stored,
     recomputed or rebuilt from ``H_t`` by inverting the update (and ``E_{t-1}`` likewise, for a gated rule).
     """
+    assert not buffers.plan.flags_clipping, "the PyTorch backend recomputes a clipped trace: plan it so"
     options, eta = buffers.options, buffers.hebbian_learning_rate
     steps = buffers.steps
     store = TraceStore(buffers, workspace, eligibility_workspace) if options.plastic else None
